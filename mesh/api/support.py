@@ -1,0 +1,137 @@
+"""What Weir's data plane enforces today, as data; and `unenforced_fields`, which names every field a
+resource sets outside that set, so `analyze` and `apply` can warn instead of ignoring it silently.
+
+Paths are camelCase without list indices; a path covers everything below it. Traffic-policy paths
+are relative to a `trafficPolicy` and apply wherever one appears (DestinationRule and subset level).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.api.loader import dump
+from mesh.api.resource import Resource
+
+_HTTP_MATCH = (
+    "uri",
+    "headers",
+    "method",
+    "queryParams",
+    "port",
+    "sourceLabels",
+    "gateways",
+    "withoutHeaders",
+    "ignoreUriCase",
+    "authority",
+    "scheme",
+)
+
+ENFORCED: dict[str, frozenset[str]] = {
+    "VirtualService": frozenset(
+        {
+            "spec.hosts",
+            "spec.gateways",
+            *(f"spec.http.match.{f}" for f in _HTTP_MATCH),
+            "spec.http.route.destination.host",
+            "spec.http.route.destination.subset",
+            "spec.http.route.destination.port",
+            "spec.http.route.weight",
+            "spec.http.route.headers.request",
+            "spec.http.route.headers.response",
+            "spec.http.rewrite.uri",
+            "spec.http.rewrite.authority",
+            "spec.http.redirect",
+            "spec.http.directResponse",
+            "spec.http.headers.request",
+            "spec.http.headers.response",
+            "spec.http.timeout",
+            "spec.http.retries",
+            "spec.http.fault",
+            "spec.http.mirror",
+            "spec.http.mirrorPercentage",
+            "spec.http.mirrors",
+        }
+    ),
+    "DestinationRule": frozenset(
+        {
+            "spec.host",
+            "spec.subsets.name",
+            "spec.subsets.labels",
+        }
+    ),
+    "Gateway": frozenset(
+        {
+            "spec.servers.port",
+            "spec.servers.hosts",
+            "spec.servers.name",
+            "spec.selector",
+        }
+    ),
+    "ServiceEntry": frozenset(
+        {
+            "spec.hosts",
+            "spec.ports",
+            "spec.location",
+            "spec.resolution",
+            "spec.endpoints.address",
+            "spec.endpoints.ports",
+            "spec.endpoints.labels",
+            "spec.endpoints.weight",
+            "spec.exportTo",
+        }
+    ),
+}
+
+ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
+    {
+        "loadBalancer.simple",
+        "loadBalancer.consistentHash.httpHeaderName",
+        "loadBalancer.consistentHash.httpCookie",
+        "loadBalancer.consistentHash.useSourceIp",
+        "loadBalancer.consistentHash.httpQueryParameterName",
+        "connectionPool",
+        "outlierDetection",
+    }
+)
+
+_POLICY_ROOTS = ("spec.trafficPolicy", "spec.subsets.trafficPolicy")
+
+
+def _rules(kind: str) -> frozenset[str]:
+    rules = set(ENFORCED.get(kind, ()))
+    if kind == "DestinationRule":
+        rules |= {f"{root}.{p}" for root in _POLICY_ROOTS for p in ENFORCED_TRAFFIC_POLICY}
+    return frozenset(rules)
+
+
+def _status(path: str, rules: frozenset[str]) -> str:
+    """'yes' if enforced, 'partly' if only some fields below it are, 'no' otherwise."""
+    for rule in rules:
+        if path == rule or path.startswith(rule + "."):
+            return "yes"
+    if any(rule.startswith(path + ".") for rule in rules):
+        return "partly"
+    return "no"
+
+
+def _walk(value: Any, path: str, shape: str, rules: frozenset[str], out: list[str]) -> None:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(item, f"{path}[{i}]", shape, rules, out)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, child in value.items():
+        child_shape = f"{shape}.{key}"
+        status = _status(child_shape, rules)
+        if status == "no":
+            out.append(f"{path}.{key}")
+        elif status == "partly":
+            _walk(child, f"{path}.{key}", child_shape, rules, out)
+
+
+def unenforced_fields(resource: Resource) -> list[str]:
+    """Concrete paths (e.g. `spec.http[0].corsPolicy`) of fields set but not enforced by Weir."""
+    out: list[str] = []
+    _walk(dump(resource).get("spec", {}), "spec", "spec", _rules(resource.kind), out)
+    return out

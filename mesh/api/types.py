@@ -1,0 +1,192 @@
+"""Value types shared by every Istio kind: the frozen base model, Duration, Percent, StringMatch,
+port numbers and label maps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
+
+from mesh.api.errors import invalid
+
+
+class Model(BaseModel):
+    """Base of every Istio message: immutable, unknown fields refused, camelCase in YAML."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        hide_input_in_errors=True,
+    )
+
+
+# Go's time.ParseDuration grammar, which Istio accepts for protobuf Durations ("1h30m", "1.5s", "300ms").
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A protobuf Duration as written in YAML: `seconds` for arithmetic, `text` to write it back."""
+
+    seconds: float
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        """Parse Go duration syntax; raises ValueError on malformed or negative input."""
+        body = text.strip()
+        if body.startswith("-") and body[1:].strip() not in ("0", ""):
+            raise ValueError(f"invalid duration {text!r}: must not be negative")
+        body = body.lstrip("+-")
+        if body == "0":
+            return cls(0.0, text)
+        pos, total = 0, 0.0
+        while pos < len(body):
+            m = _DURATION_PART.match(body, pos)
+            if m is None:
+                raise ValueError(f"invalid duration {text!r}: expected e.g. 1.5s, 300ms, 1m, 2h")
+            total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            pos = m.end()
+        if pos == 0:
+            raise ValueError(f"invalid duration {text!r}: expected e.g. 1.5s, 300ms, 1m, 2h")
+        return cls(total, text)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def _validate(cls, value: Any) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        if not isinstance(value, str):
+            raise invalid(f"invalid duration {value!r}: expected a string like 1.5s, 300ms, 1m or 2h")
+        try:
+            return cls.parse(value)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda d: d.text),
+        )
+
+
+def _at_least_1ms(d: Duration) -> Duration:
+    # Istio's ValidateDuration: timeouts, intervals and delays shorter than 1ms are refused.
+    if d.seconds < 1e-3:
+        raise invalid(f"invalid duration {d.text!r}: must be at least 1ms")
+    return d
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_at_least_1ms)]
+
+
+class Percent(Model):
+    """Istio's `Percent` message: `{value: 12.5}` in [0, 100]."""
+
+    value: float = Field(default=0.0, ge=0.0, le=100.0)
+
+
+def _scalar_to_str(value: Any) -> Any:
+    # YAML turns `version: 1` or `test: true` into int/bool; Kubernetes users mean the text.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+ScalarStr = Annotated[str, BeforeValidator(_scalar_to_str)]
+StrMap = dict[str, ScalarStr]
+
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+# Kubernetes label syntax: optional DNS-subdomain prefix, then a name of at most 63 characters.
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if "*" in key or "*" in value:
+            raise invalid("wildcard is not supported in selector", at=key)
+        prefix, _, name = key.rpartition("/")
+        if (
+            not name
+            or len(name) > 63
+            or not _LABEL_NAME.match(name)
+            or (prefix and not _LABEL_PREFIX.match(prefix))
+        ):
+            raise invalid(f"invalid label key {key!r}", at=key)
+        if len(value) > 63 or not _LABEL_NAME.match(value):
+            raise invalid(f"invalid label value {value!r}", at=key)
+    return labels
+
+
+Labels = Annotated[dict[str, ScalarStr], AfterValidator(_check_labels)]
+
+
+class StringMatch(Model):
+    """Exactly one of exact, prefix or regex (regex checked with Python `re`; RE2 differs slightly).
+
+    An empty StringMatch is only meaningful as a header/query presence check; fields that need a value
+    use `RequiredStringMatch`.
+    """
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StringMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise invalid(f"only one of exact, prefix or regex may be set, got {', '.join(given)}")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except (re.error, OverflowError, RecursionError) as exc:
+                raise invalid(f"invalid regex {self.regex!r}: {exc}", at="regex") from None
+        return self
+
+    @property
+    def is_empty(self) -> bool:
+        return self.exact is None and self.prefix is None and self.regex is None
+
+
+def _non_empty_match(m: StringMatch) -> StringMatch:
+    if m.is_empty:
+        raise invalid("one of exact, prefix or regex is required")
+    return m
+
+
+RequiredStringMatch = Annotated[StringMatch, AfterValidator(_non_empty_match)]
+
+
+class PortSelector(Model):
+    number: PortNumber | None = None
+
+
+class WorkloadSelector(Model):
+    """`istio.type.v1beta1.WorkloadSelector` (DestinationRule): `matchLabels`."""
+
+    match_labels: Labels = Field(default_factory=dict)
+
+
+def no_duplicates(values: list[Any], what: str) -> None:
+    seen: set[Any] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise invalid(f"duplicate value: {what} {value!r} appears more than once", at=f"[{i}]")
+        seen.add(value)

@@ -1,0 +1,266 @@
+"""Cross-resource analysis (IST0101, IST0109), unenforced-field warnings and host resolution."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from mesh.api import ENFORCED, Message, analyze, fqdn, load_document, load_text, unenforced_fields
+from tests.mesh.api.conftest import doc, dr, gw, route_to, to_yaml, vs
+
+
+def _dr(host: str, subsets: list[str], namespace: str = "bookinfo", name: str = "reviews") -> dict:
+    return doc(
+        "DestinationRule",
+        {"host": host, "subsets": [{"name": s, "labels": {"version": s}} for s in subsets]},
+        name=name,
+        namespace=namespace,
+    )
+
+
+def _codes(messages: list[Message], code: str) -> list[Message]:
+    return [m for m in messages if m.code == code]
+
+
+@pytest.mark.parametrize(
+    ("dr_host", "dr_ns"),
+    [
+        ("reviews", "bookinfo"),
+        ("reviews.bookinfo", "other"),
+        ("reviews.bookinfo.svc.cluster.local", "other"),
+    ],
+)
+def test_subset_defined_by_destination_rule_is_found(dr_host: str, dr_ns: str) -> None:
+    resources = load_text(to_yaml(vs([{"route": [route_to(subset="v1")]}]), _dr(dr_host, ["v1"], dr_ns)))
+    assert _codes(analyze(resources), "IST0101") == []
+
+
+@pytest.mark.parametrize(
+    ("resources", "missing"),
+    [
+        ([vs([{"route": [route_to(subset="v3")]}]), _dr("reviews", ["v1", "v2"])], "reviews+v3"),
+        ([vs([{"route": [route_to(subset="v1")]}])], "reviews+v1"),
+        # `reviews` in namespace bookinfo is not reviews.other.svc.cluster.local
+        ([vs([{"route": [route_to(subset="v1")]}]), _dr("reviews", ["v1"], "other")], "reviews+v1"),
+        (
+            [
+                vs([{"route": [route_to(subset="v1")], "mirror": {"host": "ratings", "subset": "v2"}}]),
+                _dr("reviews", ["v1"]),
+            ],
+            "ratings+v2",
+        ),
+        ([vs(tcp=[{"route": [route_to(host="db", subset="primary")]}])], "db+primary"),
+    ],
+)
+def test_missing_subset_is_ist0101(resources: list[dict], missing: str) -> None:
+    messages = _codes(analyze([load_document(r) for r in resources]), "IST0101")
+    assert len(messages) == 1
+    m = messages[0]
+    assert (m.level, m.resource_key) == ("Error", "VirtualService/bookinfo/reviews")
+    assert m.text == f'Referenced host+subset in destinationrule not found: "{missing}"'
+
+
+@pytest.mark.parametrize(
+    ("gateways", "missing"),
+    [
+        (["bookinfo-gateway"], []),
+        (["bookinfo/bookinfo-gateway", "mesh"], []),
+        (["other/bookinfo-gateway"], ["other/bookinfo-gateway"]),
+        (["nope"], ["nope"]),
+    ],
+)
+def test_gateway_reference(gateways: list[str], missing: list[str]) -> None:
+    resources = [
+        load_document(vs([{"route": [route_to(subset=None)]}], gateways=gateways)),
+        load_document(gw()),
+    ]
+    messages = _codes(analyze(resources), "IST0101")
+    assert [m.text for m in messages] == [f'Referenced gateway not found: "{g}"' for g in missing]
+
+
+def test_match_gateway_reference_is_checked_too() -> None:
+    body = vs([{"match": [{"gateways": ["ghost"]}], "route": [route_to(subset=None)]}])
+    (m,) = _codes(analyze([load_document(body)]), "IST0101")
+    assert m.text == 'Referenced gateway not found: "ghost"'
+
+
+def test_two_mesh_virtual_services_for_one_host_is_ist0109() -> None:
+    a = doc("VirtualService", {"hosts": ["reviews"], "http": [{"route": [route_to(subset=None)]}]}, name="a")
+    b = doc(
+        "VirtualService",
+        {"hosts": ["reviews.bookinfo.svc.cluster.local"], "http": [{"route": [route_to(subset=None)]}]},
+        name="b",
+    )
+    messages = _codes(analyze([load_document(a), load_document(b)]), "IST0109")
+    assert sorted(m.resource_key for m in messages) == [
+        "VirtualService/bookinfo/a",
+        "VirtualService/bookinfo/b",
+    ]
+    assert all("reviews.bookinfo.svc.cluster.local" in m.text and m.level == "Error" for m in messages)
+
+
+@pytest.mark.parametrize("gateways_b", [["bookinfo-gateway"], None])
+def test_no_ist0109_when_only_one_is_bound_to_mesh_or_same_resource(gateways_b) -> None:
+    a = doc("VirtualService", {"hosts": ["reviews"], "http": [{"route": [route_to(subset=None)]}]}, name="a")
+    spec_b = {"hosts": ["reviews"], "http": [{"route": [route_to(subset=None)]}]}
+    if gateways_b:
+        spec_b["gateways"] = gateways_b
+        b = doc("VirtualService", spec_b, name="b")
+    else:
+        b = a  # the same resource applied twice replaces itself
+    assert _codes(analyze([load_document(a), load_document(b), load_document(gw())]), "IST0109") == []
+
+
+def test_enforced_only_resource_has_no_warnings() -> None:
+    body = vs(
+        [
+            {
+                "match": [{"uri": {"prefix": "/"}, "headers": {"x": {"exact": "y"}}}],
+                "route": [route_to(weight=90), route_to(subset="v2", weight=10)],
+                "timeout": "2s",
+                "retries": {"attempts": 2, "perTryTimeout": "1s"},
+                "fault": {"delay": {"fixedDelay": "2s", "percentage": {"value": 100}}},
+                "headers": {"request": {"set": {"a": "b"}}},
+            }
+        ]
+    )
+    assert unenforced_fields(load_document(body)) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            vs(
+                [{"route": [route_to()], "corsPolicy": {"allowMethods": ["GET"]}}],
+                tcp=[{"route": [route_to()]}],
+                exportTo=["."],
+            ),
+            ["spec.http[0].corsPolicy", "spec.tcp", "spec.exportTo"],
+        ),
+        (
+            vs(
+                [
+                    {
+                        "route": [route_to()],
+                        "retries": {"attempts": 1},
+                        "rewrite": {"uri": "/"},
+                        "name": "r",
+                        "match": [{"uri": {"exact": "/"}, "statPrefix": "s"}],
+                    }
+                ]
+            ),
+            ["spec.http[0].name", "spec.http[0].match[0].statPrefix"],
+        ),
+        (
+            dr(
+                trafficPolicy={
+                    "loadBalancer": {"simple": "RANDOM", "localityLbSetting": {"enabled": True}},
+                    "tls": {"mode": "ISTIO_MUTUAL"},
+                    "connectionPool": {"tcp": {"maxConnections": 1}},
+                },
+                subsets=[
+                    {
+                        "name": "v1",
+                        "trafficPolicy": {
+                            "loadBalancer": {
+                                "consistentHash": {"useSourceIp": True, "ringHash": {"minimumRingSize": 8}}
+                            }
+                        },
+                    }
+                ],
+            ),
+            [
+                "spec.trafficPolicy.loadBalancer.localityLbSetting",
+                "spec.trafficPolicy.tls",
+                "spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.ringHash",
+            ],
+        ),
+        (
+            gw(
+                [
+                    {
+                        "port": {"number": 443, "protocol": "HTTPS"},
+                        "hosts": ["*"],
+                        "bind": "0.0.0.0",
+                        "tls": {"mode": "SIMPLE", "credentialName": "c"},
+                    }
+                ]
+            ),
+            ["spec.servers[0].bind", "spec.servers[0].tls"],
+        ),
+        (
+            doc(
+                "ServiceEntry",
+                {
+                    "hosts": ["a.com"],
+                    "resolution": "STATIC",
+                    "subjectAltNames": ["x"],
+                    "endpoints": [{"address": "1.1.1.1", "network": "n"}],
+                },
+            ),
+            ["spec.endpoints[0].network", "spec.subjectAltNames"],
+        ),
+    ],
+)
+def test_unenforced_fields_are_named(body: dict, expected: list[str]) -> None:
+    assert sorted(unenforced_fields(load_document(body))) == sorted(expected)
+
+
+def test_unenforced_fields_become_warnings() -> None:
+    body = vs([{"route": [route_to()], "corsPolicy": {"allowMethods": ["GET"]}}])
+    resources = [load_document(body), load_document(_dr("reviews", ["v1"]))]
+    (m,) = _codes(analyze(resources), "WEIR0001")
+    assert (m.level, m.resource_key) == ("Warning", "VirtualService/bookinfo/reviews")
+    assert "spec.http[0].corsPolicy" in m.text
+
+
+def test_errors_come_before_warnings() -> None:
+    body = vs([{"route": [route_to(subset="v9")], "corsPolicy": {"allowMethods": ["GET"]}}])
+    levels = [m.level for m in analyze([load_document(body)])]
+    assert levels == sorted(levels, key=["Error", "Warning", "Info"].index) and levels[0] == "Error"
+
+
+def test_enforced_table_covers_every_kind() -> None:
+    assert set(ENFORCED) == {"VirtualService", "DestinationRule", "Gateway", "ServiceEntry"}
+
+
+@pytest.mark.parametrize(
+    ("host", "namespace", "expected"),
+    [
+        ("books", "bookinfo", "books.bookinfo.svc.cluster.local"),
+        ("books.bookinfo", "default", "books.bookinfo.svc.cluster.local"),
+        ("books.bookinfo.svc", "default", "books.bookinfo.svc.cluster.local"),
+        ("books.bookinfo.svc.cluster.local", "default", "books.bookinfo.svc.cluster.local"),
+        ("api.example.com", "default", "api.example.com"),
+        ("example.com", "default", "example.com"),
+        ("a.b.c.d", "default", "a.b.c.d"),
+        ("*.example.com", "default", "*.example.com"),
+        ("*", "default", "*"),
+        ("10.0.0.1", "default", "10.0.0.1"),
+    ],
+)
+def test_fqdn(host: str, namespace: str, expected: str) -> None:
+    assert fqdn(host, namespace) == expected
+
+
+def test_mesh_api_imports_nothing_else_from_the_project() -> None:
+    root = Path(__file__).parents[3] / "mesh" / "api"
+    allowed_third_party = {"pydantic", "pydantic_core", "yaml"}
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top == "mesh":
+                    assert name.startswith("mesh.api"), f"{path.name} imports {name}"
+                elif top in ("bookinfo", "infra", "tests"):
+                    raise AssertionError(f"{path.name} imports {name}")
+                else:
+                    assert top in allowed_third_party or top in __import__("sys").stdlib_module_names, name
