@@ -1,0 +1,177 @@
+"""Sidecar injection, the one function that turns a Deployment into a meshed one: `inject_sidecar`.
+
+Adds the `weir-proxy` container (`python -m mesh.proxy --role sidecar …`, the flags of
+docs/architecture.md with the pod's ports 15006/15001/15000), points the app at it through `HTTP_PROXY`,
+mounts an audience-bound service-account token for the CA, and annotates the pod for Prometheus. Pure:
+the input is never mutated, and injecting twice is the same as injecting once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+SIDECAR_CONTAINER = "weir-proxy"
+STATUS_ANNOTATION = "sidecar.weir.dev/status"
+DEFAULT_CONTROL_PLANE = "weir-control.weir-system.svc:15010"
+
+ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+PROXY_UID = 1337  # Istio's proxy uid, so existing PodSecurity and network policies recognise it
+
+TOKEN_VOLUME = "istio-token"
+TOKEN_AUDIENCE = "weir-ca"
+TOKEN_MOUNT = "/var/run/secrets/tokens"
+TOKEN_EXPIRATION_S = 43200  # the kubelet rotates it at 80% of its life
+
+Obj = dict[str, Any]
+
+
+def is_injected(deployment: Obj) -> bool:
+    template = deployment.get("spec", {}).get("template", {})
+    annotations = template.get("metadata", {}).get("annotations") or {}
+    containers = template.get("spec", {}).get("containers") or []
+    return STATUS_ANNOTATION in annotations or any(c.get("name") == SIDECAR_CONTAINER for c in containers)
+
+
+def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DEFAULT_CONTROL_PLANE) -> Obj:
+    """A new Deployment dict with the sidecar added; an injected one comes back unchanged (as a copy)."""
+    out = copy.deepcopy(deployment)
+    if is_injected(out):
+        return out
+    template = out["spec"]["template"]
+    pod = template["spec"]
+    containers = pod.get("containers") or []
+    if not containers:
+        raise ValueError(
+            f"deployment {out['metadata'].get('name')}: no containers to inject a sidecar next to"
+        )
+    app = _app_container(containers)
+    labels = dict(template.get("metadata", {}).get("labels") or {})
+    _set_env(app, "HTTP_PROXY", f"http://127.0.0.1:{OUTBOUND_PORT}")
+    containers.append(
+        _sidecar(
+            proxy_image,
+            control_plane,
+            workload=out["metadata"]["name"],
+            labels=labels,
+            service_account=pod.get("serviceAccountName", "default"),
+            app_port=_app_port(app),
+        )
+    )
+    pod["containers"] = containers  # app stays first: `mesh.local.plan` and `kubectl logs` rely on it
+    pod.setdefault("volumes", []).append(_token_volume())
+    meta = template.setdefault("metadata", {})
+    meta.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
+    meta.setdefault("annotations", {}).update(_annotations(proxy_image, app["name"]))
+    return out
+
+
+def _app_container(containers: list[Obj]) -> Obj:
+    """The container named `app`, else the first one."""
+    for container in containers:
+        if container.get("name") == "app":
+            return container
+    return containers[0]
+
+
+def _app_port(app: Obj) -> int:
+    ports = app.get("ports") or []
+    for port in ports:
+        if port.get("name") == "http":
+            return int(port["containerPort"])
+    if ports:
+        return int(ports[0]["containerPort"])
+    raise ValueError(
+        f"container {app.get('name')}: no containerPort for the sidecar to forward inbound traffic to"
+    )
+
+
+def _set_env(container: Obj, name: str, value: str) -> None:
+    env = [item for item in container.get("env") or [] if item.get("name") != name]
+    env.append({"name": name, "value": value})
+    container["env"] = env
+
+
+def _field_env(name: str, field_path: str) -> Obj:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+
+
+def _sidecar(
+    image: str,
+    control_plane: str,
+    *,
+    workload: str,
+    labels: dict[str, str],
+    service_account: str,
+    app_port: int,
+) -> Obj:
+    args = [
+        "--role", "sidecar",
+        "--id", "$(POD_NAME).$(POD_NAMESPACE)",
+        "--namespace", "$(POD_NAMESPACE)",
+        "--workload", workload,
+        "--labels", ",".join(f"{key}={value}" for key, value in sorted(labels.items())),
+        "--service-account", service_account,
+        "--control-plane", control_plane,
+        "--inbound-port", str(INBOUND_PORT),
+        "--outbound-port", str(OUTBOUND_PORT),
+        "--app-port", str(app_port),
+        "--admin-port", str(ADMIN_PORT),
+    ]  # fmt: skip
+    return {
+        "name": SIDECAR_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "mesh.proxy"],
+        "args": args,
+        "env": [
+            _field_env("POD_NAME", "metadata.name"),
+            _field_env("POD_NAMESPACE", "metadata.namespace"),
+            _field_env("INSTANCE_IP", "status.podIP"),
+            _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            {"name": "WEIR_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/{TOKEN_VOLUME}"},
+        ],
+        "ports": [
+            {"name": "weir-inbound", "containerPort": INBOUND_PORT, "protocol": "TCP"},
+            {"name": "weir-outbound", "containerPort": OUTBOUND_PORT, "protocol": "TCP"},
+            {"name": "weir-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": ADMIN_PORT},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 2,
+            "failureThreshold": 30,
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": PROXY_UID,
+            "runAsGroup": PROXY_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True}],
+    }
+
+
+def _token_volume() -> Obj:
+    token = {"audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_EXPIRATION_S, "path": TOKEN_VOLUME}
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+
+
+def _annotations(proxy_image: str, app_container: str) -> dict[str, str]:
+    status = {"containers": [SIDECAR_CONTAINER], "volumes": [TOKEN_VOLUME], "image": proxy_image}
+    return {
+        STATUS_ANNOTATION: json.dumps(status, separators=(",", ":")),
+        "kubectl.kubernetes.io/default-container": app_container,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ADMIN_PORT),
+        "prometheus.io/path": "/stats/prometheus",
+    }

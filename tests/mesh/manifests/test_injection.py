@@ -1,0 +1,109 @@
+"""mesh.manifests.injection: schema-valid injected Deployments, idempotence, purity and the sidecar's wiring."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+
+from mesh.manifests import bookinfo, injection
+
+K8S_VERSION = "1.30"
+PROXY_IMAGE = "ghcr.io/weir-mesh/proxy:0.1.0"
+
+
+def _inject(deployment: dict, **kwargs: str) -> dict:
+    return injection.inject_sidecar(deployment, proxy_image=PROXY_IMAGE, **kwargs)
+
+
+def _by_name(items: list[dict], name: str) -> dict:
+    return next(item for item in items if item["name"] == name)
+
+
+@pytest.mark.parametrize("deployment", bookinfo.deployments(), ids=lambda d: d["metadata"]["name"])
+def test_injected_deployment_validates_strictly(deployment: dict) -> None:
+    kubernetes_validate.validate(_inject(deployment), K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("deployment", bookinfo.deployments(), ids=lambda d: d["metadata"]["name"])
+def test_injection_is_idempotent_and_pure(deployment: dict) -> None:
+    before = copy.deepcopy(deployment)
+    once = _inject(deployment)
+    assert deployment == before
+    assert once != deployment
+    twice = _inject(once)
+    assert twice == once
+    assert twice is not once
+    assert injection.is_injected(once) and not injection.is_injected(deployment)
+
+
+def test_sidecar_wiring() -> None:
+    books_v2 = bookinfo.deployments()[3]
+    injected = _inject(books_v2, control_plane="cp.example:15010")
+    pod = injected["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["app", "weir-proxy"]
+    proxy = _by_name(pod["containers"], "weir-proxy")
+    assert proxy["image"] == PROXY_IMAGE
+    assert proxy["command"] == ["python", "-m", "mesh.proxy"]
+    assert proxy["args"] == [
+        "--role", "sidecar",
+        "--id", "$(POD_NAME).$(POD_NAMESPACE)",
+        "--namespace", "$(POD_NAMESPACE)",
+        "--workload", "books-v2",
+        "--labels", "app=books,version=v2",
+        "--service-account", "books",
+        "--control-plane", "cp.example:15010",
+        "--inbound-port", "15006",
+        "--outbound-port", "15001",
+        "--app-port", "9080",
+        "--admin-port", "15000",
+    ]  # fmt: skip
+    assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {
+        "weir-inbound": 15006,
+        "weir-outbound": 15001,
+        "weir-admin": 15000,
+    }
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 15000}
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in proxy["env"] if "valueFrom" in e}
+    assert fields["POD_NAME"] == "metadata.name" and fields["POD_NAMESPACE"] == "metadata.namespace"
+    assert proxy["volumeMounts"] == [
+        {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}
+    ]
+    assert proxy["resources"]["limits"] and proxy["securityContext"]["runAsNonRoot"] is True
+
+    token = _by_name(pod["volumes"], "istio-token")["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "weir-ca" and token["path"] == "istio-token"
+
+    app_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert app_env["HTTP_PROXY"] == "http://127.0.0.1:15001"
+    assert app_env["RATINGS_URL"] == "http://ratings:9080"
+
+
+def test_pod_annotations_and_selector_untouched() -> None:
+    original = bookinfo.deployments()[0]
+    injected = _inject(original)
+    annotations = injected["spec"]["template"]["metadata"]["annotations"]
+    assert json.loads(annotations["sidecar.weir.dev/status"])["containers"] == ["weir-proxy"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "15000")
+    assert annotations["prometheus.io/path"] == "/stats/prometheus"
+    assert injected["spec"]["selector"] == original["spec"]["selector"]
+    labels = injected["spec"]["template"]["metadata"]["labels"]
+    assert {k: labels[k] for k in ("app", "version")} == {"app": "ui", "version": "v1"}
+
+
+def test_existing_http_proxy_is_replaced_not_duplicated() -> None:
+    deployment = bookinfo.deployments()[0]
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "HTTP_PROXY", "value": "x"}
+    )
+    env = _inject(deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["value"] for e in env if e["name"] == "HTTP_PROXY"] == ["http://127.0.0.1:15001"]
+
+
+def test_deployment_without_containers_is_refused() -> None:
+    deployment = bookinfo.deployments()[0]
+    deployment["spec"]["template"]["spec"]["containers"] = []
+    with pytest.raises(ValueError, match="no containers"):
+        _inject(deployment)
