@@ -1,0 +1,206 @@
+"""The compiled per-proxy view: what the control plane sends and a proxy executes.
+
+This is Weir's xDS: listeners, route tables, clusters and endpoints for ONE proxy, already resolved
+(no Istio YAML, no short host names, no sourceLabels or gateway bindings left to evaluate). Every type is
+a frozen, slotted dataclass so that `new_view == old_view` is the change detector on both sides.
+`mesh.control.builder` produces it; `mesh.proxy.routing` compiles it into matchers; `mesh.view.wire`
+moves it as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Listener directions. A sidecar has one inbound and one outbound listener; a gateway has one per port.
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+GATEWAY = "gateway"
+
+# Cluster kinds: how a cluster finds its hosts.
+EDS = "eds"  # endpoints come from the view's endpoint table (registry or STATIC ServiceEntry)
+DNS = "dns"  # endpoint addresses are host names resolved when connecting (ServiceEntry DNS)
+PASSTHROUGH = "passthrough"  # the request's own host:port (ALLOW_ANY, ServiceEntry resolution NONE)
+BLACKHOLE = "blackhole"  # REGISTRY_ONLY: refuse
+
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+BLACKHOLE_CLUSTER = "BlackHoleCluster"
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    kind: str  # "exact" | "prefix" | "regex"
+    value: str
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMatch:
+    """A header or query parameter condition; `match=None` means "present"."""
+
+    name: str  # headers: lower-case
+    match: StringMatch | None = None
+    invert: bool = False  # from withoutHeaders: the condition must NOT hold
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """One Istio match block: every set condition must hold (AND)."""
+
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: tuple[KeyMatch, ...] = ()
+    query_params: tuple[KeyMatch, ...] = ()
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+NO_HEADER_OPS = HeaderOps()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    cluster: str
+    weight: int = 1
+    request_headers: HeaderOps = NO_HEADER_OPS
+    response_headers: HeaderOps = NO_HEADER_OPS
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    uri: str | None = None
+    authority: str | None = None
+    port: int | None = None
+    scheme: str | None = None
+    status: int = 301
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    status: int
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    uri: str | None = None
+    authority: str | None = None
+    uri_regex: tuple[str, str] | None = None  # (pattern, substitution)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One Istio http rule. Empty `matches` matches everything; blocks are ORed."""
+
+    name: str
+    matches: tuple[RouteMatch, ...] = ()
+    clusters: tuple[WeightedCluster, ...] = ()
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderOps = NO_HEADER_OPS
+    response_headers: HeaderOps = NO_HEADER_OPS
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]  # exact names, "*.suffix", or "*"; no ports
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    name: str  # outbound: the service port ("9080"); gateway: "http.<port>"
+    virtual_hosts: tuple[VirtualHost, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    direction: str  # INBOUND | OUTBOUND | GATEWAY
+    port: int  # for gateways the Gateway server port (80); the proxy maps it to a local port
+    route_table: str | None = None  # gateway listeners
+    cluster: str | None = None  # inbound: the local app
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    policy: str = "ROUND_ROBIN"  # ROUND_ROBIN | LEAST_REQUEST | RANDOM | RING_HASH
+    hash_header: str | None = None
+    hash_cookie: str | None = None
+    hash_cookie_path: str | None = None
+    hash_cookie_ttl: float | None = None
+    hash_source_ip: bool = False
+    hash_query_parameter: str | None = None
+    ring_size: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str  # Istio style: "outbound|9080|v1|books.bookinfo.svc.cluster.local"
+    kind: str = EDS
+    service: str = ""  # destination FQDN, for metrics
+    port: int = 0
+    subset: str = ""
+    lb: LoadBalancer = field(default_factory=LoadBalancer)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+    workload: str = "unknown"
+    namespace: str = "unknown"
+    app: str = "unknown"
+    version: str = "unknown"
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEndpoints:
+    cluster: str
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyView:
+    proxy: str
+    listeners: tuple[Listener, ...] = ()
+    route_tables: tuple[RouteTable, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    endpoints: tuple[ClusterEndpoints, ...] = ()
+    outbound_policy: str = "ALLOW_ANY"  # or REGISTRY_ONLY
+
+
+class ViewError(ValueError):
+    """A view that is well-formed JSON but not executable; the proxy NACKs it."""
+
+
+def check_references(view: ProxyView) -> None:
+    """Refuse a view whose parts point at names it does not define (a proxy NACKs such a view)."""
+    clusters = {c.name for c in view.clusters} | {PASSTHROUGH_CLUSTER, BLACKHOLE_CLUSTER}
+    tables = {t.name for t in view.route_tables}
+    for listener in view.listeners:
+        if listener.route_table and listener.route_table not in tables:
+            raise ViewError(f"listener {listener.name}: unknown route table {listener.route_table}")
+        if listener.cluster and listener.cluster not in clusters:
+            raise ViewError(f"listener {listener.name}: unknown cluster {listener.cluster}")
+    for table in view.route_tables:
+        for host in table.virtual_hosts:
+            for route in host.routes:
+                for weighted in route.clusters:
+                    if weighted.cluster not in clusters:
+                        raise ViewError(
+                            f"route {table.name}/{host.name}/{route.name}: unknown cluster {weighted.cluster}"
+                        )
+    for assignment in view.endpoints:
+        if assignment.cluster not in clusters:
+            raise ViewError(f"endpoints for unknown cluster {assignment.cluster}")
