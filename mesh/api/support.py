@@ -44,12 +44,11 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.http.directResponse",
             "spec.http.headers.request",
             "spec.http.headers.response",
-            "spec.http.timeout",
-            "spec.http.retries",
-            "spec.http.fault",
-            "spec.http.mirror",
-            "spec.http.mirrorPercentage",
-            "spec.http.mirrors",
+            "spec.http.rewrite.uriRegexRewrite",
+            # Names only label routes: nothing to enforce.
+            "spec.http.name",
+            "spec.http.match.name",
+            "spec.http.match.statPrefix",
         }
     ),
     "DestinationRule": frozenset(
@@ -77,7 +76,6 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.endpoints.ports",
             "spec.endpoints.labels",
             "spec.endpoints.weight",
-            "spec.exportTo",
         }
     ),
 }
@@ -89,8 +87,8 @@ ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
         "loadBalancer.consistentHash.httpCookie",
         "loadBalancer.consistentHash.useSourceIp",
         "loadBalancer.consistentHash.httpQueryParameterName",
-        "connectionPool",
-        "outlierDetection",
+        "loadBalancer.consistentHash.ringHash",
+        "loadBalancer.consistentHash.minimumRingSize",
     }
 )
 

@@ -119,9 +119,7 @@ def test_enforced_only_resource_has_no_warnings() -> None:
             {
                 "match": [{"uri": {"prefix": "/"}, "headers": {"x": {"exact": "y"}}}],
                 "route": [route_to(weight=90), route_to(subset="v2", weight=10)],
-                "timeout": "2s",
-                "retries": {"attempts": 2, "perTryTimeout": "1s"},
-                "fault": {"delay": {"fixedDelay": "2s", "percentage": {"value": 100}}},
+                "rewrite": {"uri": "/v1"},
                 "headers": {"request": {"set": {"a": "b"}}},
             }
         ]
@@ -152,7 +150,7 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                     }
                 ]
             ),
-            ["spec.http[0].name", "spec.http[0].match[0].statPrefix"],
+            ["spec.http[0].retries"],
         ),
         (
             dr(
@@ -175,7 +173,7 @@ def test_enforced_only_resource_has_no_warnings() -> None:
             [
                 "spec.trafficPolicy.loadBalancer.localityLbSetting",
                 "spec.trafficPolicy.tls",
-                "spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.ringHash",
+                "spec.trafficPolicy.connectionPool",
             ],
         ),
         (
