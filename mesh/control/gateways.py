@@ -1,0 +1,118 @@
+"""Gateway proxies: Gateway servers → listeners, and VirtualServices bound to them → route tables.
+
+For each Gateway whose selector matches the gateway proxy's labels (all namespaces), each HTTP server
+becomes a listener on its port with route table `http.<port>`; servers sharing a port merge. A
+VirtualService bound to the Gateway contributes its rules under the domains where its hosts meet the
+server's hosts. Called by `mesh.control.builder`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from mesh.control import clusters, registry, routes, snapshot
+from mesh.control import node as node_mod
+from mesh.view import model
+
+log = logging.getLogger(__name__)
+
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+
+
+def table_name(port: int) -> str:
+    return f"http.{port}"
+
+
+def selected_gateways(snap: snapshot.Snapshot, node: node_mod.Node) -> list[Any]:
+    """Gateways whose selector matches the proxy (no selector: the gateways of its own namespace)."""
+    out = []
+    for gw in snap.gateways:
+        selector = gw.spec.selector
+        if selector and registry.labels_match(selector, node.labels):
+            out.append(gw)
+        elif not selector and gw.namespace == node.namespace:
+            out.append(gw)
+    return out
+
+
+def intersect(a: str, b: str) -> str | None:
+    """The more specific of two host patterns when one covers the other (Istio's hosts intersection)."""
+    if clusters.host_matches(b, a):
+        return a
+    if clusters.host_matches(a, b):
+        return b
+    return None
+
+
+def _server_hosts(server: Any, vs_namespace: str, gw_namespace: str) -> list[str]:
+    """The server's hosts a VirtualService in `vs_namespace` may use (`ns/host`, `./host`, `*/host`)."""
+    out = []
+    for entry in server.hosts:
+        ns, slash, host = entry.partition("/")
+        if not slash:
+            ns, host = "*", entry
+        if ns == "*" or ns == vs_namespace or (ns == "." and vs_namespace == gw_namespace):
+            out.append(host)
+    return out
+
+
+def _domains(snap: snapshot.Snapshot, vs: Any, server: Any, gw: Any) -> list[str]:
+    allowed = _server_hosts(server, vs.namespace, gw.namespace)
+    out = set()
+    for host in vs.spec.hosts or ():
+        resolved = snap.resolve(host, vs.namespace)
+        for server_host in allowed:
+            both = intersect(resolved, server_host)
+            if both is not None:
+                out.add(both)
+    return sorted(out)
+
+
+def build(
+    snap: snapshot.Snapshot, node: node_mod.Node
+) -> tuple[list[model.Listener], list[model.RouteTable], set[routes.ClusterRef]]:
+    servers: dict[int, list[tuple[Any, Any]]] = defaultdict(list)
+    for gw in selected_gateways(snap, node):
+        for server in gw.spec.servers:
+            protocol = server.port.protocol.upper()
+            if protocol not in HTTP_PROTOCOLS:
+                log.info("%s: server on port %d (%s) ignored: only HTTP servers are supported",
+                         gw.key, server.port.number, protocol)
+                continue
+            servers[server.port.number].append((gw, server))
+    listeners, tables, refs = [], [], set()
+    for port in sorted(servers):
+        name = table_name(port)
+        listeners.append(model.Listener(name, model.GATEWAY, port, route_table=name))
+        tables.append(model.RouteTable(name, _virtual_hosts(snap, node, port, servers[port], refs)))
+    return listeners, tables, refs
+
+
+def _virtual_hosts(
+    snap: snapshot.Snapshot,
+    node: node_mod.Node,
+    port: int,
+    entries: list[tuple[Any, Any]],
+    refs: set[routes.ClusterRef],
+) -> tuple[model.VirtualHost, ...]:
+    by_domain: dict[str, list[model.Route]] = defaultdict(list)
+    done: set[tuple[str, str]] = set()  # (vs key, domain): a VS reached through two servers counts once
+    for vs in snap.virtual_services:
+        bound = routes.bound_gateways(vs)
+        for gw, server in entries:
+            gw_key = f"{gw.namespace}/{gw.name}"
+            if gw_key not in bound or not clusters.visible(vs.spec.export_to, vs.namespace, gw.namespace):
+                continue
+            domains = [d for d in _domains(snap, vs, server, gw) if (vs.key, d) not in done]
+            if not domains:
+                continue
+            ctx = routes.RouteContext(snap, node, gw_key, port, refs)
+            built = routes.build_routes(ctx, vs)
+            for domain in domains:
+                done.add((vs.key, domain))
+                by_domain[domain].extend(built)
+    return tuple(
+        model.VirtualHost(f"{domain}:{port}", (domain,), tuple(by_domain[domain])) for domain in sorted(by_domain)
+    )

@@ -1,0 +1,226 @@
+"""The control plane's HTTP API (docs/architecture.md): long-poll discovery, config apply/delete/list,
+proxy status, readiness and Istio-style debug endpoints. It only moves bytes: decisions live in
+`mesh.control.discovery` (ACK/NACK, when to answer) and `mesh.control.config_store` (validation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+import mesh.api as api
+from mesh.control import config_store, node, plane
+from mesh.view import wire
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_HOLD = 15.0  # seconds a discovery request waits for a change before 304
+MAX_BODY = 8 * 1024 * 1024  # bytes: the largest config apply / discovery request accepted
+
+PLANE = web.AppKey("plane", plane.ControlPlane)
+HOLD = web.AppKey("hold", float)
+
+DEBUG_ENDPOINTS = {
+    "/debug/list": "this list",
+    "/debug/syncz": "per proxy: current, sent and ACKed version, last nonce, last NACK (Istio's syncz)",
+    "/debug/config_dump?proxy=ID": "the view built for one connected proxy, as sent on the wire",
+    "/debug/registry": "the service registry: services and workloads as the control plane sees them",
+    "/debug/push_status": "debounce and push counters, current snapshot revision",
+    "/debug/config": "resource keys in the current snapshot",
+}
+
+
+def make_app(control: plane.ControlPlane, hold: float = LONG_POLL_HOLD) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[PLANE] = control
+    app[HOLD] = hold
+    app.router.add_post("/v1/discovery", discovery)
+    app.router.add_post("/v1/config", apply_config)
+    app.router.add_delete("/v1/config", delete_config)
+    app.router.add_get("/v1/config", get_config)
+    app.router.add_get("/v1/proxies", proxies)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/debug/list", debug_list)
+    app.router.add_get("/debug/syncz", syncz)
+    app.router.add_get("/debug/config_dump", config_dump)
+    app.router.add_get("/debug/registry", debug_registry)
+    app.router.add_get("/debug/push_status", push_status)
+    app.router.add_get("/debug/config", debug_config)
+    return app
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid JSON body: {exc}"}),
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "expected a JSON object"}),
+                                 content_type="application/json")
+    return body
+
+
+# -- discovery -----------------------------------------------------------------------------------------
+
+
+async def discovery(request: web.Request) -> web.StreamResponse:
+    control = request.app[PLANE]
+    disco = control.discovery
+    body = await _body(request)
+    try:
+        proxy = node.parse_node(body.get("node"))
+    except node.NodeError as exc:
+        return _error(400, str(exc))
+    version_info = str(body.get("version_info") or "")
+    state = disco.on_request(proxy, version_info, str(body.get("response_nonce") or ""), body.get("error_detail"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.app[HOLD]
+    state.polling += 1
+    try:
+        while True:
+            wakeup = state.wakeup  # taken before the check, so a change in between is not missed
+            if disco.should_send(state, version_info):
+                return web.json_response(disco.mark_sent(state))
+            remaining = deadline - loop.time()
+            if remaining <= 0 or disco.closing:
+                return web.Response(status=304)
+            try:
+                await asyncio.wait_for(wakeup.wait(), remaining)
+            except TimeoutError:
+                pass
+    finally:
+        state.polling -= 1
+        state.last_seen = disco.clock()
+
+
+# -- config --------------------------------------------------------------------------------------------
+
+
+def _files(body: dict[str, Any]) -> list[tuple[str, str]]:
+    files = body.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("text"), str) for f in files):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": 'expected "files": [{"name": "a.yaml", "text": "..."}]'}),
+            content_type="application/json",
+        )
+    return [(str(f.get("name") or f"file{i}.yaml"), f["text"]) for i, f in enumerate(files)]
+
+
+def _config_error(exc: api.ConfigError) -> web.Response:
+    return _error(400, str(exc), file=exc.file, resource=exc.resource, path=exc.path)
+
+
+async def apply_config(request: web.Request) -> web.Response:
+    store = request.app[PLANE].store
+    body = await _body(request)
+    files = _files(body)
+    dry_run = bool(body.get("dryRun"))
+    try:
+        result = store.apply(files, dry_run=dry_run, default_namespace=body.get("namespace") or None)
+    except api.ConfigError as exc:
+        return _config_error(exc)
+    except config_store.StoreError as exc:
+        return _error(500, str(exc))
+    return web.json_response(
+        {
+            "applied": result.keys,
+            "changes": [{"key": c.key, "action": c.action} for c in result.changes],
+            "warnings": list(result.warnings),
+            "dryRun": dry_run,
+        }
+    )
+
+
+async def delete_config(request: web.Request) -> web.Response:
+    store = request.app[PLANE].store
+    body = await _body(request)
+    dry_run = bool(body.get("dryRun"))
+    try:
+        if "keys" in body and "files" not in body:
+            result = store.delete_keys([str(k) for k in body.get("keys") or ()], dry_run=dry_run)
+        else:
+            result = store.delete(_files(body), dry_run=dry_run, default_namespace=body.get("namespace") or None)
+    except api.ConfigError as exc:
+        return _config_error(exc)
+    except config_store.StoreError as exc:
+        return _error(500, str(exc))
+    return web.json_response({"deleted": list(result.deleted), "notFound": list(result.not_found), "dryRun": dry_run})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    store = request.app[PLANE].store
+    q = request.query
+    selected = store.select(q.get("kind") or None, q.get("namespace") or None, q.get("name") or None)
+    return web.json_response({"resources": [api.dump(r) for r in selected]})
+
+
+# -- status --------------------------------------------------------------------------------------------
+
+
+async def proxies(request: web.Request) -> web.Response:
+    return web.json_response({"proxies": request.app[PLANE].discovery.rows()})
+
+
+async def ready(request: web.Request) -> web.Response:
+    control = request.app[PLANE]
+    if control.ready:
+        return web.json_response({"ready": True, "revision": control.snapshot.revision})
+    return web.json_response({"ready": False}, status=503)
+
+
+async def debug_list(request: web.Request) -> web.Response:
+    return web.json_response({"endpoints": [{"path": p, "description": d} for p, d in DEBUG_ENDPOINTS.items()]})
+
+
+async def syncz(request: web.Request) -> web.Response:
+    disco = request.app[PLANE].discovery
+    rows = []
+    for row in disco.rows():
+        state = disco.proxies[row["proxy"]]
+        rows.append({**row, "nonce": state.sent_nonce, "snapshotRevision": state.revision})
+    return web.json_response({"revision": disco.snapshot.revision, "proxies": rows})
+
+
+async def config_dump(request: web.Request) -> web.Response:
+    disco = request.app[PLANE].discovery
+    proxy_id = request.query.get("proxy")
+    if not proxy_id:
+        return _error(400, "query parameter proxy=ID is required", proxies=sorted(disco.proxies))
+    state = disco.proxies.get(proxy_id)
+    if state is None or state.view is None:
+        return _error(404, f"proxy {proxy_id!r} is not connected", proxies=sorted(disco.proxies))
+    return web.json_response(
+        {"proxy": proxy_id, "node": state.node.to_dict(), "version": state.version, "view": wire.to_dict(state.view)}
+    )
+
+
+async def debug_registry(request: web.Request) -> web.Response:
+    source = request.app[PLANE].registry
+    return web.json_response({"loaded": source.loaded, **source.current().to_dict()})
+
+
+async def push_status(request: web.Request) -> web.Response:
+    control = request.app[PLANE]
+    pusher = control.pusher
+    return web.json_response(
+        {
+            "revision": control.snapshot.revision,
+            "pending": pusher.debouncer.pending,
+            "queued": len(pusher.queue),
+            **pusher.stats.to_dict(),
+        }
+    )
+
+
+async def debug_config(request: web.Request) -> web.Response:
+    snap = request.app[PLANE].snapshot
+    return web.json_response({"revision": snap.revision, "resources": [r.key for r in snap.resources]})
