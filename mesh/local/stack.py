@@ -1,0 +1,112 @@
+"""Stack settings for the local runtime, read once from `stacks/Pulumi.<env>.yaml` into a frozen object.
+
+Keys (Pulumi config, under `config:`): `weir:routing` names a scenario `stacks/routing/<name>.yaml`;
+`weir:local` holds `ingressPort`, `controlPlanePort` and `portBase`. The project root is the parent of
+the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
+Next in the flow: mesh.local.plan turns the settings into process specs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mesh.local import errors
+
+STACKS_DIR = "stacks"
+STATE_ROOT = ".weir"
+HOME_ENV = "WEIR_HOME"
+LOCAL_PORT_KEYS = ("ingressPort", "controlPlanePort", "portBase")
+
+
+@dataclass(frozen=True, slots=True)
+class StackSettings:
+    """What the local runtime needs from one stack file."""
+
+    name: str
+    root: Path  # project root: processes run here, so `python -m mesh…` and `-m bookinfo…` import
+    state_dir: Path
+    routing: str
+    routing_file: Path
+    ingress_port: int
+    control_plane_port: int
+    port_base: int
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the nearest directory at or above `start` (default: cwd) with a `stacks/`
+    directory holding a stack file, else the checkout this package was imported from."""
+    here = (start or Path.cwd()).resolve()
+    package_root = Path(__file__).resolve().parents[2]
+    for candidate in (here, *here.parents, package_root):
+        if any((candidate / STACKS_DIR).glob("Pulumi.*.yaml")):
+            return candidate
+    raise errors.StackError(f"no {STACKS_DIR}/Pulumi.<env>.yaml found at or above {here}")
+
+
+def state_dir(stack: str, root: Path | None = None) -> Path:
+    """`$WEIR_HOME/<stack>` when set, else `<root>/.weir/<stack>`."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser().resolve() / stack
+    return (root or find_root()) / STATE_ROOT / stack
+
+
+def load(stack: str, root: Path | None = None) -> StackSettings:
+    """Read and check `stacks/Pulumi.<stack>.yaml`; every error names the file and the key."""
+    root = root or find_root()
+    path = root / STACKS_DIR / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (root / STACKS_DIR).glob("Pulumi.*.yaml"))
+        raise errors.StackError(f"stack {stack!r}: {path} not found (stacks: {', '.join(known) or 'none'})")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise errors.StackError(f"{path}: not valid YAML: {exc}") from None
+    return parse(doc, stack=stack, root=root, source=path)
+
+
+def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
+    """Check a parsed stack document (pure apart from checking that the scenario file exists)."""
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        raise errors.StackError(f"{source}: missing key `config` (a mapping of Pulumi config keys)")
+    routing = config.get("weir:routing")
+    if not isinstance(routing, str) or not routing.strip():
+        raise errors.StackError(f"{source}: key `weir:routing` must name a scenario in stacks/routing/, "
+                                f"got {routing!r}")
+    routing_file = root / STACKS_DIR / "routing" / f"{routing}.yaml"
+    if not routing_file.is_file():
+        raise errors.StackError(f"{source}: key `weir:routing` names scenario {routing!r}, "
+                                f"but {routing_file} does not exist")
+    local = config.get("weir:local")
+    if not isinstance(local, dict):
+        raise errors.StackError(f"{source}: missing key `weir:local` (a mapping with "
+                                f"{', '.join(LOCAL_PORT_KEYS)})")
+    ports = {key: _port(local, key, source) for key in LOCAL_PORT_KEYS}
+    return StackSettings(
+        name=stack,
+        root=root,
+        state_dir=state_dir(stack, root),
+        routing=routing,
+        routing_file=routing_file,
+        ingress_port=ports["ingressPort"],
+        control_plane_port=ports["controlPlanePort"],
+        port_base=ports["portBase"],
+    )
+
+
+def _port(local: dict[str, Any], key: str, source: Path) -> int:
+    value = local.get(key)
+    if value is None:
+        raise errors.StackError(f"{source}: missing key `weir:local.{key}`")
+    if isinstance(value, str) and value.isdigit():  # `pulumi config set --path` may store strings
+        value = int(value)
+    # bool is an int subclass; `true` is not a port
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise errors.StackError(f"{source}: key `weir:local.{key}` must be a port number 1-65535, got {value!r}")
+    return value

@@ -1,0 +1,100 @@
+"""The state directory of one stack (`.weir/<stack>/`): its layout, atomic JSON files and the pid file.
+
+The supervisor (mesh.local.supervisor) writes it; meshctl (mesh.local.runtime) and the control plane read it.
+Layout and file shapes: docs/architecture.md, "Processes" and "Registry".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StateDir:
+    """Paths inside `.weir/<stack>/`; creating them is the supervisor's job (`ensure`)."""
+
+    path: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.path / "supervisor.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def registry_file(self) -> Path:
+        return self.path / "registry.json"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path / "config"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.logs / "supervisor.log"
+
+    def log(self, filename: str) -> Path:
+        return self.logs / filename
+
+    def ensure(self) -> None:
+        for directory in (self.path, self.logs, self.config_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def read_pid(self) -> int | None:
+        """The supervisor pid recorded in the pid file, or None when absent or unreadable."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_pid(self, pid: int) -> None:
+        write_text(self.pid_file, f"{pid}\n")
+
+    def remove_pid(self, only: int | None = None) -> None:
+        """Remove the pid file; with `only`, only when it still names that pid (never another's)."""
+        if only is not None and self.read_pid() != only:
+            return
+        try:
+            self.pid_file.unlink()
+        except FileNotFoundError:
+            pass
+
+    def read_state(self) -> dict[str, Any] | None:
+        return read_json(self.state_file)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace `path` atomically: readers see the old or the new content, never a partial file.
+
+    No fsync: these files describe live processes and are rewritten on every change, so surviving a
+    machine crash does not matter; what matters is that a concurrent reader never sees half a file.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, doc: Any) -> None:
+    write_text(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None when the file does not exist (files are replaced atomically)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,108 @@
+"""A stand-in for Weir's processes in the local-runtime tests: a tiny HTTP server on loopback.
+
+It answers what the supervisor and meshctl ask of the real ones: `/healthz` (apps), `/ready` (proxies,
+control plane), the control plane's `/v1/config` and `/v1/proxies`, a proxy's `/config_dump` and
+`/stats/prometheus`, an app's `/chaos`, and `/env` (its environment, to check what the plan passes).
+Port: `--port`, else `$PORT`. `--child-pid-file F` starts a grandchild in the same process group and
+writes its pid to F; `--never-ready` answers 503 on readiness URLs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+PROXIES = [  # the shape of mesh.control's rows, trimmed
+    {"proxy": "books-v1.bookinfo", "sent": "abc123", "acked": "abc123", "status": "SYNCED", "lastNack": None},
+    {"proxy": "books-v2.bookinfo", "sent": "def456", "acked": "abc123", "status": "NACKED",
+     "lastNack": {"version": "def456", "error": "bad route", "at": "2024-01-01T00:00:00Z"}},
+]
+
+
+class Handler(BaseHTTPRequestHandler):
+    never_ready = False
+    chaos: dict = {"error_rate": 0.0, "delay": 0.0}
+
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stdout.write(f"{self.command} {self.path}\n")
+
+    def _send(self, status: int, doc: object, content_type: str = "application/json") -> None:
+        body = doc.encode() if isinstance(doc, str) else json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}")
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path in ("/healthz", "/ready"):
+            self._send(503 if self.never_ready else 200, "not ready" if self.never_ready else "ok", "text/plain")
+        elif url.path == "/v1/proxies":
+            self._send(200, {"proxies": PROXIES})
+        elif url.path == "/v1/config":
+            self._send(200, {"resources": [{"kind": "VirtualService", "metadata": {"name": "books",
+                                                                                  "namespace": "bookinfo"},
+                                            "spec": {"hosts": ["books"]}}]})
+        elif url.path == "/config_dump":
+            self._send(200, {"version": "abc123", "query": url.query})
+        elif url.path == "/stats/prometheus":
+            self._send(200, "istio_requests_total 0\n", "text/plain")
+        elif url.path == "/chaos":
+            self._send(200, Handler.chaos)
+        elif url.path == "/env":
+            self._send(200, dict(os.environ))
+        else:
+            self._send(404, {"error": f"no {url.path}"})
+
+    def do_POST(self) -> None:
+        files = self._body().get("files", [])
+        bad = [f["name"] for f in files if "invalid" in f["text"]]
+        if bad:
+            self._send(400, {"error": f"{bad[0]}: VirtualService/bookinfo/books: spec.http[0].route: required"})
+        else:
+            keys = [f"VirtualService/bookinfo/{os.path.basename(f['name']).split('.')[0]}" for f in files]
+            self._send(200, {"applied": keys, "changes": [{"key": k, "action": "configured"} for k in keys],
+                             "warnings": ["spec.http[0].mirror: not enforced"] if any("mirror" in f["text"] for f in files) else []})
+
+    def do_PUT(self) -> None:
+        Handler.chaos = {**Handler.chaos, **self._body()}
+        self._send(200, Handler.chaos)
+
+    def do_DELETE(self) -> None:
+        if urlparse(self.path).path == "/chaos":
+            Handler.chaos = {"error_rate": 0.0, "delay": 0.0}
+            self._send(200, Handler.chaos)
+        else:
+            files = self._body().get("files", [])
+            self._send(200, {"deleted": [f"VirtualService/bookinfo/{os.path.basename(f['name']).split('.')[0]}"
+                                         for f in files], "notFound": ["DestinationRule/bookinfo/gone"]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")))
+    parser.add_argument("--child-pid-file")
+    parser.add_argument("--never-ready", action="store_true")
+    args = parser.parse_args()
+    Handler.never_ready = args.never_ready
+    if args.child_pid_file:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        with open(args.child_pid_file, "w") as handle:
+            handle.write(str(child.pid))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    print(f"fake service on {args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Stack file parsing: good files give frozen settings, bad ones an error naming the file and the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mesh.local import errors, stack
+
+GOOD = {"config": {"weir:routing": "baseline",
+                   "weir:local": {"ingressPort": 8080, "controlPlanePort": 15010, "portBase": 21000}}}
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv(stack.HOME_ENV, raising=False)
+    (tmp_path / "stacks" / "routing").mkdir(parents=True)
+    (tmp_path / "stacks" / "routing" / "baseline.yaml").write_text("kind: VirtualService\n")
+    return tmp_path
+
+
+def write_stack(root: Path, doc: object, name: str = "dev") -> None:
+    (root / "stacks" / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(doc))
+
+
+def test_load_good_stack(root: Path) -> None:
+    write_stack(root, GOOD)
+    settings = stack.load("dev", root)
+    assert (settings.ingress_port, settings.control_plane_port, settings.port_base) == (8080, 15010, 21000)
+    assert settings.routing_file == root / "stacks" / "routing" / "baseline.yaml"
+    assert settings.state_dir == root / ".weir" / "dev"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port_base = 1  # type: ignore[misc]
+
+
+def test_weir_home_overrides_state_root(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_stack(root, GOOD)
+    monkeypatch.setenv(stack.HOME_ENV, str(tmp_path / "home"))
+    assert stack.load("dev", root).state_dir == (tmp_path / "home" / "dev").resolve()
+
+
+def test_root_found_from_a_subdirectory(root: Path) -> None:
+    write_stack(root, GOOD)
+    (root / "a" / "b").mkdir(parents=True)
+    assert stack.find_root(root / "a" / "b") == root
+
+
+def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
+    doc = {"config": {**GOOD["config"], "weir:local": {"ingressPort": "8080", "controlPlanePort": 15010,
+                                                       "portBase": 21000}}}
+    write_stack(root, doc)
+    assert stack.load("dev", root).ingress_port == 8080
+
+
+@pytest.mark.parametrize(("config", "key"), [
+    ({"weir:local": GOOD["config"]["weir:local"]}, "`weir:routing`"),
+    ({"weir:routing": "", "weir:local": GOOD["config"]["weir:local"]}, "`weir:routing`"),
+    ({"weir:routing": "nope", "weir:local": GOOD["config"]["weir:local"]}, "`weir:routing`"),
+    ({"weir:routing": "baseline"}, "`weir:local`"),
+    ({"weir:routing": "baseline", "weir:local": "8080"}, "`weir:local`"),
+    ({"weir:routing": "baseline", "weir:local": {"ingressPort": 8080, "controlPlanePort": 15010}},
+     "`weir:local.portBase`"),
+    ({"weir:routing": "baseline", "weir:local": {"ingressPort": 0, "controlPlanePort": 15010, "portBase": 21000}},
+     "`weir:local.ingressPort`"),
+    ({"weir:routing": "baseline", "weir:local": {"ingressPort": 8080, "controlPlanePort": True, "portBase": 1}},
+     "`weir:local.controlPlanePort`"),
+    ({"weir:routing": "baseline", "weir:local": {"ingressPort": 8080, "controlPlanePort": 15010,
+                                                 "portBase": "x"}}, "`weir:local.portBase`"),
+])
+def test_bad_stack_names_the_key(root: Path, config: dict, key: str) -> None:
+    write_stack(root, {"config": config})
+    with pytest.raises(errors.StackError) as exc:
+        stack.load("dev", root)
+    assert key in str(exc.value)
+    assert "Pulumi.dev.yaml" in str(exc.value)
+
+
+@pytest.mark.parametrize("doc", [None, [], {"config": None}, {"other": 1}])
+def test_missing_config_mapping(root: Path, doc: object) -> None:
+    write_stack(root, doc)
+    with pytest.raises(errors.StackError, match="`config`"):
+        stack.load("dev", root)
+
+
+def test_unknown_stack_lists_the_known_ones(root: Path) -> None:
+    write_stack(root, GOOD, "dev")
+    write_stack(root, GOOD, "prod")
+    with pytest.raises(errors.StackError, match=r"stack 'qa'.*stacks: dev, prod"):
+        stack.load("qa", root)
+
+
+def test_invalid_yaml(root: Path) -> None:
+    (root / "stacks" / "Pulumi.dev.yaml").write_text("config: [\n")
+    with pytest.raises(errors.StackError, match="not valid YAML"):
+        stack.load("dev", root)
