@@ -1,0 +1,119 @@
+"""The proxy's discovery client: long-polls the control plane for its view, ACKs or NACKs each version.
+
+xDS semantics over HTTP/JSON: every request carries the last applied `version_info` and the `nonce` of
+the response it answers; a rejected view is NACKed with `error_detail` while the proxy keeps serving its
+previous view. When the control plane is away, the proxy keeps its last good view and retries with
+capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from mesh.view import model, wire
+
+log = logging.getLogger("weir.proxy.discovery")
+
+# Longer than the control plane's 15 s hold, so a healthy long poll never times out on our side.
+POLL_TIMEOUT_S = 30.0
+BACKOFF_START_S = 0.25
+BACKOFF_MAX_S = 5.0
+# A view larger than this is refused before parsing: it bounds what one response can make us allocate.
+MAX_VIEW_BYTES = 32 * 1024 * 1024
+
+ApplyView = Callable[[model.ProxyView, str], Awaitable[None]]
+
+
+class DiscoveryClient:
+    def __init__(self, host: str, port: int, node: dict, apply_view: ApplyView) -> None:
+        self.host = host
+        self.port = port
+        self.node = node
+        self.apply_view = apply_view
+        self.version = ""
+        self.nonce = ""
+        self.error: str | None = None
+        self.last_nack: dict | None = None
+        self.connected = False
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def run(self) -> None:
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                status, body = await asyncio.wait_for(self._poll(), POLL_TIMEOUT_S)
+                self.connected = True
+                backoff = BACKOFF_START_S
+                if status == 200:
+                    await self._handle(json.loads(body))
+                elif status != 304:
+                    raise ConnectionError(f"control plane answered {status}")
+            except asyncio.CancelledError:
+                self._close()
+                raise
+            except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+                if self.connected or backoff == BACKOFF_START_S:
+                    log.warning("control plane %s:%s unreachable (%s); serving last view %s",
+                                self.host, self.port, exc or type(exc).__name__, self.version or "none")
+                self.connected = False
+                self._close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _handle(self, response: dict) -> None:
+        version = response.get("version_info", "")
+        self.nonce = response.get("nonce", "")
+        try:
+            spec = wire.from_dict(response.get("view"))
+            await self.apply_view(spec, version)
+        except model.ViewError as exc:
+            self.error = str(exc)
+            self.last_nack = {"version": version, "error": self.error}
+            log.error("NACK view %s: %s (keeping %s)", version, exc, self.version or "none")
+            return
+        self.version = version
+        self.error = None
+        if log.isEnabledFor(logging.INFO):
+            log.info("applied view %s", version)
+
+    async def _poll(self) -> tuple[int, bytes]:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        body = json.dumps({"node": self.node, "version_info": self.version, "response_nonce": self.nonce,
+                           "error_detail": self.error}).encode()
+        writer.write(b"POST /v1/discovery HTTP/1.1\r\nhost: %b:%d\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%b" % (self.host.encode(), self.port, len(body), body))
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionError("control plane closed the connection")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        if length > MAX_VIEW_BYTES:
+            raise ValueError(f"view of {length} bytes exceeds {MAX_VIEW_BYTES}")
+        payload = await reader.readexactly(length) if length else b""
+        if close:
+            self._close()
+        return status, payload
+
+    def _close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+    def dump(self) -> dict:
+        return {"control_plane": f"{self.host}:{self.port}", "connected": self.connected,
+                "version": self.version, "last_nack": self.last_nack}

@@ -1,0 +1,236 @@
+"""The client side of the proxy: one asyncio protocol per accepted connection, parsed with httptools.
+
+Owns HTTP/1.1 keep-alive and pipelining (exchanges are served one at a time, in order; later ones wait
+with their bodies buffered up to a bound), request limits (URL length, header bytes and count: 414/431),
+malformed input (400 and close, never forwarded), and flow control toward the upstream connection.
+What happens to a request is decided by `mesh.proxy.forwarding`; `mesh.proxy.exchange` carries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from mesh.proxy import replies
+from mesh.proxy.exchange import Exchange
+from mesh.proxy.matching import RequestHead
+
+if TYPE_CHECKING:
+    from mesh.proxy.forwarding import Forwarding
+
+# Request line target: longer is refused with 414 (Envoy counts it in its 60 KiB header budget).
+MAX_URL_BYTES = 16 * 1024
+# Total request header bytes (Envoy's default max_request_headers_kb is 60).
+MAX_HEADER_BYTES = 60 * 1024
+# Number of request headers (Envoy's default max_headers_count is 100).
+MAX_HEADER_COUNT = 100
+# Pipelined requests waiting behind the active one; more and we stop reading the socket.
+MAX_PIPELINED = 16
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def split_host(value: str, default_port: int) -> tuple[str, int]:
+    """`books:9080` → ("books", 9080); `[::1]:80` → ("::1", 80); no port → default."""
+    if value.startswith("["):
+        end = value.find("]")
+        host, rest = value[1:end], value[end + 1 :]
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit():
+        return host, int(port)
+    return value, default_port
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
+        "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry",
+    )
+
+    def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
+        self.forwarding = forwarding
+        self.listen_port = listen_port
+        self.registry = registry  # the proxy's open connections, for draining
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.current: Exchange | None = None
+        self.active: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.paused = False
+        self.closed = False
+        self.peer_ip = ""
+        self.http11 = True
+        self.loop = forwarding.loop
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.registry.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._protocol_error(cause if isinstance(cause, replies.ProxyError) else replies.BadRequest())
+        except httptools.HttpParserUpgrade:
+            pass  # the request was already dispatched as plain HTTP; upgrades are not proxied
+        except httptools.HttpParserError:
+            self._protocol_error(replies.BadRequest())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.registry.discard(self)
+        if self.active is not None:
+            self.active.abort()
+            self.active = None
+        for waiting in self.queue:
+            waiting.abort()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.resume_reading()
+
+    # -- httptools callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_URL_BYTES:
+            raise replies.UriTooLong()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADER_COUNT:
+            raise replies.HeadersTooLarge()
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.http11 = parser.get_http_version() == "1.1"
+        method = parser.get_method().decode("latin-1")
+        headers = self.headers
+        host_header = b""
+        chunked = expect_continue = has_body = False
+        for name, value in headers:
+            if name == b"host":
+                host_header = value
+            elif name == b"transfer-encoding":
+                chunked = has_body = b"chunked" in value.lower()
+            elif name == b"content-length":
+                has_body = value.strip() != b"0"
+            elif name == b"expect":
+                expect_continue = value.lower() == b"100-continue"
+        url = self.url
+        if url[:1] == b"/" or url == b"*":
+            path = url.decode("latin-1")
+        elif url[:7].lower() == b"http://":
+            # Absolute form: the app uses us as its HTTP_PROXY; the URL's authority is the destination.
+            parsed = httptools.parse_url(url)
+            authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+            host_header = authority
+            path = (parsed.path or b"/").decode("latin-1")
+            if parsed.query:
+                path += "?" + parsed.query.decode("latin-1")
+        else:
+            raise replies.BadRequest()
+        if not host_header and self.http11:
+            raise replies.BadRequest()  # RFC 9112: a 1.1 request without Host is invalid
+        host, port = split_host(host_header.decode("latin-1"), 80)
+        head = RequestHead(method, path, host.lower(), port, headers, "http", self.peer_ip)
+        exchange = Exchange(self, head, method, chunked, parser.should_keep_alive(), self.loop.time(),
+                            host_header)
+        # A request without a body is complete now: a local reply to it need not close the connection.
+        exchange.request_complete = not has_body
+        self.current = exchange
+        if self.active is None:
+            self.active = exchange
+            if expect_continue:
+                self.transport.write(CONTINUE)
+            self.forwarding.start(exchange)
+        else:
+            self.queue.append(exchange)
+            if len(self.queue) >= MAX_PIPELINED:
+                self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        current = self.current
+        if current is not None and not current.done:
+            current.request_body(body)
+
+    def on_message_complete(self) -> None:
+        current = self.current
+        if current is not None:
+            current.request_done()
+
+    # -- used by Exchange ---------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        if exchange is not self.active:
+            return
+        self.active = None
+        if not exchange.keep_alive:
+            self.close()
+            return
+        if self.queue:
+            nxt = self.active = self.queue.popleft()
+            self.resume_reading()
+            self.forwarding.start(nxt)
+
+    def pause_reading(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def idle(self) -> bool:
+        return self.active is None
+
+    def _protocol_error(self, error: replies.ProxyError) -> None:
+        """Malformed or oversized input: answer once if nothing is in flight, then close."""
+        if self.active is None or not self.active.response_started:
+            if self.active is not None:
+                self.active.abort()
+                self.active = None
+            self.write(replies.local_reply(error.status, error.body.encode(), False))
+            self.forwarding.runtime.counters.inc("downstream_rq_rejected_total", code=str(error.status))
+        self.close()

@@ -1,0 +1,211 @@
+"""One request/response exchange through the proxy: route it, send it upstream, stream the answer back.
+
+Created by `mesh.proxy.downstream` when request headers are complete. The hot path is callbacks only:
+no task per request, one upstream write for a body-less request, and one downstream write per upstream
+read (`out` is flushed by the upstream connection after each `feed_data`). Decisions (route, cluster,
+endpoint) come from `mesh.proxy.forwarding`, which also builds the upstream request head.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mesh.proxy import replies
+
+if TYPE_CHECKING:
+    from mesh.proxy.downstream import DownstreamConnection
+    from mesh.proxy.forwarding import Target
+    from mesh.proxy.upstream import UpstreamConnection
+
+# Request body bytes held while no upstream is attached yet (connecting, pipelined): beyond this the
+# downstream socket stops being read, so a fast client cannot grow our memory.
+MAX_BUFFERED_BODY = 256 * 1024
+# A request body up to this size is kept so that the request can be sent again on a fresh connection
+# when a reused keep-alive connection turns out to be closed by the server.
+MAX_REPLAY_BODY = 64 * 1024
+
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Exchange:
+    __slots__ = (
+        "conn", "head", "method", "chunked_request", "keep_alive", "start", "target", "upstream",
+        "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
+        "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
+        "attempts", "extra_response_headers", "block", "host_header",
+    )
+
+    def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
+                 start: float, host_header: bytes) -> None:
+        self.conn = conn
+        self.host_header = host_header
+        self.block = None
+        self.head = head  # matching.RequestHead
+        self.method = method
+        self.is_head = method == "HEAD"
+        self.chunked_request = chunked
+        self.keep_alive = keep_alive
+        self.start = start
+        self.target: Target | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.request_head = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.replayable = True
+        self.request_complete = False
+        self.response_started = False
+        self.chunked_response = False
+        self.out: list[bytes] = []
+        self.status = 0
+        self.flag = "-"
+        self.bytes_sent = 0
+        self.done = False
+        self.response_ops = None
+        self.attempts = 0
+        self.extra_response_headers = b""
+
+    # -- request side -----------------------------------------------------------------------------------
+    def attach(self, upstream: UpstreamConnection) -> None:
+        """Send the request head and whatever body is buffered on `upstream`."""
+        self.upstream = upstream
+        self.attempts += 1
+        if self.body:
+            parts = [self.request_head]
+            for chunk in self.body:
+                parts.append(self._frame(chunk))
+            if self.request_complete and self.chunked_request:
+                parts.append(LAST_CHUNK)
+            upstream.send(self, b"".join(parts))
+            if not self.replayable:
+                self.body = []
+        else:
+            upstream.send(self, self.request_head + LAST_CHUNK if self.chunked_request and self.request_complete
+                          else self.request_head)
+        self.conn.resume_reading()
+
+    def _frame(self, chunk: bytes) -> bytes:
+        if self.chunked_request:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return chunk
+
+    def request_body(self, chunk: bytes) -> None:
+        self.body_size += len(chunk)
+        upstream = self.upstream
+        if upstream is not None and not upstream.closed:
+            upstream.write(self._frame(chunk))
+            if self.replayable and self.body_size <= MAX_REPLAY_BODY:
+                self.body.append(chunk)
+            else:
+                self.replayable = False
+                self.body = []
+            return
+        self.body.append(chunk)
+        if self.body_size > MAX_REPLAY_BODY:
+            self.replayable = False
+        if self.body_size > MAX_BUFFERED_BODY:
+            self.conn.pause_reading()
+
+    def request_done(self) -> None:
+        self.request_complete = True
+        if self.chunked_request and self.upstream is not None and not self.upstream.closed:
+            self.upstream.write(LAST_CHUNK)
+
+    def pause_downstream_reading(self) -> None:
+        self.conn.pause_reading()
+
+    def resume_downstream_reading(self) -> None:
+        self.conn.resume_reading()
+
+    # -- response side ----------------------------------------------------------------------------------
+    def response_head(self, status: int, headers: list[tuple[bytes, bytes]], upstream_keep_alive: bool) -> None:
+        self.status = status
+        self.response_started = True
+        if not self.request_complete:
+            # The upstream answered before reading the whole request: don't try to resync the client.
+            self.keep_alive = False
+        self.out.append(self.conn.forwarding.response_head(self, status, headers))
+        if self.is_head and self.upstream is not None:
+            upstream = self.upstream
+            upstream.exchange = None
+            upstream.fresh_parser()
+            self.response_complete(upstream, upstream_keep_alive)
+
+    def response_body(self, chunk: bytes) -> None:
+        self.bytes_sent += len(chunk)
+        if self.chunked_response:
+            self.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.out.append(chunk)
+
+    def response_complete(self, upstream: UpstreamConnection, upstream_keep_alive: bool) -> None:
+        if self.chunked_response:
+            self.out.append(LAST_CHUNK)
+        self.flush()
+        self.upstream = None
+        reusable = upstream_keep_alive and self.request_complete
+        self.conn.forwarding.release(self, upstream, reusable)
+        self.finish()
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def upstream_failed(self, upstream: UpstreamConnection, error: replies.ProxyError) -> None:
+        """The upstream connection broke or sent garbage while serving this exchange."""
+        self.upstream = None
+        forwarding = self.conn.forwarding
+        forwarding.release(self, upstream, False)
+        if self.done:
+            return
+        if not self.response_started:
+            if upstream.reused and not upstream.received and self.replayable and self.attempts < 2:
+                # A pooled connection the server had already closed: send again on a fresh one.
+                if self.target.cluster is not None:
+                    self.target.cluster.balancer.started(self.target.endpoint)
+                forwarding.connect(self)
+                return
+            self.reply_error(error)
+            return
+        # Mid-response: the client has a partial answer; only closing the connection tells it so.
+        self.flag = error.flag
+        self.flush()
+        self.keep_alive = False
+        self.finish()
+        self.conn.close()
+
+    # -- local replies and completion -----------------------------------------------------------------------
+    def reply_error(self, error: replies.ProxyError) -> None:
+        self.reply(error.status, error.body.encode(), error.flag)
+
+    def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"") -> None:
+        self.status = status
+        self.flag = flag
+        self.bytes_sent = len(body)
+        if not self.request_complete:
+            self.keep_alive = False
+        self.conn.write(replies.local_reply(status, body, self.keep_alive,
+                                            extra_headers + self.extra_response_headers))
+        self.finish()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.conn.forwarding.record(self)
+        self.conn.exchange_finished(self)
+
+    def abort(self) -> None:
+        """The downstream client went away: free the upstream side without reusing it."""
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.exchange = None
+            self.conn.forwarding.release(self, upstream, False)
+        if not self.done:
+            self.status = self.status if self.response_started else 0
+            self.flag = "DC"
+            self.done = True
+            self.conn.forwarding.record(self)

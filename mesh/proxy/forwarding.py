@@ -1,0 +1,164 @@
+"""Per-listener forwarding: decide where an exchange goes, build what is sent, and account for it.
+
+`Forwarding.start` is the sync decision step (route → weighted cluster → endpoint, or a local reply);
+`connect` is the only place that awaits (opening a new upstream connection, as a task, only when the pool
+has no idle one). Header rewriting follows Envoy: hop-by-hop headers dropped, `x-request-id` added,
+Istio header operations applied (route level, then destination level).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from mesh.proxy import headers as hdr
+from mesh.proxy import replies
+from mesh.proxy.upstream import UpstreamConnection
+from mesh.view import model
+
+if TYPE_CHECKING:
+    from mesh.proxy.exchange import Exchange
+    from mesh.proxy.routing import CompiledCluster, CompiledRoute
+    from mesh.proxy.runtime import ProxyRuntime
+
+CONNECT_TIMEOUT_S = 10.0  # Istio's default connectionPool.tcp.connectTimeout
+
+
+class Target:
+    __slots__ = ("cluster", "endpoint", "route", "weighted", "peer")
+
+    def __init__(self, cluster: CompiledCluster | None, endpoint: model.Endpoint, route: CompiledRoute | None,
+                 weighted: model.WeightedCluster | None, peer: tuple) -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.route = route
+        self.weighted = weighted
+        self.peer = peer
+
+
+class Forwarding:
+    __slots__ = ("runtime", "direction", "table", "loop")
+
+    def __init__(self, runtime: ProxyRuntime, direction: str, table: str | None = None) -> None:
+        self.runtime = runtime
+        self.direction = direction
+        self.table = table  # gateway listeners route by their own table; outbound by the request's port
+        self.loop = asyncio.get_event_loop()
+
+    # -- decision ------------------------------------------------------------------------------------------
+    def start(self, exchange: Exchange) -> None:
+        try:
+            target = self._decide(exchange)
+        except replies.ProxyError as error:
+            exchange.reply_error(error)  # `exchange.target`, when set, labels the reply's metrics
+            return
+        if target is None:
+            return  # answered locally (redirect, direct response)
+        exchange.target = target
+        exchange.request_head = hdr.upstream_request_head(self, exchange, target)
+        if target.cluster is not None:
+            target.cluster.balancer.started(target.endpoint)
+        pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
+        conn = pool.acquire(self.loop.time())
+        if conn is None:
+            self.connect(exchange)
+        else:
+            conn.reused = True
+            exchange.attach(conn)
+
+    def _decide(self, exchange: Exchange) -> Target | None:
+        runtime = self.runtime
+        view = runtime.view
+        head = exchange.head
+        if view is None:
+            raise replies.NoHealthyUpstream()
+        if self.direction == model.INBOUND:
+            return runtime.inbound_target(head)
+        table = self.table if self.table is not None else str(head.port)
+        found = view.find_route(table, head)
+        if found is None:
+            if self.direction == model.OUTBOUND and not view.has_virtual_host(table, head.host):
+                return self._outside_mesh(exchange)
+            raise replies.NoRoute()
+        route, block = found
+        exchange.block = block
+        spec = route.spec
+        if spec.direct_response is not None:
+            exchange.reply(spec.direct_response.status, spec.direct_response.body.encode())
+            return None
+        if spec.redirect is not None:
+            location = hdr.redirect_location(spec.redirect, head)
+            exchange.reply(spec.redirect.status, b"", extra_headers=b"location: " + location + b"\r\n")
+            return None
+        weighted = route.pick(view.rng)
+        if weighted is None:
+            raise replies.NoRoute()
+        cluster = view.clusters.get(weighted.cluster)
+        if cluster is None or cluster.spec.kind == model.BLACKHOLE:
+            raise replies.NoHealthyUpstream()
+        if cluster.spec.kind == model.PASSTHROUGH:
+            endpoint = model.Endpoint(head.host, head.port)
+            return Target(None, endpoint, route, weighted, runtime.source_peer(cluster.spec, endpoint))
+        hash_key = hdr.hash_key(cluster.spec.lb, exchange) if cluster.spec.lb.policy == "RING_HASH" else None
+        endpoint = cluster.balancer.pick(hash_key)
+        if endpoint is None:
+            exchange.target = Target(cluster, model.Endpoint("", 0), route, weighted,
+                                     runtime.source_peer(cluster.spec, None))
+            raise replies.NoHealthyUpstream()
+        exchange.response_ops = (spec.response_headers, weighted.response_headers)
+        return Target(cluster, endpoint, route, weighted, runtime.source_peer(cluster.spec, endpoint))
+
+    def _outside_mesh(self, exchange: Exchange) -> Target:
+        runtime = self.runtime
+        head = exchange.head
+        if runtime.view.spec.outbound_policy == "REGISTRY_ONLY":
+            raise replies.RegistryOnly()
+        cluster = model.Cluster(model.PASSTHROUGH_CLUSTER, kind=model.PASSTHROUGH, service=head.host)
+        endpoint = model.Endpoint(head.host, head.port)
+        return Target(None, endpoint, None, None, runtime.source_peer(cluster, endpoint))
+
+    # -- I/O -----------------------------------------------------------------------------------------------
+    def connect(self, exchange: Exchange) -> None:
+        endpoint = exchange.target.endpoint
+        pool = self.runtime.pools.get((endpoint.address, endpoint.port))
+        pool.opening()
+        task = self.loop.create_task(asyncio.wait_for(
+            self.loop.create_connection(lambda: UpstreamConnection(pool), endpoint.address, endpoint.port),
+            CONNECT_TIMEOUT_S,
+        ))
+        task.add_done_callback(lambda done: self._connected(exchange, pool, done))
+
+    def _connected(self, exchange: Exchange, pool, done: asyncio.Task) -> None:
+        if done.cancelled() or done.exception() is not None:
+            pool.active -= 1
+            self._finished(exchange)
+            self.runtime.counters.inc("upstream_connect_fail_total")
+            if not exchange.done:
+                exchange.reply_error(replies.ConnectFailure())
+            return
+        _, conn = done.result()
+        if exchange.done:  # the client left while we were connecting: keep the socket for the next one
+            self.release(exchange, conn, True)
+            return
+        exchange.attach(conn)
+
+    def release(self, exchange: Exchange, upstream: UpstreamConnection, reusable: bool) -> None:
+        self._finished(exchange)
+        upstream.pool.release(upstream, reusable, self.loop.time())
+
+    def _finished(self, exchange: Exchange) -> None:
+        """Balance `balancer.started` of `start` (and of a retry): one call per attempt that ends."""
+        target = exchange.target
+        if target is not None and target.cluster is not None:
+            target.cluster.balancer.finished(target.endpoint)
+
+    # -- response side -------------------------------------------------------------------------------------
+    def response_head(self, exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        return hdr.downstream_response_head(exchange, status, headers)
+
+    def record(self, exchange: Exchange) -> None:
+        runtime = self.runtime
+        target = exchange.target
+        peer = target.peer if target is not None else runtime.local_peer(self.direction, exchange.head)
+        runtime.stats.record(peer, exchange.status, exchange.flag, (self.loop.time() - exchange.start) * 1000.0)
+

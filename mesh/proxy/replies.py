@@ -1,0 +1,87 @@
+"""Replies the proxy gives itself, and the one mapping from failure to status + response flag.
+
+Every local reply carries an Envoy/Istio response flag (NR, UF, UH, URX, UC, ...) so metrics and access
+logs explain it (DESIGN.md principle 8). Status lines are precomputed bytes: no formatting per request.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+STATUS_LINES: dict[int, bytes] = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
+}
+
+
+def status_line(code: int) -> bytes:
+    line = STATUS_LINES.get(code)
+    if line is None:
+        line = STATUS_LINES[code] = f"HTTP/1.1 {code} Unknown\r\n".encode()
+    return line
+
+
+class ProxyError(Exception):
+    """A failure the proxy answers itself. Subclasses fix status, flag and the body text."""
+
+    status = 503
+    flag = "-"
+    body = "proxy error"
+
+
+class NoRoute(ProxyError):
+    status, flag, body = 404, "NR", "route not found"
+
+
+class RegistryOnly(ProxyError):
+    status, flag, body = 502, "NR", "destination not in the mesh registry (outboundTrafficPolicy REGISTRY_ONLY)"
+
+
+class NoHealthyUpstream(ProxyError):
+    status, flag, body = 503, "UH", "no healthy upstream"
+
+
+class ConnectFailure(ProxyError):
+    status, flag = 503, "UF"
+    body = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+
+
+class UpstreamReset(ProxyError):
+    status, flag = 503, "UC"
+    body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+
+
+class UpstreamProtocolError(ProxyError):
+    status, flag = 502, "UPE"
+    body = "upstream sent an invalid HTTP response"
+
+
+class BadRequest(ProxyError):
+    status, flag, body = 400, "DPE", "Bad Request"
+
+
+class HeadersTooLarge(ProxyError):
+    status, flag, body = 431, "DPE", "Request Header Fields Too Large"
+
+
+class UriTooLong(ProxyError):
+    status, flag, body = 414, "DPE", "URI Too Long"
+
+
+def local_reply(
+    status: int, body: bytes, keep_alive: bool, extra_headers: bytes = b"", content_type: bytes = b"text/plain"
+) -> bytes:
+    """A complete HTTP/1.1 response in one buffer: one write."""
+    return b"".join(
+        (
+            status_line(status),
+            b"content-length: ",
+            str(len(body)).encode(),
+            b"\r\ncontent-type: ",
+            content_type,
+            b"\r\nserver: weir\r\n",
+            extra_headers,
+            b"" if keep_alive else b"connection: close\r\n",
+            b"\r\n",
+            body,
+        )
+    )

@@ -1,0 +1,135 @@
+"""Route selection: view → compiled tables; request → route → weighted cluster → endpoint.
+
+`CompiledView` is built once per received view (regexes compiled, domains indexed, balancers made) and
+swapped in by one reference assignment. Its decisions are synchronous and use the injected RNG, so tests
+pin every pick. Semantics follow Istio/Envoy: virtual host by exact domain, then the longest `*.suffix`,
+then `*`; first matching rule wins; weights are relative.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+from mesh.proxy import balancer, matching
+from mesh.view import model
+
+
+class CompiledRoute:
+    __slots__ = ("spec", "blocks", "cumulative", "total")
+
+    def __init__(self, spec: model.Route) -> None:
+        self.spec = spec
+        self.blocks = tuple((matching.compile_route_match(m), m) for m in spec.matches)
+        cumulative, total = [], 0
+        for weighted in spec.clusters:
+            total += max(0, weighted.weight)
+            cumulative.append(total)
+        self.cumulative = cumulative
+        self.total = total
+
+    def match(self, request: matching.RequestHead) -> tuple[bool, model.RouteMatch | None]:
+        if not self.blocks:
+            return True, None
+        for predicate, block in self.blocks:
+            if predicate(request):
+                return True, block
+        return False, None
+
+    def pick(self, rng: random.Random) -> model.WeightedCluster | None:
+        clusters = self.spec.clusters
+        if not clusters or self.total <= 0:
+            return None
+        if len(clusters) == 1:
+            return clusters[0]
+        return clusters[bisect.bisect_right(self.cumulative, rng.random() * self.total)]
+
+
+class CompiledVirtualHost:
+    __slots__ = ("spec", "routes")
+
+    def __init__(self, spec: model.VirtualHost) -> None:
+        self.spec = spec
+        self.routes = tuple(CompiledRoute(route) for route in spec.routes)
+
+    def find(self, request: matching.RequestHead) -> tuple[CompiledRoute, model.RouteMatch | None] | None:
+        for route in self.routes:
+            ok, block = route.match(request)
+            if ok:
+                return route, block
+        return None
+
+
+class CompiledTable:
+    __slots__ = ("name", "exact", "suffixes", "star")
+
+    def __init__(self, spec: model.RouteTable) -> None:
+        self.name = spec.name
+        self.exact: dict[str, CompiledVirtualHost] = {}
+        suffixes: list[tuple[str, CompiledVirtualHost]] = []
+        self.star: CompiledVirtualHost | None = None
+        for host_spec in spec.virtual_hosts:
+            host = CompiledVirtualHost(host_spec)
+            for domain in host_spec.domains:
+                domain = domain.lower()
+                if domain == "*":
+                    self.star = self.star or host
+                elif domain.startswith("*"):
+                    suffixes.append((domain[1:], host))
+                else:
+                    self.exact.setdefault(domain, host)
+        suffixes.sort(key=lambda item: -len(item[0]))
+        self.suffixes = tuple(suffixes)
+
+    def virtual_host(self, host: str) -> CompiledVirtualHost | None:
+        found = self.exact.get(host)
+        if found is not None:
+            return found
+        for suffix, candidate in self.suffixes:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return candidate
+        return self.star
+
+
+class CompiledCluster:
+    __slots__ = ("spec", "balancer")
+
+    def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random) -> None:
+        self.spec = spec
+        self.balancer = balancer.make_balancer(spec.lb, endpoints, rng)
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.spec.name} {self.balancer!r}>"
+
+
+class CompiledView:
+    """One received view, ready to route. Immutable after construction, except balancer counters."""
+
+    __slots__ = ("spec", "version", "tables", "clusters", "rng")
+
+    def __init__(self, spec: model.ProxyView, version: str, rng: random.Random) -> None:
+        self.spec = spec
+        self.version = version
+        self.rng = rng
+        self.tables = {table.name: CompiledTable(table) for table in spec.route_tables}
+        assignments = {a.cluster: a.endpoints for a in spec.endpoints}
+        self.clusters = {c.name: CompiledCluster(c, assignments.get(c.name, ()), rng) for c in spec.clusters}
+
+    def listener(self, direction: str, port: int | None = None) -> model.Listener | None:
+        for listener in self.spec.listeners:
+            if listener.direction == direction and (port is None or listener.port == port):
+                return listener
+        return None
+
+    def find_route(
+        self, table_name: str, request: matching.RequestHead
+    ) -> tuple[CompiledRoute, model.RouteMatch | None] | None:
+        table = self.tables.get(table_name)
+        if table is None:
+            return None
+        host = table.virtual_host(request.host)
+        return host.find(request) if host is not None else None
+
+    def has_virtual_host(self, table_name: str, host: str) -> bool:
+        table = self.tables.get(table_name)
+        return table is not None and table.virtual_host(host) is not None

@@ -1,0 +1,135 @@
+"""The proxy's shared state: who it is, the view in force, pools, stats and metric label sets.
+
+`apply()` compiles a received view and swaps one reference (`self.view`), so an exchange that already
+chose its target finishes on the old view and the next one sees the new view: no lock, no torn state.
+Label tuples for metrics are cached per (cluster, endpoint) and per caller, never built per request.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from mesh.proxy import forwarding, headers, pool, replies, routing, stats
+from mesh.proxy.matching import RequestHead
+from mesh.view import model, wire
+
+UNKNOWN = "unknown"
+# Metric label sets cached per caller/destination; a bound keeps a spoofed peer header from growing it.
+MAX_CACHED_PEERS = 4096
+
+
+@dataclass(frozen=True)
+class Identity:
+    proxy_id: str
+    role: str  # "sidecar" | "gateway"
+    namespace: str
+    workload: str
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+
+    @property
+    def app(self) -> str:
+        return self.labels.get("app", self.workload)
+
+    @property
+    def version(self) -> str:
+        return self.labels.get("version", UNKNOWN)
+
+
+def _service_parts(fqdn: str) -> tuple[str, str]:
+    parts = fqdn.split(".")
+    if len(parts) >= 2 and fqdn.endswith(".svc.cluster.local"):
+        return parts[0], parts[1]
+    return fqdn or UNKNOWN, UNKNOWN
+
+
+class ProxyRuntime:
+    def __init__(self, identity: Identity, rng: random.Random | None = None) -> None:
+        self.identity = identity
+        self.rng = rng or random.Random()
+        self.view: routing.CompiledView | None = None
+        self.pools = pool.Pools()
+        self.stats = stats.RequestStats()
+        self.counters = stats.Counters()
+        self.connections: set = set()
+        self._source_peers: dict[tuple, tuple] = {}
+        self._inbound_peers: dict[bytes | None, tuple] = {}
+        self._peer_lines: dict[str, bytes] = {}
+        ident = identity
+        self._self_labels = (ident.workload, ident.namespace, ident.app, ident.version)
+        self._peer_prefix = f"{ident.namespace};{ident.workload};{ident.app};{ident.version};"
+
+    # -- view ----------------------------------------------------------------------------------------------
+    def apply(self, spec: model.ProxyView, version: str) -> routing.CompiledView:
+        model.check_references(spec)
+        compiled = routing.CompiledView(spec, version, self.rng)
+        self.view = compiled
+        self._source_peers.clear()
+        return compiled
+
+    # -- inbound -------------------------------------------------------------------------------------------
+    def inbound_target(self, head: RequestHead) -> forwarding.Target:
+        view = self.view
+        listener = view.listener(model.INBOUND)
+        cluster = view.clusters.get(listener.cluster) if listener is not None else None
+        endpoint = cluster.balancer.pick() if cluster is not None else None
+        if endpoint is None:
+            raise replies.NoHealthyUpstream()
+        return forwarding.Target(cluster, endpoint, None, None, self._inbound_peer(head.header(headers.PEER_HEADER)))
+
+    def _inbound_peer(self, header: str | None) -> tuple:
+        peer = self._inbound_peers.get(header)
+        if peer is not None:
+            return peer
+        fields = header.split(";") if header else []
+        if len(fields) == 5:
+            src_ns, src_workload, src_app, src_version, service = fields
+        else:
+            src_ns = src_workload = src_app = src_version = service = UNKNOWN
+        name, namespace = _service_parts(service)
+        peer = ("destination", src_workload, src_ns, src_app, src_version, *self._self_labels,
+                service, name, namespace, "http", "none")
+        if len(self._inbound_peers) < MAX_CACHED_PEERS:
+            self._inbound_peers[header] = peer
+        return peer
+
+    # -- outbound / gateway --------------------------------------------------------------------------------
+    def source_peer(self, cluster: model.Cluster, endpoint: model.Endpoint | None) -> tuple:
+        key = (cluster.name, cluster.service, endpoint)
+        peer = self._source_peers.get(key)
+        if peer is None:
+            dest = (endpoint.workload, endpoint.namespace, endpoint.app, endpoint.version) if endpoint else (
+                UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
+            name, namespace = _service_parts(cluster.service)
+            peer = ("source", *self._self_labels, *dest, cluster.service or UNKNOWN, name, namespace, "http",
+                    UNKNOWN)
+            if len(self._source_peers) < MAX_CACHED_PEERS:
+                self._source_peers[key] = peer
+        return peer
+
+    def local_peer(self, direction: str, head: RequestHead) -> tuple:
+        """Label set of a request answered before any cluster was chosen (no route, bad request)."""
+        if direction == model.INBOUND:
+            return self._inbound_peer(head.header(headers.PEER_HEADER))
+        return self.source_peer(model.Cluster("none", service=head.host), None)
+
+    def peer_header(self, target: forwarding.Target) -> bytes:
+        service = target.cluster.spec.service if target.cluster is not None else target.endpoint.address
+        line = self._peer_lines.get(service)
+        if line is None:
+            line = self._peer_lines[service] = f"x-weir-peer: {self._peer_prefix}{service}\r\n".encode()
+        return line
+
+    # -- admin ---------------------------------------------------------------------------------------------
+    def config_dump(self) -> dict:
+        view = self.view
+        return {
+            "proxy": self.identity.proxy_id,
+            "version": view.version if view else None,
+            "view": wire.to_dict(view.spec) if view else None,
+            "pools": self.pools.dump(),
+        }
+
+    def prometheus(self) -> str:
+        return "\n".join(self.stats.render() + self.counters.render()) + "\n"

@@ -1,0 +1,107 @@
+"""The proxy process: listeners bound from the view, the admin endpoint, discovery, graceful shutdown.
+
+A sidecar binds its inbound and outbound listeners once its first view arrives; a gateway binds one
+listener per Gateway server port in its view (mapped to local ports with `--port-map`) and re-binds as
+views change. A listener that cannot be bound makes the view fail: it is NACKed, like Envoy's LDS, and
+the previous view stays in force. Shutdown is a sequence: stop accepting → not ready → drain in-flight
+exchanges up to the drain timeout → close what is left → close the pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mesh.proxy import admin as admin_mod
+from mesh.proxy import discovery, downstream, forwarding, runtime
+from mesh.view import model
+
+log = logging.getLogger("weir.proxy")
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+class ProxyServer:
+    def __init__(self, rt: runtime.ProxyRuntime, *, bind: str, inbound_port: int = 0, outbound_port: int = 0,
+                 port_map: dict[int, int] | None = None) -> None:
+        self.runtime = rt
+        self.bind = bind
+        self.inbound_port = inbound_port
+        self.outbound_port = outbound_port
+        self.port_map = port_map or {}
+        self.admin = admin_mod.Admin()
+        self.discovery: discovery.DiscoveryClient | None = None
+        self.servers: dict[int, tuple[asyncio.AbstractServer, forwarding.Forwarding]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self.admin.register_dump("proxy", rt.config_dump)
+        self.admin.register_dump("listeners_bound", lambda: sorted(self.servers))
+        self.admin.handle("GET", "/stats/prometheus", lambda q: (200, "text/plain; version=0.0.4",
+                                                                 rt.prometheus().encode()))
+        self.admin.handle("GET", "/stats", lambda q: (200, "text/plain", rt.prometheus().encode()))
+        self.admin.handle("POST", "/quitquitquit", self._quit)
+        self.stopped = asyncio.Event()
+
+    # -- view ----------------------------------------------------------------------------------------------
+    async def apply_view(self, spec: model.ProxyView, version: str) -> None:
+        model.check_references(spec)
+        wanted = self._wanted_listeners(spec)
+        opened: list[int] = []
+        try:
+            for port, (direction, table) in wanted.items():
+                if port in self.servers:
+                    self.servers[port][1].table = table
+                    continue
+                fwd = forwarding.Forwarding(self.runtime, direction, table)
+                server = await asyncio.get_running_loop().create_server(
+                    lambda fwd=fwd, port=port: downstream.DownstreamConnection(fwd, port, self.runtime.connections),
+                    self.bind, port, reuse_address=True, backlog=1024)
+                self.servers[port] = (server, fwd)
+                opened.append(port)
+        except OSError as exc:
+            for port in opened:
+                self.servers.pop(port)[0].close()
+            raise model.ViewError(f"cannot bind listener on {self.bind}:{port}: {exc.strerror or exc}") from None
+        self.runtime.apply(spec, version)
+        for port in [p for p in self.servers if p not in wanted]:
+            self.servers.pop(port)[0].close()
+        self.admin.ready = True
+
+    def _wanted_listeners(self, spec: model.ProxyView) -> dict[int, tuple[str, str | None]]:
+        if self.runtime.identity.role != "gateway":
+            return {self.inbound_port: (model.INBOUND, None), self.outbound_port: (model.OUTBOUND, None)}
+        return {self.port_map.get(listener.port, listener.port): (model.GATEWAY, listener.route_table)
+                for listener in spec.listeners if listener.direction == model.GATEWAY}
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self, admin_port: int, control_plane: tuple[str, int] | None, node: dict,
+                    bootstrap: model.ProxyView | None = None) -> None:
+        await self.admin.serve("127.0.0.1", admin_port)
+        if bootstrap is not None:
+            from mesh.view import wire
+
+            await self.apply_view(bootstrap, wire.version_of(bootstrap))
+        if control_plane is not None:
+            self.discovery = discovery.DiscoveryClient(control_plane[0], control_plane[1], node, self.apply_view)
+            self.admin.register_dump("discovery", self.discovery.dump)
+            self._tasks.append(asyncio.get_running_loop().create_task(self.discovery.run()))
+
+    def _quit(self, query) -> tuple[int, str, bytes]:
+        asyncio.get_running_loop().create_task(self.shutdown())
+        return 200, "text/plain", b"OK\n"
+
+    async def shutdown(self) -> None:
+        if self.admin.draining:
+            return
+        self.admin.draining = True
+        for server, _ in self.servers.values():
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_S
+        while loop.time() < deadline and any(not c.idle() for c in self.runtime.connections):
+            await asyncio.sleep(0.05)
+        for conn in list(self.runtime.connections):
+            conn.close()
+        for task in self._tasks:
+            task.cancel()
+        self.runtime.pools.close()
+        self.stopped.set()

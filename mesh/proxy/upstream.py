@@ -1,0 +1,148 @@
+"""One keep-alive connection to an upstream host: writes a request, parses the response with httptools.
+
+The connection knows nothing about routing: it hands response events to the `Exchange` it serves
+(`mesh.proxy.exchange`), and goes back to its `EndpointPool` when the exchange says it is reusable.
+Flow control is symmetric: a full downstream buffer pauses reading here, a full upstream buffer pauses
+the downstream reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING
+
+import httptools
+
+from mesh.proxy import replies
+
+if TYPE_CHECKING:
+    from mesh.proxy.exchange import Exchange
+    from mesh.proxy.pool import EndpointPool
+
+FRAMING = (b"content-length", b"transfer-encoding")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
+        "_headers", "until_eof",
+    )
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self.closed = False
+        self.received = False  # any response byte for the current exchange
+        self.reused = False
+        self.paused = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.until_eof = False  # the response in progress has no length: its body ends when the server closes
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle connection: the server is misbehaving; never reuse it.
+            self.close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.exchange = None
+            exchange.upstream_failed(self, replies.UpstreamProtocolError())
+            self.close()
+            return
+        if exchange.out:
+            exchange.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            if self.until_eof and exchange.response_started:
+                exchange.response_complete(self, False)  # httptools has no EOF call: we end the body
+            else:
+                exchange.upstream_failed(self, replies.UpstreamReset())
+        else:
+            self.pool.discard(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pause_downstream_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.resume_downstream_reading()
+
+    # -- httptools callbacks ------------------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        headers, self._headers = self._headers, []
+        self.until_eof = all(name not in FRAMING for name, _ in headers)
+        if self.exchange is not None:
+            self.exchange.response_head(self.parser.get_status_code(), headers, self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.response_complete(self, self.parser.should_keep_alive())
+
+    # -- used by Exchange and EndpointPool ------------------------------------------------------------------
+    def send(self, exchange: Exchange, data: bytes) -> None:
+        self.exchange = exchange
+        self.received = False
+        self.until_eof = False
+        self._headers = []
+        self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def is_usable(self) -> bool:
+        return not self.closed and self.exchange is None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def fresh_parser(self) -> None:
+        """After a HEAD response the parser would wait for a body that never comes."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("busy" if self.exchange else "idle")
+        return f"<UpstreamConnection {self.pool.key[0]}:{self.pool.key[1]} {state}>"
