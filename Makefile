@@ -1,0 +1,39 @@
+# Weir: the two commands a new user needs are `make up` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+PYTHON ?= python3
+
+.PHONY: up down status test e2e bench lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+up: $(VENV)/.installed  ## start the whole mesh locally (control plane, ingress, bookinfo-lite with sidecars)
+	$(VENV)/bin/meshctl up --stack $(STACK)
+
+down:  ## stop everything `make up` started
+	@if [ -x $(VENV)/bin/meshctl ]; then $(VENV)/bin/meshctl down --stack $(STACK); fi
+
+status: $(VENV)/.installed
+	$(VENV)/bin/meshctl status --stack $(STACK)
+
+test: $(VENV)/.installed  ## unit, simulation and end-to-end tests
+	$(PY) -m pytest -q
+
+e2e: $(VENV)/.installed
+	$(PY) -m pytest -q tests/e2e
+
+bench: $(VENV)/.installed  ## throughput/latency/CPU/RSS against nginx (installs wrk and nginx when missing)
+	$(PY) -m bench.run
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean: down
+	rm -rf .weir build *.egg-info
