@@ -160,10 +160,12 @@ class Discovery:
     def status_of(self, state: ProxyState) -> str:
         if not _is_connected(state, self.clock()):
             return DISCONNECTED
+        if state.version and state.acked_version == state.version:
+            return SYNCED  # what the proxy runs is what it should run, whatever it refused before
         nack = state.last_nack
-        if nack is not None and nack.version and nack.version == state.sent_version != state.acked_version:
+        if nack is not None and nack.version and nack.version == state.version:
             return NACKED
-        return SYNCED if state.version and state.acked_version == state.version else STALE
+        return STALE
 
     def rows(self) -> list[dict[str, Any]]:
         """`GET /v1/proxies`: one row per proxy, sorted by id."""

@@ -93,3 +93,17 @@ def test_parse_node_as_the_proxy_sends_it():
         except node.NodeError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def test_reverting_to_the_acked_view_after_a_nack_is_synced():
+    clock, disco = setup()
+    state = disco.on_request(A, "", "", None)
+    first = disco.mark_sent(state)
+    disco.on_request(A, first["version_info"], first["nonce"], None)
+    assert new_snapshot(disco, 1, ("9080", "8080"))
+    second = disco.mark_sent(state)
+    state = disco.on_request(A, first["version_info"], second["nonce"], {"message": "cannot bind"})
+    assert disco.rows()[0]["status"] == discovery.NACKED
+    assert new_snapshot(disco, 2, ("9080",))  # the offending config is deleted again
+    assert not disco.should_send(state, first["version_info"])
+    assert disco.rows()[0]["status"] == discovery.SYNCED
