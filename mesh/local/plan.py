@@ -141,7 +141,7 @@ def _control(settings: StackSettings, python: str) -> ProcessSpec:
     return ProcessSpec(
         name="control", role=ROLE_CONTROL, stage=STAGE_CONTROL,
         command=(python, "-m", "mesh.control", "--port", str(port), "--state-dir", str(state.path),
-                 "--registry", str(state.registry_file)),
+                 "--registry", str(state.registry_file), "--outbound-policy", settings.outbound_policy),
         env={}, ports={"http": port}, ready_url=f"http://{LOOPBACK}:{port}/ready", log="control.log",
     )
 

@@ -35,6 +35,7 @@ class StackSettings:
     ingress_port: int
     control_plane_port: int
     port_base: int
+    outbound_policy: str = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy.mode
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -88,6 +89,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         raise errors.StackError(f"{source}: missing key `weir:local` (a mapping with "
                                 f"{', '.join(LOCAL_PORT_KEYS)})")
     ports = {key: _port(local, key, source) for key in LOCAL_PORT_KEYS}
+    outbound_policy = _outbound_policy(config.get("weir:meshConfig"), source)
     return StackSettings(
         name=stack,
         root=root,
@@ -97,7 +99,23 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         ingress_port=ports["ingressPort"],
         control_plane_port=ports["controlPlanePort"],
         port_base=ports["portBase"],
+        outbound_policy=outbound_policy,
     )
+
+
+OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")
+
+
+def _outbound_policy(mesh_config: Any, source: Path) -> str:
+    """Istio's `meshConfig.outboundTrafficPolicy.mode`; ALLOW_ANY when unset, as in Istio."""
+    if mesh_config is None:
+        return "ALLOW_ANY"
+    mode = ((mesh_config.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY")
+            if isinstance(mesh_config, dict) else None)
+    if mode not in OUTBOUND_POLICIES:
+        raise errors.StackError(f"{source}: key `weir:meshConfig.outboundTrafficPolicy.mode` must be one of "
+                                f"{', '.join(OUTBOUND_POLICIES)}, got {mode!r}")
+    return mode
 
 
 def _port(local: dict[str, Any], key: str, source: Path) -> int:

@@ -66,7 +66,7 @@ def test_commands(plan: plan_mod.Plan, settings: StackSettings) -> None:
     state = settings.state_dir
     assert plan.process("control").command == (
         "/py", "-m", "mesh.control", "--port", "15010", "--state-dir", str(state),
-        "--registry", str(state / "registry.json"))
+        "--registry", str(state / "registry.json"), "--outbound-policy", "ALLOW_ANY")
     assert plan.process("books-v2").command == ("/py", "-m", "bookinfo.books", "--version", "v2")
     assert plan.process("books-v2.proxy").command == (
         "/py", "-m", "mesh.proxy", "--role", "sidecar", "--id", "books-v2.bookinfo", "--namespace", "bookinfo",

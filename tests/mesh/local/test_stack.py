@@ -36,6 +36,19 @@ def test_load_good_stack(root: Path) -> None:
         settings.port_base = 1  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(("mesh_config", "mode"), [
+    (None, "ALLOW_ANY"),
+    ({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}, "REGISTRY_ONLY"),
+    ({"outboundTrafficPolicy": {}}, "ALLOW_ANY"),
+])
+def test_outbound_traffic_policy_from_mesh_config(root: Path, mesh_config, mode: str) -> None:
+    config = dict(GOOD["config"])
+    if mesh_config is not None:
+        config["weir:meshConfig"] = mesh_config
+    write_stack(root, {"config": config})
+    assert stack.load("dev", root).outbound_policy == mode
+
+
 def test_weir_home_overrides_state_root(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_stack(root, GOOD)
     monkeypatch.setenv(stack.HOME_ENV, str(tmp_path / "home"))
@@ -69,6 +82,9 @@ def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
      "`weir:local.controlPlanePort`"),
     ({"weir:routing": "baseline", "weir:local": {"ingressPort": 8080, "controlPlanePort": 15010,
                                                  "portBase": "x"}}, "`weir:local.portBase`"),
+    ({**GOOD["config"], "weir:meshConfig": {"outboundTrafficPolicy": {"mode": "DENY"}}},
+     "`weir:meshConfig.outboundTrafficPolicy.mode`"),
+    ({**GOOD["config"], "weir:meshConfig": "REGISTRY_ONLY"}, "`weir:meshConfig.outboundTrafficPolicy.mode`"),
 ])
 def test_bad_stack_names_the_key(root: Path, config: dict, key: str) -> None:
     write_stack(root, {"config": config})
