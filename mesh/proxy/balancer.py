@@ -45,7 +45,7 @@ class Balancer:
         if avoid is None or chosen != avoid or len(self.endpoints) < 2:
             return chosen
         others = [e for e in self.endpoints if e != avoid]
-        return self.rng.choice(others)
+        return self.rng.choice(others) if others else chosen
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} endpoints={len(self.endpoints)}>"
@@ -65,10 +65,15 @@ class RoundRobin(Balancer):
         if not order:
             return None
         index = self._next % len(order)
-        self._next = index + 1
         chosen = order[index]
-        if avoid is not None and chosen == avoid and len(self.endpoints) > 1:
-            return self.pick(hash_key, avoid)
+        if avoid is not None and chosen == avoid:
+            # Next one in turn that is another host; bounded by one lap (all may be the same host).
+            for step in range(1, len(order)):
+                if order[(index + step) % len(order)] != avoid:
+                    index = (index + step) % len(order)
+                    chosen = order[index]
+                    break
+        self._next = index + 1
         return chosen
 
 
@@ -128,8 +133,14 @@ class RingHash(Balancer):
             return None
         if hash_key is None:
             return self._other(self.rng.choice(self.endpoints), avoid)
-        index = bisect.bisect_left(self._points, _hash(hash_key)) % len(self._points)
-        return self._owners[index]
+        owners = self._owners
+        index = bisect.bisect_left(self._points, _hash(hash_key)) % len(owners)
+        if avoid is not None and owners[index] == avoid:
+            # Like Envoy on a retry: walk on along the ring to the next other host.
+            for step in range(1, len(owners)):
+                if owners[(index + step) % len(owners)] != avoid:
+                    return owners[(index + step) % len(owners)]
+        return owners[index]
 
 
 def make_balancer(lb: model.LoadBalancer, endpoints: Sequence[model.Endpoint], rng: random.Random) -> Balancer:

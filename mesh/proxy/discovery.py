@@ -45,12 +45,12 @@ class DiscoveryClient:
         while True:
             try:
                 status, body = await asyncio.wait_for(self._poll(), POLL_TIMEOUT_S)
+                if status not in (200, 304):  # an unhealthy control plane is backed off too
+                    raise ConnectionError(f"control plane answered {status}")
                 self.connected = True
                 backoff = BACKOFF_START_S
                 if status == 200:
                     await self._handle(json.loads(body))
-                elif status != 304:
-                    raise ConnectionError(f"control plane answered {status}")
             except asyncio.CancelledError:
                 self._close()
                 raise
@@ -64,6 +64,8 @@ class DiscoveryClient:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _handle(self, response: dict) -> None:
+        if not isinstance(response, dict):
+            raise ValueError("discovery response is not a JSON object")
         version = response.get("version_info", "")
         self.nonce = response.get("nonce", "")
         try:

@@ -39,11 +39,15 @@ def split_host(value: str, default_port: int) -> tuple[str, int]:
     if value.startswith("["):
         end = value.find("]")
         host, rest = value[1:end], value[end + 1 :]
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+        return host, int(rest[1:]) if rest.startswith(":") and _is_port(rest[1:]) else default_port
     host, sep, port = value.rpartition(":")
-    if sep and port.isdigit():
+    if sep and _is_port(port):
         return host, int(port)
     return value, default_port
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone accepts "²", which int() refuses
 
 
 class DownstreamConnection(asyncio.Protocol):

@@ -8,7 +8,6 @@ applied here. Everything returns bytes ready for one `transport.write`.
 from __future__ import annotations
 
 import os
-import re
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from mesh.view import model
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
     from mesh.proxy.forwarding import Forwarding, Target
+    from mesh.proxy.routing import CompiledRoute
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
@@ -46,16 +46,14 @@ def _dropped(ops: tuple[model.HeaderOps, ...]) -> frozenset[bytes]:
     return frozenset(names)
 
 
-def _rewrite(route_spec: model.Route, block: model.RouteMatch | None, head: matching.RequestHead) -> tuple[str, str | None]:
-    rewrite = route_spec.rewrite
+def _rewrite(route: CompiledRoute, block: model.RouteMatch | None, head: matching.RequestHead) -> tuple[str, str | None]:
+    rewrite = route.spec.rewrite
     path = head.path
     if rewrite is None:
         return path, None
-    if rewrite.uri_regex is not None:
-        pattern, substitution = rewrite.uri_regex
+    if route.uri_regex is not None:
         uri = head.uri_path
-        rest = path[len(uri):]
-        path = re.sub(pattern, substitution, uri) + rest
+        path = route.uri_regex.sub(rewrite.uri_regex[1], uri) + path[len(uri):]
     elif rewrite.uri is not None:
         prefix = matching.matched_prefix(block, head)
         path = rewrite.uri + path[len(prefix):]
@@ -71,7 +69,7 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
     if route is not None:
         spec = route.spec
         if spec.rewrite is not None:
-            path, authority = _rewrite(spec, exchange.block, head)
+            path, authority = _rewrite(route, exchange.block, head)
             if authority:
                 host = authority.encode("latin-1")
         weighted = target.weighted

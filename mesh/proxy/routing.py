@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 
 from mesh.proxy import balancer, matching
 from mesh.view import model
 
 
 class CompiledRoute:
-    __slots__ = ("spec", "blocks", "cumulative", "total")
+    __slots__ = ("spec", "blocks", "cumulative", "total", "uri_regex")
 
     def __init__(self, spec: model.Route) -> None:
         self.spec = spec
+        rewrite = spec.rewrite
+        self.uri_regex = re.compile(rewrite.uri_regex[0]) if rewrite and rewrite.uri_regex else None
         self.blocks = tuple((matching.compile_route_match(m), m) for m in spec.matches)
         cumulative, total = [], 0
         for weighted in spec.clusters:

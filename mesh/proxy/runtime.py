@@ -8,6 +8,7 @@ Label tuples for metrics are cached per (cluster, endpoint) and per caller, neve
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 from mesh.proxy import forwarding, headers, pool, replies, routing, stats
@@ -63,7 +64,10 @@ class ProxyRuntime:
     # -- view ----------------------------------------------------------------------------------------------
     def apply(self, spec: model.ProxyView, version: str) -> routing.CompiledView:
         model.check_references(spec)
-        compiled = routing.CompiledView(spec, version, self.rng)
+        try:
+            compiled = routing.CompiledView(spec, version, self.rng)
+        except re.error as exc:  # Istio's regexes are RE2; one Python cannot compile is NACKed, not fatal
+            raise model.ViewError(f"invalid regex {exc.pattern!r}: {exc}") from None
         self.view = compiled
         self._source_peers.clear()
         return compiled
@@ -118,7 +122,9 @@ class ProxyRuntime:
         service = target.cluster.spec.service if target.cluster is not None else target.endpoint.address
         line = self._peer_lines.get(service)
         if line is None:
-            line = self._peer_lines[service] = f"x-weir-peer: {self._peer_prefix}{service}\r\n".encode()
+            line = f"x-weir-peer: {self._peer_prefix}{service}\r\n".encode()
+            if len(self._peer_lines) < MAX_CACHED_PEERS:  # passthrough hosts come from the app: bound them
+                self._peer_lines[service] = line
         return line
 
     # -- admin ---------------------------------------------------------------------------------------------

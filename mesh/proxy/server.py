@@ -33,6 +33,7 @@ class ProxyServer:
         self.discovery: discovery.DiscoveryClient | None = None
         self.servers: dict[int, tuple[asyncio.AbstractServer, forwarding.Forwarding]] = {}
         self._tasks: list[asyncio.Task] = []
+        self._admin_server: asyncio.AbstractServer | None = None
         self.admin.register_dump("proxy", rt.config_dump)
         self.admin.register_dump("listeners_bound", lambda: sorted(self.servers))
         self.admin.handle("GET", "/stats/prometheus", lambda q: (200, "text/plain; version=0.0.4",
@@ -49,7 +50,6 @@ class ProxyServer:
         try:
             for port, (direction, table) in wanted.items():
                 if port in self.servers:
-                    self.servers[port][1].table = table
                     continue
                 fwd = forwarding.Forwarding(self.runtime, direction, table)
                 server = await asyncio.get_running_loop().create_server(
@@ -58,13 +58,22 @@ class ProxyServer:
                 self.servers[port] = (server, fwd)
                 opened.append(port)
         except OSError as exc:
-            for port in opened:
-                self.servers.pop(port)[0].close()
+            self._close(opened)
             raise model.ViewError(f"cannot bind listener on {self.bind}:{port}: {exc.strerror or exc}") from None
-        self.runtime.apply(spec, version)
+        try:
+            self.runtime.apply(spec, version)
+        except model.ViewError:
+            self._close(opened)
+            raise
+        for port, (_, table) in wanted.items():  # only now: a failed bind must leave the old view whole
+            self.servers[port][1].table = table
         for port in [p for p in self.servers if p not in wanted]:
             self.servers.pop(port)[0].close()
         self.admin.ready = True
+
+    def _close(self, ports: list[int]) -> None:
+        for port in ports:
+            self.servers.pop(port)[0].close()
 
     def _wanted_listeners(self, spec: model.ProxyView) -> dict[int, tuple[str, str | None]]:
         if self.runtime.identity.role != "gateway":
@@ -75,7 +84,7 @@ class ProxyServer:
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, admin_port: int, control_plane: tuple[str, int] | None, node: dict,
                     bootstrap: model.ProxyView | None = None) -> None:
-        await self.admin.serve("127.0.0.1", admin_port)
+        self._admin_server = await self.admin.serve("127.0.0.1", admin_port)
         if bootstrap is not None:
             from mesh.view import wire
 
@@ -104,4 +113,6 @@ class ProxyServer:
         for task in self._tasks:
             task.cancel()
         self.runtime.pools.close()
+        if self._admin_server is not None:
+            self._admin_server.close()
         self.stopped.set()

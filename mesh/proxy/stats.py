@@ -105,10 +105,10 @@ class Counters:
         self.gauges[name] = read
 
     def render(self) -> list[str]:
-        lines = []
+        lines = []  # values as str(), not `:g`, which rounds a counter past six digits
         for (name, labels), value in sorted(self.values.items()):
             text = label_text((k for k, _ in labels), (v for _, v in labels))
-            lines.append(f"weir_{name}{{{text}}} {value:g}" if text else f"weir_{name} {value:g}")
+            lines.append(f"weir_{name}{{{text}}} {value}" if text else f"weir_{name} {value}")
         for name, read in sorted(self.gauges.items()):
-            lines.append(f"weir_{name} {read():g}")
+            lines.append(f"weir_{name} {read()}")
         return lines

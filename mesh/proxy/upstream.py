@@ -26,7 +26,7 @@ FRAMING = (b"content-length", b"transfer-encoding")
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
-        "_headers", "until_eof",
+        "_headers", "until_eof", "interim",
     )
 
     def __init__(self, pool: EndpointPool) -> None:
@@ -41,6 +41,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.paused = False
         self._headers: list[tuple[bytes, bytes]] = []
         self.until_eof = False  # the response in progress has no length: its body ends when the server closes
+        self.interim = False  # a 1xx response is being parsed: not forwarded, the final one follows
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,15 +96,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         headers, self._headers = self._headers, []
+        status = self.parser.get_status_code()
+        if status < 200:
+            self.interim = True  # like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded
+            return
         self.until_eof = all(name not in FRAMING for name, _ in headers)
         if self.exchange is not None:
-            self.exchange.response_head(self.parser.get_status_code(), headers, self.parser.should_keep_alive())
+            self.exchange.response_head(status, headers, self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
             self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.response_complete(self, self.parser.should_keep_alive())

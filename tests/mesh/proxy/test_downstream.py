@@ -1,0 +1,518 @@
+"""HTTP/1.1 protocol tests of `DownstreamConnection` + `Exchange` + `UpstreamConnection` over mock transports.
+
+The client side is a `DownstreamConnection` fed bytes by hand; upstream connections come from a fake
+connector (tests/mesh/proxy/fakes.py) and are answered by feeding response bytes into their protocol.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.proxy import downstream, pool, stats
+from mesh.view import model
+from tests.mesh.proxy.fakes import (
+    BOOKS,
+    BOOKS_V1,
+    LOCAL_APP,
+    Proxy,
+    bookinfo_view,
+    fqdn,
+    parse_requests,
+    settle,
+)
+
+GET_BOOKS = b"GET /books HTTP/1.1\r\nHost: books:9080\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+def labels(key: tuple) -> dict:
+    peer, code, flags = key
+    return dict(zip(stats.PEER_LABELS + stats.RESPONSE_LABELS, (*peer, code, flags)))
+
+
+def only_series(proxy: Proxy) -> dict:
+    (key,) = proxy.runtime.stats.series
+    return labels(key)
+
+
+async def test_get_keep_alive_then_second_request_reuses_the_pooled_connection():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (up,) = proxy.upstreams
+    assert (up.address, up.port) == (BOOKS_V1.address, BOOKS_V1.port)
+    (request,) = up.requests()
+    assert request.first == "GET /books"
+    assert request.header("host") == "books:9080"
+    assert request.header("x-weir-peer") == f"bookinfo;gw-v1;gw;v1;{fqdn('books')}"
+    assert len(request.header("x-request-id")) == 36
+    up.respond(OK)
+    (response,) = client.responses()
+    assert (response.first, response.body, response.header("connection")) == ("200", b"ok", None)
+    assert not client.transport.closed
+
+    client.send(GET_BOOKS)
+    await settle()
+    assert len(proxy.upstreams) == 1, "second request must reuse the keep-alive upstream connection"
+    assert len(up.requests()) == 2
+    up.respond(OK)
+    assert [r.first for r in client.responses()] == ["200", "200"]
+    books_pool = proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port))
+    assert repr(books_pool) == "<EndpointPool 10.0.0.11:9080 idle=1 active=0 opened=1 reused=1>"
+
+
+async def test_pipelined_requests_are_answered_in_order_one_at_a_time():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: books:9080\r\n\r\nGET /b HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+    await settle()
+    (up,) = proxy.upstreams
+    assert [r.first for r in up.requests()] == ["GET /a"], "the second request waits for the first response"
+    up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na")
+    await settle()
+    assert [r.first for r in up.requests()] == ["GET /a", "GET /b"]
+    up.respond(b"HTTP/1.1 201 Created\r\ncontent-length: 1\r\n\r\nb")
+    assert [(r.first, r.body) for r in client.responses()] == [("200", b"a"), ("201", b"b")]
+    assert len(proxy.upstreams) == 1
+
+
+async def test_pipeline_depth_is_bounded_by_pausing_the_socket():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS * (downstream.MAX_PIPELINED + 1))
+    assert not client.transport.reading
+    await settle()
+    proxy.upstreams[0].respond(OK)
+    await settle()
+    assert client.transport.reading
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["body-with-head", "body-after-connect"])
+async def test_content_length_body_is_forwarded(split):
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    head = b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 11\r\n\r\n"
+    if split:
+        client.send(head + b"hello")
+        await settle()
+        client.send(b" world")
+    else:
+        client.send(head + b"hello world")
+        await settle()
+    (request,) = proxy.upstreams[0].requests()
+    assert (request.header("content-length"), request.header("transfer-encoding")) == ("11", None)
+    assert request.body == b"hello world" and request.complete
+
+
+async def test_chunked_request_body_is_re_encoded():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    await settle()
+    client.send(b"6;ext=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n")
+    (request,) = proxy.upstreams[0].requests()
+    assert request.all("transfer-encoding") == ["chunked"]
+    assert request.body == b"hello world" and request.complete
+
+
+@pytest.mark.parametrize("response, body", [
+    (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", b"hello"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n", b"hello"),
+], ids=["content-length", "chunked"])
+async def test_framed_responses_keep_the_connection_reusable(response, body):
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    up = proxy.upstreams[0]
+    up.respond(response[:30])
+    up.respond(response[30:])
+    (got,) = client.responses()
+    assert got.body == body and got.complete
+    assert len(got.all("transfer-encoding") + got.all("content-length")) == 1
+    assert up.transport.closed is False and up.protocol.is_usable()
+
+
+async def test_close_delimited_response_is_completed_at_upstream_eof():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    up = proxy.upstreams[0]
+    up.respond(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello ")
+    up.respond(b"world")
+    up.reset()  # EOF ends a close-delimited body
+    (got,) = client.responses()
+    assert got.complete and got.body == b"hello world"
+    assert got.header("transfer-encoding") == "chunked"
+    assert only_series(proxy)["response_flags"] == "-"
+    assert not client.transport.closed
+
+
+async def test_head_response_has_no_body_and_the_connection_is_reused():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"HEAD /books HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+    await settle()
+    up = proxy.upstreams[0]
+    up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+    assert client.transport.data.endswith(b"content-length: 100\r\n\r\n")
+    client.transport.clear()
+    client.send(GET_BOOKS)
+    await settle()
+    assert len(proxy.upstreams) == 1
+    up.respond(OK)
+    assert [r.body for r in client.responses()] == [b"ok"]
+
+
+async def test_no_route_is_404_nr_and_keeps_the_connection():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET /v2 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+    (response,) = client.responses()
+    assert (response.first, response.body) == ("404", b"route not found")
+    assert not client.transport.closed, "a local reply to a complete GET keeps the connection"
+    assert proxy.upstreams == []
+    series = only_series(proxy)
+    assert (series["reporter"], series["response_code"], series["response_flags"]) == ("source", 404, "NR")
+    assert series["destination_service"] == "reviews"
+    client.send(GET_BOOKS)
+    await settle()
+    assert [r.first for r in proxy.upstreams[0].requests()] == ["GET /books"]
+
+
+async def test_local_reply_before_the_request_body_closes_the_connection():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"POST /v2 HTTP/1.1\r\nHost: reviews:9080\r\nContent-Length: 10\r\n\r\n")
+    (response,) = client.responses()
+    assert (response.first, response.header("connection")) == ("404", "close")
+    assert client.transport.closed
+
+
+async def test_no_endpoints_is_503_uh_labelled_with_the_destination_service():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: ratings:9080\r\n\r\n")
+    (response,) = client.responses()
+    assert (response.first, response.body) == ("503", b"no healthy upstream")
+    series = only_series(proxy)
+    assert (series["response_flags"], series["destination_service"]) == ("UH", fqdn("ratings"))
+
+
+async def test_connect_failure_is_503_uf_and_frees_the_endpoint():
+    proxy = Proxy(bookinfo_view(lb=model.LoadBalancer("LEAST_REQUEST")))
+    proxy.net.refused.add((BOOKS_V1.address, BOOKS_V1.port))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (response,) = client.responses()
+    assert response.first == "503" and b"connection failure" in response.body
+    assert only_series(proxy)["response_flags"] == "UF"
+    assert proxy.runtime.counters.get("upstream_connect_fail_total") == 1
+    assert proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port)).active == 0
+    assert proxy.runtime.view.clusters[BOOKS].balancer.active[BOOKS_V1] == 0
+
+
+async def test_reset_before_headers_on_a_fresh_connection_is_503_uc_without_retry():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].reset()
+    await settle()
+    (response,) = client.responses()
+    assert response.first == "503" and b"connection termination" in response.body
+    assert len(proxy.upstreams) == 1
+    assert only_series(proxy)["response_flags"] == "UC"
+
+
+async def warm(proxy: Proxy, client) -> None:
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(OK)
+    client.transport.clear()
+
+
+async def test_reused_connection_closed_before_any_byte_is_retried_once_on_a_fresh_one():
+    proxy = Proxy(bookinfo_view(lb=model.LoadBalancer("LEAST_REQUEST")))
+    client = proxy.client()
+    await warm(proxy, client)
+    balancer = proxy.runtime.view.clusters[BOOKS].balancer
+    balancer.active[BOOKS_V1] = 3  # other requests in flight
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 4\r\n\r\nbody")
+    await settle()
+    stale = proxy.upstreams[0]
+    stale.reset()
+    await settle()
+    assert len(proxy.upstreams) == 2
+    fresh = proxy.upstreams[1]
+    (resent,) = fresh.requests()
+    assert (resent.first, resent.body) == ("POST /books", b"body")
+    fresh.respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+    assert balancer.active[BOOKS_V1] == 3, "one started/finished pair per attempt"
+
+
+async def test_retry_happens_only_once():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    await warm(proxy, client)
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].reset()
+    await settle()
+    proxy.upstreams[1].reset()
+    await settle()
+    assert len(proxy.upstreams) == 2
+    assert [r.first for r in client.responses()] == ["503"]
+
+
+async def test_no_retry_once_the_reused_connection_sent_a_byte():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    await warm(proxy, client)
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(b"HTTP/1.1 2")
+    proxy.upstreams[0].reset()
+    await settle()
+    assert len(proxy.upstreams) == 1
+    assert [r.first for r in client.responses()] == ["503"]
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: books:9080\r\nBad Header\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+    (b"GET https://books/ HTTP/1.1\r\nHost: books:9080\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: books:9080\r\nx-big: " + b"a" * downstream.MAX_HEADER_BYTES + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: books:9080\r\n" + b"x-h: 1\r\n" * downstream.MAX_HEADER_COUNT + b"\r\n", 431),
+    (b"GET /" + b"a" * downstream.MAX_URL_BYTES + b" HTTP/1.1\r\nHost: books:9080\r\n\r\n", 414),
+], ids=["garbage", "bad-header", "no-host", "https-absolute", "cl-then-te", "te-then-cl", "header-bytes",
+        "header-count", "url"])
+async def test_bad_requests_are_refused_and_closed_never_forwarded(data, status):
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    for i in range(0, len(data), 4096):
+        client.send(data[i:i + 4096])
+    await settle()
+    (response,) = client.responses()
+    assert int(response.first) == status
+    assert response.header("connection") == "close"
+    assert client.transport.closed
+    assert proxy.upstreams == []
+    assert proxy.runtime.counters.get("downstream_rq_rejected_total", code=str(status)) == 1
+
+
+async def test_http10_without_host_is_accepted():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET http://books:9080/x HTTP/1.0\r\n\r\n")
+    await settle()
+    (request,) = proxy.upstreams[0].requests()
+    assert request.header("host") == "books:9080"
+
+
+async def test_absolute_form_uri_is_routed_by_its_authority():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET http://books:9080/x?y=1 HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n")
+    await settle()
+    (up,) = proxy.upstreams
+    assert up.address == BOOKS_V1.address
+    (request,) = up.requests()
+    assert (request.first, request.header("host")) == ("GET /x?y=1", "books:9080")
+
+
+async def test_expect_100_continue_is_answered_by_the_proxy_and_not_forwarded():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"PUT /books HTTP/1.1\r\nHost: books:9080\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert client.transport.data == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await settle()
+    client.send(b"abc")
+    (request,) = proxy.upstreams[0].requests()
+    assert request.header("expect") is None and request.body == b"abc"
+    proxy.upstreams[0].respond(OK)
+    assert [r.first for r in client.responses()] == ["100", "200"]
+
+
+async def test_hop_by_hop_headers_do_not_cross_in_either_direction():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: books:9080\r\nConnection: keep-alive, x-foo\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
+                b"Upgrade: h2c\r\nProxy-Authorization: x\r\nProxy-Connection: keep-alive\r\nx-keep: 1\r\n\r\n")
+    await settle()
+    (request,) = proxy.upstreams[0].requests()
+    sent = {name for name, _ in request.headers}
+    assert sent.isdisjoint({"connection", "keep-alive", "te", "upgrade", "proxy-authorization", "proxy-connection"})
+    assert request.header("x-keep") == "1"
+    proxy.upstreams[0].respond(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nKeep-Alive: timeout=5\r\n"
+                               b"Proxy-Authenticate: Basic\r\nTrailer: x\r\nx-weir-peer: leak\r\nx-app: 1\r\n\r\n")
+    (response,) = client.responses()
+    received = {name for name, _ in response.headers}
+    assert received.isdisjoint({"keep-alive", "proxy-authenticate", "trailer", "x-weir-peer"})
+    assert response.header("x-app") == "1"
+
+
+async def test_client_supplied_request_id_is_kept():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: books:9080\r\nX-Request-Id: abc\r\n\r\n")
+    await settle()
+    assert proxy.upstreams[0].requests()[0].all("x-request-id") == ["abc"]
+
+
+async def test_successful_request_is_recorded_with_source_labels():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.net.now += 0.02
+    proxy.upstreams[0].respond(OK)
+    (key,) = proxy.runtime.stats.series
+    series = labels(key)
+    assert series == {
+        "reporter": "source", "source_workload": "gw-v1", "source_workload_namespace": "bookinfo",
+        "source_app": "gw", "source_version": "v1", "destination_workload": "books-v1",
+        "destination_workload_namespace": "bookinfo", "destination_app": "books", "destination_version": "v1",
+        "destination_service": fqdn("books"), "destination_service_name": "books",
+        "destination_service_namespace": "bookinfo", "request_protocol": "http",
+        "connection_security_policy": "unknown", "response_code": 200, "response_flags": "-",
+    }
+    assert proxy.runtime.stats.series[key].total_ms == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("peer, source", [
+    (b"bookinfo;ui-v1;ui;v1;" + fqdn("gw").encode(), ("ui-v1", "bookinfo", "ui", "v1")),
+    (None, ("unknown",) * 4),
+])
+async def test_inbound_strips_the_peer_header_and_uses_it_for_labels(peer, source):
+    proxy = Proxy(bookinfo_view(), direction=model.INBOUND)
+    client = proxy.client()
+    extra = b"x-weir-peer: " + peer + b"\r\n" if peer else b""
+    client.send(b"GET /p HTTP/1.1\r\nHost: gw:9080\r\n" + extra + b"\r\n")
+    await settle()
+    (up,) = proxy.upstreams
+    assert (up.address, up.port) == (LOCAL_APP.address, LOCAL_APP.port)
+    (request,) = up.requests()
+    assert request.header("x-weir-peer") is None
+    up.respond(OK)
+    series = only_series(proxy)
+    assert series["reporter"] == "destination"
+    assert (series["source_workload"], series["source_workload_namespace"], series["source_app"],
+            series["source_version"]) == source
+    assert (series["destination_workload"], series["destination_version"]) == ("gw-v1", "v1")
+
+
+async def test_outbound_replaces_a_peer_header_sent_by_the_app():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: books:9080\r\nx-weir-peer: spoofed\r\n\r\n")
+    await settle()
+    assert proxy.upstreams[0].requests()[0].all("x-weir-peer") == [f"bookinfo;gw-v1;gw;v1;{fqdn('books')}"]
+
+
+async def test_registry_only_refuses_hosts_outside_the_mesh():
+    proxy = Proxy(bookinfo_view(policy="REGISTRY_ONLY"))
+    client = proxy.client()
+    client.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    (response,) = client.responses()
+    assert response.first == "502"
+    assert only_series(proxy)["response_flags"] == "NR"
+    assert proxy.upstreams == []
+
+
+async def test_allow_any_passes_through_to_the_requested_host():
+    proxy = Proxy(bookinfo_view(policy="ALLOW_ANY"))
+    client = proxy.client()
+    client.send(b"GET http://example.com:8000/x HTTP/1.1\r\nHost: example.com:8000\r\n\r\n")
+    await settle()
+    (up,) = proxy.upstreams
+    assert (up.address, up.port) == ("example.com", 8000)
+    up.respond(OK)
+    assert only_series(proxy)["destination_service"] == "example.com"
+
+
+async def test_client_disconnect_mid_exchange_is_recorded_dc_and_closes_upstream():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    client.conn.connection_lost(None)
+    assert proxy.upstreams[0].transport.closed
+    assert only_series(proxy)["response_flags"] == "DC"
+    assert client.conn not in proxy.runtime.connections
+
+
+async def test_client_disconnect_while_connecting_keeps_the_new_connection_pooled():
+    proxy = Proxy(bookinfo_view(lb=model.LoadBalancer("LEAST_REQUEST")))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    client.conn.connection_lost(None)
+    await settle()
+    books_pool = proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port))
+    assert (len(books_pool.idle), books_pool.active) == (1, 0)
+    assert proxy.runtime.view.clusters[BOOKS].balancer.active[BOOKS_V1] == 0
+
+
+async def test_slow_client_pauses_the_upstream_reader():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    up = proxy.upstreams[0]
+    client.conn.pause_writing()
+    assert not up.transport.reading
+    client.conn.resume_writing()
+    assert up.transport.reading
+
+
+async def test_interim_1xx_responses_are_dropped_and_the_final_one_forwarded():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    up = proxy.upstreams[0]
+    up.respond(b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n")
+    up.respond(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+    assert [(r.first, r.body) for r in client.responses()] == [("200", b"ok")]
+    assert up.protocol.is_usable()
+
+
+async def test_upstream_garbage_is_502_upe():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(b"NOT HTTP\r\n\r\n")
+    (response,) = client.responses()
+    assert response.first == "502"
+    assert only_series(proxy)["response_flags"] == "UPE"
+    assert proxy.upstreams[0].transport.closed
+
+
+async def test_idle_pooled_connection_past_timeout_is_not_reused():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    await warm(proxy, client)
+    proxy.net.now += pool.IDLE_TIMEOUT_S
+    client.send(GET_BOOKS)
+    await settle()
+    assert len(proxy.upstreams) == 2 and proxy.upstreams[0].transport.closed
+
+
+async def test_request_body_sent_upstream_is_intact_when_parsed():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await settle()
+    for piece in (b"a" * 10, b"b" * 300, b"c"):
+        client.send(b"%x\r\n%b\r\n" % (len(piece), piece))
+    client.send(b"0\r\n\r\n")
+    (request,) = parse_requests(proxy.upstreams[0].transport.data)
+    assert request.body == b"a" * 10 + b"b" * 300 + b"c"

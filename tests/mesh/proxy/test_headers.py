@@ -1,0 +1,202 @@
+"""Message heads as rewritten by the proxy: hop-by-hop, request id, Istio header ops, rewrites, redirects,
+consistent-hash keys. Built from real `Forwarding`/`Exchange` objects, parsed back with httptools."""
+
+from __future__ import annotations
+
+import random
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from mesh.proxy import exchange as exchange_mod
+from mesh.proxy import forwarding, headers, routing, runtime
+from mesh.proxy.matching import RequestHead
+from mesh.view import model
+from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn, parse_requests, parse_responses
+
+S = model.StringMatch
+OPS = model.HeaderOps
+
+
+def make_exchange(path: str = "/", raw_headers: bytes = b"", method: str = "GET", host: str = "books:9080",
+                  chunked: bool = False, http11: bool = True, source_ip: str = "10.0.0.7"):
+    pairs = [tuple(line.split(b": ", 1)) for line in raw_headers.split(b"\r\n") if line]
+    hostname, _, port = host.partition(":")
+    head = RequestHead(method, path, hostname, int(port or 80), [(k.lower(), v) for k, v in pairs], "http",
+                       source_ip)
+    conn = SimpleNamespace(http11=http11)
+    return exchange_mod.Exchange(conn, head, method, chunked, True, 0.0, host.encode())
+
+
+@pytest.fixture
+def rt() -> runtime.ProxyRuntime:
+    proxy_runtime = runtime.ProxyRuntime(GW, random.Random(1))
+    proxy_runtime.apply(bookinfo_view(), "v1")
+    return proxy_runtime
+
+
+def upstream(rt, exchange, route: model.Route | None = None, weighted: model.WeightedCluster | None = None,
+             block: model.RouteMatch | None = None, direction: str = model.OUTBOUND):
+    fwd = forwarding.Forwarding(rt, direction)
+    weighted = weighted or (route.clusters[0] if route and route.clusters else None)
+    target = forwarding.Target(rt.view.clusters[BOOKS], BOOKS_V1, routing.CompiledRoute(route) if route else None,
+                               weighted, ())
+    exchange.block = block
+    (request,) = parse_requests(headers.upstream_request_head(fwd, exchange, target))
+    return request
+
+
+def test_request_id_is_added_only_when_absent(loop, rt):
+    added = upstream(rt, make_exchange())
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+                        added.header("x-request-id"))
+    kept = upstream(rt, make_exchange(raw_headers=b"X-Request-Id: r1"))
+    assert kept.all("x-request-id") == ["r1"]
+
+
+def test_request_ids_differ():
+    assert len({headers.request_id() for _ in range(100)}) == 100
+
+
+@pytest.mark.parametrize("name", [b"Connection", b"Keep-Alive", b"Transfer-Encoding", b"TE", b"Upgrade",
+                                  b"Proxy-Authorization", b"Proxy-Connection", b"Expect", b"Trailer"])
+def test_hop_by_hop_request_headers_are_stripped(loop, rt, name):
+    request = upstream(rt, make_exchange(raw_headers=name + b": x\r\nx-app: 1"))
+    assert request.header(name.decode().lower()) is None and request.header("x-app") == "1"
+
+
+def test_chunked_request_gets_exactly_one_transfer_encoding(loop, rt):
+    request = upstream(rt, make_exchange(raw_headers=b"Transfer-Encoding: gzip, chunked", chunked=True))
+    assert request.all("transfer-encoding") == ["chunked"]
+
+
+def test_inbound_adds_no_peer_header(loop, rt):
+    assert upstream(rt, make_exchange(), direction=model.INBOUND).header("x-weir-peer") is None
+    assert upstream(rt, make_exchange()).header("x-weir-peer") == f"bookinfo;gw-v1;gw;v1;{fqdn('books')}"
+
+
+def test_istio_header_ops_at_route_and_destination_level(loop, rt):
+    weighted = model.WeightedCluster(BOOKS, request_headers=OPS(set=(("x-dest", "d"),), add=(("x-multi", "d"),),
+                                                                remove=("x-drop-dest",)))
+    route = model.Route("r", clusters=(weighted,), request_headers=OPS(
+        set=(("X-Set", "route"),), add=(("x-multi", "r"),), remove=("X-Drop",)))
+    request = upstream(rt, make_exchange(
+        raw_headers=b"x-set: client\r\nx-drop: 1\r\nx-drop-dest: 1\r\nx-multi: c\r\nx-other: o"), route)
+    assert request.all("x-set") == ["route"]
+    assert request.header("x-drop") is None and request.header("x-drop-dest") is None
+    assert request.all("x-multi") == ["c", "r", "d"]
+    assert (request.header("x-dest"), request.header("x-other")) == ("d", "o")
+
+
+@pytest.mark.parametrize("match, rewrite, path, expected", [
+    (S("prefix", "/api"), model.Rewrite(uri="/v2"), "/api/books?x=1", "/v2/books?x=1"),
+    (S("prefix", "/prefix/"), model.Rewrite(uri="/"), "/prefix/etc", "/etc"),  # Envoy's documented example
+    (S("prefix", "/API", ignore_case=True), model.Rewrite(uri="/v2"), "/api/books", "/v2/books"),
+    (S("exact", "/login"), model.Rewrite(uri="/signin"), "/login?next=/", "/signin?next=/"),
+    (None, model.Rewrite(uri="/v2"), "/books", "/v2books"),  # no uri match = prefix "/"
+    (None, model.Rewrite(uri_regex=(r"^/books/([0-9]+)$", r"/b/\1")), "/books/12?x=1", "/b/12?x=1"),
+    (None, model.Rewrite(uri_regex=("o", "0")), "/foo/bar?o=o", "/f00/bar?o=o"),
+    (S("prefix", "/api"), model.Rewrite(authority="books-v2"), "/api/x", "/api/x"),
+])
+def test_rewrite(loop, rt, match, rewrite, path, expected):
+    block = model.RouteMatch(uri=match) if match else None
+    route = model.Route("r", (block,) if block else (), (model.WeightedCluster(BOOKS),), rewrite=rewrite)
+    request = upstream(rt, make_exchange(path), route, block=block)
+    assert request.first == f"GET {expected}"
+    assert request.header("host") == (rewrite.authority or "books:9080")
+
+
+@pytest.mark.parametrize("redirect, path, host, expected", [
+    (model.Redirect(uri="/v1/bookRatings", authority="newratings.default.svc.cluster.local"), "/v1/getProductRatings",
+     "ratings:9080", b"http://newratings.default.svc.cluster.local/v1/bookRatings"),
+    (model.Redirect(uri="/new"), "/old?q=1", "books:9080", b"http://books:9080/new"),
+    (model.Redirect(scheme="https"), "/old?q=1", "books:80", b"https://books/old?q=1"),
+    (model.Redirect(authority="b", port=8443, scheme="https"), "/p", "books:9080", b"https://b:8443/p"),
+])
+def test_redirect_location(redirect, path, host, expected):
+    name, _, port = host.partition(":")
+    head = RequestHead("GET", path, name, int(port), [])
+    assert headers.redirect_location(redirect, head) == expected
+
+
+def lb(**kw) -> model.LoadBalancer:
+    return model.LoadBalancer("RING_HASH", **kw)
+
+
+@pytest.mark.parametrize("balancer, raw, path, key", [
+    (lb(hash_header="End-User"), b"end-user: jason", "/", "jason"),
+    (lb(hash_header="end-user"), b"", "/", None),
+    (lb(hash_cookie="user"), b"cookie: a=1; user=bob", "/", "bob"),
+    (lb(hash_cookie="user"), b"cookie: a=1", "/", None),  # no TTL: no cookie is generated
+    (lb(hash_source_ip=True), b"", "/", "10.0.0.7"),
+    (lb(hash_query_parameter="u"), b"", "/p?u=ann&v=1", "ann"),
+    (lb(hash_query_parameter="u"), b"", "/p", None),
+    (lb(), b"end-user: jason", "/", None),
+])
+def test_hash_key(balancer, raw, path, key):
+    exchange = make_exchange(path, raw)
+    assert headers.hash_key(balancer, exchange) == key
+    assert exchange.extra_response_headers == b""
+
+
+def test_hash_cookie_with_ttl_is_generated_and_set():
+    exchange = make_exchange()
+    key = headers.hash_key(lb(hash_cookie="user", hash_cookie_ttl=60.0, hash_cookie_path="/books"), exchange)
+    assert re.fullmatch(r"[0-9a-f]{16}", key)
+    assert exchange.extra_response_headers == f"set-cookie: user={key}; Max-Age=60; Path=/books; HttpOnly\r\n".encode()
+    present = make_exchange(raw_headers=b"cookie: user=" + key.encode())
+    assert headers.hash_key(lb(hash_cookie="user", hash_cookie_ttl=60.0), present) == key
+    assert present.extra_response_headers == b""
+
+
+def test_hash_cookie_with_zero_ttl_is_a_session_cookie():
+    exchange = make_exchange()
+    key = headers.hash_key(lb(hash_cookie="user", hash_cookie_ttl=0.0), exchange)
+    assert exchange.extra_response_headers == f"set-cookie: user={key}; HttpOnly\r\n".encode()
+
+
+def response(exchange, status: int = 200, raw: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    return headers.downstream_response_head(exchange, status, raw or [])
+
+
+def test_response_hop_by_hop_and_peer_headers_are_stripped_and_length_kept():
+    exchange = make_exchange()
+    head = response(exchange, 200, [(b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5"),
+                                    (b"transfer-encoding", b"chunked"), (b"upgrade", b"h2"),
+                                    (b"proxy-authenticate", b"x"), (b"x-weir-peer", b"p"),
+                                    (b"content-length", b"2"), (b"x-app", b"1")])
+    assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-app: 1\r\n\r\n"
+    assert not exchange.chunked_response
+
+
+def test_response_without_length_is_chunked_for_http11_and_closed_for_http10():
+    chunked = make_exchange()
+    assert response(chunked).endswith(b"transfer-encoding: chunked\r\n\r\n") and chunked.chunked_response
+    old = make_exchange(http11=False)
+    assert response(old).endswith(b"connection: close\r\n\r\n") and not old.keep_alive
+
+
+@pytest.mark.parametrize("status, method", [(204, "GET"), (304, "GET"), (200, "HEAD")])
+def test_bodyless_responses_are_not_chunked(status, method):
+    exchange = make_exchange(method=method)
+    assert b"transfer-encoding" not in response(exchange, status)
+    assert exchange.keep_alive
+
+
+def test_response_header_ops_at_route_and_destination_level():
+    exchange = make_exchange()
+    exchange.response_ops = (OPS(set=(("x-set", "route"),), remove=("x-secret",)),
+                             OPS(add=(("x-added", "dest"),)))
+    head = response(exchange, 200, [(b"x-set", b"app"), (b"x-secret", b"s"), (b"x-added", b"app"),
+                                    (b"content-length", b"0")])
+    (parsed,) = parse_responses(head)
+    assert parsed.all("x-set") == ["route"]
+    assert parsed.header("x-secret") is None
+    assert parsed.all("x-added") == ["app", "dest"]
+
+
+def test_set_cookie_from_hash_key_is_appended_to_the_response():
+    exchange = make_exchange()
+    exchange.extra_response_headers = b"set-cookie: user=1\r\n"
+    assert b"set-cookie: user=1\r\n" in response(exchange, 200, [(b"content-length", b"0")])

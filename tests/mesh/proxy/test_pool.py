@@ -1,0 +1,105 @@
+"""Keep-alive pool decisions over fake connections and an explicit clock."""
+
+from __future__ import annotations
+
+from mesh.proxy import pool
+
+
+class Conn:
+    def __init__(self, name: str, usable: bool = True) -> None:
+        self.name = name
+        self.usable = usable
+        self.closed = False
+        self.idle_since = 0.0
+
+    def is_usable(self) -> bool:
+        return self.usable and not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def pooled(*conns: Conn, now: float = 0.0) -> pool.EndpointPool:
+    p = pool.EndpointPool(("10.0.0.1", 9080))
+    for conn in conns:
+        p.opening()
+        p.release(conn, True, now)
+    return p
+
+
+def test_acquire_is_lifo():
+    a, b, c = Conn("a"), Conn("b"), Conn("c")
+    p = pooled(a, b, c)
+    assert [p.acquire(1.0).name for _ in range(3)] == ["c", "b", "a"]
+    assert p.acquire(1.0) is None
+    assert (p.active, p.reused) == (3, 3)
+
+
+def test_idle_timeout_closes_instead_of_reusing():
+    old, new = Conn("old"), Conn("new")
+    p = pooled(old, now=0.0)
+    p.opening()
+    p.release(new, True, 30.0)
+    assert p.acquire(pool.IDLE_TIMEOUT_S - 0.001).name == "new"
+    assert p.acquire(pool.IDLE_TIMEOUT_S) is None
+    assert old.closed
+
+
+def test_unusable_idle_connections_are_skipped_and_closed():
+    dead, live = Conn("dead"), Conn("live")
+    p = pooled(live, dead)
+    dead.usable = False
+    assert p.acquire(1.0) is live
+    assert dead.closed and not p.idle
+
+
+def test_max_idle_bounds_the_idle_set():
+    conns = [Conn(str(i)) for i in range(pool.MAX_IDLE_PER_ENDPOINT + 2)]
+    p = pooled(*conns)
+    assert len(p.idle) == pool.MAX_IDLE_PER_ENDPOINT
+    assert [c.closed for c in conns[-2:]] == [True, True]
+    assert p.active == 0
+
+
+def test_release_of_unreusable_or_unusable_closes():
+    a, b = Conn("a"), Conn("b", usable=False)
+    p = pool.EndpointPool(("h", 1))
+    p.opening()
+    p.opening()
+    p.release(a, False, 0.0)
+    p.release(b, True, 0.0)
+    assert a.closed and b.closed and not p.idle and p.active == 0
+
+
+def test_release_stamps_idle_since():
+    a = Conn("a")
+    pooled(a, now=42.0)
+    assert a.idle_since == 42.0
+
+
+def test_discard_removes_an_idle_connection_and_ignores_unknown_ones():
+    a, b = Conn("a"), Conn("b")
+    p = pooled(a)
+    p.discard(a)
+    p.discard(b)
+    assert not p.idle
+
+
+def test_close_closes_all_idle():
+    a, b = Conn("a"), Conn("b")
+    p = pooled(a, b)
+    p.close()
+    assert a.closed and b.closed and not p.idle
+
+
+def test_repr_and_dump():
+    p = pooled(Conn("a"), Conn("b"))
+    p.acquire(1.0)
+    assert repr(p) == "<EndpointPool 10.0.0.1:9080 idle=1 active=1 opened=2 reused=1>"
+    pools = pool.Pools()
+    assert pools.get(("h", 1)) is pools.get(("h", 1))
+    pools.by_endpoint[("10.0.0.1", 9080)] = p
+    assert pools.dump() == [
+        {"endpoint": "10.0.0.1:9080", "idle": 1, "active": 1, "opened": 2, "reused": 1},
+        {"endpoint": "h:1", "idle": 0, "active": 0, "opened": 0, "reused": 0},
+    ]

@@ -1,0 +1,83 @@
+"""The proxy's shared state: view swap, metric label sets and their bounds, config dump."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mesh.proxy import forwarding, runtime
+from mesh.proxy.matching import RequestHead
+from mesh.view import model
+from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn
+
+
+@pytest.fixture
+def rt() -> runtime.ProxyRuntime:
+    proxy_runtime = runtime.ProxyRuntime(GW, random.Random(1))
+    proxy_runtime.apply(bookinfo_view(), "v1")
+    return proxy_runtime
+
+
+def test_apply_swaps_the_compiled_view_and_refuses_dangling_references(rt):
+    old = rt.view
+    new = rt.apply(bookinfo_view(books=(BOOKS_V1, BOOKS_V1)), "v2")
+    assert rt.view is new and new is not old and new.version == "v2"
+    with pytest.raises(model.ViewError):
+        rt.apply(model.ProxyView(proxy="p", endpoints=(model.ClusterEndpoints("nope", ()),)), "v3")
+    assert rt.view is new
+
+
+@pytest.mark.parametrize("header, source, service", [
+    (f"bookinfo;ui-v1;ui;v1;{fqdn('gw')}", ("ui-v1", "bookinfo", "ui", "v1"), (fqdn("gw"), "gw", "bookinfo")),
+    ("too;few", ("unknown",) * 4, ("unknown", "unknown", "unknown")),
+    (None, ("unknown",) * 4, ("unknown", "unknown", "unknown")),
+])
+def test_inbound_peer_labels(rt, header, source, service):
+    peer = rt._inbound_peer(header)
+    assert peer[0] == "destination"
+    assert (peer[1], peer[2], peer[3], peer[4]) == source
+    assert peer[5:9] == ("gw-v1", "bookinfo", "gw", "v1")
+    assert peer[9:12] == service
+
+
+def test_label_caches_are_bounded(rt, monkeypatch):
+    monkeypatch.setattr(runtime, "MAX_CACHED_PEERS", 8)
+    for i in range(20):
+        rt._inbound_peer(f"ns;w{i};a;v;s")
+        endpoint = model.Endpoint(f"host{i}.example.com", 80)
+        rt.peer_header(forwarding.Target(None, endpoint, None, None, ()))
+        rt.source_peer(model.Cluster("PassthroughCluster", service=endpoint.address), endpoint)
+    assert len(rt._inbound_peers) <= 8 and len(rt._peer_lines) <= 8 and len(rt._source_peers) <= 8
+    endpoint = model.Endpoint("host19.example.com", 80)
+    line = rt.peer_header(forwarding.Target(None, endpoint, None, None, ()))
+    assert line == b"x-weir-peer: bookinfo;gw-v1;gw;v1;host19.example.com\r\n"
+
+
+def test_local_peer_for_replies_before_a_cluster_is_chosen(rt):
+    head = RequestHead("GET", "/", "reviews", 9080, [])
+    assert rt.local_peer(model.OUTBOUND, head)[9] == "reviews"
+    assert rt.local_peer(model.INBOUND, head)[0] == "destination"
+
+
+def test_identity_defaults():
+    identity = runtime.Identity("x.ns", "sidecar", "ns", "x")
+    assert (identity.app, identity.version) == ("x", "unknown")
+
+
+def test_config_dump_and_prometheus(rt):
+    dump = rt.config_dump()
+    assert dump["version"] == "v1" and dump["view"]["clusters"][0]["name"] == BOOKS and dump["pools"] == []
+    assert runtime.ProxyRuntime(GW).config_dump()["view"] is None
+    assert rt.prometheus().startswith("# TYPE istio_requests_total counter\n")
+
+
+def test_a_rewrite_regex_python_cannot_compile_is_refused_not_fatal(rt):
+    old = rt.view
+    bad = model.Route("r", clusters=(model.WeightedCluster(old.spec.clusters[0].name),),
+                      rewrite=model.Rewrite(uri_regex=("(unclosed", "/x")))
+    table = model.RouteTable("9080", (model.VirtualHost("h", ("h",), (bad,)),))
+    spec = model.ProxyView(proxy="p", route_tables=(table,), clusters=old.spec.clusters)
+    with pytest.raises(model.ViewError, match="unclosed"):
+        rt.apply(spec, "bad")
+    assert rt.view is old
