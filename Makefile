@@ -30,7 +30,7 @@ e2e: $(VENV)/.installed
 	$(PY) -m pytest -q tests/e2e
 
 bench: $(VENV)/.installed  ## throughput/latency/CPU/RSS against nginx (installs wrk and nginx when missing)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)  # BENCH_ARGS="--quick" or "--profile"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,165 @@
+"""The bench report: targets checked against the figures, a rich table, and `bench/results/latest.json`.
+
+`evaluate` is pure (figures in, pass/fail rows out); the bench reports and never fails the build.
+Scenario names: `direct` (client → upstream), `sidecar` (→ one Weir sidecar's inbound listener),
+`pair` (→ client sidecar outbound → server sidecar inbound), `nginx` (→ nginx as a reverse proxy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+# The targets of the project's issue 2.
+MIN_THROUGHPUT_VS_NGINX = 0.6  # one sidecar, requests/s ÷ nginx-as-proxy's
+MAX_ADDED_P50_MS = 0.3  # sidecar pair minus direct, at the fixed rate
+MAX_ADDED_P99_MS = 0.8
+MAX_CPU_S_PER_1K = 0.12  # per sidecar
+MAX_RSS_MIB = 40.0  # per sidecar
+
+LABELS = {
+    "direct": "direct (client → upstream)",
+    "sidecar": "one Weir sidecar (inbound)",
+    "pair": "Weir sidecar pair (out → in)",
+    "nginx": "nginx as reverse proxy",
+}
+
+
+def _get(results: dict, *path: str) -> float:
+    node = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return math.nan
+        node = node[key]
+    return node if isinstance(node, (int, float)) else math.nan
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def evaluate(results: dict, connections: tuple[int, ...]) -> list[dict]:
+    """One row per target: what was measured, the limit, and whether it passes (NaN never passes)."""
+    rows = []
+    for c in connections:
+        ratio = _ratio(_get(results, "sidecar", "wrk", str(c), "rps"), _get(results, "nginx", "wrk", str(c), "rps"))
+        rows.append({"target": f"one sidecar throughput ÷ nginx-as-proxy, {c} conns", "value": ratio,
+                     "limit": f"≥ {MIN_THROUGHPUT_VS_NGINX}", "pass": ratio >= MIN_THROUGHPUT_VS_NGINX})
+    for q, limit in (("p50", MAX_ADDED_P50_MS), ("p99", MAX_ADDED_P99_MS)):
+        added = _get(results, "pair", "openloop", f"{q}_ms") - _get(results, "direct", "openloop", f"{q}_ms")
+        rows.append({"target": f"sidecar pair added latency {q} (ms)", "value": added,
+                     "limit": f"≤ {limit}", "pass": added <= limit})
+    sidecars = [results.get(name, {}) for name in ("sidecar", "pair")]
+    cpu = max((v for r in sidecars for v in r.get("cpu_s_per_1k", {}).values()), default=math.nan)
+    rss = max((v for r in sidecars for v in r.get("peak_rss_mib", {}).values()), default=math.nan)
+    rows.append({"target": "CPU-s per 1000 requests per sidecar (worst)", "value": cpu,
+                 "limit": f"≤ {MAX_CPU_S_PER_1K}", "pass": cpu <= MAX_CPU_S_PER_1K})
+    rows.append({"target": "peak RSS per sidecar, MiB (worst)", "value": rss,
+                 "limit": f"≤ {MAX_RSS_MIB:.0f}", "pass": rss <= MAX_RSS_MIB})
+    return rows
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
+def _per_proxy(values: dict[str, float], digits: int) -> str:
+    return " / ".join(_fmt(v, digits) for v in values.values()) or "–"
+
+
+def table(results: dict, connections: tuple[int, ...], rate: float) -> Table:
+    t = Table(title=f"Weir data-plane bench (1 KiB upstream; latency open-loop at {rate:.0f} rps)")
+    t.add_column("path")
+    for c in connections:
+        t.add_column(f"rps c{c} (×nginx)", justify="right")
+    for col in ("p50 ms (+vs direct)", "p99 ms (+vs direct)", "achieved rps / err", "CPU-s/1k req",
+                "peak RSS MiB", "proxy CPU at c64"):
+        t.add_column(col, justify="right")
+    for name, label in LABELS.items():
+        r = results.get(name)
+        if r is None:
+            continue
+        cells = [label]
+        for c in connections:
+            rps = _get(r, "wrk", str(c), "rps")
+            cells.append(f"{_fmt(rps, 0)} ({_fmt(_ratio(rps, _get(results, 'nginx', 'wrk', str(c), 'rps')))}×)")
+        for q in ("p50", "p99"):
+            value = _get(r, "openloop", f"{q}_ms")
+            added = value - _get(results, "direct", "openloop", f"{q}_ms")
+            cells.append(_fmt(value, 3) + ("" if name == "direct" or math.isnan(added) else f" ({added:+.3f})"))
+        ol = r.get("openloop", {})
+        cells += [f"{_fmt(ol.get('achieved_rps', math.nan), 0)} / {ol.get('errors', '–')}",
+                  _per_proxy(r.get("cpu_s_per_1k", {}), 3), _per_proxy(r.get("peak_rss_mib", {}), 1),
+                  " / ".join(f"{v:.0%}" for v in r.get("proxy_cpu_util_c64", {}).values())]
+        t.add_row(*cells)
+    return t
+
+
+def targets_table(rows: list[dict]) -> Table:
+    t = Table(title="Targets (issue 2) — reported, never fails the build")
+    for col in ("target", "measured", "limit", "result"):
+        t.add_column(col)
+    for row in rows:
+        mark = "[green]PASS[/]" if row["pass"] else "[red]FAIL[/]"
+        t.add_row(row["target"], _fmt(row["value"], 3), row["limit"], mark)
+    return t
+
+
+def print_report(results: dict, targets: list[dict], info: dict, connections: tuple[int, ...],
+                 rate: float, console: Console | None = None) -> None:
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table(results, connections, rate))
+    console.print(targets_table(targets))
+    console.print(f"pinning: {info['pinning']}")
+    load = info.get("load_average", (0.0,))[0]
+    if load > 0.5:
+        console.print(f"[yellow]note: 1-min load average was {load:.2f} at the start: other work shares the CPUs[/]")
+    busy = [v for r in results.values() if isinstance(r, dict) for v in r.get("busy_before", {}).values()]
+    if busy and max(busy) > 0.10:
+        console.print(f"[yellow]note: other work kept up to {max(busy):.0%} of the CPUs busy right before a "
+                      "measurement (waited up to 30 s for quiet): figures are noisy[/]")
+    console.print("per-proxy columns: pair = client sidecar / server sidecar; nginx = its one worker. "
+                  "CPU-s/1k req from /proc utime+stime over the open-loop run; RSS = VmHWM.")
+
+
+def machine_info(pinning: str, tool_versions: dict[str, str]) -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "kernel": platform.release(), **tool_versions}
+    for dist in ("uvloop", "httptools", "weir"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return {"nproc": os.cpu_count(), "cpu_model": model, "versions": versions, "pinning": pinning,
+            "load_average": os.getloadavg(), "when": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def write_json(path: Path, results: dict, targets: list[dict], info: dict, settings: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": info, "settings": settings, "results": results, "targets": targets}
+    path.write_text(json.dumps(_no_nan(doc), indent=2, default=str) + "\n")
+
+
+def _no_nan(node):
+    """NaN (a figure that could not be measured) becomes null: strict JSON has no NaN."""
+    if isinstance(node, dict):
+        return {k: _no_nan(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_no_nan(v) for v in node]
+    return None if isinstance(node, float) and math.isnan(node) else node

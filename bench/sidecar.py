@@ -1,0 +1,86 @@
+"""Weir sidecars in the bench: the static views they run from, and starting one as a real process.
+
+Without a control plane a sidecar runs from `--bootstrap view.json`. Two views are enough here:
+- `inbound_view(port)`: the inbound listener forwards every request to the local app at `port` (the
+  server-side sidecar, and the single-sidecar case);
+- `outbound_view(port)`: the outbound listener, used as an HTTP proxy with `Host: up:9080`, routes host
+  `up` on service port 9080 to an endpoint at `port` (the client-side sidecar of the pair, whose endpoint
+  is the server sidecar's inbound listener).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import processes
+from mesh.view import model, wire
+
+SERVICE_HOST = "up"
+SERVICE_PORT = 9080  # the service port in the Host header; it names the outbound route table
+HOST_HEADER = f"{SERVICE_HOST}:{SERVICE_PORT}"
+INBOUND_CLUSTER = f"inbound|{SERVICE_PORT}||"
+OUTBOUND_CLUSTER = f"outbound|{SERVICE_PORT}||{SERVICE_HOST}.default.svc.cluster.local"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def inbound_view(app_port: int, proxy: str = "bench-server") -> model.ProxyView:
+    return model.ProxyView(
+        proxy=proxy,
+        listeners=(model.Listener("virtualInbound", model.INBOUND, SERVICE_PORT, cluster=INBOUND_CLUSTER),),
+        clusters=(model.Cluster(INBOUND_CLUSTER, port=SERVICE_PORT),),
+        endpoints=(model.ClusterEndpoints(INBOUND_CLUSTER, (model.Endpoint("127.0.0.1", app_port),)),),
+    )
+
+
+def outbound_view(endpoint_port: int, proxy: str = "bench-client") -> model.ProxyView:
+    route = model.Route("default", (), (model.WeightedCluster(OUTBOUND_CLUSTER, 1),))
+    host = model.VirtualHost(f"{SERVICE_HOST}:{SERVICE_PORT}", (SERVICE_HOST,), (route,))
+    endpoint = model.Endpoint("127.0.0.1", endpoint_port, "up-v1", "default", SERVICE_HOST, "v1")
+    return model.ProxyView(
+        proxy=proxy,
+        listeners=(model.Listener("virtualOutbound", model.OUTBOUND, 15001),),
+        route_tables=(model.RouteTable(str(SERVICE_PORT), (host,)),),
+        clusters=(model.Cluster(OUTBOUND_CLUSTER, service=f"{SERVICE_HOST}.default.svc.cluster.local",
+                                port=SERVICE_PORT),),
+        endpoints=(model.ClusterEndpoints(OUTBOUND_CLUSTER, (endpoint,)),),
+    )
+
+
+@dataclass
+class Sidecar:
+    name: str
+    proc: subprocess.Popen
+    inbound_port: int
+    outbound_port: int
+    admin_port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def command(name: str, view_path: Path, inbound: int, outbound: int, admin: int) -> list[str]:
+    return [sys.executable, "-m", "mesh.proxy", "--role", "sidecar", "--id", name, "--workload", name,
+            "--labels", f"app={name},version=v1", "--bootstrap", str(view_path),
+            "--inbound-port", str(inbound), "--outbound-port", str(outbound), "--admin-port", str(admin),
+            "--log-level", "warning"]
+
+
+def start(procs: processes.Processes, name: str, view: model.ProxyView, workdir: Path,
+          cpus: list[str]) -> Sidecar:
+    """Write the view, start the sidecar pinned to `cpus`, return once its admin `/ready` says 200."""
+    model.check_references(view)
+    view_path = workdir / f"{name}.view.json"
+    view_path.write_text(json.dumps(wire.to_dict(view)))
+    inbound, outbound, admin = (processes.free_port() for _ in range(3))
+    proc = procs.start(name, command(name, view_path, inbound, outbound, admin), cpus=cpus,
+                       cwd=str(REPO_ROOT))
+    try:
+        processes.wait_until(lambda: processes.http_ok(f"http://127.0.0.1:{admin}/ready"), proc, name)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{procs.log_tail(proc)}") from None
+    return Sidecar(name, proc, inbound, outbound, admin)

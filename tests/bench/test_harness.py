@@ -1,0 +1,107 @@
+"""Smoke test of the bench harness pieces that need no load tool: parsing, configs, views, targets, /proc."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from bench import nginx, processes, profile, report, sidecar, wrk
+from mesh.view import model, wire
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:40000/1k
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   650.00us  300.00us   9.00ms   90.00%
+    Req/Sec    24.50k     1.20k   26.00k    80.00%
+  Latency Distribution
+     50%  612.00us
+     75%  700.00us
+     90%    1.10ms
+     99%    2.50ms
+  73263 requests in 3.00s, 89.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  24371.77
+Transfer/sec:     29.70MB
+"""
+
+
+def test_wrk_report_is_parsed():
+    parsed = wrk.parse(WRK_OUTPUT)
+    assert parsed == {"rps": 24371.77, "requests": 73263, "p50_ms": pytest.approx(0.612),
+                      "p99_ms": pytest.approx(2.5), "socket_errors": 3, "non_2xx": 4}
+    with pytest.raises(ValueError):
+        wrk.parse("connection refused")
+    assert wrk.command("http://x/", 64, 10, "up:9080")[-3:] == ["-H", "Host: up:9080", "http://x/"]
+
+
+def test_nginx_configs_name_ports_and_keepalive(tmp_path):
+    up = nginx.upstream_conf(tmp_path, 40001, tmp_path / "www")
+    proxy = nginx.proxy_conf(tmp_path, 40002, 40001)
+    assert "listen 127.0.0.1:40001" in up and f"root {tmp_path / 'www'};" in up
+    for line in ("server 127.0.0.1:40001;", "keepalive 64;", "proxy_http_version 1.1;",
+                 'proxy_set_header Connection "";', "access_log off;", "worker_processes 1;"):
+        assert line in proxy
+    assert nginx.write_payload(tmp_path / "www").stat().st_size == nginx.PAYLOAD_BYTES
+
+
+def test_sidecar_views_are_executable_and_survive_the_wire():
+    for view in (sidecar.inbound_view(40001), sidecar.outbound_view(40002)):
+        model.check_references(view)
+        assert wire.from_dict(json.loads(json.dumps(wire.to_dict(view)))) == view
+    table = sidecar.outbound_view(40002).route_tables[0]
+    assert table.name == str(sidecar.SERVICE_PORT) and table.virtual_hosts[0].domains == ("up",)
+    argv = sidecar.command("x", sidecar.REPO_ROOT / "v.json", 1, 2, 3)
+    assert argv[1:3] == ["-m", "mesh.proxy"] and "--bootstrap" in argv
+
+
+def test_targets_are_evaluated_against_the_figures():
+    results = {
+        "direct": {"openloop": {"p50_ms": 0.2, "p99_ms": 1.0}},
+        "sidecar": {"wrk": {"64": {"rps": 7000.0}}, "cpu_s_per_1k": {"sidecar": 0.1},
+                    "peak_rss_mib": {"sidecar": 30.0}},
+        "pair": {"openloop": {"p50_ms": 0.6, "p99_ms": 1.5}, "cpu_s_per_1k": {"client": 0.13, "server": 0.1},
+                 "peak_rss_mib": {"client": 31.0, "server": 29.0}},
+        "nginx": {"wrk": {"64": {"rps": 10000.0}}},
+    }
+    rows = {row["target"].split(",")[0].split(" (")[0]: row for row in report.evaluate(results, (64,))}
+    assert rows["one sidecar throughput ÷ nginx-as-proxy"]["value"] == pytest.approx(0.7)
+    assert rows["one sidecar throughput ÷ nginx-as-proxy"]["pass"]
+    assert rows["sidecar pair added latency p50"]["value"] == pytest.approx(0.4)
+    assert not rows["sidecar pair added latency p50"]["pass"]
+    assert rows["sidecar pair added latency p99"]["pass"]
+    assert rows["CPU-s per 1000 requests per sidecar"]["value"] == 0.13
+    assert rows["peak RSS per sidecar"]["pass"]
+    missing = report.evaluate({}, (16,))
+    assert all(math.isnan(r["value"]) and not r["pass"] for r in missing)
+
+
+def test_report_renders_and_json_has_no_nan(tmp_path):
+    results = {"direct": {"wrk": {"16": {"rps": 1.0}}, "openloop": {"p50_ms": math.nan}}}
+    targets = report.evaluate(results, (16,))
+    info = report.machine_info("none", {"wrk": "test"})
+    report.print_report(results, targets, info, (16,), 1000.0)
+    out = tmp_path / "latest.json"
+    report.write_json(out, results, targets, info, {})
+    doc = json.loads(out.read_text())  # strict JSON: NaN became null
+    assert doc["results"]["direct"]["openloop"]["p50_ms"] is None
+    assert doc["machine"]["nproc"] == os.cpu_count()
+
+
+def test_proc_readers_and_pinning():
+    assert processes.cpu_seconds(os.getpid()) > 0
+    assert 1 < processes.peak_rss_mib(os.getpid()) < 4096
+    assert processes.choose_pinning(1).load is None
+    assert processes.Pinning("0", "1").prefix(None) == []
+
+
+def test_profile_self_time_aggregates_leaf_frames():
+    raw = ("run (asyncio/events.py:80);data_received (/r/mesh/proxy/downstream.py:90) 30\n"
+           "run (asyncio/events.py:80);data_received (/r/mesh/proxy/downstream.py:95) 10\n"
+           "run (asyncio/events.py:80) 60\n")
+    top = profile.self_time(raw)
+    assert top[0] == {"function": "run (events.py)", "samples": 60, "share": 0.6}
+    assert top[1]["function"] == "data_received (mesh/proxy/downstream.py)" and top[1]["samples"] == 40
