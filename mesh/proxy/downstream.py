@@ -32,6 +32,9 @@ MAX_HEADER_COUNT = 100
 MAX_PIPELINED = 16
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Host header → (host, port), shared by all connections; bounded because clients choose the keys.
+MAX_CACHED_HOSTS = 1024
+_HOSTS: dict[bytes, tuple[str, int]] = {}
 
 
 def split_host(value: str, default_port: int) -> tuple[str, int]:
@@ -167,8 +170,13 @@ class DownstreamConnection(asyncio.Protocol):
             raise replies.BadRequest()
         if not host_header and self.http11:
             raise replies.BadRequest()  # RFC 9112: a 1.1 request without Host is invalid
-        host, port = split_host(host_header.decode("latin-1"), 80)
-        head = RequestHead(method, path, host.lower(), port, headers, "http", self.peer_ip)
+        split = _HOSTS.get(host_header)
+        if split is None:
+            host, port = split_host(host_header.decode("latin-1"), 80)
+            split = (host.lower(), port)
+            if len(_HOSTS) < MAX_CACHED_HOSTS:
+                _HOSTS[host_header] = split
+        head = RequestHead(method, path, split[0], split[1], headers, "http", self.peer_ip)
         exchange = Exchange(self, head, method, chunked, parser.should_keep_alive(), self.loop.time(),
                             host_header)
         # A request without a body is complete now: a local reply to it need not close the connection.

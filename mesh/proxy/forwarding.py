@@ -18,7 +18,7 @@ from mesh.view import model
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
-    from mesh.proxy.routing import CompiledCluster, CompiledRoute
+    from mesh.proxy.routing import CompiledCluster, CompiledDestination, CompiledRoute
     from mesh.proxy.runtime import ProxyRuntime
 
 CONNECT_TIMEOUT_S = 10.0  # Istio's default connectionPool.tcp.connectTimeout
@@ -28,7 +28,7 @@ class Target:
     __slots__ = ("cluster", "endpoint", "route", "weighted", "peer")
 
     def __init__(self, cluster: CompiledCluster | None, endpoint: model.Endpoint, route: CompiledRoute | None,
-                 weighted: model.WeightedCluster | None, peer: tuple) -> None:
+                 weighted: CompiledDestination | None, peer: tuple) -> None:
         self.cluster = cluster
         self.endpoint = endpoint
         self.route = route
@@ -105,7 +105,7 @@ class Forwarding:
             exchange.target = Target(cluster, model.Endpoint("", 0), route, weighted,
                                      runtime.source_peer(cluster.spec, None))
             raise replies.NoHealthyUpstream()
-        exchange.response_ops = (spec.response_headers, weighted.response_headers)
+        exchange.response_ops = weighted.response
         return Target(cluster, endpoint, route, weighted, runtime.source_peer(cluster.spec, endpoint))
 
     def _outside_mesh(self, exchange: Exchange) -> Target:

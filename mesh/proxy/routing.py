@@ -16,14 +16,52 @@ from mesh.proxy import balancer, matching
 from mesh.view import model
 
 
+class HeaderPlan:
+    """Istio header operations of one route + destination, merged and encoded once per view."""
+
+    __slots__ = ("lines", "dropped")
+
+    def __init__(self, ops: tuple[model.HeaderOps, ...]) -> None:
+        dropped, lines = set(), []
+        for op in ops:
+            dropped.update(name.lower().encode("latin-1") for name in op.remove)
+            dropped.update(name.lower().encode("latin-1") for name, _ in op.set)
+            for name, value in (*op.set, *op.add):
+                lines.append(b"%b: %b\r\n" % (name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.dropped = frozenset(dropped)
+        self.lines = b"".join(lines)
+
+
+def header_plan(*ops: model.HeaderOps) -> HeaderPlan | None:
+    used = tuple(op for op in ops if op != model.NO_HEADER_OPS)
+    return HeaderPlan(used) if used else None
+
+
+class CompiledDestination:
+    """One weighted destination of a route, with its header operations precompiled."""
+
+    __slots__ = ("spec", "cluster", "request", "response")
+
+    def __init__(self, route: model.Route, spec: model.WeightedCluster) -> None:
+        self.spec = spec
+        self.cluster = spec.cluster
+        self.request = header_plan(route.request_headers, spec.request_headers)
+        self.response = header_plan(route.response_headers, spec.response_headers)
+
+    @property
+    def weight(self) -> int:
+        return self.spec.weight
+
+
 class CompiledRoute:
-    __slots__ = ("spec", "blocks", "cumulative", "total", "uri_regex")
+    __slots__ = ("spec", "blocks", "cumulative", "total", "uri_regex", "destinations")
 
     def __init__(self, spec: model.Route) -> None:
         self.spec = spec
         rewrite = spec.rewrite
         self.uri_regex = re.compile(rewrite.uri_regex[0]) if rewrite and rewrite.uri_regex else None
         self.blocks = tuple((matching.compile_route_match(m), m) for m in spec.matches)
+        self.destinations = tuple(CompiledDestination(spec, weighted) for weighted in spec.clusters)
         cumulative, total = [], 0
         for weighted in spec.clusters:
             total += max(0, weighted.weight)
@@ -39,13 +77,13 @@ class CompiledRoute:
                 return True, block
         return False, None
 
-    def pick(self, rng: random.Random) -> model.WeightedCluster | None:
-        clusters = self.spec.clusters
-        if not clusters or self.total <= 0:
+    def pick(self, rng: random.Random) -> CompiledDestination | None:
+        destinations = self.destinations
+        if not destinations or self.total <= 0:
             return None
-        if len(clusters) == 1:
-            return clusters[0]
-        return clusters[bisect.bisect_right(self.cumulative, rng.random() * self.total)]
+        if len(destinations) == 1:
+            return destinations[0]
+        return destinations[bisect.bisect_right(self.cumulative, rng.random() * self.total)]
 
 
 class CompiledVirtualHost:
@@ -108,7 +146,7 @@ class CompiledCluster:
 class CompiledView:
     """One received view, ready to route. Immutable after construction, except balancer counters."""
 
-    __slots__ = ("spec", "version", "tables", "clusters", "rng")
+    __slots__ = ("spec", "version", "tables", "clusters", "rng", "inbound_cluster")
 
     def __init__(self, spec: model.ProxyView, version: str, rng: random.Random) -> None:
         self.spec = spec
@@ -117,6 +155,8 @@ class CompiledView:
         self.tables = {table.name: CompiledTable(table) for table in spec.route_tables}
         assignments = {a.cluster: a.endpoints for a in spec.endpoints}
         self.clusters = {c.name: CompiledCluster(c, assignments.get(c.name, ()), rng) for c in spec.clusters}
+        inbound = self.listener(model.INBOUND)
+        self.inbound_cluster = self.clusters.get(inbound.cluster) if inbound is not None and inbound.cluster else None
 
     def listener(self, direction: str, port: int | None = None) -> model.Listener | None:
         for listener in self.spec.listeners:

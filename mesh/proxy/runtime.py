@@ -74,9 +74,7 @@ class ProxyRuntime:
 
     # -- inbound -------------------------------------------------------------------------------------------
     def inbound_target(self, head: RequestHead) -> forwarding.Target:
-        view = self.view
-        listener = view.listener(model.INBOUND)
-        cluster = view.clusters.get(listener.cluster) if listener is not None else None
+        cluster = self.view.inbound_cluster
         endpoint = cluster.balancer.pick() if cluster is not None else None
         if endpoint is None:
             raise replies.NoHealthyUpstream()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
     from mesh.proxy.pool import EndpointPool
 
-FRAMING = (b"content-length", b"transfer-encoding")
+FRAMING = frozenset((b"content-length", b"transfer-encoding"))
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -92,7 +92,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        if name in FRAMING:
+            self.until_eof = False
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         headers, self._headers = self._headers, []
@@ -100,7 +103,6 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200:
             self.interim = True  # like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded
             return
-        self.until_eof = all(name not in FRAMING for name, _ in headers)
         if self.exchange is not None:
             self.exchange.response_head(status, headers, self.parser.should_keep_alive())
 
@@ -120,7 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, data: bytes) -> None:
         self.exchange = exchange
         self.received = False
-        self.until_eof = False
+        self.until_eof = True  # until a Content-Length or Transfer-Encoding header says otherwise
         self._headers = []
         self.transport.write(data)
 

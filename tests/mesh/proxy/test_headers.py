@@ -39,9 +39,13 @@ def rt() -> runtime.ProxyRuntime:
 def upstream(rt, exchange, route: model.Route | None = None, weighted: model.WeightedCluster | None = None,
              block: model.RouteMatch | None = None, direction: str = model.OUTBOUND):
     fwd = forwarding.Forwarding(rt, direction)
-    weighted = weighted or (route.clusters[0] if route and route.clusters else None)
-    target = forwarding.Target(rt.view.clusters[BOOKS], BOOKS_V1, routing.CompiledRoute(route) if route else None,
-                               weighted, ())
+    compiled = routing.CompiledRoute(route) if route else None
+    destination = None
+    if compiled is not None and compiled.destinations:
+        destination = compiled.destinations[0]
+        if weighted is not None:
+            destination = routing.CompiledDestination(route, weighted)
+    target = forwarding.Target(rt.view.clusters[BOOKS], BOOKS_V1, compiled, destination, ())
     exchange.block = block
     (request,) = parse_requests(headers.upstream_request_head(fwd, exchange, target))
     return request
@@ -186,8 +190,8 @@ def test_bodyless_responses_are_not_chunked(status, method):
 
 def test_response_header_ops_at_route_and_destination_level():
     exchange = make_exchange()
-    exchange.response_ops = (OPS(set=(("x-set", "route"),), remove=("x-secret",)),
-                             OPS(add=(("x-added", "dest"),)))
+    exchange.response_ops = routing.header_plan(OPS(set=(("x-set", "route"),), remove=("x-secret",)),
+                                                OPS(add=(("x-added", "dest"),)))
     head = response(exchange, 200, [(b"x-set", b"app"), (b"x-secret", b"s"), (b"x-added", b"app"),
                                     (b"content-length", b"0")])
     (parsed,) = parse_responses(head)
