@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,11 @@ REQUEST_ID = b"x-request-id"
 SKIP_UPSTREAM = HOP_BY_HOP | {b"host", PEER_HEADER}
 SKIP_DOWNSTREAM = HOP_BY_HOP | {PEER_HEADER}
 CRLF = b"\r\n"
+# A whole hop-by-hop (or peer metadata) header line in a raw head, CRLF first: removed in one pass.
+_HOP_LINE = re.compile(
+    rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(SKIP_DOWNSTREAM)) + rb")[ \t]*:[^\r\n]*", re.IGNORECASE)
+_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
 CHUNKED = b"transfer-encoding: chunked\r\n"
 CLOSE = b"connection: close\r\n"
 
@@ -86,20 +92,43 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
     return b"".join(parts)
 
 
-def downstream_response_head(exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-    parts = [replies.status_line(status)]
-    append = parts.append
+def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Header lines of a raw head (status line excluded) as (lower-case name, value)."""
+    out = []
+    for line in raw.split(CRLF)[1:]:
+        name, _, value = line.partition(b":")
+        out.append((name.strip().lower(), value.strip()))
+    return out
+
+
+def has_framing(raw: bytes) -> bool:
+    """Does the raw response head carry Content-Length or Transfer-Encoding?"""
+    return _FRAMING.search(raw) is not None
+
+
+def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> bytes:
+    """The client's response head from the upstream's raw head (status line + header lines, no final CRLF).
+
+    Fast path, no Python per header: hop-by-hop lines dropped with one regex pass, the rest copied as
+    they came. With Istio response header operations, lines are split and filtered by name.
+    """
     plan = exchange.response_ops
-    dropped = plan.dropped if plan is not None else ()
-    has_length = False
-    for name, value in headers:
-        if name in SKIP_DOWNSTREAM or name in dropped:
-            continue
-        if name == b"content-length":
-            has_length = True
-        append(name + b": " + value + CRLF)
-    if plan is not None:
-        append(plan.lines)
+    first = raw.find(CRLF)
+    if plan is None:
+        rest = _HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
+        has_length = _LENGTH.search(rest) is not None
+        parts = [replies.status_line(status), rest[2:] + CRLF if rest else b""]
+    else:
+        parts = [replies.status_line(status)]
+        has_length = False
+        for name, value in _lines(raw):
+            if name in SKIP_DOWNSTREAM or name in plan.dropped:
+                continue
+            if name == b"content-length":
+                has_length = True
+            parts.append(name + b": " + value + CRLF)
+        parts.append(plan.lines)
+    append = parts.append
     bodyless = status < 200 or status == 204 or status == 304 or exchange.is_head
     if not has_length and not bodyless:
         if exchange.conn.http11:

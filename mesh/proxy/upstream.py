@@ -14,19 +14,18 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from mesh.proxy import replies
+from mesh.proxy import headers, replies
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
     from mesh.proxy.pool import EndpointPool
 
-FRAMING = frozenset((b"content-length", b"transfer-encoding"))
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
-        "_headers", "until_eof", "interim",
+        "head", "awaiting_head", "until_eof", "interim",
     )
 
     def __init__(self, pool: EndpointPool) -> None:
@@ -39,7 +38,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False  # any response byte for the current exchange
         self.reused = False
         self.paused = False
-        self._headers: list[tuple[bytes, bytes]] = []
+        self.head = b""  # raw bytes of the response head being received (httptools gives no raw view)
+        self.awaiting_head = False
         self.until_eof = False  # the response in progress has no length: its body ends when the server closes
         self.interim = False  # a 1xx response is being parsed: not forwarded, the final one follows
 
@@ -60,6 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        if self.awaiting_head:
+            self.head = self.head + data if self.head else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -91,20 +93,23 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.resume_downstream_reading()
 
     # -- httptools callbacks ------------------------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in FRAMING:
-            self.until_eof = False
-        self._headers.append((name, value))
-
+    # No on_header: httptools then parses headers in C without a Python call per header; the head is
+    # rewritten from its raw bytes (mesh.proxy.headers), which costs a few regex passes per response.
     def on_headers_complete(self) -> None:
-        headers, self._headers = self._headers, []
+        buf = self.head
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            raise replies.UpstreamProtocolError()  # bare-LF line endings: never forwarded ambiguously
+        raw, self.head = buf[:end], buf[end + 4 :]
         status = self.parser.get_status_code()
         if status < 200:
             self.interim = True  # like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded
             return
+        self.awaiting_head = False
+        self.head = b""
+        self.until_eof = not headers.has_framing(raw)
         if self.exchange is not None:
-            self.exchange.response_head(status, headers, self.parser.should_keep_alive())
+            self.exchange.response_head(status, raw, self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
@@ -122,8 +127,9 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, data: bytes) -> None:
         self.exchange = exchange
         self.received = False
-        self.until_eof = True  # until a Content-Length or Transfer-Encoding header says otherwise
-        self._headers = []
+        self.until_eof = False
+        self.awaiting_head = True
+        self.head = b""
         self.transport.write(data)
 
     def write(self, data: bytes) -> None:

@@ -484,12 +484,14 @@ async def test_interim_1xx_responses_are_dropped_and_the_final_one_forwarded():
     assert up.protocol.is_usable()
 
 
-async def test_upstream_garbage_is_502_upe():
+@pytest.mark.parametrize("garbage", [b"NOT HTTP\r\n\r\n", b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok"],
+                         ids=["not-http", "bare-lf"])
+async def test_upstream_garbage_is_502_upe(garbage):
     proxy = Proxy(bookinfo_view())
     client = proxy.client()
     client.send(GET_BOOKS)
     await settle()
-    proxy.upstreams[0].respond(b"NOT HTTP\r\n\r\n")
+    proxy.upstreams[0].respond(garbage)
     (response,) = client.responses()
     assert response.first == "502"
     assert only_series(proxy)["response_flags"] == "UPE"

@@ -161,7 +161,8 @@ def test_hash_cookie_with_zero_ttl_is_a_session_cookie():
 
 
 def response(exchange, status: int = 200, raw: list[tuple[bytes, bytes]] | None = None) -> bytes:
-    return headers.downstream_response_head(exchange, status, raw or [])
+    head = b"HTTP/1.1 %d Upstream" % status + b"".join(b"\r\n" + n + b": " + v for n, v in raw or [])
+    return headers.downstream_response_head(exchange, status, head)
 
 
 def test_response_hop_by_hop_and_peer_headers_are_stripped_and_length_kept():
@@ -204,3 +205,24 @@ def test_set_cookie_from_hash_key_is_appended_to_the_response():
     exchange = make_exchange()
     exchange.extra_response_headers = b"set-cookie: user=1\r\n"
     assert b"set-cookie: user=1\r\n" in response(exchange, 200, [(b"content-length", b"0")])
+
+
+def test_raw_response_head_fast_path_matches_names_exactly_and_in_any_case():
+    exchange = make_exchange()
+    raw = (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKEEP-ALIVE : timeout=5\r\nTe: trailers\r\n"
+           b"Connection-Id: 7\r\nTE-Extra: 1\r\nUpgrade-Insecure-Requests: 1\r\nX-Weir-Peer: spoof\r\n"
+           b"Content-Length: 2")
+    (parsed,) = parse_responses(headers.downstream_response_head(exchange, 200, raw) + b"ok")
+    names = [name.lower() for name, _ in parsed.headers]
+    assert names == ["connection-id", "te-extra", "upgrade-insecure-requests", "content-length"]
+    assert parsed.body == b"ok" and not exchange.chunked_response
+
+
+@pytest.mark.parametrize(("raw", "framed"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3", True),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked", True),
+    (b"HTTP/1.1 200 OK\r\nX-Content-Length: 3", False),
+    (b"HTTP/1.1 200 OK", False),
+])
+def test_has_framing(raw, framed):
+    assert headers.has_framing(raw) is framed
