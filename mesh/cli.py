@@ -31,7 +31,6 @@ KIND_ALIASES = {alias: kind for kind, aliases in {
     "Sidecar": ("sidecars",),
 }.items() for alias in (kind.lower(), *aliases)}
 PROXY_RESOURCES = ("routes", "clusters", "endpoints", "listeners", "secrets")
-UNENFORCED_CODE = "WEIR0001"  # Weir's own code: no Istio analyzer covers "parsed but not enforced"
 SCHEMA_CODE = "IST0106"  # Istio's SchemaValidationError
 
 
@@ -170,10 +169,6 @@ def analyze(ctx: click.Context, paths: tuple[str, ...]) -> None:
         level = _level(message.level)
         failed = failed or level == "Error"
         lines.append(f"{level} [{message.code}] ({_resource_ref(message.resource_key)}) {message.text}")
-    for resource in resources:
-        for field in api.unenforced_fields(resource):
-            lines.append(f"Warning [{UNENFORCED_CODE}] ({_resource_ref(resource.key)}) "
-                         f"Field {field!r} is accepted but not enforced by Weir yet")
     for line in lines:
         click.echo(line)
     if not lines and not failed:

@@ -232,8 +232,6 @@ def _warnings(after: dict[str, Any], applied: list[Any]) -> list[str]:
         log.exception("analyze failed")
         messages = []
         out.append(f"Warning [internal] analysis failed: {exc}")
+    # analyze() already reports fields parsed but not enforced (WEIR0001), so nothing is added here.
     out.extend(format_message(m) for m in messages if not m.resource_key or m.resource_key in keys)
-    for resource in applied:
-        for path in api.unenforced_fields(resource):
-            out.append(f"Warning [unenforced] ({resource.key}) {path} is accepted but not enforced by Weir yet")
     return out

@@ -127,14 +127,16 @@ def test_validate_reports_each_bad_file_and_exits_1(monkeypatch: pytest.MonkeyPa
 def test_analyze_prints_istio_style_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     warning = types.SimpleNamespace(code="IST0101", level=Level.WARNING, resource_key="VirtualService/bookinfo/reviews",
                                     text='Referenced host+subset in destinationrule not found: "reviews+v3"')
-    monkeypatch.setattr(cli, "_api", lambda: fake_api([warning]))
+    unenforced = types.SimpleNamespace(code="WEIR0001", level=Level.WARNING, resource_key="VirtualService/bookinfo/mirror",
+                                       text="spec.http[0].mirrorPercentage is accepted but not enforced by Weir yet")
+    monkeypatch.setattr(cli, "_api", lambda: fake_api([warning, unenforced]))
     (tmp_path / "mirror.yaml").write_text("kind: VirtualService\n")
     result = meshctl("analyze", "-f", str(tmp_path / "mirror.yaml"))
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
         'Warning [IST0101] (VirtualService bookinfo/reviews) Referenced host+subset in destinationrule not found: '
         '"reviews+v3"',
-        "Warning [WEIR0001] (VirtualService bookinfo/mirror) Field 'spec.http[0].mirrorPercentage' is accepted "
+        "Warning [WEIR0001] (VirtualService bookinfo/mirror) spec.http[0].mirrorPercentage is accepted "
         "but not enforced by Weir yet",
     ]
 
