@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mesh.proxy import headers as headers_mod
 from mesh.proxy import replies
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ class Exchange:
         else:
             upstream.send(self, self.request_head + LAST_CHUNK if self.chunked_request and self.request_complete
                           else self.request_head)
-        self.conn.resume_reading()
+        if self.conn.paused:
+            self.conn.resume_reading()
 
     def _frame(self, chunk: bytes) -> bytes:
         if self.chunked_request:
@@ -125,7 +127,7 @@ class Exchange:
         if not self.request_complete:
             # The upstream answered before reading the whole request: don't try to resync the client.
             self.keep_alive = False
-        self.out.append(self.conn.forwarding.response_head(self, status, headers))
+        self.out.append(headers_mod.downstream_response_head(self, status, headers))
         if self.is_head and self.upstream is not None:
             upstream = self.upstream
             upstream.exchange = None
@@ -140,9 +142,12 @@ class Exchange:
             self.out.append(chunk)
 
     def response_complete(self, upstream: UpstreamConnection, upstream_keep_alive: bool) -> None:
+        out = self.out
         if self.chunked_response:
-            self.out.append(LAST_CHUNK)
-        self.flush()
+            out.append(LAST_CHUNK)
+        if out:
+            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         self.upstream = None
         reusable = upstream_keep_alive and self.request_complete
         self.conn.forwarding.release(self, upstream, reusable)

@@ -25,7 +25,7 @@ CONNECT_TIMEOUT_S = 10.0  # Istio's default connectionPool.tcp.connectTimeout
 
 
 class Target:
-    __slots__ = ("cluster", "endpoint", "route", "weighted", "peer")
+    __slots__ = ("cluster", "endpoint", "route", "weighted", "peer", "pool")
 
     def __init__(self, cluster: CompiledCluster | None, endpoint: model.Endpoint, route: CompiledRoute | None,
                  weighted: CompiledDestination | None, peer: tuple) -> None:
@@ -34,6 +34,7 @@ class Target:
         self.route = route
         self.weighted = weighted
         self.peer = peer
+        self.pool = None  # the endpoint's EndpointPool, looked up once
 
 
 class Forwarding:
@@ -58,7 +59,9 @@ class Forwarding:
         exchange.request_head = hdr.upstream_request_head(self, exchange, target)
         if target.cluster is not None:
             target.cluster.balancer.started(target.endpoint)
-        pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
+        pool = target.pool
+        if pool is None:
+            pool = target.pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
         conn = pool.acquire(self.loop.time())
         if conn is None:
             self.connect(exchange)
@@ -143,7 +146,9 @@ class Forwarding:
         exchange.attach(conn)
 
     def release(self, exchange: Exchange, upstream: UpstreamConnection, reusable: bool) -> None:
-        self._finished(exchange)
+        target = exchange.target
+        if target is not None and target.cluster is not None:
+            target.cluster.balancer.finished(target.endpoint)  # balances `started`, one per attempt
         upstream.pool.release(upstream, reusable, self.loop.time())
 
     def _finished(self, exchange: Exchange) -> None:
@@ -152,10 +157,7 @@ class Forwarding:
         if target is not None and target.cluster is not None:
             target.cluster.balancer.finished(target.endpoint)
 
-    # -- response side -------------------------------------------------------------------------------------
-    def response_head(self, exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-        return hdr.downstream_response_head(exchange, status, headers)
-
+    # -- accounting ----------------------------------------------------------------------------------------
     def record(self, exchange: Exchange) -> None:
         runtime = self.runtime
         target = exchange.target

@@ -146,7 +146,7 @@ class CompiledCluster:
 class CompiledView:
     """One received view, ready to route. Immutable after construction, except balancer counters."""
 
-    __slots__ = ("spec", "version", "tables", "clusters", "rng", "inbound_cluster")
+    __slots__ = ("spec", "version", "tables", "clusters", "rng", "inbound_cluster", "inbound_targets")
 
     def __init__(self, spec: model.ProxyView, version: str, rng: random.Random) -> None:
         self.spec = spec
@@ -157,6 +157,7 @@ class CompiledView:
         self.clusters = {c.name: CompiledCluster(c, assignments.get(c.name, ()), rng) for c in spec.clusters}
         inbound = self.listener(model.INBOUND)
         self.inbound_cluster = self.clusters.get(inbound.cluster) if inbound is not None and inbound.cluster else None
+        self.inbound_targets: dict = {}  # caller's peer header → forwarding.Target (filled by the runtime)
 
     def listener(self, direction: str, port: int | None = None) -> model.Listener | None:
         for listener in self.spec.listeners:

@@ -74,11 +74,20 @@ class ProxyRuntime:
 
     # -- inbound -------------------------------------------------------------------------------------------
     def inbound_target(self, head: RequestHead) -> forwarding.Target:
-        cluster = self.view.inbound_cluster
+        view = self.view
+        peer_header = head.header(headers.PEER_HEADER)
+        cached = view.inbound_targets.get(peer_header)
+        if cached is not None:
+            return cached
+        cluster = view.inbound_cluster
         endpoint = cluster.balancer.pick() if cluster is not None else None
         if endpoint is None:
             raise replies.NoHealthyUpstream()
-        return forwarding.Target(cluster, endpoint, None, None, self._inbound_peer(head.header(headers.PEER_HEADER)))
+        target = forwarding.Target(cluster, endpoint, None, None, self._inbound_peer(peer_header))
+        # One local app endpoint (the usual sidecar): the target depends only on the caller; reuse it.
+        if len(cluster.balancer.endpoints) == 1 and len(view.inbound_targets) < MAX_CACHED_PEERS:
+            view.inbound_targets[peer_header] = target
+        return target
 
     def _inbound_peer(self, header: str | None) -> tuple:
         peer = self._inbound_peers.get(header)
