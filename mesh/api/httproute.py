@@ -47,10 +47,32 @@ def check_weights(weights: list[int | None]) -> None:
         raise invalid("total weight is 0")
 
 
+# A header field value HTTP/1.1 can carry (RFC 9110 5.5): no CR, LF or NUL, nothing beyond Latin-1.
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
 class HeaderOperations(Model):
     set: StrMap | None = None
     add: StrMap | None = None
     remove: list[str] | None = None
+
+    @field_validator("set", "add")
+    @classmethod
+    def _fields(cls, fields: dict[str, str] | None) -> dict[str, str] | None:
+        for name, value in (fields or {}).items():
+            if not _HEADER_NAME.match(name):
+                raise invalid(f"invalid header name {name!r}", at=name)
+            if not _HEADER_VALUE.match(value):
+                raise invalid(f"invalid header value {value!r}: control or non-Latin-1 characters", at=name)
+        return fields
+
+    @field_validator("remove")
+    @classmethod
+    def _removed(cls, names: list[str] | None) -> list[str] | None:
+        for i, name in enumerate(names or []):
+            if not _HEADER_NAME.match(name):
+                raise invalid(f"invalid header name {name!r}", at=f"[{i}]")
+        return names
 
 
 class Headers(Model):

@@ -212,9 +212,11 @@ def _namespace_from_filename(filename: str) -> str | None:
 
 
 def normalize_kind(kind: str) -> str:
-    """`vs`, `VirtualServices`, `virtualservice` → `virtualservice`."""
+    """`vs`, `VirtualServices`, `virtualservice` → `virtualservice`; `serviceentries` → `serviceentry`."""
     k = kind.lower()
     k = _KIND_ALIASES.get(k, k)
+    if k.endswith("ies"):
+        return k[:-3] + "y"
     return k[:-1] if k.endswith("s") and not k.endswith("ss") else k
 
 

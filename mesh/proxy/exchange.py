@@ -129,10 +129,7 @@ class Exchange:
             self.keep_alive = False
         self.out.append(headers_mod.downstream_response_head(self, status, headers))
         if self.is_head and self.upstream is not None:
-            upstream = self.upstream
-            upstream.exchange = None
-            upstream.fresh_parser()
-            self.response_complete(upstream, upstream_keep_alive)
+            self.upstream.head_response_done(self, upstream_keep_alive)
 
     def response_body(self, chunk: bytes) -> None:
         self.bytes_sent += len(chunk)

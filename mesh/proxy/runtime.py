@@ -68,6 +68,8 @@ class ProxyRuntime:
             compiled = routing.CompiledView(spec, version, self.rng)
         except re.error as exc:  # Istio's regexes are RE2; one Python cannot compile is NACKed, not fatal
             raise model.ViewError(f"invalid regex {exc.pattern!r}: {exc}") from None
+        except UnicodeEncodeError as exc:  # a header value HTTP/1.1 cannot carry: NACKed, never a retry loop
+            raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None
         self.view = compiled
         self._source_peers.clear()
         return compiled

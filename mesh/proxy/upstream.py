@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
-        "head", "awaiting_head", "until_eof", "interim",
+        "head", "awaiting_head", "until_eof", "interim", "completed", "completed_keep_alive",
     )
 
     def __init__(self, pool: EndpointPool) -> None:
@@ -42,6 +42,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.awaiting_head = False
         self.until_eof = False  # the response in progress has no length: its body ends when the server closes
         self.interim = False  # a 1xx response is being parsed: not forwarded, the final one follows
+        # The exchange whose response the parser finished during the current `feed_data`: it is completed
+        # (and the connection released) only once the whole read was parsed, so bytes after the response
+        # poison this connection instead of being read as the answer to a request sent in the meantime.
+        self.completed: Exchange | None = None
+        self.completed_keep_alive = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,11 +70,18 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.exchange = None
-            exchange.upstream_failed(self, replies.UpstreamProtocolError())
+            completed, self.completed = self.completed, None
+            if completed is not None:  # a whole response, then bytes nobody asked for: never reuse
+                completed.response_complete(self, False)
+            elif self.exchange is exchange:
+                self.exchange = None
+                exchange.upstream_failed(self, replies.UpstreamProtocolError())
             self.close()
             return
-        if exchange.out:
+        completed, self.completed = self.completed, None
+        if completed is not None:
+            completed.response_complete(self, self.completed_keep_alive)
+        elif exchange.out:
             exchange.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -93,6 +105,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.resume_downstream_reading()
 
     # -- httptools callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            raise replies.UpstreamProtocolError()  # a response after the one we waited for
+
     # No on_header: httptools then parses headers in C without a Python call per header; the head is
     # rewritten from its raw bytes (mesh.proxy.headers), which costs a few regex passes per response.
     def on_headers_complete(self) -> None:
@@ -121,7 +137,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
-            exchange.response_complete(self, self.parser.should_keep_alive())
+            self.completed, self.completed_keep_alive = exchange, self.parser.should_keep_alive()
 
     # -- used by Exchange and EndpointPool ------------------------------------------------------------------
     def send(self, exchange: Exchange, data: bytes) -> None:
@@ -155,9 +171,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def fresh_parser(self) -> None:
-        """After a HEAD response the parser would wait for a body that never comes."""
+    def head_response_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """A HEAD response ends with its head; the parser would wait for a body that never comes, so a
+        fresh one reads the next response. Completed like any response, once the current read is parsed."""
+        self.exchange = None
         self.parser = httptools.HttpResponseParser(self)
+        self.completed, self.completed_keep_alive = exchange, keep_alive
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("busy" if self.exchange else "idle")

@@ -84,10 +84,21 @@ class Mesh:
     def apply(self, scenario: str) -> subprocess.CompletedProcess:
         return self.meshctl("apply", "-f", str(self.root / "stacks" / "routing" / f"{scenario}.yaml"))
 
+    def push_settled(self) -> bool:
+        """No change waits in the control plane's debounce or push queue (views are rebuilt)."""
+        with urllib.request.urlopen(self.control_plane + "/debug/push_status", timeout=5) as response:
+            push = json.load(response)
+        return push["pending"] == 0 and push["queued"] == 0
+
     def wait_synced(self, timeout: float = 10.0) -> float:
-        """Seconds until every proxy has ACKed the version the control plane last sent it."""
+        """Seconds until every proxy has ACKed the version the control plane last sent it. Views are
+        rebuilt only after the push debounce: until then every proxy still looks SYNCED on the old one."""
         start = time.monotonic()
+        rows = None
         while time.monotonic() - start < timeout:
+            if not self.push_settled():
+                time.sleep(0.02)
+                continue
             rows = self.meshctl_json("proxy-status")
             if rows and all(row["status"] == "SYNCED" for row in rows):
                 return time.monotonic() - start

@@ -98,6 +98,27 @@ CASES = [
         "invalid regex",
     ),
     (
+        "header-op-value-crlf",
+        http(headers={"request": {"set": {"x-a": "1\r\nx-injected: 2"}}}),
+        VS_KEY,
+        "spec.http[0].headers.request.set.x-a",
+        "invalid header value",
+    ),
+    (
+        "header-op-value-not-latin1",
+        http(headers={"response": {"add": {"x-mark": "\u2713"}}}),
+        VS_KEY,
+        "spec.http[0].headers.response.add.x-mark",
+        "invalid header value",
+    ),
+    (
+        "header-op-name",
+        http(route=[{**route_to(), "headers": {"request": {"remove": ["x a"]}}}]),
+        VS_KEY,
+        "spec.http[0].route[0].headers.request.remove[0]",
+        "invalid header name",
+    ),
+    (
         "stringmatch-two",
         match(uri={"exact": "/a", "prefix": "/a"}),
         VS_KEY,

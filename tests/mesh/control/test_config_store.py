@@ -105,3 +105,11 @@ def test_initial_files(tmp_path):
     path.write_text(BAD)
     with pytest.raises(api.ConfigError):
         config_store.ConfigStore(tmp_path).load_files([path])
+
+
+@pytest.mark.parametrize(("kind", "normal"), [
+    ("vs", "virtualservice"), ("VirtualServices", "virtualservice"), ("gateways", "gateway"),
+    ("serviceentries", "serviceentry"), ("ServiceEntry", "serviceentry"), ("authorizationpolicies", "authorizationpolicy"),
+])
+def test_kind_plurals_and_aliases(kind, normal):
+    assert config_store.normalize_kind(kind) == normal

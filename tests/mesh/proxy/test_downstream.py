@@ -166,6 +166,39 @@ async def test_head_response_has_no_body_and_the_connection_is_reused():
     assert [r.body for r in client.responses()] == [b"ok"]
 
 
+@pytest.mark.parametrize("extra", [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nxx", b"HTTP/1.1 2"],
+                         ids=["whole-response", "partial"])
+async def test_bytes_after_a_complete_response_poison_the_connection_not_the_next_request(extra):
+    """The first response is delivered; the stray bytes are never read as the pipelined request's answer."""
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: books:9080\r\n\r\nGET /b HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+    await settle()
+    first = proxy.upstreams[0]
+    first.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na" + extra)
+    await settle()
+    assert first.transport.closed and [r.first for r in first.requests()] == ["GET /a"]
+    second = proxy.upstreams[1]
+    assert [r.first for r in second.requests()] == ["GET /b"]
+    second.respond(b"HTTP/1.1 201 Created\r\ncontent-length: 1\r\n\r\nb")
+    assert [(r.first, r.body) for r in client.responses()] == [("200", b"a"), ("201", b"b")]
+    assert [p["active"] for p in proxy.runtime.pools.dump()] == [0]
+
+
+async def test_pipelined_request_after_a_head_with_zero_length_gets_its_own_response():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"HEAD /a HTTP/1.1\r\nHost: books:9080\r\n\r\nGET /b HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+    await settle()
+    (up,) = proxy.upstreams
+    up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    await settle()
+    assert [r.first for r in up.requests()] == ["HEAD /a", "GET /b"]
+    up.respond(OK)
+    assert client.transport.data.count(b"HTTP/1.1 200 OK") == 2
+    assert client.transport.data.endswith(b"\r\n\r\nok")
+
+
 async def test_no_route_is_404_nr_and_keeps_the_connection():
     proxy = Proxy(bookinfo_view())
     client = proxy.client()

@@ -81,3 +81,15 @@ def test_a_rewrite_regex_python_cannot_compile_is_refused_not_fatal(rt):
     with pytest.raises(model.ViewError, match="unclosed"):
         rt.apply(spec, "bad")
     assert rt.view is old
+
+
+def test_a_header_value_http11_cannot_carry_is_refused_not_fatal(rt):
+    """A NACK (ViewError), not a UnicodeEncodeError that the discovery client would retry forever."""
+    old = rt.view
+    ops = model.HeaderOps(set=(("x-mark", "\u2713"),))
+    bad = model.Route("r", clusters=(model.WeightedCluster(old.spec.clusters[0].name, 100, ops),))
+    table = model.RouteTable("9080", (model.VirtualHost("h", ("h",), (bad,)),))
+    spec = model.ProxyView(proxy="p", route_tables=(table,), clusters=old.spec.clusters)
+    with pytest.raises(model.ViewError, match="HTTP/1.1 header"):
+        rt.apply(spec, "bad")
+    assert rt.view is old
