@@ -62,6 +62,12 @@ class DiscoveryClient:
                 self._close()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+            except Exception:  # a bug here must not silently end config delivery: log it, back off, go on
+                log.exception("discovery failed unexpectedly; serving last view %s", self.version or "none")
+                self.connected = False
+                self._close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _handle(self, response: dict) -> None:
         if not isinstance(response, dict):
@@ -92,7 +98,10 @@ class DiscoveryClient:
         status_line = await reader.readline()
         if not status_line:
             raise ConnectionError("control plane closed the connection")
-        status = int(status_line.split()[1])
+        parts = status_line.split()
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise ConnectionError(f"control plane sent a malformed status line {status_line[:80]!r}")
+        status = int(parts[1])
         length, close = 0, False
         while True:
             line = await reader.readline()

@@ -56,7 +56,7 @@ def _is_port(text: str) -> bool:
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
-        "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry",
+        "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -76,6 +76,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer_ip = ""
         self.http11 = True
         self.loop = forwarding.loop
+        # A malformed request pipelined behind one in flight: answered after the earlier ones, in order.
+        self.deferred_error: replies.ProxyError | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -187,6 +189,7 @@ class DownstreamConnection(asyncio.Protocol):
                 self.transport.write(CONTINUE)
             self.forwarding.start(exchange)
         else:
+            exchange.expect_continue = expect_continue
             self.queue.append(exchange)
             if len(self.queue) >= MAX_PIPELINED:
                 self.pause_reading()
@@ -215,8 +218,12 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if self.queue:
             nxt = self.active = self.queue.popleft()
+            if nxt.expect_continue:
+                self.transport.write(CONTINUE)  # the client held its body until we got to this request
             self.resume_reading()
             self.forwarding.start(nxt)
+        elif self.deferred_error is not None:
+            self._reject(self.deferred_error)
 
     def pause_reading(self) -> None:
         if not self.paused and not self.closed:
@@ -224,7 +231,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.paused and not self.closed:
+        # After a deferred protocol error the parser cannot go on: the socket stays paused until close.
+        if self.paused and not self.closed and self.deferred_error is None:
             self.paused = False
             self.transport.resume_reading()
 
@@ -237,11 +245,24 @@ class DownstreamConnection(asyncio.Protocol):
         return self.active is None
 
     def _protocol_error(self, error: replies.ProxyError) -> None:
-        """Malformed or oversized input: answer once if nothing is in flight, then close."""
-        if self.active is None or not self.active.response_started:
-            if self.active is not None:
-                self.active.abort()
-                self.active = None
-            self.write(replies.local_reply(error.status, error.body.encode(), False))
-            self.forwarding.runtime.counters.inc("downstream_rq_rejected_total", code=str(error.status))
+        """Malformed or oversized input: never forwarded; answered with 4xx and the connection closed.
+
+        When the bad bytes start a later pipelined request, the earlier ones are served first (reading
+        stops: the parser cannot go on); when they are part of the request in flight, it is aborted."""
+        current = self.current
+        if self.active is not None and current is not None and current.request_complete:
+            self.deferred_error = error
+            self.pause_reading()
+            return
+        if self.active is not None:
+            if self.active.response_started:
+                self.close()
+                return
+            self.active.abort()
+            self.active = None
+        self._reject(error)
+
+    def _reject(self, error: replies.ProxyError) -> None:
+        self.write(replies.local_reply(error.status, error.body.encode(), False))
+        self.forwarding.runtime.counters.inc("downstream_rq_rejected_total", code=str(error.status))
         self.close()

@@ -34,7 +34,7 @@ class Exchange:
         "conn", "head", "method", "chunked_request", "keep_alive", "start", "target", "upstream",
         "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
-        "attempts", "extra_response_headers", "block", "host_header", "method_line",
+        "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -45,6 +45,7 @@ class Exchange:
         self.head = head  # matching.RequestHead
         self.method = method
         self.method_line = method.encode("latin-1") + b" "
+        self.expect_continue = False
         self.is_head = method == "HEAD"
         self.chunked_request = chunked
         self.keep_alive = keep_alive

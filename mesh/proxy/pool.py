@@ -90,6 +90,21 @@ class Pools:
             pool = self.by_endpoint[key] = EndpointPool(key)
         return pool
 
+    def sweep(self, now: float, keep: frozenset[tuple[str, int]]) -> int:
+        """Close idle connections past the idle timeout, and every idle one to an endpoint not in `keep`
+        (gone from the view, or a passthrough host); forget pools left with nothing. Returns closed count."""
+        closed = 0
+        for key, pool in list(self.by_endpoint.items()):
+            wanted = key in keep
+            for conn in list(pool.idle):
+                if not wanted or now - conn.idle_since >= IDLE_TIMEOUT_S or not conn.is_usable():
+                    pool.idle.remove(conn)
+                    conn.close()
+                    closed += 1
+            if not wanted and not pool.idle and pool.active == 0:
+                del self.by_endpoint[key]
+        return closed
+
     def close(self) -> None:
         for pool in self.by_endpoint.values():
             pool.close()

@@ -159,6 +159,10 @@ class CompiledView:
         self.inbound_cluster = self.clusters.get(inbound.cluster) if inbound is not None and inbound.cluster else None
         self.inbound_targets: dict = {}  # caller's peer header → forwarding.Target (filled by the runtime)
 
+    def endpoint_keys(self) -> frozenset[tuple[str, int]]:
+        """Every (address, port) this view can send to: the pools worth keeping."""
+        return frozenset((e.address, e.port) for a in self.spec.endpoints for e in a.endpoints)
+
     def listener(self, direction: str, port: int | None = None) -> model.Listener | None:
         for listener in self.spec.listeners:
             if listener.direction == direction and (port is None or listener.port == port):

@@ -72,6 +72,7 @@ class ProxyRuntime:
             raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None
         self.view = compiled
         self._source_peers.clear()
+        self._inbound_peers.clear()  # labels of callers without a peer header name our service: may change
         return compiled
 
     # -- inbound -------------------------------------------------------------------------------------------
@@ -99,7 +100,10 @@ class ProxyRuntime:
         if len(fields) == 5:
             src_ns, src_workload, src_app, src_version, service = fields
         else:
-            src_ns = src_workload = src_app = src_version = service = UNKNOWN
+            # A caller outside the mesh: the source is unknown, but the service is still ours (as in Istio).
+            src_ns = src_workload = src_app = src_version = UNKNOWN
+            inbound = self.view.inbound_cluster if self.view is not None else None
+            service = inbound.spec.service if inbound is not None and inbound.spec.service else UNKNOWN
         name, namespace = _service_parts(service)
         peer = ("destination", src_workload, src_ns, src_app, src_version, *self._self_labels,
                 service, name, namespace, "http", "none")

@@ -19,6 +19,9 @@ from mesh.view import model
 log = logging.getLogger("weir.proxy")
 
 DRAIN_TIMEOUT_S = 5.0
+# How often idle upstream connections are swept (closed past their idle timeout, or when their endpoint
+# left the view): bounds sockets and pools held for passthrough hosts and removed endpoints.
+POOL_SWEEP_INTERVAL_S = 30.0
 
 
 class ProxyServer:
@@ -69,7 +72,20 @@ class ProxyServer:
             self.servers[port][1].table = table
         for port in [p for p in self.servers if p not in wanted]:
             self.servers.pop(port)[0].close()
+        self.sweep_pools()
         self.admin.ready = True
+
+    def sweep_pools(self) -> None:
+        view = self.runtime.view
+        if view is not None:
+            closed = self.runtime.pools.sweep(asyncio.get_running_loop().time(), view.endpoint_keys())
+            if closed:
+                self.runtime.counters.inc("upstream_cx_idle_closed_total", closed)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(POOL_SWEEP_INTERVAL_S)
+            self.sweep_pools()
 
     def _close(self, ports: list[int]) -> None:
         for port in ports:
@@ -85,6 +101,7 @@ class ProxyServer:
     async def start(self, admin_port: int, control_plane: tuple[str, int] | None, node: dict,
                     bootstrap: model.ProxyView | None = None) -> None:
         self._admin_server = await self.admin.serve("127.0.0.1", admin_port)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._sweep_forever()))
         if bootstrap is not None:
             from mesh.view import wire
 

@@ -159,3 +159,37 @@ async def test_a_response_that_is_not_an_object_is_backed_off_not_fatal(monkeypa
     applied = Applied()
     client = await run_until_parked(plane, applied)
     assert delays == [discovery.BACKOFF_START_S] and client.version == "v1"
+
+
+async def test_an_unexpected_error_in_apply_is_backed_off_and_discovery_goes_on(monkeypatch):
+    delays = record_sleeps(monkeypatch)
+    view = wire.to_dict(bookinfo_view())
+    plane = ControlPlane(response("v1", "n1", view), response("v2", "n2", view))
+    calls = []
+
+    async def flaky(spec, version):
+        calls.append(version)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+
+    client = await run_until_parked(plane, flaky)
+    assert calls == ["v1", "v2"] and client.version == "v2"
+    assert delays == [discovery.BACKOFF_START_S]
+
+
+async def test_a_malformed_status_line_is_treated_as_unreachable(monkeypatch):
+    delays = record_sleeps(monkeypatch, stop_after=1)
+
+    async def garbage(reader, writer):
+        await reader.read(65536)
+        writer.write(b"BANANA\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = discovery.DiscoveryClient("127.0.0.1", port, NODE, Applied())
+    with pytest.raises(Stop):
+        await client.run()
+    server.close()
+    assert delays == [discovery.BACKOFF_START_S] and not client.connected

@@ -77,6 +77,30 @@ async def test_pipelined_requests_are_answered_in_order_one_at_a_time():
     assert len(proxy.upstreams) == 1
 
 
+async def test_a_malformed_request_behind_one_in_flight_is_answered_after_it():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS + b"GET / HTTP/1.1\r\nbad header\r\n\r\n")
+    await settle()
+    assert not client.transport.reading and not client.transport.closed
+    proxy.upstreams[0].respond(OK)
+    assert [r.first for r in client.responses()] == ["200", "400"]
+    assert client.transport.closed
+
+
+async def test_a_pipelined_request_expecting_100_continue_gets_it_when_its_turn_comes():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS + b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\n\r\n")
+    await settle()
+    assert b"100 Continue" not in client.transport.data
+    proxy.upstreams[0].respond(OK)
+    await settle()
+    assert client.transport.data.count(b"HTTP/1.1 100 Continue\r\n\r\n") == 1
+    assert client.transport.data.index(b"100 Continue") > client.transport.data.index(b"200 OK")
+
+
 async def test_pipeline_depth_is_bounded_by_pausing_the_socket():
     proxy = Proxy(bookinfo_view())
     client = proxy.client()

@@ -103,3 +103,16 @@ def test_repr_and_dump():
         {"endpoint": "10.0.0.1:9080", "idle": 1, "active": 1, "opened": 2, "reused": 1},
         {"endpoint": "h:1", "idle": 0, "active": 0, "opened": 0, "reused": 0},
     ]
+
+
+def test_sweep_closes_stale_idle_and_forgets_pools_outside_the_view():
+    kept, stale, gone, busy_key = ("10.0.0.1", 9080), ("10.0.0.1", 9080), ("1.2.3.4", 80), ("5.6.7.8", 80)
+    pools = pool.Pools()
+    fresh, old, passthrough = Conn("fresh"), Conn("old"), Conn("passthrough")
+    for key, conn, at in ((kept, old, 0.0), (stale, fresh, 50.0), (gone, passthrough, 50.0)):
+        pools.get(key).opening()
+        pools.get(key).release(conn, True, at)
+    pools.get(busy_key).opening()  # a request in flight to a host outside the view
+    closed = pools.sweep(pool.IDLE_TIMEOUT_S + 1.0, frozenset({kept}))
+    assert closed == 2 and old.closed and passthrough.closed and not fresh.closed
+    assert set(pools.by_endpoint) == {kept, busy_key}  # in flight: kept until it is released

@@ -30,8 +30,9 @@ def test_apply_swaps_the_compiled_view_and_refuses_dangling_references(rt):
 
 @pytest.mark.parametrize("header, source, service", [
     (f"bookinfo;ui-v1;ui;v1;{fqdn('gw')}", ("ui-v1", "bookinfo", "ui", "v1"), (fqdn("gw"), "gw", "bookinfo")),
-    ("too;few", ("unknown",) * 4, ("unknown", "unknown", "unknown")),
-    (None, ("unknown",) * 4, ("unknown", "unknown", "unknown")),
+    # Not from a Weir proxy: unknown source, but the destination service is this workload's own.
+    ("too;few", ("unknown",) * 4, (fqdn("gw"), "gw", "bookinfo")),
+    (None, ("unknown",) * 4, (fqdn("gw"), "gw", "bookinfo")),
 ])
 def test_inbound_peer_labels(rt, header, source, service):
     peer = rt._inbound_peer(header)
