@@ -167,7 +167,9 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def proxies(request: web.Request) -> web.Response:
-    return web.json_response({"proxies": request.app[PLANE].discovery.rows()})
+    disco = request.app[PLANE].discovery
+    disco.forget_stale()  # proxies gone for FORGET_AFTER leave the table when someone looks at it
+    return web.json_response({"proxies": disco.rows()})
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -183,6 +185,7 @@ async def debug_list(request: web.Request) -> web.Response:
 
 async def syncz(request: web.Request) -> web.Response:
     disco = request.app[PLANE].discovery
+    disco.forget_stale()
     rows = []
     for row in disco.rows():
         state = disco.proxies[row["proxy"]]

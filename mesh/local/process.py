@@ -19,11 +19,22 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 POLL = 0.05  # seconds between liveness checks while waiting
 
 
+# Exit codes of children that `alive` reaped: Popen can no longer see them (its poll() would say 0).
+_exit_codes: dict[int, int] = {}
+
+
+def exit_code(proc) -> int | None:
+    """A Popen's exit code, also when `alive` reaped it first (negative: killed by that signal)."""
+    code = _exit_codes.pop(proc.pid, None)
+    return code if code is not None else proc.poll()
+
+
 def alive(pid: int) -> bool:
     """True while `pid` runs. Reaps it when it is our exited child; a zombie counts as gone."""
     try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        reaped, status = os.waitpid(pid, os.WNOHANG)
         if reaped:
+            _exit_codes[pid] = os.waitstatus_to_exitcode(status)
             return False
     except ChildProcessError:
         pass  # not our child: ask the kernel

@@ -211,7 +211,7 @@ class Supervisor:
                 log.error("still alive after SIGKILL: %s", sorted(left))
             for child in children:
                 if child.proc is not None:
-                    child.exit_code = child.proc.poll()
+                    child.exit_code = process.exit_code(child.proc)
                 child.proc, child.status = None, "stopped"
         self.status = "stopped"
         self._publish()

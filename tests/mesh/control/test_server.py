@@ -7,7 +7,7 @@ import time
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from mesh.control import config_store, plane, registry, server
+from mesh.control import config_store, discovery, plane, registry, server
 from tests.mesh.control.conftest import BOOKINFO
 
 NODE = {"id": "gw-v1.bookinfo", "role": "sidecar", "namespace": "bookinfo", "workload": "gw-v1",
@@ -153,5 +153,17 @@ def test_ready_and_debug_endpoints(tmp_path):
         assert bad.status == 400
         await control.stop()
         assert (await client.get("/ready")).status == 503
+
+    run(scenario, tmp_path)
+
+
+def test_proxies_gone_long_ago_leave_the_status_table(tmp_path):
+    async def scenario(client, control, source):
+        await poll(client)
+        assert [r["proxy"] for r in (await (await client.get("/v1/proxies")).json())["proxies"]] == [NODE["id"]]
+        now = control.discovery.clock() + discovery.FORGET_AFTER + 1
+        control.discovery.clock = lambda: now
+        for path in ("/v1/proxies", "/debug/syncz"):
+            assert (await (await client.get(path)).json())["proxies"] == []
 
     run(scenario, tmp_path)
