@@ -24,12 +24,6 @@ ISTIO_GROUPS = {
                      "WorkloadEntry", "EnvoyFilter"), "networking.istio.io"),
     **dict.fromkeys(("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"), "security.istio.io"),
 }
-KIND_ALIASES = {alias: kind for kind, aliases in {
-    "VirtualService": ("virtualservices", "vs"), "DestinationRule": ("destinationrules", "dr"),
-    "Gateway": ("gateways", "gw"), "ServiceEntry": ("serviceentries", "se"),
-    "PeerAuthentication": ("peerauthentications", "pa"), "AuthorizationPolicy": ("authorizationpolicies", "ap"),
-    "Sidecar": ("sidecars",),
-}.items() for alias in (kind.lower(), *aliases)}
 PROXY_RESOURCES = ("routes", "clusters", "endpoints", "listeners", "secrets")
 SCHEMA_CODE = "IST0106"  # Istio's SchemaValidationError
 
@@ -184,8 +178,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...]) -> None:
 @click.argument("name", required=False)
 def get(stack: str, output: str, kind: str, name: str | None) -> None:
     """List applied resources of KIND (vs, dr, gw, se, …), or one by NAME."""
-    kind = KIND_ALIASES.get(kind.lower(), kind)
-    resources = _attach(stack).config(kind)
+    resources = _attach(stack).config(kind)  # the control plane resolves aliases and plurals (vs, gateways)
     if name:
         resources = [r for r in resources if r.get("metadata", {}).get("name") == name]
         if not resources:

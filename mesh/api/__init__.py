@@ -8,7 +8,7 @@ from mesh.api.analysis import Message, analyze
 from mesh.api.destinationrule import DestinationRule, DestinationRuleSpec, Subset
 from mesh.api.errors import ConfigError
 from mesh.api.gateway import Gateway, GatewaySpec, Port, Server, ServerTLSSettings
-from mesh.api.hosts import fqdn
+from mesh.api.hosts import CLUSTER_DOMAIN, fqdn, gateway_ref
 from mesh.api.httproute import (
     Abort,
     CorsPolicy,
@@ -96,6 +96,8 @@ __all__ = [
     "analyze",
     "dump",
     "fqdn",
+    "gateway_ref",
+    "CLUSTER_DOMAIN",
     "load_document",
     "load_files",
     "load_text",

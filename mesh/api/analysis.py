@@ -11,7 +11,7 @@ from typing import Literal
 
 from mesh.api.destinationrule import DestinationRule
 from mesh.api.gateway import Gateway
-from mesh.api.hosts import fqdn
+from mesh.api.hosts import fqdn, gateway_ref
 from mesh.api.resource import Resource
 from mesh.api.support import unenforced_fields
 from mesh.api.virtualservice import MESH_GATEWAY, VirtualService
@@ -32,11 +32,6 @@ class Message:
 
     def __str__(self) -> str:
         return f"{self.level} [{self.code}] ({self.resource_key}) {self.text}"
-
-
-def _gateway_key(ref: str, namespace: str) -> str:
-    ns, slash, name = ref.partition("/")
-    return f"{ns}/{name}" if slash else f"{namespace}/{ref}"
 
 
 def _vs_destinations(vs: VirtualService) -> Iterable[tuple[str, str | None]]:
@@ -81,7 +76,7 @@ def _missing_references(resources: list[Resource]) -> list[Message]:
         refs = list(vs.spec.gateways or [])
         refs += [g for rule in vs.spec.http or [] for m in rule.match or [] for g in m.gateways or []]
         for ref in dict.fromkeys(refs):
-            if ref != MESH_GATEWAY and _gateway_key(ref, vs.namespace) not in gateways:
+            if ref != MESH_GATEWAY and gateway_ref(ref, vs.namespace) not in gateways:
                 out.append(
                     Message(
                         REFERENCED_RESOURCE_NOT_FOUND,

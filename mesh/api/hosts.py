@@ -119,3 +119,12 @@ def check_export_to(value: str) -> str:
 
 def is_wildcard(host: str) -> bool:
     return host.startswith("*")
+
+
+def gateway_ref(ref: str, namespace: str) -> str:
+    """A VirtualService `gateways` entry, relative to the VirtualService's namespace, as "namespace/name";
+    the reserved `mesh` (all sidecars) stays `mesh`."""
+    if ref == "mesh":
+        return ref
+    ns, slash, name = ref.partition("/")
+    return f"{ns}/{name}" if slash else f"{namespace}/{ref}"

@@ -220,11 +220,6 @@ def normalize_kind(kind: str) -> str:
     return k[:-1] if k.endswith("s") and not k.endswith("ss") else k
 
 
-def format_message(message: Any) -> str:
-    """An analyzer message the way `istioctl analyze` prints it."""
-    return f"{message.level} [{message.code}] ({message.resource_key}) {message.text}"
-
-
 def _warnings(after: dict[str, Any], applied: list[Any]) -> list[str]:
     keys = {r.key for r in applied}
     out = []
@@ -235,5 +230,5 @@ def _warnings(after: dict[str, Any], applied: list[Any]) -> list[str]:
         messages = []
         out.append(f"Warning [internal] analysis failed: {exc}")
     # analyze() already reports fields parsed but not enforced (WEIR0001), so nothing is added here.
-    out.extend(format_message(m) for m in messages if not m.resource_key or m.resource_key in keys)
+    out.extend(str(m) for m in messages if not m.resource_key or m.resource_key in keys)
     return out

@@ -18,9 +18,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from mesh import api
+
 log = logging.getLogger(__name__)
 
-CLUSTER_DOMAIN = "svc.cluster.local"
 POLL_INTERVAL = 0.2  # seconds between mtime checks of registry.json
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -47,7 +48,7 @@ class Service:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+        return f"{self.name}.{self.namespace}.{api.CLUSTER_DOMAIN}"
 
     def selects(self, workload: Workload) -> bool:
         """Kubernetes selection: same namespace, non-empty selector contained in the workload's labels."""

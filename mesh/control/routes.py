@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh import api
 from mesh.control import node as node_mod
 from mesh.control import registry, snapshot
 from mesh.view import model
@@ -50,16 +51,8 @@ class RouteContext:
     refs: set[ClusterRef] = field(default_factory=set)
 
 
-def resolve_gateway(ref: str, namespace: str) -> str:
-    """A `gateways` entry of a VirtualService in `namespace` → MESH or "namespace/name"."""
-    if ref == MESH:
-        return MESH
-    ns, slash, name = ref.partition("/")
-    return f"{ns}/{name}" if slash else f"{namespace}/{ref}"
-
-
 def bound_gateways(vs: Any) -> frozenset[str]:
-    return frozenset(resolve_gateway(g, vs.namespace) for g in vs.spec.gateways or (MESH,))
+    return frozenset(api.gateway_ref(g, vs.namespace) for g in vs.spec.gateways or (MESH,))
 
 
 def default_route(ctx: RouteContext, service: snapshot.Service, port: int) -> model.Route:
@@ -91,7 +84,7 @@ def _applies(ctx: RouteContext, vs: Any, m: Any) -> bool:
     if m.port is not None and m.port != ctx.port:
         return False
     if m.gateways:
-        return ctx.gateway in {resolve_gateway(g, vs.namespace) for g in m.gateways}
+        return ctx.gateway in {api.gateway_ref(g, vs.namespace) for g in m.gateways}
     return True
 
 

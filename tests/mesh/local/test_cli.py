@@ -261,7 +261,7 @@ def test_get(home: Path) -> None:
     assert json.loads(meshctl("get", "vs", "books", "-o", "json", home=home).stdout)[0]["kind"] == "VirtualService"
     assert "books" in meshctl("get", "virtualservices", home=home).stdout
     missing = meshctl("get", "vs", "nope", home=home)
-    assert (missing.exit_code, missing.stderr) == (1, 'error: VirtualService "nope" not found\n')
+    assert (missing.exit_code, missing.stderr) == (1, 'error: vs "nope" not found\n')
 
 
 def test_proxy_config_stats_and_unknown_workload(home: Path) -> None:
