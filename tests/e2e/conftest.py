@@ -88,7 +88,7 @@ class Mesh:
 
     def push_settled(self) -> bool:
         """No change waits in the control plane's debounce or push queue (views are rebuilt)."""
-        with urllib.request.urlopen(self.control_plane + "/debug/push_status", timeout=5) as response:
+        with DIRECT.open(self.control_plane + "/debug/push_status", timeout=5) as response:
             push = json.load(response)
         return push["pending"] == 0 and push["queued"] == 0
 
