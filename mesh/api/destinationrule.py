@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from mesh.api.errors import invalid
-from mesh.api.hosts import check_export_to, check_service_host, is_dns_label
+from mesh.api.hosts import check_service_host, is_dns_label
 from mesh.api.resource import Resource
 from mesh.api.trafficpolicy import TrafficPolicy
-from mesh.api.types import Labels, Model, ScalarStr, WorkloadSelector
+from mesh.api.types import ExportTo, Labels, Model, ScalarStr, WorkloadSelector
 
 
 class LabelSelectorRequirement(Model):
@@ -48,7 +48,7 @@ class DestinationRuleSpec(Model):
     host: str
     traffic_policy: TrafficPolicy | None = None
     subsets: list[Subset] | None = None
-    export_to: list[str] | None = None
+    export_to: ExportTo | None = None
     workload_selector: WorkloadSelector | None = None
 
     @field_validator("host")
@@ -69,14 +69,6 @@ class DestinationRuleSpec(Model):
                 )
             seen.add(subset.name)
         return subsets
-
-    @field_validator("export_to")
-    @classmethod
-    def _export_to(cls, values: list[str] | None) -> list[str] | None:
-        for i, value in enumerate(values or []):
-            if problem := check_export_to(value):
-                raise invalid(problem, at=f"[{i}]")
-        return values
 
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets or [] if s.name == name), None)

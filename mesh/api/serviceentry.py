@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from mesh.api.errors import invalid
-from mesh.api.hosts import check_export_to, check_wildcard_domain, is_ip, is_ip_or_cidr, is_wildcard
+from mesh.api.hosts import check_wildcard_domain, is_ip, is_ip_or_cidr, is_wildcard
 from mesh.api.resource import Resource
-from mesh.api.types import Labels, Model, PortNumber
+from mesh.api.types import ExportTo, Labels, Model, PortNumber
 
 Resolution = Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]
 
@@ -62,7 +62,7 @@ class ServiceEntrySpec(Model):
     resolution: Resolution | None = None
     endpoints: list[WorkloadEntry] | None = None
     workload_selector: ServiceEntryWorkloadSelector | None = None
-    export_to: list[str] | None = None
+    export_to: ExportTo | None = None
     subject_alt_names: list[str] | None = None
 
     @field_validator("hosts")
@@ -99,14 +99,6 @@ class ServiceEntrySpec(Model):
                 raise invalid(f"port number cannot be duplicated: {port.number}", at=f"[{i}].number")
             numbers.add(port.number)
         return ports
-
-    @field_validator("export_to")
-    @classmethod
-    def _export_to(cls, values: list[str] | None) -> list[str] | None:
-        for i, value in enumerate(values or []):
-            if problem := check_export_to(value):
-                raise invalid(problem, at=f"[{i}]")
-        return values
 
     @model_validator(mode="after")
     def _resolution(self) -> ServiceEntrySpec:

@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import core_schema
 
 from mesh.api.errors import invalid
+from mesh.api.hosts import check_export_to
 
 
 class Model(BaseModel):
@@ -111,6 +112,17 @@ ScalarStr = Annotated[str, BeforeValidator(_scalar_to_str)]
 StrMap = dict[str, ScalarStr]
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _check_export_to(values: list[str]) -> list[str]:
+    for i, value in enumerate(values):
+        if problem := check_export_to(value):
+            raise invalid(problem, at=f"[{i}]")
+    return values
+
+
+# `exportTo` of VirtualService, DestinationRule and ServiceEntry: ".", "*", "~" or namespace names.
+ExportTo = Annotated[list[str], AfterValidator(_check_export_to)]
 
 # Kubernetes label syntax: optional DNS-subdomain prefix, then a name of at most 63 characters.
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")

@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 
 from mesh.api.errors import invalid
-from mesh.api.hosts import check_export_to, check_service_host, is_ip_or_cidr
+from mesh.api.hosts import check_service_host, is_ip_or_cidr
 from mesh.api.httproute import Destination, HTTPRoute, check_weights
 from mesh.api.resource import Resource
-from mesh.api.types import Labels, Model, PortNumber
+from mesh.api.types import ExportTo, Labels, Model, PortNumber
 
 MESH_GATEWAY = "mesh"
 
@@ -118,7 +118,7 @@ class VirtualServiceSpec(Model):
     http: list[HTTPRoute] | None = None
     tls: list[TLSRoute] | None = None
     tcp: list[TCPRoute] | None = None
-    export_to: list[str] | None = None
+    export_to: ExportTo | None = None
 
     @field_validator("hosts")
     @classmethod
@@ -137,14 +137,6 @@ class VirtualServiceSpec(Model):
             if not gw:
                 raise invalid("gateway name must not be empty", at=f"[{i}]")
         return gateways
-
-    @field_validator("export_to")
-    @classmethod
-    def _export_to(cls, values: list[str] | None) -> list[str] | None:
-        for i, value in enumerate(values or []):
-            if problem := check_export_to(value):
-                raise invalid(problem, at=f"[{i}]")
-        return values
 
     @model_validator(mode="after")
     def _shape(self) -> VirtualServiceSpec:
