@@ -31,6 +31,7 @@ ENFORCED: dict[str, frozenset[str]] = {
         {
             "spec.hosts",
             "spec.gateways",
+            "spec.exportTo",
             *(f"spec.http.match.{f}" for f in _HTTP_MATCH),
             "spec.http.route.destination.host",
             "spec.http.route.destination.subset",
@@ -56,6 +57,7 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.host",
             "spec.subsets.name",
             "spec.subsets.labels",
+            "spec.exportTo",
         }
     ),
     "Gateway": frozenset(
@@ -76,6 +78,7 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.endpoints.ports",
             "spec.endpoints.labels",
             "spec.endpoints.weight",
+            "spec.exportTo",
         }
     ),
 }

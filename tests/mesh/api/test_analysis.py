@@ -136,7 +136,7 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 tcp=[{"route": [route_to()]}],
                 exportTo=["."],
             ),
-            ["spec.http[0].corsPolicy", "spec.tcp", "spec.exportTo"],
+            ["spec.http[0].corsPolicy", "spec.tcp"],  # exportTo is honoured by the control plane
         ),
         (
             vs(
