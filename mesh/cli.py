@@ -1,6 +1,6 @@
 """meshctl: run Weir's mesh locally, push Istio YAML to it, and look inside it.
 
-Presentation only: environments are started and stopped by mesh.local.runtime, reached through
+Commands only: terminal input and output live in mesh.local.console; environments are started and stopped by mesh.local.runtime, reached through
 mesh.local.environment; YAML is checked by mesh.api (imported only by `validate` and `analyze`).
 Expected failures are mesh.local.errors.WeirError, mapped once (in `_Group.invoke`) to a message on
 stderr and exit code 1.
@@ -8,22 +8,14 @@ stderr and exit code 1.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from mesh.local import environment, errors, runtime
+from mesh.local import console, environment, errors, runtime
 from mesh.local import stack as stack_mod
 
-ISTIO_GROUPS = {
-    **dict.fromkeys(("VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "Sidecar",
-                     "WorkloadEntry", "EnvoyFilter"), "networking.istio.io"),
-    **dict.fromkeys(("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"), "security.istio.io"),
-}
 PROXY_RESOURCES = ("routes", "clusters", "endpoints", "listeners", "secrets")
 SCHEMA_CODE = "IST0106"  # Istio's SchemaValidationError
 
@@ -71,7 +63,7 @@ def up(stack: str, timeout: float) -> None:
         result = runtime.up(settings, timeout=timeout, on_progress=progress)
     verb = "started" if result.started else "already running"
     click.echo(f"stack {stack} {verb} (supervisor pid {result.pid}, state {result.state_dir})")
-    _print_push(result.routing, delete=False)
+    console.print_push(result.routing, delete=False)
     for name, url in result.urls.items():
         click.echo(f"{name + ':':14} {url}")
 
@@ -90,12 +82,12 @@ def status(stack: str, output: str) -> None:
     """Workloads, proxies, config sync and URLs of the running environment."""
     doc = _attach(stack).status()
     if output == "json":
-        return _print_json(doc)
+        return console.print_json(doc)
     sup = doc["supervisor"]
     click.echo(f"stack {doc['stack']}: supervisor pid {sup['pid']} {sup['status']} since {sup['started_at']}")
-    _print_table(doc["processes"], ("name", "role", "pid", "status", "ready", "restarts", "ports"))
+    console.print_table(doc["processes"], ("name", "role", "pid", "status", "ready", "restarts", "ports"))
     if doc["controlPlane"]["reachable"]:
-        _print_proxies(doc["proxies"])
+        console.print_proxies(doc["proxies"])
         click.echo(f"config: {doc['config']['synced']} synced, {doc['config']['stale']} stale")
     else:
         click.echo(f"control plane unreachable: {doc['controlPlane']['error']}")
@@ -112,7 +104,7 @@ def status(stack: str, output: str) -> None:
 def apply(stack: str, paths: tuple[str, ...]) -> None:
     """Validate and push Istio YAML; on error nothing is applied."""
     env = _attach(stack)
-    _print_push(env.push_config(_read_inputs(paths)), delete=False)
+    console.print_push(env.push_config(console.read_inputs(paths)), delete=False)
 
 
 @main.command()
@@ -121,7 +113,7 @@ def apply(stack: str, paths: tuple[str, ...]) -> None:
 def delete(stack: str, paths: tuple[str, ...]) -> None:
     """Remove the resources named in the files."""
     env = _attach(stack)
-    _print_push(env.push_config(_read_inputs(paths), delete=True), delete=True)
+    console.print_push(env.push_config(console.read_inputs(paths), delete=True), delete=True)
 
 
 @main.command()
@@ -131,12 +123,12 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
     """Check each file on its own (schema and values); exit 0 only when all are valid."""
     api = _api()
     failed = False
-    for name, text in _read_inputs(paths):
+    for name, text in console.read_inputs(paths):
         try:
             resources = api.load_text(text, name)
         except api.ConfigError as exc:
             failed = True
-            click.echo(f"✘ {_with_file(exc, name)}", err=True)
+            click.echo(f"✘ {console.with_file(exc, name)}", err=True)
         else:
             click.echo(f"✔ {name} ({len(resources)} resources)")
     if failed:
@@ -149,20 +141,20 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
 def analyze(ctx: click.Context, paths: tuple[str, ...]) -> None:
     """Validation plus cross-resource checks, Istio analyzer style; nothing is applied."""
     api = _api()
-    inputs = _read_inputs(paths)
+    inputs = console.read_inputs(paths)
     resources, failed = [], False
     for name, text in inputs:
         try:
             resources += api.load_text(text, name)
         except api.ConfigError as exc:
             failed = True
-            where = _resource_ref(exc.resource) if getattr(exc, "resource", None) else name
-            click.echo(f"Error [{SCHEMA_CODE}] ({where}) Schema validation error: {_with_file(exc, name)}")
+            where = console.resource_ref(exc.resource) if getattr(exc, "resource", None) else name
+            click.echo(f"Error [{SCHEMA_CODE}] ({where}) Schema validation error: {console.with_file(exc, name)}")
     lines = []
     for message in api.analyze(resources):
-        level = _level(message.level)
+        level = console.level(message.level)
         failed = failed or level == "Error"
-        lines.append(f"{level} [{message.code}] ({_resource_ref(message.resource_key)}) {message.text}")
+        lines.append(f"{level} [{message.code}] ({console.resource_ref(message.resource_key)}) {message.text}")
     for line in lines:
         click.echo(line)
     if not lines and not failed:
@@ -184,10 +176,10 @@ def get(stack: str, output: str, kind: str, name: str | None) -> None:
         if not resources:
             raise errors.WeirError(f'{kind} "{name}" not found')
     if output == "json":
-        return _print_json(resources)
+        return console.print_json(resources)
     rows = [{"kind": r.get("kind"), "namespace": r.get("metadata", {}).get("namespace"),
-             "name": r.get("metadata", {}).get("name"), "hosts": _hosts(r.get("spec") or {})} for r in resources]
-    _print_table(rows, empty=f"no {kind} resources applied")
+             "name": r.get("metadata", {}).get("name"), "hosts": console.hosts(r.get("spec") or {})} for r in resources]
+    console.print_table(rows, empty=f"no {kind} resources applied")
 
 
 # proxies and apps
@@ -199,7 +191,7 @@ def get(stack: str, output: str, kind: str, name: str | None) -> None:
 @click.argument("resource", required=False, type=click.Choice(PROXY_RESOURCES))
 def proxy_config(stack: str, workload: str, resource: str | None) -> None:
     """The live view of a workload's sidecar (or `ingress`), as JSON."""
-    _print_json(_attach(stack).config_dump(workload, resource))
+    console.print_json(_attach(stack).config_dump(workload, resource))
 
 
 @main.command("proxy-status")
@@ -209,8 +201,8 @@ def proxy_status(stack: str, output: str) -> None:
     """Per proxy: config version sent and acked, last NACK, synced or stale."""
     rows = _attach(stack).proxies()
     if output == "json":
-        return _print_json(rows)
-    _print_proxies(rows)
+        return console.print_json(rows)
+    console.print_proxies(rows)
 
 
 @main.command()
@@ -247,7 +239,7 @@ def chaos(stack: str, workload: str, error_rate: float | None, delay: str | None
         change["delay"] = _duration_seconds(delay)
     if reset and change:
         raise click.UsageError("--reset cannot be combined with --error-rate or --delay")
-    _print_json(_attach(stack).chaos(workload, change, reset=reset))
+    console.print_json(_attach(stack).chaos(workload, change, reset=reset))
 
 
 # helpers
@@ -265,121 +257,12 @@ def _api() -> Any:
     return api
 
 
-def _read_inputs(paths: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(name, text) per input: files as named, directories expanded (sorted), `-` read from stdin."""
-    inputs = []
-    for raw in paths:
-        if raw == "-":
-            inputs.append(("<stdin>", sys.stdin.read()))
-            continue
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-            if not files:
-                raise errors.WeirError(f"{raw}: no *.yaml or *.yml files in this directory")
-        elif path.is_file():
-            files = [path]
-        else:
-            raise errors.WeirError(f"{raw}: no such file or directory")
-        for file in files:
-            try:
-                inputs.append((str(file), file.read_text()))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise errors.WeirError(f"{file}: cannot read: {exc}") from None
-    return inputs
-
-
-def _print_push(doc: dict[str, Any], delete: bool) -> None:
-    """kubectl-style lines for a control plane apply/delete answer; warnings and misses on stderr."""
-    if delete:
-        lines = [(key, "deleted") for key in doc.get("deleted", [])]
-    else:
-        lines = [(c["key"], c["action"]) for c in doc.get("changes", [])] or [
-            (key, "configured") for key in doc.get("applied", [])]
-    for key, action in lines:
-        click.echo(f"{_kubectl_ref(key)} {action}")
-    for key in doc.get("notFound", []):
-        click.echo(f"Warning: {_kubectl_ref(key)} not found", err=True)
-    for warning in doc.get("warnings", []):
-        click.echo(f"Warning: {warning}", err=True)
-
-
-def _kubectl_ref(key: str) -> str:
-    """`VirtualService/bookinfo/reviews` → `virtualservice.networking.istio.io/reviews`."""
-    kind, _, name = key.partition("/")
-    group = ISTIO_GROUPS.get(kind)
-    return f"{kind.lower()}{'.' + group if group else ''}/{name.rpartition('/')[2]}"
-
-
-def _resource_ref(key: str) -> str:
-    """`VirtualService/bookinfo/reviews` → `VirtualService bookinfo/reviews` (istioctl analyze style)."""
-    kind, _, rest = str(key).partition("/")
-    return f"{kind} {rest}" if rest else kind
-
-
-def _level(level: Any) -> str:
-    value = getattr(level, "value", level)
-    return (value if isinstance(value, str) else getattr(level, "name", str(level))).capitalize()
-
-
-def _with_file(exc: Exception, name: str) -> str:
-    text = str(exc)
-    return text if name in text else f"{name}: {text}"
-
-
-def _hosts(spec: dict[str, Any]) -> str:
-    hosts = spec.get("hosts") or ([spec["host"]] if spec.get("host") else [])
-    return ",".join(map(str, hosts))
-
-
 def _duration_seconds(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text)
     if not match:
         raise click.BadParameter(f"{text!r} is not a duration (2s, 500ms, 1.5)", param_hint="--delay")
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
     return float(match.group(1)) * scale
-
-
-def _print_proxies(rows: list[dict[str, Any]]) -> None:
-    """The proxy-status columns of the control plane's `/v1/proxies` rows."""
-    def nack(row: dict[str, Any]) -> Any:
-        last = row.get("lastNack")
-        return f"{last.get('version')}: {last.get('error')}" if isinstance(last, dict) else last
-
-    _print_table([{"proxy": r.get("proxy"), "sent": r.get("sent"), "acked": r.get("acked"),
-                   "status": r.get("status"), "last nack": nack(r)} for r in rows], empty="no proxies connected")
-
-
-def _print_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
-
-
-def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None, empty: str = "") -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    if not rows:
-        if empty:
-            click.echo(empty)
-        return
-    columns = columns or tuple(dict.fromkeys(key for row in rows for key in row))
-    table = Table(box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column.upper())
-    for row in rows:
-        table.add_row(*(Text(_cell(row.get(column))) for column in columns))  # no markup
-    Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 if __name__ == "__main__":
