@@ -1,7 +1,8 @@
 """meshctl: run Weir's mesh locally, push Istio YAML to it, and look inside it.
 
-Commands only: terminal input and output live in mesh.local.console; environments are started and stopped by mesh.local.runtime, reached through
-mesh.local.environment; YAML is checked by mesh.api (imported only by `validate` and `analyze`).
+Commands only: terminal input and output live in mesh.local.console; environments are started and
+stopped by mesh.local.runtime, reached through mesh.local.environment; YAML is checked by mesh.api
+(imported only by `validate` and `analyze`).
 Expected failures are mesh.local.errors.WeirError, mapped once (in `_Group.invoke`) to a message on
 stderr and exit code 1.
 """
