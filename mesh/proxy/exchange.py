@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mesh.proxy import headers as headers_mod
-from mesh.proxy import replies
+from mesh.proxy import replies, retry
 
 if TYPE_CHECKING:
     from mesh.proxy.downstream import DownstreamConnection
@@ -35,6 +35,7 @@ class Exchange:
         "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
+        "timer", "try_timer", "tries", "retries_left", "retries_exhausted",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -67,6 +68,11 @@ class Exchange:
         self.response_ops = None
         self.attempts = 0
         self.extra_response_headers = b""
+        self.timer = None  # the route timeout (asyncio.TimerHandle)
+        self.try_timer = None  # per-try timeout, retry backoff or injected delay: one at a time
+        self.tries = 0
+        self.retries_left = 0
+        self.retries_exhausted = False
 
     # -- request side -----------------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:
@@ -123,6 +129,15 @@ class Exchange:
 
     # -- response side ----------------------------------------------------------------------------------
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]], upstream_keep_alive: bool) -> None:
+        target = self.target
+        if status >= 409 and target is not None and target.route is not None:
+            if self.conn.forwarding.retry_answer(self, status):
+                return
+            if self.retries_exhausted:
+                self.flag = "URX"
+        if self.try_timer is not None:
+            self.try_timer.cancel()  # the answer has started: per-try timeouts no longer apply
+            self.try_timer = None
         self.status = status
         self.response_started = True
         if not self.request_complete:
@@ -171,7 +186,11 @@ class Exchange:
                     self.target.cluster.balancer.started(self.target.endpoint)
                 forwarding.connect(self)
                 return
-            self.reply_error(error)
+            if self.try_timer is not None:
+                self.try_timer.cancel()
+                self.try_timer = None
+            if not forwarding.retry(self, retry.RESET):
+                self.reply_error(error)
             return
         # Mid-response: the client has a partial answer; only closing the connection tells it so.
         self.flag = error.flag
@@ -182,7 +201,8 @@ class Exchange:
 
     # -- local replies and completion -----------------------------------------------------------------------
     def reply_error(self, error: replies.ProxyError) -> None:
-        self.reply(error.status, error.body.encode(), error.flag)
+        flag = error.flag + ",URX" if self.retries_exhausted else error.flag
+        self.reply(error.status, error.body.encode(), flag)
 
     def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"") -> None:
         self.status = status
@@ -194,10 +214,20 @@ class Exchange:
                                             extra_headers + self.extra_response_headers))
         self.finish()
 
+    def _cancel_timers(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+
     def finish(self) -> None:
         if self.done:
             return
         self.done = True
+        if self.timer is not None or self.try_timer is not None:
+            self._cancel_timers()
         self.conn.forwarding.record(self)
         self.conn.exchange_finished(self)
 
@@ -209,6 +239,7 @@ class Exchange:
             upstream.exchange = None
             self.conn.forwarding.release(self, upstream, False)
         if not self.done:
+            self._cancel_timers()
             self.status = self.status if self.response_started else 0
             self.flag = "DC"
             self.done = True

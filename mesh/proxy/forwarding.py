@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from mesh.proxy import fault, replies, retry
 from mesh.proxy import headers as hdr
-from mesh.proxy import replies
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
 
@@ -56,18 +56,144 @@ class Forwarding:
         if target is None:
             return  # answered locally (redirect, direct response)
         exchange.target = target
+        route = target.route
+        if route is not None and route.spec.fault is not None:
+            delay, abort = fault.decide(route.spec.fault, self.runtime.view.rng)
+            if delay is not None:
+                exchange.flag = "DI"
+                exchange.try_timer = self.loop.call_later(delay, self._after_delay, exchange, abort)
+                return
+            if abort is not None:
+                exchange.reply(abort, fault.ABORT_BODY, "FI")
+                return
+        self._first_try(exchange)
+
+    def _after_delay(self, exchange: Exchange, abort: int | None) -> None:
+        exchange.try_timer = None
+        if exchange.done:
+            return
+        if abort is not None:
+            exchange.reply(abort, fault.ABORT_BODY, "DI,FI")
+            return
+        self._first_try(exchange)
+
+    def _first_try(self, exchange: Exchange) -> None:
+        target = exchange.target
         exchange.request_head = hdr.upstream_request_head(self, exchange, target)
+        route = target.route
+        if route is not None:
+            spec = route.spec
+            exchange.retries_left = spec.retries.attempts
+            if spec.timeout_s is not None:  # the route timeout bounds every try and the waits between
+                exchange.timer = self.loop.call_later(spec.timeout_s, self._timed_out, exchange)
+        self._send(exchange)
+
+    def _send(self, exchange: Exchange) -> None:
+        """One try: an idle pooled connection, or a new one."""
+        exchange.try_timer = None
+        if exchange.done:
+            return
+        exchange.tries += 1
+        target = exchange.target
         if target.cluster is not None:
             target.cluster.balancer.started(target.endpoint)
         pool = target.pool
         if pool is None:
             pool = target.pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
+        route = target.route
+        if route is not None and route.spec.retries.per_try_timeout_s is not None:
+            exchange.try_timer = self.loop.call_later(route.spec.retries.per_try_timeout_s, self._try_timed_out,
+                                                      exchange)
         conn = pool.acquire(self.loop.time())
         if conn is None:
             self.connect(exchange)
         else:
             conn.reused = True
             exchange.attach(conn)
+
+    # -- retries and timeouts --------------------------------------------------------------------------
+    def retry(self, exchange: Exchange, failure: str) -> bool:
+        """After a try that got no answer: schedule another (True), or let the caller answer."""
+        if not self._may_retry(exchange, failure, 0):
+            return False
+        self._schedule_retry(exchange)
+        return True
+
+    def retry_answer(self, exchange: Exchange, status: int) -> bool:
+        """An answer with `status` is arriving: drop it and try again (True), or let it through."""
+        if not self._may_retry(exchange, None, status):
+            return False
+        self._detach(exchange)
+        self._schedule_retry(exchange)
+        return True
+
+    def _may_retry(self, exchange: Exchange, failure: str | None, status: int) -> bool:
+        target = exchange.target
+        route = target.route if target is not None else None
+        if route is None or exchange.done or exchange.response_started:
+            return False
+        policy = route.spec.retries
+        if failure is not None:
+            eligible = retry.failure_is_retriable(policy, failure)
+        else:
+            eligible = retry.status_is_retriable(policy, status)
+        if not eligible:
+            return False
+        if exchange.retries_left <= 0:
+            exchange.retries_exhausted = True  # Envoy's URX: this outcome goes to the client, flagged
+            return False
+        return exchange.request_complete and exchange.replayable
+
+    def _schedule_retry(self, exchange: Exchange) -> None:
+        target = exchange.target
+        route = target.route
+        policy = route.spec.retries
+        exchange.retries_left -= 1
+        self.runtime.counters.inc("upstream_rq_retry_total")
+        cluster = target.cluster
+        if cluster is not None:  # Envoy's previous_hosts predicate: prefer another endpoint
+            endpoint = cluster.balancer.pick(None, avoid=target.endpoint) or target.endpoint
+            if endpoint != target.endpoint:
+                exchange.target = Target(cluster, endpoint, route, target.weighted,
+                                         self.runtime.source_peer(cluster.spec, endpoint))
+        number = policy.attempts - exchange.retries_left
+        exchange.try_timer = self.loop.call_later(retry.backoff(policy, number, self.runtime.view.rng),
+                                                  self._send, exchange)
+
+    def _detach(self, exchange: Exchange) -> None:
+        upstream = exchange.upstream
+        if upstream is not None:
+            exchange.upstream = None
+            upstream.exchange = None
+            self.release(exchange, upstream, False)  # its answer is not wanted any more: never reused
+
+    def _try_timed_out(self, exchange: Exchange) -> None:
+        exchange.try_timer = None
+        if exchange.done or exchange.response_started:
+            return
+        self._detach(exchange)
+        self.runtime.counters.inc("upstream_rq_per_try_timeout_total")
+        if not self.retry(exchange, retry.PER_TRY_TIMEOUT):
+            exchange.reply_error(replies.UpstreamTimeout())
+
+    def _timed_out(self, exchange: Exchange) -> None:
+        exchange.timer = None
+        if exchange.done:
+            return
+        self.runtime.counters.inc("upstream_rq_timeout_total")
+        if exchange.try_timer is not None:
+            exchange.try_timer.cancel()
+            exchange.try_timer = None
+        if exchange.response_started:
+            # Part of the answer is out: only closing the connection tells the client it is cut short.
+            exchange.flag = "UT"
+            self._detach(exchange)
+            exchange.keep_alive = False
+            exchange.finish()
+            exchange.conn.close()
+            return
+        self._detach(exchange)
+        exchange.reply_error(replies.UpstreamTimeout())
 
     def _decide(self, exchange: Exchange) -> Target | None:
         runtime = self.runtime
@@ -122,21 +248,32 @@ class Forwarding:
 
     # -- I/O -----------------------------------------------------------------------------------------------
     def connect(self, exchange: Exchange) -> None:
-        endpoint = exchange.target.endpoint
+        target = exchange.target
+        endpoint = target.endpoint
         pool = self.runtime.pools.get((endpoint.address, endpoint.port))
         pool.opening()
         task = self.loop.create_task(asyncio.wait_for(
             self.loop.create_connection(lambda: UpstreamConnection(pool), endpoint.address, endpoint.port),
             CONNECT_TIMEOUT_S,
         ))
-        task.add_done_callback(lambda done: self._connected(exchange, pool, done))
+        tries = exchange.tries
+        task.add_done_callback(lambda done: self._connected(exchange, pool, done, target, tries))
 
-    def _connected(self, exchange: Exchange, pool, done: asyncio.Task) -> None:
+    def _connected(self, exchange: Exchange, pool, done: asyncio.Task, target: Target, tries: int) -> None:
+        if tries != exchange.tries:
+            # A try that timed out while connecting: the exchange moved on; keep a good socket for others.
+            if target.cluster is not None:
+                target.cluster.balancer.finished(target.endpoint)
+            if done.cancelled() or done.exception() is not None:
+                pool.active -= 1
+            else:
+                pool.release(done.result()[1], True, self.loop.time())
+            return
         if done.cancelled() or done.exception() is not None:
             pool.active -= 1
             self._finished(exchange)
             self.runtime.counters.inc("upstream_connect_fail_total")
-            if not exchange.done:
+            if not exchange.done and exchange.upstream is None and not self.retry(exchange, retry.CONNECT_FAILURE):
                 exchange.reply_error(replies.ConnectFailure())
             return
         _, conn = done.result()

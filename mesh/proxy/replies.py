@@ -50,6 +50,10 @@ class UpstreamReset(ProxyError):
     body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 
 
+class UpstreamTimeout(ProxyError):
+    status, flag, body = 504, "UT", "upstream request timeout"
+
+
 class UpstreamProtocolError(ProxyError):
     status, flag = 502, "UPE"
     body = "upstream sent an invalid HTTP response"

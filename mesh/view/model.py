@@ -96,6 +96,37 @@ class Rewrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Fault:
+    """Istio HTTPFaultInjection, applied by the calling proxy before the request leaves it.
+    Percentages are 0-100; a delay or abort with no percentage is never injected."""
+
+    delay_s: float | None = None
+    delay_percent: float = 0.0
+    abort_status: int | None = None
+    abort_percent: float = 0.0
+
+
+# Istio's retry policy when a route sets none: 2 retries on connection failures and 503.
+DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Envoy retry policy: `attempts` retries after the first try (0 disables), each bounded by
+    `per_try_timeout_s`, all bounded by the route timeout; jittered backoff between tries."""
+
+    attempts: int = 2
+    per_try_timeout_s: float | None = None
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
+    retriable_status: tuple[int, ...] = (503,)
+    backoff_base_s: float = 0.025
+    backoff_max_s: float = 0.25
+
+
+DEFAULT_RETRIES = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One Istio http rule. Empty `matches` matches everything; blocks are ORed."""
 
@@ -107,6 +138,9 @@ class Route:
     rewrite: Rewrite | None = None
     request_headers: HeaderOps = NO_HEADER_OPS
     response_headers: HeaderOps = NO_HEADER_OPS
+    timeout_s: float | None = None  # off by default, as in Istio
+    retries: RetryPolicy = DEFAULT_RETRIES
+    fault: Fault | None = None
 
 
 @dataclass(frozen=True, slots=True)

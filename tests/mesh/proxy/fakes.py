@@ -122,6 +122,17 @@ class Upstream:
         return parse_requests(self.transport.data)
 
 
+@dataclass
+class FakeTimer:
+    when: float
+    callback: object
+    args: tuple
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class FakeNetwork:
     """Stands in for the event loop that `Forwarding` uses: a manual clock and a fake `create_connection`
     whose connections are mock transports. Tasks run on the real (running) loop."""
@@ -131,9 +142,28 @@ class FakeNetwork:
         self.now = 1000.0
         self.upstreams: list[Upstream] = []
         self.refused: set[tuple[str, int]] = set()
+        self.timers: list[FakeTimer] = []
 
     def time(self) -> float:
         return self.now
+
+    def call_later(self, delay: float, callback, *args) -> FakeTimer:
+        timer = FakeTimer(self.now + delay, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake clock, firing due timers in order (timers they set fire too if due)."""
+        deadline = self.now + seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.when <= deadline]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.when)
+            timer.callback(*timer.args)
+        self.now = deadline
 
     def create_task(self, coro):
         return self.loop.create_task(coro)

@@ -263,11 +263,15 @@ async def test_connect_failure_is_503_uf_and_frees_the_endpoint():
     proxy.net.refused.add((BOOKS_V1.address, BOOKS_V1.port))
     client = proxy.client()
     client.send(GET_BOOKS)
+    for _ in range(3):  # Istio's default policy retries connect failures twice, after a jittered backoff
+        await settle()
+        proxy.net.advance(1.0)
     await settle()
     (response,) = client.responses()
     assert response.first == "503" and b"connection failure" in response.body
-    assert only_series(proxy)["response_flags"] == "UF"
-    assert proxy.runtime.counters.get("upstream_connect_fail_total") == 1
+    assert only_series(proxy)["response_flags"] == "UF,URX"
+    assert proxy.runtime.counters.get("upstream_connect_fail_total") == 3
+    assert proxy.runtime.counters.get("upstream_rq_retry_total") == 2
     assert proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port)).active == 0
     assert proxy.runtime.view.clusters[BOOKS].balancer.active[BOOKS_V1] == 0
 

@@ -1,0 +1,198 @@
+"""Retries, timeouts and fault injection through the real protocol objects, on a fake network and clock."""
+
+from __future__ import annotations
+
+from mesh.view import model
+from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, BOOKS_V2, Proxy, bookinfo_view, settle
+from tests.mesh.proxy.test_downstream import GET_BOOKS, OK, labels
+
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown"
+ERROR = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 3\r\n\r\nerr"
+
+
+def route(**kw) -> model.Route:
+    return model.Route("books", clusters=(model.WeightedCluster(BOOKS),), **kw)
+
+
+def proxy_for(books=(BOOKS_V1,), **route_kw) -> Proxy:
+    return Proxy(bookinfo_view(books=books, books_route=route(**route_kw), lb=model.LoadBalancer("ROUND_ROBIN")))
+
+
+def flags(proxy: Proxy) -> list[tuple[int, str]]:
+    return sorted((labels(k)["response_code"], labels(k)["response_flags"]) for k in proxy.runtime.stats.series)
+
+
+async def step(proxy: Proxy, seconds: float = 1.0) -> None:
+    await settle()
+    proxy.net.advance(seconds)
+    await settle()
+
+
+async def test_a_503_is_retried_by_default_and_the_success_delivered():
+    proxy = proxy_for()
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(UNAVAILABLE)
+    await step(proxy)
+    proxy.upstreams[-1].respond(OK)
+    assert [(r.first, r.body) for r in client.responses()] == [("200", b"ok")]
+    assert proxy.runtime.counters.get("upstream_rq_retry_total") == 1
+    assert flags(proxy) == [(200, "-")]
+
+
+async def test_retries_exhausted_pass_the_last_answer_on_with_urx():
+    proxy = proxy_for()
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    for _ in range(3):  # first try + Istio's default 2 retries
+        await settle()
+        proxy.upstreams[-1].respond(UNAVAILABLE)
+        await step(proxy)
+    (response,) = client.responses()
+    assert (response.first, response.body) == ("503", b"down")
+    assert flags(proxy) == [(503, "URX")]
+    assert proxy.runtime.counters.get("upstream_rq_retry_total") == 2
+
+
+async def test_a_500_is_not_retried_by_default_but_is_under_5xx():
+    default = proxy_for()
+    client = default.client()
+    client.send(GET_BOOKS)
+    await settle()
+    default.upstreams[0].respond(ERROR)
+    assert [r.first for r in client.responses()] == ["500"]
+    custom = proxy_for(retries=model.RetryPolicy(attempts=1, retry_on=("5xx",), retriable_status=()))
+    client = custom.client()
+    client.send(GET_BOOKS)
+    await settle()
+    custom.upstreams[0].respond(ERROR)
+    await step(custom)
+    custom.upstreams[-1].respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+
+
+async def test_attempts_zero_means_no_retry():
+    proxy = proxy_for(retries=model.RetryPolicy(attempts=0))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(UNAVAILABLE)
+    assert [r.first for r in client.responses()] == ["503"]
+    assert flags(proxy) == [(503, "-")]
+
+
+async def test_a_retry_prefers_another_endpoint():
+    proxy = proxy_for(books=(BOOKS_V1, BOOKS_V2))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    first = proxy.upstreams[0]
+    first.respond(UNAVAILABLE)
+    await step(proxy)
+    second = proxy.upstreams[-1]
+    assert (second.address, second.port) != (first.address, first.port)
+    second.respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+
+
+async def test_a_request_whose_body_was_not_kept_is_not_retried(monkeypatch):
+    from mesh.proxy import exchange
+
+    monkeypatch.setattr(exchange, "MAX_REPLAY_BODY", 4)
+    proxy = proxy_for()
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 10\r\n\r\n0123456789")
+    await settle()
+    proxy.upstreams[0].respond(UNAVAILABLE)
+    await step(proxy)
+    assert [r.first for r in client.responses()] == ["503"] and len(proxy.upstreams) == 1
+
+
+async def test_per_try_timeout_retries_then_succeeds():
+    policy = model.RetryPolicy(attempts=2, per_try_timeout_s=0.5, retry_on=("5xx",))
+    proxy = proxy_for(retries=policy)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 0.6)  # the first try hangs past its 0.5 s
+    assert proxy.upstreams[0].transport.closed
+    await step(proxy, 0.3)  # backoff
+    proxy.upstreams[-1].respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 1
+
+
+async def test_route_timeout_is_504_ut_and_bounds_all_retries():
+    policy = model.RetryPolicy(attempts=5, per_try_timeout_s=0.4, retry_on=("5xx",))
+    proxy = proxy_for(retries=policy, timeout_s=1.0)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    for _ in range(6):
+        await step(proxy, 0.25)
+    (response,) = client.responses()
+    assert (response.first, response.body) == ("504", b"upstream request timeout")
+    assert flags(proxy) == [(504, "UT")]
+    # Every try is over: closed, or (connected after its try was abandoned) idle in the pool for others.
+    assert all(up.transport.closed or up.protocol.exchange is None for up in proxy.upstreams)
+    assert proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port)).active == 0
+    tries = len(proxy.upstreams)
+    await step(proxy, 5.0)
+    assert len(proxy.upstreams) == tries  # nothing is retried after the route timeout
+
+
+async def test_route_timeout_is_not_retried_even_when_5xx_is_retriable():
+    proxy = proxy_for(retries=model.RetryPolicy(attempts=3, retry_on=("5xx",)), timeout_s=0.5)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 0.6)
+    assert [r.first for r in client.responses()] == ["504"] and len(proxy.upstreams) == 1
+
+
+async def test_fault_abort_answers_without_an_upstream():
+    proxy = proxy_for(fault=model.Fault(abort_status=418, abort_percent=100))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (response,) = client.responses()
+    assert (response.first, response.body) == ("418", b"fault filter abort")
+    assert proxy.upstreams == [] and flags(proxy) == [(418, "FI")]
+
+
+async def test_fault_delay_holds_the_request_then_forwards_it():
+    proxy = proxy_for(fault=model.Fault(delay_s=2.0, delay_percent=100))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 1.9)
+    assert proxy.upstreams == []
+    await step(proxy, 0.2)
+    proxy.upstreams[0].respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+    assert flags(proxy) == [(200, "DI")]
+
+
+async def test_fault_delay_then_abort():
+    proxy = proxy_for(fault=model.Fault(delay_s=1.0, delay_percent=100, abort_status=503, abort_percent=100))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 1.1)
+    assert [r.first for r in client.responses()] == ["503"] and flags(proxy) == [(503, "DI,FI")]
+
+
+async def test_fault_with_no_percentage_is_never_injected():
+    proxy = proxy_for(fault=model.Fault(delay_s=5.0, abort_status=500))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+
+
+async def test_client_leaving_during_an_injected_delay_sends_nothing():
+    proxy = proxy_for(fault=model.Fault(delay_s=2.0, delay_percent=100))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    client.conn.connection_lost(None)
+    await step(proxy, 3.0)
+    assert proxy.upstreams == []
+    assert all(timer.cancelled for timer in proxy.net.timers)
