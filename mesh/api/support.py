@@ -46,6 +46,17 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.http.headers.request",
             "spec.http.headers.response",
             "spec.http.rewrite.uriRegexRewrite",
+            # Resilience (mesh.control.resilience). retryRemoteLocalities, retryIgnorePreviousHosts,
+            # backoff, exponentialDelay, grpcStatus and http2Error stay unenforced.
+            "spec.http.timeout",
+            "spec.http.retries.attempts",
+            "spec.http.retries.perTryTimeout",
+            "spec.http.retries.retryOn",
+            "spec.http.fault.delay.fixedDelay",
+            "spec.http.fault.delay.percentage",
+            "spec.http.fault.delay.percent",
+            "spec.http.fault.abort.httpStatus",
+            "spec.http.fault.abort.percentage",
             # Names only label routes: nothing to enforce.
             "spec.http.name",
             "spec.http.match.name",

@@ -3,6 +3,7 @@
 Everything that depends on the caller is decided here, at build time: match blocks whose `sourceLabels`,
 `sourceNamespace`, `gateways` or `port` exclude this proxy are dropped (a rule left with no block is
 dropped). Destinations become Istio cluster names; `mesh.control.clusters` makes sure they exist.
+Timeouts, retries and faults are compiled by `mesh.control.resilience`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from mesh import api
 from mesh.control import node as node_mod
-from mesh.control import registry, snapshot
+from mesh.control import registry, resilience, snapshot
 from mesh.view import model
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ def _route(ctx: RouteContext, vs: Any, index: int, rule: Any, matches: tuple[mod
         rewrite=rewrite,
         request_headers=request,
         response_headers=response,
+        timeout_s=resilience.timeout_seconds(rule.timeout),
+        retries=resilience.retry_policy(rule.retries),
+        fault=resilience.fault(rule.fault),
     )
 
 

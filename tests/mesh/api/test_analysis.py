@@ -121,7 +121,14 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 "route": [route_to(weight=90), route_to(subset="v2", weight=10)],
                 "rewrite": {"uri": "/v1"},
                 "headers": {"request": {"set": {"a": "b"}}},
-            }
+                "timeout": "3s",
+                "retries": {"attempts": 3, "perTryTimeout": "0.5s", "retryOn": "5xx,503"},
+                "fault": {
+                    "delay": {"fixedDelay": "2s", "percent": 50},
+                    "abort": {"httpStatus": 503, "percentage": {"value": 10}},
+                },
+            },
+            {"route": [route_to()], "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 1}}}},
         ]
     )
     assert unenforced_fields(load_document(body)) == []
@@ -143,14 +150,16 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 [
                     {
                         "route": [route_to()],
-                        "retries": {"attempts": 1},
+                        "retries": {"attempts": 1, "retryOn": "5xx", "retryRemoteLocalities": True},
+                        "timeout": "1s",
+                        "fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 5}}},
                         "rewrite": {"uri": "/"},
                         "name": "r",
                         "match": [{"uri": {"exact": "/"}, "statPrefix": "s"}],
                     }
                 ]
             ),
-            ["spec.http[0].retries"],
+            ["spec.http[0].retries.retryRemoteLocalities", "spec.http[0].fault.abort.grpcStatus"],
         ),
         (
             dr(

@@ -21,6 +21,21 @@ SCENARIOS = {
     "all-v1": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
     "ratings-50": {"ui": V1, "gw": V1, "books": V1, "ratings": [("v1", 50), ("v2", 50)]},
     "ratings-10-90": {"ui": V1, "gw": V1, "books": V1, "ratings": [("v1", 10), ("v2", 90)]},
+    "delay-2s": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
+    "delay-5s": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
+    "timeout-retries": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
+}
+# Article step 6: what each resilience scenario adds to the first http rule of one service, on top of all-v1.
+RESILIENCE = {
+    "delay-2s": ("books", {"fault": {"delay": {"fixedDelay": "2s", "percentage": {"value": 100}}}}),
+    "delay-5s": ("books", {"fault": {"delay": {"fixedDelay": "5s", "percentage": {"value": 100}}}}),
+    "timeout-retries": (
+        "ratings",
+        {
+            "timeout": "3s",
+            "retries": {"attempts": 3, "perTryTimeout": "0.5s", "retryOn": "5xx,connect-failure,reset"},
+        },
+    ),
 }
 STACK_FILES = {
     "dev": ("round-robin", {"ingressPort": 8080, "controlPlanePort": 15010, "portBase": 21000}),
@@ -69,6 +84,17 @@ def test_scenario_routes(scenario: str) -> None:
         routes = spec["http"][0]["route"]
         assert [(r["destination"].get("subset"), r.get("weight")) for r in routes] == expected
         assert {r["destination"]["host"] for r in routes} == {host}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_resilience_only_where_the_scenario_adds_it(scenario: str) -> None:
+    host, added = RESILIENCE.get(scenario, (None, {}))
+    for doc in _docs(f"{scenario}.yaml"):
+        if doc["kind"] != "VirtualService":
+            continue
+        for rule in doc["spec"]["http"]:
+            extra = {k: v for k, v in rule.items() if k in ("fault", "timeout", "retries")}
+            assert extra == (added if doc["metadata"]["name"] == host else {}), doc["metadata"]["name"]
 
 
 def test_ingress_gateway_and_routes() -> None:
