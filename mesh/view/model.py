@@ -127,6 +127,15 @@ DEFAULT_RETRIES = RetryPolicy()
 
 
 @dataclass(frozen=True, slots=True)
+class Mirror:
+    """Istio mirror/mirrors: a fire-and-forget copy of each request (`percent` of them, 0-100) to
+    `cluster`, with "-shadow" appended to the Host; its answer is discarded."""
+
+    cluster: str
+    percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One Istio http rule. Empty `matches` matches everything; blocks are ORed."""
 
@@ -141,6 +150,7 @@ class Route:
     timeout_s: float | None = None  # off by default, as in Istio
     retries: RetryPolicy = DEFAULT_RETRIES
     fault: Fault | None = None
+    mirrors: tuple[Mirror, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,37 @@ class LoadBalancer:
     ring_size: int = 1024
 
 
+UNLIMITED = 2**32 - 1  # Istio's "no limit" for connection-pool settings
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPool:
+    """DestinationRule connectionPool, per client proxy per cluster (Envoy circuit breakers)."""
+
+    max_connections: int = UNLIMITED  # tcp.maxConnections
+    connect_timeout_s: float = 10.0  # tcp.connectTimeout
+    max_pending_requests: int = UNLIMITED  # http.http1MaxPendingRequests
+    max_requests: int = UNLIMITED  # http.http2MaxRequests: active requests
+    max_requests_per_connection: int = 0  # http.maxRequestsPerConnection; 0 = unlimited
+    max_retries: int = UNLIMITED  # http.maxRetries: retries in flight
+    idle_timeout_s: float | None = None  # http.idleTimeout
+
+
+DEFAULT_CONNECTION_POOL = ConnectionPool()
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """DestinationRule outlierDetection as Istio sets Envoy's: 0 disables a detector."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway_errors: int = 0
+    interval_s: float = 10.0
+    base_ejection_time_s: float = 30.0
+    max_ejection_percent: float = 10.0
+    min_health_percent: float = 0.0  # panic threshold; 0 = never route to ejected hosts
+
+
 @dataclass(frozen=True, slots=True)
 class Cluster:
     name: str  # Istio style: "outbound|9080|v1|books.bookinfo.svc.cluster.local"
@@ -185,6 +226,8 @@ class Cluster:
     port: int = 0
     subset: str = ""
     lb: LoadBalancer = field(default_factory=LoadBalancer)
+    pool: ConnectionPool = DEFAULT_CONNECTION_POOL
+    outlier: OutlierDetection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +273,7 @@ def check_references(view: ProxyView) -> None:
     for table in view.route_tables:
         for host in table.virtual_hosts:
             for route in host.routes:
-                for weighted in route.clusters:
+                for weighted in (*route.clusters, *route.mirrors):
                     if weighted.cluster not in clusters:
                         raise ViewError(
                             f"route {table.name}/{host.name}/{route.name}: unknown cluster {weighted.cluster}"
