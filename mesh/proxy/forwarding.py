@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mesh.proxy import fault, replies, retry
+from mesh.proxy import fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
@@ -86,6 +86,8 @@ class Forwarding:
             exchange.retries_left = spec.retries.attempts
             if spec.timeout_s is not None:  # the route timeout bounds every try and the waits between
                 exchange.timer = self.loop.call_later(spec.timeout_s, self._timed_out, exchange)
+            if spec.mirrors:
+                mirror.send_copies(self, exchange)
         self._send(exchange)
 
     def _send(self, exchange: Exchange) -> None:

@@ -54,6 +54,7 @@ class ProxyRuntime:
         self.stats = stats.RequestStats()
         self.counters = stats.Counters()
         self.connections: set = set()
+        self.mirrors_in_flight = 0  # bounded by mesh.proxy.mirror.MAX_MIRRORS_IN_FLIGHT
         self._source_peers: dict[tuple, tuple] = {}
         self._inbound_peers: dict[bytes | None, tuple] = {}
         self._peer_lines: dict[str, bytes] = {}

@@ -196,3 +196,72 @@ async def test_client_leaving_during_an_injected_delay_sends_nothing():
     await step(proxy, 3.0)
     assert proxy.upstreams == []
     assert all(timer.cancelled for timer in proxy.net.timers)
+
+
+RATINGS_V2 = model.Endpoint("10.0.0.22", 9080, "ratings-v2", "bookinfo", "ratings", "v2")
+
+
+def mirrored_proxy(percent: float = 100.0) -> Proxy:
+    import dataclasses
+
+    from tests.mesh.proxy.fakes import RATINGS
+
+    view = bookinfo_view(books_route=route(mirrors=(model.Mirror(RATINGS, percent),)))
+    view = dataclasses.replace(view, endpoints=(*view.endpoints, model.ClusterEndpoints(RATINGS, (RATINGS_V2,))))
+    return Proxy(view)
+
+
+async def test_mirror_sends_a_shadow_copy_whose_answer_is_discarded():
+    proxy = mirrored_proxy()
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    by_address = {up.address: up for up in proxy.upstreams}
+    shadow, primary = by_address[RATINGS_V2.address], by_address[BOOKS_V1.address]
+    (copy,) = shadow.requests()
+    assert copy.first == "GET /books" and copy.header("host") == "books-shadow:9080"
+    shadow.respond(UNAVAILABLE)  # the mirror fails: the caller never knows
+    primary.respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+    counters = proxy.runtime.counters
+    assert counters.get("mirror_requests_total") == 1 and counters.get("mirror_failed_total") == 1
+    assert proxy.runtime.mirrors_in_flight == 0
+
+
+async def test_mirror_percentage_and_in_flight_bound(monkeypatch):
+    from mesh.proxy import mirror
+
+    half = mirrored_proxy(percent=50.0)
+    for _ in range(200):
+        client = half.client()
+        client.send(GET_BOOKS)
+    await settle()
+    sent = half.runtime.counters.get("mirror_requests_total")
+    assert 60 < sent < 140  # 50 % of 200 within a wide band (seeded RNG)
+    monkeypatch.setattr(mirror, "MAX_MIRRORS_IN_FLIGHT", 3)
+    full = mirrored_proxy()
+    for _ in range(5):
+        full.client().send(GET_BOOKS)
+    await settle()
+    assert full.runtime.counters.get("mirror_requests_total") == 3
+    assert full.runtime.counters.get("mirror_overflow_total") == 2
+
+
+async def test_a_mirror_that_never_answers_is_cut_after_its_timeout():
+    from mesh.proxy import mirror
+
+    proxy = mirrored_proxy()
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    assert proxy.runtime.mirrors_in_flight == 1
+    await step(proxy, mirror.MIRROR_TIMEOUT_S + 1)
+    assert proxy.runtime.mirrors_in_flight == 0
+    shadow = next(up for up in proxy.upstreams if up.address == RATINGS_V2.address)
+    assert shadow.transport.closed
+
+
+def test_shadow_host():
+    from mesh.proxy import mirror
+
+    assert mirror.shadow_host(b"ratings:9080") == b"ratings-shadow:9080"
+    assert mirror.shadow_host(b"ratings") == b"ratings-shadow"
