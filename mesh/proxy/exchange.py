@@ -130,6 +130,8 @@ class Exchange:
     # -- response side ----------------------------------------------------------------------------------
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]], upstream_keep_alive: bool) -> None:
         target = self.target
+        if target is not None and target.cluster is not None and target.cluster.detector is not None:
+            target.cluster.detector.report(target.endpoint, status)
         if status >= 409 and target is not None and target.route is not None:
             if self.conn.forwarding.retry_answer(self, status):
                 return
@@ -189,6 +191,7 @@ class Exchange:
             if self.try_timer is not None:
                 self.try_timer.cancel()
                 self.try_timer = None
+            forwarding.report(self, 503)
             if not forwarding.retry(self, retry.RESET):
                 self.reply_error(error)
             return

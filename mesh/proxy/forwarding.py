@@ -154,7 +154,7 @@ class Forwarding:
         self.runtime.counters.inc("upstream_rq_retry_total")
         cluster = target.cluster
         if cluster is not None:  # Envoy's previous_hosts predicate: prefer another endpoint
-            endpoint = cluster.balancer.pick(None, avoid=target.endpoint) or target.endpoint
+            endpoint = cluster.pick(None, avoid=target.endpoint) or target.endpoint
             if endpoint != target.endpoint:
                 exchange.target = Target(cluster, endpoint, route, target.weighted,
                                          self.runtime.source_peer(cluster.spec, endpoint))
@@ -174,6 +174,7 @@ class Forwarding:
         if exchange.done or exchange.response_started:
             return
         self._detach(exchange)
+        self.report(exchange, 504)
         self.runtime.counters.inc("upstream_rq_per_try_timeout_total")
         if not self.retry(exchange, retry.PER_TRY_TIMEOUT):
             exchange.reply_error(replies.UpstreamTimeout())
@@ -194,8 +195,16 @@ class Forwarding:
             exchange.finish()
             exchange.conn.close()
             return
+        if exchange.upstream is not None:
+            self.report(exchange, 504)
         self._detach(exchange)
         exchange.reply_error(replies.UpstreamTimeout())
+
+    def report(self, exchange: Exchange, status: int) -> None:
+        """A try's outcome, for outlier detection: failures we saw ourselves count as 503/504."""
+        target = exchange.target
+        if target is not None and target.cluster is not None and target.cluster.detector is not None:
+            target.cluster.detector.report(target.endpoint, status)
 
     def _decide(self, exchange: Exchange) -> Target | None:
         runtime = self.runtime
@@ -231,7 +240,7 @@ class Forwarding:
             endpoint = model.Endpoint(head.host, head.port)
             return Target(None, endpoint, route, weighted, runtime.source_peer(cluster.spec, endpoint))
         hash_key = hdr.hash_key(cluster.spec.lb, exchange) if cluster.spec.lb.policy == "RING_HASH" else None
-        endpoint = cluster.balancer.pick(hash_key)
+        endpoint = cluster.pick(hash_key)
         if endpoint is None:
             exchange.target = Target(cluster, model.Endpoint("", 0), route, weighted,
                                      runtime.source_peer(cluster.spec, None))
@@ -275,6 +284,7 @@ class Forwarding:
             pool.active -= 1
             self._finished(exchange)
             self.runtime.counters.inc("upstream_connect_fail_total")
+            self.report(exchange, 503)
             if not exchange.done and exchange.upstream is None and not self.retry(exchange, retry.CONNECT_FAILURE):
                 exchange.reply_error(replies.ConnectFailure())
             return

@@ -146,7 +146,7 @@ def send_copies(forwarding: Forwarding, exchange: Exchange) -> None:
             runtime.counters.inc("mirror_overflow_total")
             continue
         cluster = view.clusters.get(mirror.cluster)
-        endpoint = cluster.balancer.pick() if cluster is not None else None
+        endpoint = cluster.pick() if cluster is not None else None
         if endpoint is None:
             runtime.counters.inc("mirror_failed_total")
             continue

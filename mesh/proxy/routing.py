@@ -11,8 +11,10 @@ from __future__ import annotations
 import bisect
 import random
 import re
+import time
+from collections.abc import Callable
 
-from mesh.proxy import balancer, matching
+from mesh.proxy import balancer, matching, outlier
 from mesh.view import model
 
 
@@ -133,11 +135,43 @@ class CompiledTable:
 
 
 class CompiledCluster:
-    __slots__ = ("spec", "balancer")
+    """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
-    def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random) -> None:
+    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version")
+
+    def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
+        self.rng = rng
         self.balancer = balancer.make_balancer(spec.lb, endpoints, rng)
+        self.detector = outlier.OutlierDetector(spec.outlier, endpoints, clock) if spec.outlier else None
+        self._healthy: balancer.Balancer | None = self.balancer
+        self._healthy_version = 0
+
+    def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
+        detector = self.detector
+        if detector is None:
+            return self.balancer.pick(hash_key, avoid)
+        detector.sweep(detector.clock())
+        if self._healthy_version != detector.version:
+            self._rebalance(detector)
+        return self._healthy.pick(hash_key, avoid) if self._healthy is not None else None
+
+    def _rebalance(self, detector: outlier.OutlierDetector) -> None:
+        self._healthy_version = detector.version
+        hosts = detector.healthy(self.balancer.endpoints)
+        if hosts is None:
+            self._healthy = None
+        elif len(hosts) == len(self.balancer.endpoints):
+            self._healthy = self.balancer
+        else:
+            self._healthy = balancer.make_balancer(self.spec.lb, hosts, self.rng)
+            if isinstance(self._healthy, balancer.LeastRequest):
+                self._healthy.active = self.balancer.active  # one count of requests in flight per host
+
+    def report(self, endpoint: model.Endpoint, status: int) -> None:
+        if self.detector is not None:
+            self.detector.report(endpoint, status)
 
     def __repr__(self) -> str:
         return f"<Cluster {self.spec.name} {self.balancer!r}>"
@@ -148,13 +182,14 @@ class CompiledView:
 
     __slots__ = ("spec", "version", "tables", "clusters", "rng", "inbound_cluster", "inbound_targets")
 
-    def __init__(self, spec: model.ProxyView, version: str, rng: random.Random) -> None:
+    def __init__(self, spec: model.ProxyView, version: str, rng: random.Random,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.version = version
         self.rng = rng
         self.tables = {table.name: CompiledTable(table) for table in spec.route_tables}
         assignments = {a.cluster: a.endpoints for a in spec.endpoints}
-        self.clusters = {c.name: CompiledCluster(c, assignments.get(c.name, ()), rng) for c in spec.clusters}
+        self.clusters = {c.name: CompiledCluster(c, assignments.get(c.name, ()), rng, clock) for c in spec.clusters}
         inbound = self.listener(model.INBOUND)
         self.inbound_cluster = self.clusters.get(inbound.cluster) if inbound is not None and inbound.cluster else None
         self.inbound_targets: dict = {}  # caller's peer header → forwarding.Target (filled by the runtime)

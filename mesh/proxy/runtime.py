@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from dataclasses import dataclass, field
 
 from mesh.proxy import forwarding, headers, pool, replies, routing, stats
@@ -49,6 +50,7 @@ class ProxyRuntime:
     def __init__(self, identity: Identity, rng: random.Random | None = None) -> None:
         self.identity = identity
         self.rng = rng or random.Random()
+        self.clock = time.monotonic  # outlier detection's clock; tests set a fake one
         self.view: routing.CompiledView | None = None
         self.pools = pool.Pools()
         self.stats = stats.RequestStats()
@@ -66,11 +68,17 @@ class ProxyRuntime:
     def apply(self, spec: model.ProxyView, version: str) -> routing.CompiledView:
         model.check_references(spec)
         try:
-            compiled = routing.CompiledView(spec, version, self.rng)
+            compiled = routing.CompiledView(spec, version, self.rng, self.clock)
         except re.error as exc:  # Istio's regexes are RE2; one Python cannot compile is NACKed, not fatal
             raise model.ViewError(f"invalid regex {exc.pattern!r}: {exc}") from None
         except UnicodeEncodeError as exc:  # a header value HTTP/1.1 cannot carry: NACKed, never a retry loop
             raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None
+        old = self.view
+        if old is not None:  # outlier state of hosts that stay survives config pushes
+            for name, cluster in compiled.clusters.items():
+                previous = old.clusters.get(name)
+                if cluster.detector is not None and previous is not None and previous.detector is not None:
+                    cluster.detector.adopt(previous.detector)
         self.view = compiled
         self._source_peers.clear()
         self._inbound_peers.clear()  # labels of callers without a peer header name our service: may change
@@ -144,12 +152,32 @@ class ProxyRuntime:
     # -- admin ---------------------------------------------------------------------------------------------
     def config_dump(self) -> dict:
         view = self.view
+        dump = wire.to_dict(view.spec) if view else None
+        if view is not None:  # live health of each endpoint next to the pushed config
+            now = self.clock()
+            for assignment in dump["endpoints"]:
+                cluster = view.clusters.get(assignment["cluster"])
+                detector = cluster.detector if cluster is not None else None
+                for endpoint, spec in zip(assignment["endpoints"], cluster.balancer.endpoints if cluster else ()):
+                    endpoint.update(detector.dump(spec, now) if detector else {"health": "HEALTHY"})
         return {
             "proxy": self.identity.proxy_id,
             "version": view.version if view else None,
-            "view": wire.to_dict(view.spec) if view else None,
+            "view": dump,
             "pools": self.pools.dump(),
         }
 
     def prometheus(self) -> str:
-        return "\n".join(self.stats.render() + self.counters.render()) + "\n"
+        return "\n".join(self.stats.render() + self.counters.render() + self._outlier_lines()) + "\n"
+
+    def _outlier_lines(self) -> list[str]:
+        lines = []
+        for name, cluster in sorted(self.view.clusters.items()) if self.view else ():
+            detector = cluster.detector
+            if detector is None:
+                continue
+            label = stats.label_text(("cluster",), (name,))
+            for key, value in sorted(detector.stats.items()):
+                lines.append(f"weir_outlier_detection_{key}_total{{{label}}} {value}")
+            lines.append(f"weir_outlier_detection_ejections_active{{{label}}} {len(detector.ejected)}")
+        return lines
