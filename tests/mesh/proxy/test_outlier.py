@@ -176,4 +176,4 @@ async def test_through_the_proxy_an_ejected_host_gets_no_traffic_and_shows_in_th
     dump = proxy.runtime.config_dump()["view"]["endpoints"]
     health = {e["address"]: e["health"] for a in dump if a["cluster"] == BOOKS for e in a["endpoints"]}
     assert health == {BOOKS_V1.address: "HEALTHY", BOOKS_V2.address: "EJECTED"}
-    assert "weir_outlier_detection_ejections_active{cluster=\"%s\"} 1" % BOOKS in proxy.runtime.prometheus()
+    assert f'weir_outlier_detection_ejections_active{{cluster="{BOOKS}"}} 1' in proxy.runtime.prometheus()
