@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mesh.proxy import breaker, replies, retry
 from mesh.proxy import headers as headers_mod
-from mesh.proxy import replies, retry
 
 if TYPE_CHECKING:
     from mesh.proxy.downstream import DownstreamConnection
@@ -35,7 +35,7 @@ class Exchange:
         "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
-        "timer", "try_timer", "tries", "retries_left", "retries_exhausted",
+        "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -73,6 +73,8 @@ class Exchange:
         self.tries = 0
         self.retries_left = 0
         self.retries_exhausted = False
+        self.admitted = None  # circuit breaking: the cluster counting this request / its retries
+        self.retrying = None
 
     # -- request side -----------------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:
@@ -165,6 +167,11 @@ class Exchange:
             out.clear()
         self.upstream = None
         reusable = upstream_keep_alive and self.request_complete
+        cluster = upstream.cluster
+        if cluster is not None:
+            limit = cluster.spec.pool.max_requests_per_connection
+            if limit and upstream.requests >= limit:
+                reusable = False
         self.conn.forwarding.release(self, upstream, reusable)
         self.finish()
 
@@ -231,6 +238,8 @@ class Exchange:
         self.done = True
         if self.timer is not None or self.try_timer is not None:
             self._cancel_timers()
+        if self.admitted is not None or self.retrying is not None:
+            breaker.released(self)
         self.conn.forwarding.record(self)
         self.conn.exchange_finished(self)
 
@@ -243,6 +252,7 @@ class Exchange:
             self.conn.forwarding.release(self, upstream, False)
         if not self.done:
             self._cancel_timers()
+            breaker.released(self)
             self.status = self.status if self.response_started else 0
             self.flag = "DC"
             self.done = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mesh.proxy import fault, mirror, replies, retry
+from mesh.proxy import breaker, fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
@@ -79,6 +79,8 @@ class Forwarding:
 
     def _first_try(self, exchange: Exchange) -> None:
         target = exchange.target
+        if target.cluster is not None and not breaker.admit(self, exchange, target.cluster):
+            return
         exchange.request_head = hdr.upstream_request_head(self, exchange, target)
         route = target.route
         if route is not None:
@@ -91,7 +93,7 @@ class Forwarding:
         self._send(exchange)
 
     def _send(self, exchange: Exchange) -> None:
-        """One try: an idle pooled connection, or a new one."""
+        """One try: an idle pooled connection, a new one, or a wait for one (circuit breaking)."""
         exchange.try_timer = None
         if exchange.done:
             return
@@ -99,19 +101,40 @@ class Forwarding:
         target = exchange.target
         if target.cluster is not None:
             target.cluster.balancer.started(target.endpoint)
-        pool = target.pool
-        if pool is None:
-            pool = target.pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
         route = target.route
         if route is not None and route.spec.retries.per_try_timeout_s is not None:
             exchange.try_timer = self.loop.call_later(route.spec.retries.per_try_timeout_s, self._try_timed_out,
                                                       exchange)
+        self._dispatch(exchange)
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        target = exchange.target
+        pool = target.pool
+        if pool is None:
+            pool = target.pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
         conn = pool.acquire(self.loop.time())
-        if conn is None:
-            self.connect(exchange)
-        else:
+        if conn is not None:
             conn.reused = True
             exchange.attach(conn)
+            return
+        cluster = target.cluster
+        if cluster is not None and cluster.connections >= cluster.spec.pool.max_connections:
+            conn = breaker.idle_elsewhere(self, exchange, cluster)
+            if conn is not None:
+                conn.reused = True
+                exchange.attach(conn)
+            else:
+                breaker.wait_for_connection(self, exchange, cluster)
+            return
+        self.connect(exchange)
+
+    def dispatch_pending(self, exchange: Exchange, tries: int) -> None:
+        """A request that waited for a connection (circuit breaker) gets its chance."""
+        if exchange.done or exchange.tries != tries:
+            if exchange.target is not None and exchange.target.cluster is not None:
+                exchange.target.cluster.wake_pending()  # this wake-up was for someone who left
+            return
+        self._dispatch(exchange)
 
     # -- retries and timeouts --------------------------------------------------------------------------
     def retry(self, exchange: Exchange, failure: str) -> bool:
@@ -144,7 +167,9 @@ class Forwarding:
         if exchange.retries_left <= 0:
             exchange.retries_exhausted = True  # Envoy's URX: this outcome goes to the client, flagged
             return False
-        return exchange.request_complete and exchange.replayable
+        if not exchange.request_complete or not exchange.replayable:
+            return False
+        return target.cluster is None or breaker.admit_retry(self, exchange, target.cluster)
 
     def _schedule_retry(self, exchange: Exchange) -> None:
         target = exchange.target
@@ -261,11 +286,15 @@ class Forwarding:
     def connect(self, exchange: Exchange) -> None:
         target = exchange.target
         endpoint = target.endpoint
+        cluster = target.cluster
         pool = self.runtime.pools.get((endpoint.address, endpoint.port))
         pool.opening()
+        if cluster is not None:
+            cluster.connections += 1
+        timeout = cluster.spec.pool.connect_timeout_s if cluster is not None else CONNECT_TIMEOUT_S
         task = self.loop.create_task(asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamConnection(pool), endpoint.address, endpoint.port),
-            CONNECT_TIMEOUT_S,
+            self.loop.create_connection(lambda: UpstreamConnection(pool, cluster), endpoint.address, endpoint.port),
+            timeout,
         ))
         tries = exchange.tries
         task.add_done_callback(lambda done: self._connected(exchange, pool, done, target, tries))
@@ -277,11 +306,15 @@ class Forwarding:
                 target.cluster.balancer.finished(target.endpoint)
             if done.cancelled() or done.exception() is not None:
                 pool.active -= 1
+                if target.cluster is not None:
+                    target.cluster.connection_closed()
             else:
                 pool.release(done.result()[1], True, self.loop.time())
             return
         if done.cancelled() or done.exception() is not None:
             pool.active -= 1
+            if target.cluster is not None:
+                target.cluster.connection_closed()
             self._finished(exchange)
             self.runtime.counters.inc("upstream_connect_fail_total")
             self.report(exchange, 503)
@@ -299,6 +332,9 @@ class Forwarding:
         if target is not None and target.cluster is not None:
             target.cluster.balancer.finished(target.endpoint)  # balances `started`, one per attempt
         upstream.pool.release(upstream, reusable, self.loop.time())
+        cluster = upstream.cluster
+        if cluster is not None and cluster.pending and not upstream.closed:
+            cluster.wake_pending()  # an idle connection for a request that waits
 
     def _finished(self, exchange: Exchange) -> None:
         """Balance `balancer.started` of `start` (and of a retry): one call per attempt that ends."""

@@ -25,6 +25,18 @@ class PooledConnection(Protocol):
     def close(self) -> None: ...
 
 
+def _close(conn: PooledConnection) -> None:
+    conn.close()
+    _closed(conn)
+
+
+def _closed(conn: PooledConnection) -> None:
+    """A connection is gone: the cluster that opened it may now open another (circuit breaking)."""
+    cluster = getattr(conn, "cluster", None)
+    if cluster is not None:
+        cluster.connection_closed()
+
+
 class EndpointPool:
     __slots__ = ("key", "idle", "active", "opened", "reused")
 
@@ -44,7 +56,7 @@ class EndpointPool:
                 self.active += 1
                 self.reused += 1
                 return conn
-            conn.close()
+            _close(conn)
         return None
 
     def opening(self) -> None:
@@ -57,14 +69,15 @@ class EndpointPool:
             conn.idle_since = now
             self.idle.append(conn)
         else:
-            conn.close()
+            _close(conn)
 
     def discard(self, conn: PooledConnection) -> None:
         """An idle connection went away on its own (server closed it)."""
         try:
             self.idle.remove(conn)
         except ValueError:
-            pass
+            return
+        _closed(conn)
 
     def close(self) -> None:
         while self.idle:
@@ -99,7 +112,7 @@ class Pools:
             for conn in list(pool.idle):
                 if not wanted or now - conn.idle_since >= IDLE_TIMEOUT_S or not conn.is_usable():
                     pool.idle.remove(conn)
-                    conn.close()
+                    _close(conn)
                     closed += 1
             if not wanted and not pool.idle and pool.active == 0:
                 del self.by_endpoint[key]

@@ -50,6 +50,11 @@ class UpstreamReset(ProxyError):
     body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 
 
+class Overflow(ProxyError):
+    status, flag = 503, "UO"
+    body = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+
 class UpstreamTimeout(ProxyError):
     status, flag, body = 504, "UT", "upstream request timeout"
 

@@ -12,6 +12,7 @@ import bisect
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 
 from mesh.proxy import balancer, matching, outlier
@@ -137,7 +138,8 @@ class CompiledTable:
 class CompiledCluster:
     """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
-    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version")
+    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "connections",
+                 "active_requests", "active_retries", "pending")
 
     def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -147,6 +149,11 @@ class CompiledCluster:
         self.detector = outlier.OutlierDetector(spec.outlier, endpoints, clock) if spec.outlier else None
         self._healthy: balancer.Balancer | None = self.balancer
         self._healthy_version = 0
+        # Circuit-breaker state (mesh.proxy.breaker): per client proxy per cluster, as in Envoy.
+        self.connections = 0
+        self.active_requests = 0
+        self.active_retries = 0
+        self.pending: deque = deque()  # (forwarding, exchange, try number) waiting for a connection
 
     def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
         detector = self.detector
@@ -172,6 +179,18 @@ class CompiledCluster:
     def report(self, endpoint: model.Endpoint, status: int) -> None:
         if self.detector is not None:
             self.detector.report(endpoint, status)
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        self.wake_pending()
+
+    def wake_pending(self) -> None:
+        """Capacity came back: let the oldest request still waiting for a connection try again."""
+        while self.pending:
+            forwarding, exchange, tries = self.pending.popleft()
+            if not exchange.done and exchange.tries == tries:
+                forwarding.loop.call_soon(forwarding.dispatch_pending, exchange, tries)
+                return
 
     def __repr__(self) -> str:
         return f"<Cluster {self.spec.name} {self.balancer!r}>"

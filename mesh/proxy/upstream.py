@@ -25,11 +25,14 @@ if TYPE_CHECKING:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
-        "head", "awaiting_head", "until_eof", "interim", "completed", "completed_keep_alive",
+        "head", "awaiting_head", "until_eof", "interim", "completed", "completed_keep_alive", "cluster",
+        "requests",
     )
 
-    def __init__(self, pool: EndpointPool) -> None:
+    def __init__(self, pool: EndpointPool, cluster=None) -> None:
         self.pool = pool
+        self.cluster = cluster  # the routing.CompiledCluster that opened it: its connections count
+        self.requests = 0  # requests sent on it (maxRequestsPerConnection)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -142,6 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- used by Exchange and EndpointPool ------------------------------------------------------------------
     def send(self, exchange: Exchange, data: bytes) -> None:
         self.exchange = exchange
+        self.requests += 1
         self.received = False
         self.until_eof = False
         self.awaiting_head = True

@@ -152,6 +152,9 @@ class FakeNetwork:
         self.timers.append(timer)
         return timer
 
+    def call_soon(self, callback, *args):
+        return self.loop.call_soon(callback, *args)  # runs at the next settle(), like the real loop
+
     def advance(self, seconds: float) -> None:
         """Move the fake clock, firing due timers in order (timers they set fire too if due)."""
         deadline = self.now + seconds

@@ -1,0 +1,107 @@
+"""Circuit breaking: Istio's DestinationRule `connectionPool`, enforced per client proxy per cluster.
+
+Envoy's circuit breakers, for HTTP/1.1 upstreams:
+- `http2MaxRequests` bounds requests in flight to the cluster;
+- `tcp.maxConnections` bounds the connections it opens; a request that finds none idle and none
+  allowed waits for one, in a queue bounded by `http1MaxPendingRequests`;
+- `maxRetries` bounds retries in flight; `maxRequestsPerConnection` closes a connection after N requests.
+Past a bound the request is answered at once: 503, flag UO, `x-envoy-overloaded: true`, and counted
+(`weir_circuit_breaker_overflow_total{cluster, kind}` with kind connections / pending / requests /
+retries). A waiting request is woken when a connection of its cluster goes idle or closes.
+
+Example (the article's books rule): maxConnections 1, http1MaxPendingRequests 1,
+maxRequestsPerConnection 1. Three concurrent requests: the first gets the one connection, the second
+waits, the third overflows (503 UO); when the first finishes its connection closes (one request per
+connection) and the second opens a new one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mesh.proxy import replies
+
+if TYPE_CHECKING:
+    from mesh.proxy.exchange import Exchange
+    from mesh.proxy.forwarding import Forwarding
+    from mesh.proxy.routing import CompiledCluster
+    from mesh.proxy.upstream import UpstreamConnection
+
+OVERLOADED = b"x-envoy-overloaded: true\r\n"
+
+
+def overflow(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster, kind: str) -> None:
+    forwarding.runtime.counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name, kind=kind)
+    error = replies.Overflow()
+    exchange.reply(error.status, error.body.encode(), error.flag, extra_headers=OVERLOADED)
+
+
+def admit(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> bool:
+    """A new request to `cluster`: counted in flight until it ends, or refused (False, answered)."""
+    if cluster.active_requests >= cluster.spec.pool.max_requests:
+        overflow(forwarding, exchange, cluster, "requests")
+        return False
+    cluster.active_requests += 1
+    exchange.admitted = cluster
+    return True
+
+
+def admit_retry(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> bool:
+    """May this exchange retry? Its first retry counts against maxRetries until it ends."""
+    if exchange.retrying is not None:
+        return True
+    if cluster.active_retries >= cluster.spec.pool.max_retries:
+        forwarding.runtime.counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name,
+                                        kind="retries")
+        return False
+    cluster.active_retries += 1
+    exchange.retrying = cluster
+    return True
+
+
+def released(exchange: Exchange) -> None:
+    """The exchange ended: give back what admit / admit_retry counted."""
+    if exchange.admitted is not None:
+        exchange.admitted.active_requests -= 1
+        exchange.admitted = None
+    if exchange.retrying is not None:
+        exchange.retrying.active_retries -= 1
+        exchange.retrying = None
+
+
+def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> UpstreamConnection | None:
+    """At the connection limit, an idle connection to another host of the cluster serves this try."""
+    from mesh.proxy.forwarding import Target
+
+    pools = forwarding.runtime.pools.by_endpoint
+    now = forwarding.loop.time()
+    target = exchange.target
+    for endpoint in cluster.balancer.endpoints:
+        pool = pools.get((endpoint.address, endpoint.port))
+        if endpoint == target.endpoint or pool is None or not pool.idle:
+            continue
+        conn = pool.acquire(now)
+        if conn is not None:
+            cluster.balancer.finished(target.endpoint)
+            cluster.balancer.started(endpoint)
+            moved = Target(cluster, endpoint, target.route, target.weighted,
+                           forwarding.runtime.source_peer(cluster.spec, endpoint))
+            moved.pool = pool
+            exchange.target = moved
+            return conn
+    return None
+
+
+def wait_for_connection(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> None:
+    forwarding.runtime.counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name,
+                                    kind="connections")
+    if len(cluster.pending) >= cluster.spec.pool.max_pending_requests:
+        # Requests that gave up (timeout, client gone) still sit in the queue: count only live ones.
+        live = [(f, e, t) for f, e, t in cluster.pending if not e.done and e.tries == t]
+        cluster.pending.clear()
+        cluster.pending.extend(live)
+    if len(cluster.pending) >= cluster.spec.pool.max_pending_requests:
+        cluster.balancer.finished(exchange.target.endpoint)
+        overflow(forwarding, exchange, cluster, "pending")
+        return
+    cluster.pending.append((forwarding, exchange, exchange.tries))

@@ -1,0 +1,83 @@
+"""Circuit breaking through the protocol objects: connection, pending, request and retry limits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mesh.view import model
+from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, Proxy, bookinfo_view, settle
+from tests.mesh.proxy.test_downstream import GET_BOOKS, OK
+from tests.mesh.proxy.test_resilience import UNAVAILABLE, flags, route, step
+
+
+def limited(routes_kw=None, **pool) -> Proxy:
+    view = bookinfo_view(books=(BOOKS_V1,), books_route=route(**(routes_kw or {})))
+    limits = model.ConnectionPool(**pool)
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, pool=limits) if c.name == BOOKS else c for c in view.clusters))
+    return Proxy(view)
+
+
+def overflows(proxy: Proxy, kind: str) -> float:
+    return proxy.runtime.counters.get("circuit_breaker_overflow_total", cluster=BOOKS, kind=kind)
+
+
+async def test_the_articles_rule_one_connection_one_waiting_the_rest_overflow():
+    proxy = limited(max_connections=1, max_pending_requests=1, max_requests_per_connection=1)
+    clients = [proxy.client() for _ in range(3)]
+    for client in clients:
+        client.send(GET_BOOKS)
+    await settle()
+    assert len(proxy.upstreams) == 1  # one connection
+    (third,) = clients[2].responses()
+    assert third.first == "503" and third.header("x-envoy-overloaded") == "true"
+    assert b"overflow" in third.body and overflows(proxy, "pending") == 1
+    proxy.upstreams[0].respond(OK)
+    assert proxy.upstreams[0].transport.closed  # one request per connection: closed, not pooled
+    await settle()
+    assert len(proxy.upstreams) == 2  # the waiting request got a new connection
+    proxy.upstreams[1].respond(OK)
+    assert [c.responses()[0].first for c in clients[:2]] == ["200", "200"]
+    assert flags(proxy) == [(200, "-"), (503, "UO")]
+    cluster = proxy.runtime.view.clusters[BOOKS]
+    assert (cluster.active_requests, cluster.connections, len(cluster.pending)) == (0, 0, 0)
+
+
+async def test_max_requests_in_flight_overflow_at_once():
+    proxy = limited(max_requests=1)
+    first, second = proxy.client(), proxy.client()
+    first.send(GET_BOOKS)
+    second.send(GET_BOOKS)
+    await settle()
+    assert second.responses()[0].first == "503" and overflows(proxy, "requests") == 1
+    proxy.upstreams[0].respond(OK)
+    third = proxy.client()
+    third.send(GET_BOOKS)  # capacity is back
+    await settle()
+    proxy.upstreams[0].respond(OK)
+    assert third.responses()[0].first == "200"
+
+
+async def test_max_retries_in_flight_stops_retrying():
+    proxy = limited(max_retries=0)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(UNAVAILABLE)  # retriable by default, but no retry budget
+    await step(proxy)
+    assert [r.first for r in client.responses()] == ["503"] and len(proxy.upstreams) == 1
+    assert overflows(proxy, "retries") == 1
+
+
+async def test_a_waiting_request_whose_route_timed_out_frees_its_place():
+    proxy = limited(routes_kw={"timeout_s": 1.0}, max_connections=1, max_pending_requests=1)
+    holder, waiter = proxy.client(), proxy.client()
+    holder.send(GET_BOOKS)
+    waiter.send(GET_BOOKS)
+    await settle()
+    await step(proxy, 1.5)  # both time out; the waiter never got a connection
+    late = proxy.client()
+    late.send(GET_BOOKS)
+    await settle()
+    assert late.responses() == [] or late.responses()[0].first != "503"
+    assert overflows(proxy, "pending") == 0
