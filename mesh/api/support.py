@@ -2,7 +2,8 @@
 resource sets outside that set, so `analyze` and `apply` can warn instead of ignoring it silently.
 
 Paths are camelCase without list indices; a path covers everything below it. Traffic-policy paths
-are relative to a `trafficPolicy` and apply wherever one appears (DestinationRule and subset level).
+are relative to a `trafficPolicy` and apply wherever one appears (DestinationRule and subset level,
+and each one's `portLevelSettings` entries).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.http.fault.delay.percent",
             "spec.http.fault.abort.httpStatus",
             "spec.http.fault.abort.percentage",
+            # Mirroring (mesh.control.routes).
+            "spec.http.mirror",
+            "spec.http.mirrorPercentage",
+            "spec.http.mirrorPercent",
+            "spec.http.mirrors",
             # Names only label routes: nothing to enforce.
             "spec.http.name",
             "spec.http.match.name",
@@ -94,6 +100,8 @@ ENFORCED: dict[str, frozenset[str]] = {
     ),
 }
 
+# Also enforced per port: every entry applies below `portLevelSettings` too (with its `port`), except
+# the top-level-only sections (none enforced yet: tunnel, proxyProtocol, retryBudget).
 ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
     {
         "loadBalancer.simple",
@@ -103,8 +111,24 @@ ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
         "loadBalancer.consistentHash.httpQueryParameterName",
         "loadBalancer.consistentHash.ringHash",
         "loadBalancer.consistentHash.minimumRingSize",
+        # Circuit breaking and outlier detection (mesh.control.resilience).
+        "connectionPool.tcp.maxConnections",
+        "connectionPool.tcp.connectTimeout",
+        "connectionPool.http.http1MaxPendingRequests",
+        "connectionPool.http.http2MaxRequests",
+        "connectionPool.http.maxRequestsPerConnection",
+        "connectionPool.http.maxRetries",
+        "connectionPool.http.idleTimeout",
+        "outlierDetection.consecutive5xxErrors",
+        "outlierDetection.consecutiveGatewayErrors",
+        "outlierDetection.consecutiveErrors",
+        "outlierDetection.interval",
+        "outlierDetection.baseEjectionTime",
+        "outlierDetection.maxEjectionPercent",
+        "outlierDetection.minHealthPercent",
     }
 )
+_PORT_LEVEL_SECTIONS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
 
 _POLICY_ROOTS = ("spec.trafficPolicy", "spec.subsets.trafficPolicy")
 
@@ -112,7 +136,14 @@ _POLICY_ROOTS = ("spec.trafficPolicy", "spec.subsets.trafficPolicy")
 def _rules(kind: str) -> frozenset[str]:
     rules = set(ENFORCED.get(kind, ()))
     if kind == "DestinationRule":
-        rules |= {f"{root}.{p}" for root in _POLICY_ROOTS for p in ENFORCED_TRAFFIC_POLICY}
+        for root in _POLICY_ROOTS:
+            rules |= {f"{root}.{p}" for p in ENFORCED_TRAFFIC_POLICY}
+            rules.add(f"{root}.portLevelSettings.port")
+            rules |= {
+                f"{root}.portLevelSettings.{p}"
+                for p in ENFORCED_TRAFFIC_POLICY
+                if p.split(".", 1)[0] in _PORT_LEVEL_SECTIONS
+            }
     return frozenset(rules)
 
 

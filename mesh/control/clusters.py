@@ -1,4 +1,5 @@
-"""Clusters and their endpoints for one proxy: DestinationRule lookup, subsets, load balancing.
+"""Clusters and their endpoints for one proxy: DestinationRule lookup, subsets, load balancing,
+connection pool and outlier detection (compiled by `mesh.control.resilience`).
 
 One cluster per (service, port), one per (service, port, subset) of the DestinationRule that applies to
 this proxy, and one for every destination a route names (so a view never points at a missing cluster:
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.control import node as node_mod
-from mesh.control import registry, snapshot
+from mesh.control import registry, resilience, snapshot
 from mesh.control.routes import ClusterRef
 from mesh.view import model
 
@@ -86,21 +87,22 @@ def _merge(rules: list[Any]) -> Rule:
     return Rule(policy, tuple(subsets.values()), tuple(dr.key for dr in rules))
 
 
-def effective_load_balancer(policy: Any, subset_policy: Any, port: int) -> Any:
-    """Istio's MergeTrafficPolicy for the load balancer: top level, its port level, then the subset's
-    top level and port level. Port-level settings do not inherit: a port entry without a load balancer
-    means the default."""
-    lb = None
+def effective_setting(policy: Any, subset_policy: Any, port: int, name: str) -> Any:
+    """Istio's MergeTrafficPolicy for one section (`load_balancer`, `connection_pool`,
+    `outlier_detection`): top level, its port level, then the subset's top level and port level. A set
+    section replaces the one before it whole (no field-by-field merge). Port-level settings do not
+    inherit: a matching port entry without the section means the default."""
+    setting = None
     for p in (policy, subset_policy):
         if p is None:
             continue
-        if p.load_balancer is not None:
-            lb = p.load_balancer
+        if getattr(p, name) is not None:
+            setting = getattr(p, name)
         for pls in p.port_level_settings or ():
             if pls.port is not None and pls.port.number == port:
-                lb = pls.load_balancer
+                setting = getattr(pls, name)
                 break
-    return lb
+    return setting
 
 
 def load_balancer(settings: Any) -> tuple[model.LoadBalancer, bool]:
@@ -178,15 +180,17 @@ def _cluster(
     if ref.subset and subset is None:
         log.debug("%s: subset %s is not defined by a DestinationRule", ref.name, ref.subset)
         return model.Cluster(ref.name, model.EDS, ref.host, ref.port, ref.subset), ()
-    settings = effective_load_balancer(
-        rule.traffic_policy if rule else None, subset.traffic_policy if subset else None, ref.port
+    policy, subset_policy = rule.traffic_policy if rule else None, subset.traffic_policy if subset else None
+    lb, passthrough = load_balancer(effective_setting(policy, subset_policy, ref.port, "load_balancer"))
+    pool = resilience.connection_pool(effective_setting(policy, subset_policy, ref.port, "connection_pool"))
+    outlier = resilience.outlier_detection(
+        effective_setting(policy, subset_policy, ref.port, "outlier_detection")
     )
-    lb, passthrough = load_balancer(settings)
     subset_labels = dict(subset.labels or {}) if subset else {}
     kind, endpoints = _endpoints(snap, svc, ref.port, subset_labels)
     if passthrough:
         kind = model.PASSTHROUGH
-    return model.Cluster(ref.name, kind, ref.host, ref.port, ref.subset, lb), endpoints
+    return model.Cluster(ref.name, kind, ref.host, ref.port, ref.subset, lb, pool, outlier), endpoints
 
 
 def _endpoints(

@@ -1,6 +1,9 @@
-"""An Istio http rule's `timeout`, `retries` and `fault` → the view's `timeout_s`, `RetryPolicy` and `Fault`.
+"""Istio's resilience settings → the view: an http rule's `timeout`, `retries` and `fault` (the route's
+`timeout_s`, `RetryPolicy` and `Fault`), and a DestinationRule's effective `connectionPool` and
+`outlierDetection` (the cluster's `ConnectionPool` and `OutlierDetection`).
 
-Follows Istio's translation to Envoy (pilot's retry and fault conversion):
+Follows Istio's translation to Envoy (pilot's retry and fault conversion, applyConnectionPool and
+applyOutlierDetection):
 - `timeout` unset or `0s`: no route timeout.
 - `retries` unset: Istio's default policy (`model.DEFAULT_RETRIES`); `attempts: 0` (or unset inside a
   `retries` block) disables retries altogether, per-try timeout included; `retryOn` unset keeps the
@@ -9,6 +12,13 @@ Follows Istio's translation to Envoy (pilot's retry and fault conversion):
 - `fault`: a delay or abort with neither `percentage` nor the deprecated integer `percent` is injected
   0% of the time. gRPC-status and HTTP/2-error aborts are not executed (`abort_status` None); a fault left
   with nothing Weir executes is dropped.
+- `connectionPool`: a limit of 0 counts as unset, as in Istio (the default, `model.UNLIMITED`, stays);
+  `connectTimeout` replaces the 10 s default; `http.idleTimeout` of 0 means none.
+- `outlierDetection` unset: no detection. Set: `consecutive5xxErrors` (Envoy's default 5; 0 disables),
+  `consecutiveGatewayErrors` (default 0: off); the deprecated `consecutiveErrors` (> 0) becomes the
+  gateway-error threshold and switches the 5xx detector off unless `consecutive5xxErrors` is set;
+  `interval` 10 s, `baseEjectionTime` 30 s, `maxEjectionPercent` 10 (0 counts as unset),
+  `minHealthPercent` 0 (panic threshold off).
 """
 
 from __future__ import annotations
@@ -83,3 +93,54 @@ def _percent(part: Any) -> float:
     if part.percentage is not None:
         return float(part.percentage.value)
     return float(getattr(part, "percent", None) or 0)
+
+
+def connection_pool(settings: Any) -> model.ConnectionPool:
+    """The effective `connectionPool` (see `mesh.control.clusters.effective_setting`) → `ConnectionPool`."""
+    if settings is None:
+        return model.DEFAULT_CONNECTION_POOL
+    values: dict[str, Any] = {}
+    tcp, http = settings.tcp, settings.http
+    if tcp is not None:
+        if tcp.max_connections:
+            values["max_connections"] = tcp.max_connections
+        if tcp.connect_timeout is not None:
+            values["connect_timeout_s"] = tcp.connect_timeout.seconds
+    if http is not None:
+        for source, target in (
+            ("http1_max_pending_requests", "max_pending_requests"),
+            ("http2_max_requests", "max_requests"),
+            ("max_requests_per_connection", "max_requests_per_connection"),
+            ("max_retries", "max_retries"),
+        ):
+            if getattr(http, source):
+                values[target] = getattr(http, source)
+        if http.idle_timeout is not None and http.idle_timeout.seconds > 0:
+            values["idle_timeout_s"] = http.idle_timeout.seconds
+    return model.ConnectionPool(**values) if values else model.DEFAULT_CONNECTION_POOL
+
+
+def outlier_detection(spec: Any) -> model.OutlierDetection | None:
+    """The effective `outlierDetection` → `OutlierDetection`; None when unset (no detection)."""
+    if spec is None:
+        return None
+    default = model.OutlierDetection()
+    consecutive_5xx, gateway = default.consecutive_5xx, default.consecutive_gateway_errors
+    if spec.consecutive_errors:  # deprecated: gateway errors only (istio/api#617)
+        consecutive_5xx, gateway = 0, spec.consecutive_errors
+    if spec.consecutive_5xx_errors is not None:
+        consecutive_5xx = spec.consecutive_5xx_errors
+    if spec.consecutive_gateway_errors is not None:
+        gateway = spec.consecutive_gateway_errors
+    return model.OutlierDetection(
+        consecutive_5xx=consecutive_5xx,
+        consecutive_gateway_errors=gateway,
+        interval_s=spec.interval.seconds if spec.interval is not None else default.interval_s,
+        base_ejection_time_s=(
+            spec.base_ejection_time.seconds
+            if spec.base_ejection_time is not None
+            else default.base_ejection_time_s
+        ),
+        max_ejection_percent=float(spec.max_ejection_percent or default.max_ejection_percent),
+        min_health_percent=float(spec.min_health_percent or 0),
+    )

@@ -3,7 +3,8 @@
 Everything that depends on the caller is decided here, at build time: match blocks whose `sourceLabels`,
 `sourceNamespace`, `gateways` or `port` exclude this proxy are dropped (a rule left with no block is
 dropped). Destinations become Istio cluster names; `mesh.control.clusters` makes sure they exist.
-Timeouts, retries and faults are compiled by `mesh.control.resilience`.
+Mirrors (`mirror`, `mirrors`) become `model.Mirror`s the same way. Timeouts, retries and faults are
+compiled by `mesh.control.resilience`.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def _route(ctx: RouteContext, vs: Any, index: int, rule: Any, matches: tuple[mod
         timeout_s=resilience.timeout_seconds(rule.timeout),
         retries=resilience.retry_policy(rule.retries),
         fault=resilience.fault(rule.fault),
+        mirrors=_mirrors(ctx, vs, rule) if rule.route else (),
     )
 
 
@@ -126,6 +128,30 @@ def _destinations(ctx: RouteContext, vs: Any, route: Any) -> tuple[model.Weighte
         weight = (d.weight or SINGLE_DESTINATION_WEIGHT) if len(route) == 1 else (d.weight or 0)
         request, response = _header_ops(d.headers)
         out.append(model.WeightedCluster(ref.name, weight, request, response))
+    return tuple(out)
+
+
+def _mirrors(ctx: RouteContext, vs: Any, rule: Any) -> tuple[model.Mirror, ...]:
+    """Istio's `mirror` (percent: `mirrorPercentage`, else the deprecated `mirrorPercent`, else 100) and
+    `mirrors` (each its `percentage`, else 100). A mirror at 0% is dropped, as Istio does."""
+    wanted: list[tuple[Any, float]] = []
+    if rule.mirror is not None:
+        if rule.mirror_percentage is not None:
+            percent = rule.mirror_percentage.value
+        elif rule.mirror_percent is not None:
+            percent = rule.mirror_percent
+        else:
+            percent = 100.0
+        wanted.append((rule.mirror, float(percent)))
+    for m in rule.mirrors or ():
+        wanted.append((m.destination, float(m.percentage.value) if m.percentage is not None else 100.0))
+    out = []
+    for dest, percent in wanted:
+        if percent <= 0:
+            continue
+        ref = destination_ref(ctx, dest, vs.namespace)
+        ctx.refs.add(ref)
+        out.append(model.Mirror(ref.name, percent))
     return tuple(out)
 
 

@@ -129,6 +129,16 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 },
             },
             {"route": [route_to()], "fault": {"delay": {"fixedDelay": "1s", "percentage": {"value": 1}}}},
+            {
+                "route": [route_to()],
+                "mirror": {"host": "reviews", "subset": "v2", "port": {"number": 9080}},
+                "mirrorPercentage": {"value": 50},
+                "mirrorPercent": 10,
+            },
+            {
+                "route": [route_to()],
+                "mirrors": [{"destination": {"host": "reviews"}, "percentage": {"value": 5}}],
+            },
         ]
     )
     assert unenforced_fields(load_document(body)) == []
@@ -166,7 +176,36 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 trafficPolicy={
                     "loadBalancer": {"simple": "RANDOM", "localityLbSetting": {"enabled": True}},
                     "tls": {"mode": "ISTIO_MUTUAL"},
-                    "connectionPool": {"tcp": {"maxConnections": 1}},
+                    "connectionPool": {
+                        "tcp": {"maxConnections": 1, "connectTimeout": "1s", "tcpKeepalive": {"probes": 3}},
+                        "http": {
+                            "http1MaxPendingRequests": 1,
+                            "http2MaxRequests": 2,
+                            "maxRequestsPerConnection": 1,
+                            "maxRetries": 3,
+                            "idleTimeout": "5s",
+                            "h2UpgradePolicy": "UPGRADE",
+                        },
+                    },
+                    "outlierDetection": {
+                        "consecutiveErrors": 1,
+                        "consecutive5xxErrors": 2,
+                        "consecutiveGatewayErrors": 3,
+                        "interval": "1s",
+                        "baseEjectionTime": "3m",
+                        "maxEjectionPercent": 100,
+                        "minHealthPercent": 50,
+                        "splitExternalLocalOriginErrors": True,
+                    },
+                    "portLevelSettings": [
+                        {
+                            "port": {"number": 9080},
+                            "loadBalancer": {"simple": "RANDOM"},
+                            "connectionPool": {"http": {"maxRetries": 1, "useClientProtocol": True}},
+                            "outlierDetection": {"consecutive5xxErrors": 1},
+                            "tls": {"mode": "ISTIO_MUTUAL"},
+                        }
+                    ],
                 },
                 subsets=[
                     {
@@ -174,7 +213,12 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                         "trafficPolicy": {
                             "loadBalancer": {
                                 "consistentHash": {"useSourceIp": True, "ringHash": {"minimumRingSize": 8}}
-                            }
+                            },
+                            "connectionPool": {"tcp": {"maxConnections": 2}},
+                            "outlierDetection": {"consecutiveLocalOriginFailures": 2},
+                            "portLevelSettings": [
+                                {"port": {"number": 9080}, "outlierDetection": {"interval": "2s"}}
+                            ],
                         },
                     }
                 ],
@@ -182,7 +226,12 @@ def test_enforced_only_resource_has_no_warnings() -> None:
             [
                 "spec.trafficPolicy.loadBalancer.localityLbSetting",
                 "spec.trafficPolicy.tls",
-                "spec.trafficPolicy.connectionPool",
+                "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+                "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
+                "spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
+                "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.useClientProtocol",
+                "spec.trafficPolicy.portLevelSettings[0].tls",
+                "spec.subsets[0].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
             ],
         ),
         (

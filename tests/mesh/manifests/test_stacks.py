@@ -7,6 +7,7 @@ gateway.yaml and destination-rules.yaml.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +25,8 @@ SCENARIOS = {
     "delay-2s": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
     "delay-5s": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
     "timeout-retries": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
+    "mirroring": {"ui": V1, "gw": V1, "books": V1, "ratings": [("v1", 100)]},
+    "circuit-breaker": {"ui": V1, "gw": V1, "books": [(None, None)], "ratings": V1},
 }
 # Article step 6: what each resilience scenario adds to the first http rule of one service, on top of all-v1.
 RESILIENCE = {
@@ -34,6 +37,30 @@ RESILIENCE = {
         {
             "timeout": "3s",
             "retries": {"attempts": 3, "perTryTimeout": "0.5s", "retryOn": "5xx,connect-failure,reset"},
+        },
+    ),
+    # Article step 7.
+    "mirroring": (
+        "ratings",
+        {"mirror": {"host": "ratings", "subset": "v2"}, "mirrorPercentage": {"value": 100}},
+    ),
+}
+RULE_EXTRAS = ("fault", "timeout", "retries", "mirror", "mirrors", "mirrorPercentage", "mirrorPercent")
+# Article step 8: the one shared document a scenario changes, and the traffic policy it adds to it.
+CHANGED_SHARED = {
+    "circuit-breaker": (
+        ("DestinationRule", "books"),
+        {
+            "connectionPool": {
+                "tcp": {"maxConnections": 1},
+                "http": {"http1MaxPendingRequests": 1, "maxRequestsPerConnection": 1},
+            },
+            "outlierDetection": {
+                "consecutiveErrors": 1,
+                "interval": "1s",
+                "baseEjectionTime": "3m",
+                "maxEjectionPercent": 100,
+            },
         },
     ),
 }
@@ -66,8 +93,12 @@ def test_scenario_is_self_contained(scenario: str) -> None:
     assert {doc["metadata"]["namespace"] for doc in docs} == {"bookinfo"}
     by_key = {_key(doc): doc for doc in docs}
     assert len(by_key) == len(docs), "duplicate resource"
+    changed_key, added_policy = CHANGED_SHARED.get(scenario, (None, {}))
     for shared in _docs("gateway.yaml") + _docs("destination-rules.yaml"):
-        assert by_key[_key(shared)] == shared, f"{_key(shared)} drifted from its shared file"
+        expected = copy.deepcopy(shared)
+        if _key(shared) == changed_key:
+            expected["spec"]["trafficPolicy"].update(added_policy)
+        assert by_key[_key(shared)] == expected, f"{_key(shared)} drifted from its shared file"
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -93,7 +124,7 @@ def test_resilience_only_where_the_scenario_adds_it(scenario: str) -> None:
         if doc["kind"] != "VirtualService":
             continue
         for rule in doc["spec"]["http"]:
-            extra = {k: v for k, v in rule.items() if k in ("fault", "timeout", "retries")}
+            extra = {k: v for k, v in rule.items() if k in RULE_EXTRAS}
             assert extra == (added if doc["metadata"]["name"] == host else {}), doc["metadata"]["name"]
 
 
