@@ -46,7 +46,7 @@ def clean(mesh):
     mesh.apply("all-v1")
     mesh.wait_synced()
     yield mesh
-    for workload in ("ratings-v1", "books-v1"):
+    for workload in ("ratings-v1", "ratings-v2", "books-v1", "books-v2"):
         mesh.meshctl("chaos", workload, "--reset")
     mesh.apply("all-v1")
     mesh.wait_synced()
@@ -108,3 +108,95 @@ def test_per_try_timeouts_and_retries_end_in_a_504_from_the_sidecar(clean):
     assert status == 504 and body["service"] == "books"
     assert 1.8 <= elapsed < 3.2  # 4 tries × 0.5 s + backoff, under the 3 s route timeout
     assert 'response_code="504",response_flags="UT,URX"' in mesh.meshctl("stats", "books-v1").stdout
+
+
+def inbound_count(mesh, workload: str, source: str) -> float:
+    """Requests `workload`'s sidecar received from `source` (reporter=destination)."""
+    total = 0.0
+    for line in mesh.meshctl("stats", workload).stdout.splitlines():
+        if (line.startswith("istio_requests_total{") and 'reporter="destination"' in line
+                and f'source_workload="{source}"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_mirroring_copies_every_request_to_v2_while_v1_answers(clean):
+    mesh = clean
+    mesh.apply("mirroring")
+    mesh.wait_synced()
+    before = inbound_count(mesh, "ratings-v2", "books-v1")
+    n = 20
+    assert {timed(mesh)[1]["versions"]["ratings"] for _ in range(n)} == {"v1"}
+    deadline = time.monotonic() + 5
+    while inbound_count(mesh, "ratings-v2", "books-v1") - before < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert inbound_count(mesh, "ratings-v2", "books-v1") - before == n
+    mesh.meshctl("chaos", "ratings-v2", "--error-rate", "1")  # a failing mirror changes nothing for clients
+    assert all(timed(mesh)[0] == 200 for _ in range(10))
+    mesh.meshctl("chaos", "ratings-v2", "--reset")
+
+
+def test_circuit_breaker_overflows_concurrent_requests_with_uo(clean):
+    from concurrent.futures import ThreadPoolExecutor
+
+    mesh = clean
+    mesh.apply("circuit-breaker")
+    mesh.wait_synced()
+    mesh.meshctl("chaos", "books-v1", "--delay", "0.2")  # keep requests in flight long enough to collide
+    mesh.meshctl("chaos", "books-v2", "--delay", "0.2")
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda _: mesh.get("/gateway/books", timeout=20)[0], range(36)))
+    finally:
+        mesh.meshctl("chaos", "books-v2", "--reset")
+    assert 200 in statuses and 503 in statuses, statuses
+    stats = mesh.meshctl("stats", "gw-v1").stdout
+    assert 'response_code="503",response_flags="UO"' in stats
+    assert 'weir_circuit_breaker_overflow_total{cluster="outbound|9080||books.bookinfo.svc.cluster.local"' in stats
+
+
+OUTLIER_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: books, namespace: bookinfo}
+spec:
+  host: books
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: books, namespace: bookinfo}
+spec:
+  hosts: [books]
+  http:
+  - route: [{destination: {host: books}}]
+"""
+
+
+def books_endpoints(mesh) -> dict[str, str]:
+    dump = json.loads(mesh.meshctl("proxy-config", "gw-v1", "endpoints").stdout)
+    (books,) = [a for a in dump if a["cluster"] == "outbound|9080||books.bookinfo.svc.cluster.local"]
+    return {e["workload"]: e["health"] for e in books["endpoints"]}
+
+
+def test_outlier_detection_ejects_a_failing_version_and_brings_it_back(clean, tmp_path):
+    mesh = clean
+    rule = tmp_path / "outlier.yaml"
+    rule.write_text(OUTLIER_RULE)
+    mesh.meshctl("apply", "-f", str(rule))
+    mesh.wait_synced()
+    mesh.meshctl("chaos", "books-v2", "--error-rate", "1")
+    results = [timed(mesh) for _ in range(12)]
+    failures = [i for i, (status, _, _) in enumerate(results) if status != 200]
+    assert len(failures) <= 2 and all(i < 4 for i in failures), failures  # ejected at its first 5xx
+    assert {body["versions"]["books"] for status, body, _ in results[4:]} == {"v1"}
+    assert books_endpoints(mesh) == {"books-v1": "HEALTHY", "books-v2": "EJECTED"}
+    mesh.meshctl("chaos", "books-v2", "--reset")
+    time.sleep(3.5)  # 2 s ejection, returned at the next 1 s sweep
+    assert "v2" in {timed(mesh)[1]["versions"]["books"] for _ in range(6)}
+    assert books_endpoints(mesh)["books-v2"] == "HEALTHY"
