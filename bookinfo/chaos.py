@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 CHAOS_HOST = "127.0.0.1"
+DEFAULT_STATUS = 500
 EXEMPT_PATHS = frozenset({"/healthz"})
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -26,30 +27,33 @@ log = logging.getLogger("bookinfo.chaos")
 class ChaosState:
     """The switch's knobs; `decide` is a pure function of them and the injected RNG."""
 
-    __slots__ = ("error_rate", "delay", "rng")
+    __slots__ = ("error_rate", "delay", "status", "rng")
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.error_rate = 0.0
         self.delay = 0.0
+        self.status = DEFAULT_STATUS  # what an injected failure answers
         self.rng = rng if rng is not None else random.Random()
 
     def __repr__(self) -> str:
-        return f"ChaosState(error_rate={self.error_rate:g} delay={self.delay:g}s)"
+        return f"ChaosState(error_rate={self.error_rate:g} delay={self.delay:g}s status={self.status})"
 
     @property
     def active(self) -> bool:
         return self.error_rate > 0.0 or self.delay > 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {"error_rate": self.error_rate, "delay": self.delay}
+        return {"error_rate": self.error_rate, "delay": self.delay, "status": self.status}
 
     def reset(self) -> None:
         self.error_rate = 0.0
         self.delay = 0.0
+        self.status = DEFAULT_STATUS
 
     def update(self, values: dict[str, float]) -> None:
         self.error_rate = values.get("error_rate", self.error_rate)
         self.delay = values.get("delay", self.delay)
+        self.status = int(values.get("status", self.status))
 
     def decide(self) -> tuple[float, bool]:
         """(seconds to delay, whether to fail) for one request."""
@@ -58,15 +62,16 @@ class ChaosState:
 
 
 def parse_update(body: Any) -> dict[str, float]:
-    """Validate a PUT body: a JSON object with `error_rate` in [0, 1] and/or `delay` >= 0 seconds.
+    """Validate a PUT body: a JSON object with `error_rate` in [0, 1], `delay` >= 0 seconds and/or the
+    `status` (400-599) injected failures answer with.
 
     Keys left out keep their current value. Raises ValueError naming the bad field.
     """
     if not isinstance(body, dict):
         raise ValueError('body must be a JSON object like {"error_rate": 0.5, "delay": 2}')
-    unknown = sorted(set(body) - {"error_rate", "delay"})
+    unknown = sorted(set(body) - {"error_rate", "delay", "status"})
     if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)}; expected error_rate, delay")
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}; expected error_rate, delay, status")
     values: dict[str, float] = {}
     for key, value in body.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -76,6 +81,8 @@ def parse_update(body: Any) -> dict[str, float]:
         raise ValueError(f"error_rate must be between 0 and 1, got {values['error_rate']:g}")
     if values.get("delay", 0.0) < 0.0:
         raise ValueError(f"delay must be >= 0 seconds, got {values['delay']:g}")
+    if "status" in values and (not values["status"].is_integer() or not 400 <= values["status"] <= 599):
+        raise ValueError(f"status must be an HTTP error code 400-599, got {values['status']:g}")
     return values
 
 
@@ -91,7 +98,7 @@ def middleware(state: ChaosState, service: str, sleep: Sleep = asyncio.sleep) ->
         if delay > 0.0:
             await sleep(delay)
         if fail:
-            return web.json_response(failure, status=500)
+            return web.json_response(failure, status=state.status)
         return await handler(request)
 
     return chaos_middleware

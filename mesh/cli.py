@@ -230,16 +230,20 @@ def logs(stack: str, workload: str, proxy: bool, tail: int | None) -> None:
 @click.argument("workload")
 @click.option("--error-rate", type=click.FloatRange(0.0, 1.0), help="Fraction of requests answered 500.")
 @click.option("--delay", help="Latency added to each request: 2s, 500ms, or seconds.")
+@click.option("--status", type=click.IntRange(400, 599), help="Status of the injected failures (default 500).")
 @click.option("--reset", is_flag=True, help="Turn the failure switch off.")
-def chaos(stack: str, workload: str, error_rate: float | None, delay: str | None, reset: bool) -> None:
-    """Show or set an app's failure switch (error rate, added latency)."""
+def chaos(stack: str, workload: str, error_rate: float | None, delay: str | None, status: int | None,
+          reset: bool) -> None:
+    """Show or set an app's failure switch (error rate, added latency, failure status)."""
     change: dict[str, Any] = {}
     if error_rate is not None:
         change["error_rate"] = error_rate
     if delay is not None:
         change["delay"] = _duration_seconds(delay)
+    if status is not None:
+        change["status"] = status
     if reset and change:
-        raise click.UsageError("--reset cannot be combined with --error-rate or --delay")
+        raise click.UsageError("--reset cannot be combined with --error-rate, --delay or --status")
     console.print_json(_attach(stack).chaos(workload, change, reset=reset))
 
 

@@ -51,7 +51,7 @@ def test_decisions_follow_the_seeded_rng() -> None:
     expected = [reference.random() < 0.5 for _ in range(50)]
     assert [state.decide()[1] for _ in range(50)] == expected
     assert 10 < sum(expected) < 40
-    assert repr(state) == "ChaosState(error_rate=0.5 delay=0s)"
+    assert repr(state) == "ChaosState(error_rate=0.5 delay=0s status=500)"
 
 
 class FakeSleep:
@@ -84,6 +84,14 @@ async def test_delay_only_still_answers() -> None:
     assert sleep.calls == [5.0]
 
 
+async def test_injected_failures_answer_the_chosen_status() -> None:
+    app = ratings.create_app(make_settings("ratings"), rng=random.Random(3))
+    app[server.CHAOS].update({"error_rate": 1.0, "status": 503})
+    async with client_for(app) as client:
+        resp = await client.get("/ratings")
+        assert resp.status == 503 and (await resp.json()) == {"error": "chaos", "service": "ratings"}
+
+
 async def test_seeded_error_rate_over_http() -> None:
     app = ratings.create_app(make_settings("ratings"), rng=random.Random(3))
     app[server.CHAOS].update({"error_rate": 0.3})
@@ -97,21 +105,21 @@ async def test_seeded_error_rate_over_http() -> None:
 async def test_admin_api() -> None:
     state = chaos.ChaosState(random.Random(0))
     async with client_for(chaos.admin_app(state, "books")) as client:
-        assert await (await client.get("/chaos")).json() == {"error_rate": 0.0, "delay": 0.0}
+        assert await (await client.get("/chaos")).json() == {"error_rate": 0.0, "delay": 0.0, "status": 500}
         resp = await client.put("/chaos", json={"error_rate": 0.25, "delay": 1})
         assert resp.status == 200
-        assert await resp.json() == {"error_rate": 0.25, "delay": 1.0}
-        resp = await client.put("/chaos", json={"delay": 0.5})  # keys left out are kept
-        assert await resp.json() == {"error_rate": 0.25, "delay": 0.5}
-        for bad in ({"error_rate": 2}, {"delay": -1}, {"nope": 1}):
+        assert await resp.json() == {"error_rate": 0.25, "delay": 1.0, "status": 500}
+        resp = await client.put("/chaos", json={"delay": 0.5, "status": 503})  # keys left out are kept
+        assert await resp.json() == {"error_rate": 0.25, "delay": 0.5, "status": 503}
+        for bad in ({"error_rate": 2}, {"delay": -1}, {"nope": 1}, {"status": 200}, {"status": 503.5}):
             resp = await client.put("/chaos", json=bad)
             assert resp.status == 400
             assert (await resp.json())["service"] == "books"
         resp = await client.put("/chaos", data=b"{not json")
         assert resp.status == 400
-        assert await (await client.get("/chaos")).json() == {"error_rate": 0.25, "delay": 0.5}
+        assert await (await client.get("/chaos")).json() == {"error_rate": 0.25, "delay": 0.5, "status": 503}
         resp = await client.delete("/chaos")
-        assert await resp.json() == {"error_rate": 0.0, "delay": 0.0}
+        assert await resp.json() == {"error_rate": 0.0, "delay": 0.0, "status": 500}
     assert not state.active
 
 

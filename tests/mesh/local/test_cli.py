@@ -280,6 +280,9 @@ def test_chaos_set_show_reset(home: Path) -> None:
     assert json.loads(meshctl("chaos", "books-v1", "--delay", "250ms", home=home).stdout)["delay"] == 0.25
     assert json.loads(meshctl("chaos", "books-v1", home=home).stdout) == {"error_rate": 0.5, "delay": 0.25}
     assert json.loads(meshctl("chaos", "books-v1", "--reset", home=home).stdout) == {"error_rate": 0.0, "delay": 0.0}
+    assert json.loads(meshctl("chaos", "books-v1", "--status", "503", home=home).stdout)["status"] == 503
+    assert meshctl("chaos", "books-v1", "--status", "200", home=home).exit_code == 2
+    assert meshctl("chaos", "books-v1", "--reset", "--status", "503", home=home).exit_code == 2
     assert meshctl("chaos", "books-v1", "--delay", "soon", home=home).exit_code == 2
     assert meshctl("chaos", "books-v1", "--error-rate", "2", home=home).exit_code == 2
 
