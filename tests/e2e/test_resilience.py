@@ -200,3 +200,36 @@ def test_outlier_detection_ejects_a_failing_version_and_brings_it_back(clean, tm
     time.sleep(3.5)  # 2 s ejection, returned at the next 1 s sweep
     assert "v2" in {timed(mesh)[1]["versions"]["books"] for _ in range(6)}
     assert books_endpoints(mesh)["books-v2"] == "HEALTHY"
+
+
+REQUEST_TIMEOUT = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: books, namespace: bookinfo}
+spec:
+  hosts: [books]
+  http:
+  - route: [{destination: {host: books, subset: v1}}]
+    timeout: 0.5s
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http:
+  - fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}
+    route: [{destination: {host: ratings, subset: v1}}]
+"""
+
+
+def test_request_timeout_task_half_a_second_against_a_2s_delay(clean, tmp_path):
+    mesh = clean
+    rules = tmp_path / "timeout.yaml"
+    rules.write_text(REQUEST_TIMEOUT)
+    mesh.meshctl("apply", "-f", str(rules))
+    mesh.wait_synced()
+    status, body, elapsed = timed(mesh)
+    assert status == 504 and body["service"] == "books"
+    assert 0.45 <= elapsed < 1.2
+    assert 'response_code="504",response_flags="UT"' in mesh.meshctl("stats", "gw-v1").stdout
