@@ -2,7 +2,9 @@
 
 `evaluate` is pure (figures in, pass/fail rows out); the bench reports and never fails the build.
 Scenario names: `direct` (client → upstream), `sidecar` (→ one Weir sidecar's inbound listener),
-`pair` (→ client sidecar outbound → server sidecar inbound), `nginx` (→ nginx as a reverse proxy).
+`pair` (→ client sidecar outbound → server sidecar inbound), `pair-resilience` (the same, the client's
+outbound route and cluster holding retries, timeouts, pool limits and outlier detection), `nginx` (→ nginx
+as a reverse proxy).
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ MAX_ADDED_P50_MS = 0.3  # sidecar pair minus direct, at the fixed rate
 MAX_ADDED_P99_MS = 0.8
 MAX_CPU_S_PER_1K = 0.12  # per sidecar
 MAX_RSS_MIB = 40.0  # per sidecar
+# The target of issue 3: resilience settings cost the pair at most 10%.
+MIN_RESILIENCE_THROUGHPUT = 0.9  # pair-resilience requests/s ÷ pair's
+MAX_RESILIENCE_P50 = 1.1  # pair-resilience p50 ÷ pair's, at the fixed rate
 
 LABELS = {
     "direct": "direct (client → upstream)",
     "sidecar": "one Weir sidecar (inbound)",
     "pair": "Weir sidecar pair (out → in)",
+    "pair-resilience": "Weir pair + resilience (out → in)",
     "nginx": "nginx as reverse proxy",
 }
 
@@ -65,6 +71,15 @@ def evaluate(results: dict, connections: tuple[int, ...]) -> list[dict]:
                  "limit": f"≤ {MAX_CPU_S_PER_1K}", "pass": cpu <= MAX_CPU_S_PER_1K})
     rows.append({"target": "peak RSS per sidecar, MiB (worst)", "value": rss,
                  "limit": f"≤ {MAX_RSS_MIB:.0f}", "pass": rss <= MAX_RSS_MIB})
+    for c in connections:
+        ratio = _ratio(_get(results, "pair-resilience", "wrk", str(c), "rps"),
+                       _get(results, "pair", "wrk", str(c), "rps"))
+        rows.append({"target": f"pair with resilience ÷ pair without, throughput, {c} conns", "value": ratio,
+                     "limit": f"≥ {MIN_RESILIENCE_THROUGHPUT}", "pass": ratio >= MIN_RESILIENCE_THROUGHPUT})
+    ratio = _ratio(_get(results, "pair-resilience", "openloop", "p50_ms"),
+                   _get(results, "pair", "openloop", "p50_ms"))
+    rows.append({"target": "pair with resilience ÷ pair without, p50 at the fixed rate", "value": ratio,
+                 "limit": f"≤ {MAX_RESILIENCE_P50}", "pass": ratio <= MAX_RESILIENCE_P50})
     return rows
 
 
@@ -105,7 +120,7 @@ def table(results: dict, connections: tuple[int, ...], rate: float) -> Table:
 
 
 def targets_table(rows: list[dict]) -> Table:
-    t = Table(title="Targets (issue 2) — reported, never fails the build")
+    t = Table(title="Targets (issues 2 and 3) — reported, never fails the build")
     for col in ("target", "measured", "limit", "result"):
         t.add_column(col)
     for row in rows:
@@ -127,7 +142,7 @@ def print_report(results: dict, targets: list[dict], info: dict, connections: tu
     if busy and max(busy) > 0.10:
         console.print(f"[yellow]note: other work kept up to {max(busy):.0%} of the CPUs busy right before a "
                       "measurement (waited up to 30 s for quiet): figures are noisy[/]")
-    console.print("per-proxy columns: pair = client sidecar / server sidecar; nginx = its one worker. "
+    console.print("per-proxy columns: pairs = client sidecar / server sidecar; nginx = its one worker. "
                   "CPU-s/1k req from /proc utime+stime over the open-loop run; RSS = VmHWM.")
 
 

@@ -1,13 +1,15 @@
 """`make bench`: Weir's data-plane cost against a direct call and against nginx, side by side in one run.
 
-One fixed upstream (nginx serving a 1 KiB file with keep-alive) and four paths to it: direct, one Weir
+One fixed upstream (nginx serving a 1 KiB file with keep-alive) and five paths to it: direct, one Weir
 sidecar (inbound listener), a sidecar pair (client outbound listener as an HTTP proxy → server inbound
-listener), and nginx as a keep-alive reverse proxy. Each path gets: requests/s at saturation (wrk, 16 and
+listener), the same pair with resilience settings on the client's outbound route and cluster (retries,
+timeouts, connection-pool limits, outlier detection: `sidecar.outbound_view(resilience=True)`), and nginx
+as a keep-alive reverse proxy. Each path gets: requests/s at saturation (wrk, 16 and
 64 connections, 1 thread), p50/p99 at a fixed rate from the open-loop client (`bench.openloop`), CPU
 seconds per 1000 requests and peak RSS of the proxy processes. The proxies are pinned to one CPU and the
 load side to the other (`bench.processes.choose_pinning`). `bench.report` prints and saves the result.
 
-    .venv/bin/python -m bench.run [--duration 10] [--quick] [--profile]
+    .venv/bin/python -m bench.run [--duration 10] [--quick] [--profile] [--only pair pair-resilience]
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "wrk", "nginx"], check=True, env=env, timeout=600)
 
 
-# -- the four paths ------------------------------------------------------------------------------------------
+# -- the paths ------------------------------------------------------------------------------------------
 def start_direct(procs: processes.Processes, ctx: Context) -> Target:
     return Target(ctx.upstream_port)
 
@@ -73,11 +75,18 @@ def start_sidecar(procs: processes.Processes, ctx: Context) -> Target:
     return Target(one.inbound_port, None, {"sidecar": one.pid})
 
 
-def start_pair(procs: processes.Processes, ctx: Context) -> Target:
+def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False) -> Target:
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
     server = sidecar.start(procs, "weir-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin)
-    client = sidecar.start(procs, "weir-client", sidecar.outbound_view(server.inbound_port), ctx.workdir, pin)
+    view = sidecar.outbound_view(server.inbound_port, resilience=resilience)
+    client = sidecar.start(procs, "weir-client", view, ctx.workdir, pin)
     return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid})
+
+
+def start_pair_resilience(procs: processes.Processes, ctx: Context) -> Target:
+    """The pair again, the client sidecar's outbound route and cluster carrying issue 3's settings (the server
+    sidecar's inbound listener has no route or upstream cluster policy to carry them)."""
+    return start_pair(procs, ctx, resilience=True)
 
 
 def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
@@ -88,7 +97,8 @@ def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
     return Target(port, None, {"worker": workers[0] if workers else master.pid})
 
 
-SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "pair": start_pair, "nginx": start_nginx_proxy}
+SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "pair": start_pair,
+             "pair-resilience": start_pair_resilience, "nginx": start_nginx_proxy}
 
 
 # -- measuring one path --------------------------------------------------------------------------------------
@@ -181,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     info = report.machine_info(pinning.describe(), {"wrk": wrk.version(), "nginx": nginx.version()})
     settings = {"duration_s": args.duration, "rate_rps": RATE, "wrk_connections": CONNECTIONS,
                 "wrk_threads": 1, "openloop_connections": OPENLOOP_CONNECTIONS, "upstream": "nginx, 1 KiB file",
-                "quick": args.quick}
+                "quick": args.quick, "pair_resilience": sidecar.resilience_settings()}
     report.print_report(results, targets, info, CONNECTIONS, RATE)
     if profile is not None:
         results["profile"] = profile

@@ -5,7 +5,11 @@ Without a control plane a sidecar runs from `--bootstrap view.json`. Two views a
   server-side sidecar, and the single-sidecar case);
 - `outbound_view(port)`: the outbound listener, used as an HTTP proxy with `Host: up:9080`, routes host
   `up` on service port 9080 to an endpoint at `port` (the client-side sidecar of the pair, whose endpoint
-  is the server sidecar's inbound listener).
+  is the server sidecar's inbound listener);
+- `outbound_view(port, resilience=True)`: the same, with issue 3's resilience settings on the outbound
+  route (timeout, retries) and cluster (connection-pool limits, outlier detection). Only the outbound side
+  has routes and upstream clusters to apply them to, so only the pair's client sidecar carries them. The
+  limits are far above the bench's 64 connections: they are checked on every request but never trip.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import processes
@@ -26,6 +30,16 @@ INBOUND_CLUSTER = f"inbound|{SERVICE_PORT}||"
 OUTBOUND_CLUSTER = f"outbound|{SERVICE_PORT}||{SERVICE_HOST}.default.svc.cluster.local"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Issue 3: a VirtualService with retries and a timeout; a DestinationRule with pool limits and outlier
+# detection. The limits are far above the bench's load (64 connections), so they never overflow.
+RESILIENT_TIMEOUT_S = 5.0
+RESILIENT_RETRIES = model.RetryPolicy(attempts=3, per_try_timeout_s=2.0,
+                                      retry_on=("5xx", "connect-failure", "reset"))
+RESILIENT_POOL = model.ConnectionPool(max_connections=1024, max_pending_requests=1024, max_requests=1024,
+                                      max_retries=3)
+RESILIENT_OUTLIER = model.OutlierDetection(consecutive_5xx=5, interval_s=10.0, base_ejection_time_s=30.0,
+                                           max_ejection_percent=10.0)
+
 
 def inbound_view(app_port: int, proxy: str = "bench-server") -> model.ProxyView:
     return model.ProxyView(
@@ -36,18 +50,29 @@ def inbound_view(app_port: int, proxy: str = "bench-server") -> model.ProxyView:
     )
 
 
-def outbound_view(endpoint_port: int, proxy: str = "bench-client") -> model.ProxyView:
+def outbound_view(endpoint_port: int, proxy: str = "bench-client",
+                  resilience: bool = False) -> model.ProxyView:
     route = model.Route("default", (), (model.WeightedCluster(OUTBOUND_CLUSTER, 1),))
+    cluster = model.Cluster(OUTBOUND_CLUSTER, service=f"{SERVICE_HOST}.default.svc.cluster.local",
+                            port=SERVICE_PORT)
+    if resilience:
+        route = replace(route, timeout_s=RESILIENT_TIMEOUT_S, retries=RESILIENT_RETRIES)
+        cluster = replace(cluster, pool=RESILIENT_POOL, outlier=RESILIENT_OUTLIER)
     host = model.VirtualHost(f"{SERVICE_HOST}:{SERVICE_PORT}", (SERVICE_HOST,), (route,))
     endpoint = model.Endpoint("127.0.0.1", endpoint_port, "up-v1", "default", SERVICE_HOST, "v1")
     return model.ProxyView(
         proxy=proxy,
         listeners=(model.Listener("virtualOutbound", model.OUTBOUND, 15001),),
         route_tables=(model.RouteTable(str(SERVICE_PORT), (host,)),),
-        clusters=(model.Cluster(OUTBOUND_CLUSTER, service=f"{SERVICE_HOST}.default.svc.cluster.local",
-                                port=SERVICE_PORT),),
+        clusters=(cluster,),
         endpoints=(model.ClusterEndpoints(OUTBOUND_CLUSTER, (endpoint,)),),
     )
+
+
+def resilience_settings() -> dict:
+    """What `resilience=True` sets, for the results JSON."""
+    return {"route": {"timeout_s": RESILIENT_TIMEOUT_S, "retries": asdict(RESILIENT_RETRIES)},
+            "cluster": {"pool": asdict(RESILIENT_POOL), "outlier": asdict(RESILIENT_OUTLIER)}}
 
 
 @dataclass

@@ -58,6 +58,32 @@ def test_sidecar_views_are_executable_and_survive_the_wire():
     assert argv[1:3] == ["-m", "mesh.proxy"] and "--bootstrap" in argv
 
 
+def test_resilient_outbound_view_carries_issue_3_settings_over_the_wire():
+    view = sidecar.outbound_view(40002, resilience=True)
+    assert wire.from_dict(json.loads(json.dumps(wire.to_dict(view)))) == view
+    (route,) = view.route_tables[0].virtual_hosts[0].routes
+    (cluster,) = view.clusters
+    assert route.timeout_s == 5.0 and route.retries.attempts == 3 and route.retries.per_try_timeout_s == 2.0
+    assert route.retries.retry_on == ("5xx", "connect-failure", "reset")
+    assert cluster.pool.max_connections == cluster.pool.max_requests == 1024 and cluster.pool.max_retries == 3
+    assert cluster.outlier == model.OutlierDetection(5, interval_s=10.0, base_ejection_time_s=30.0,
+                                                     max_ejection_percent=10.0)
+    plain = sidecar.outbound_view(40002)  # the same view otherwise
+    assert plain.clusters[0].outlier is None
+    assert plain.route_tables[0].virtual_hosts[0].routes[0].timeout_s is None
+    assert view.listeners == plain.listeners and view.endpoints == plain.endpoints
+
+
+def test_resilience_targets_compare_the_two_pairs():
+    results = {"pair": {"wrk": {"16": {"rps": 1000.0}, "64": {"rps": 1000.0}}, "openloop": {"p50_ms": 1.0}},
+               "pair-resilience": {"wrk": {"16": {"rps": 950.0}, "64": {"rps": 850.0}},
+                                   "openloop": {"p50_ms": 1.05}}}
+    rows = {r["target"]: r for r in report.evaluate(results, (16, 64)) if "resilience" in r["target"]}
+    assert [r["pass"] for r in rows.values()] == [True, False, True]
+    assert rows["pair with resilience ÷ pair without, throughput, 64 conns"]["value"] == pytest.approx(0.85)
+    assert "pair-resilience" in report.LABELS
+
+
 def test_targets_are_evaluated_against_the_figures():
     results = {
         "direct": {"openloop": {"p50_ms": 0.2, "p99_ms": 1.0}},
