@@ -198,8 +198,9 @@ class Forwarding:
         exchange.try_timer = None
         if exchange.done or exchange.response_started:
             return
+        if exchange.upstream is not None:  # a try still waiting for a connection says nothing of the host
+            self.report(exchange, 504)
         self._detach(exchange)
-        self.report(exchange, 504)
         self.runtime.counters.inc("upstream_rq_per_try_timeout_total")
         if not self.retry(exchange, retry.PER_TRY_TIMEOUT):
             exchange.reply_error(replies.UpstreamTimeout())
