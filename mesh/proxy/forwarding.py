@@ -112,12 +112,14 @@ class Forwarding:
         pool = target.pool
         if pool is None:
             pool = target.pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
-        conn = pool.acquire(self.loop.time())
+        cluster = target.cluster
+        idle_timeout = cluster.spec.pool.idle_timeout_s if cluster is not None else None
+        conn = pool.acquire(self.loop.time()) if idle_timeout is None else pool.acquire(self.loop.time(),
+                                                                                        idle_timeout)
         if conn is not None:
             conn.reused = True
             exchange.attach(conn)
             return
-        cluster = target.cluster
         if cluster is not None and cluster.connections >= cluster.spec.pool.max_connections:
             conn = breaker.idle_elsewhere(self, exchange, cluster)
             if conn is not None:

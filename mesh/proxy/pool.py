@@ -47,12 +47,13 @@ class EndpointPool:
         self.opened = 0
         self.reused = 0
 
-    def acquire(self, now: float) -> PooledConnection | None:
-        """Most recently used live idle connection (LIFO keeps the set of warm sockets small)."""
+    def acquire(self, now: float, idle_timeout: float = IDLE_TIMEOUT_S) -> PooledConnection | None:
+        """Most recently used live idle connection (LIFO keeps the set of warm sockets small); one idle
+        for `idle_timeout` (DestinationRule connectionPool.http.idleTimeout) or more is closed instead."""
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.is_usable() and now - conn.idle_since < IDLE_TIMEOUT_S:
+            if conn.is_usable() and now - conn.idle_since < idle_timeout:
                 self.active += 1
                 self.reused += 1
                 return conn

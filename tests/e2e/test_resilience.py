@@ -233,3 +233,29 @@ def test_request_timeout_task_half_a_second_against_a_2s_delay(clean, tmp_path):
     assert status == 504 and body["service"] == "books"
     assert 0.45 <= elapsed < 1.2
     assert 'response_code="504",response_flags="UT"' in mesh.meshctl("stats", "gw-v1").stdout
+
+
+DELAY_FOR_JASON = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: books, namespace: bookinfo}
+spec:
+  hosts: [books]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    fault: {delay: {fixedDelay: 1.5s, percentage: {value: 100}}}
+    route: [{destination: {host: books, subset: v1}}]
+  - route: [{destination: {host: books, subset: v1}}]
+"""
+
+
+def test_a_delay_only_for_one_user(clean, tmp_path):
+    mesh = clean
+    rules = tmp_path / "delay-jason.yaml"
+    rules.write_text(DELAY_FOR_JASON)
+    mesh.meshctl("apply", "-f", str(rules))
+    mesh.wait_synced()
+    status, _, others = timed(mesh)
+    assert status == 200 and others < 1.0
+    status, _, jason = timed(mesh, {"end-user": "jason"})
+    assert status == 200 and 1.45 <= jason < 2.8

@@ -81,3 +81,15 @@ async def test_a_waiting_request_whose_route_timed_out_frees_its_place():
     await settle()
     assert late.responses() == [] or late.responses()[0].first != "503"
     assert overflows(proxy, "pending") == 0
+
+
+async def test_idle_timeout_from_the_destination_rule_closes_instead_of_reusing():
+    proxy = limited(idle_timeout_s=5.0)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(OK)
+    proxy.net.advance(6.0)
+    client.send(GET_BOOKS)
+    await settle()
+    assert len(proxy.upstreams) == 2 and proxy.upstreams[0].transport.closed
