@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mesh.proxy import breaker, fault, mirror, replies, retry
+from mesh.proxy import breaker, deadlines, fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
@@ -38,13 +38,14 @@ class Target:
 
 
 class Forwarding:
-    __slots__ = ("runtime", "direction", "table", "loop")
+    __slots__ = ("runtime", "direction", "table", "loop", "deadlines")
 
     def __init__(self, runtime: ProxyRuntime, direction: str, table: str | None = None) -> None:
         self.runtime = runtime
         self.direction = direction
         self.table = table  # gateway listeners route by their own table; outbound by the request's port
         self.loop = asyncio.get_event_loop()
+        self.deadlines = deadlines.Deadlines(self)  # reads self.loop when it runs: tests swap the loop
 
     # -- decision ------------------------------------------------------------------------------------------
     def start(self, exchange: Exchange) -> None:
@@ -87,7 +88,7 @@ class Forwarding:
             spec = route.spec
             exchange.retries_left = spec.retries.attempts
             if spec.timeout_s is not None:  # the route timeout bounds every try and the waits between
-                exchange.timer = self.loop.call_later(spec.timeout_s, self._timed_out, exchange)
+                exchange.timer = self.deadlines.call_later(spec.timeout_s, self._timed_out, exchange)
             if spec.mirrors:
                 mirror.send_copies(self, exchange)
         self._send(exchange)
@@ -103,8 +104,8 @@ class Forwarding:
             target.cluster.balancer.started(target.endpoint)
         route = target.route
         if route is not None and route.spec.retries.per_try_timeout_s is not None:
-            exchange.try_timer = self.loop.call_later(route.spec.retries.per_try_timeout_s, self._try_timed_out,
-                                                      exchange)
+            exchange.try_timer = self.deadlines.call_later(route.spec.retries.per_try_timeout_s,
+                                                           self._try_timed_out, exchange)
         self._dispatch(exchange)
 
     def _dispatch(self, exchange: Exchange) -> None:

@@ -1,0 +1,69 @@
+"""Coarse per-request deadlines on a fake loop: order, cancellation, one loop timer at a time."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from mesh.proxy import deadlines
+from tests.mesh.proxy.fakes import FakeTimer
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[FakeTimer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay, callback, *args):
+        timer = FakeTimer(self.now + delay, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def run_until(self, when: float) -> None:
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.when <= when]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            self.now = timer.when
+            timer.callback(*timer.args)
+        self.now = when
+
+
+def setup():
+    loop = Loop()
+    return loop, deadlines.Deadlines(SimpleNamespace(loop=loop))
+
+
+def test_deadlines_fire_in_order_and_cancelled_ones_never():
+    loop, d = setup()
+    fired = []
+    d.call_later(3.0, fired.append, "c")
+    b = d.call_later(2.0, fired.append, "b")
+    d.call_later(1.0, fired.append, "a")
+    b.cancel()
+    loop.run_until(10.0)
+    assert fired == ["a", "c"]
+
+
+def test_one_loop_timer_armed_for_the_earliest_live_deadline():
+    loop, d = setup()
+    for i in range(100):
+        d.call_later(5.0 + i / 1000, lambda: None).cancel()
+    assert len([t for t in loop.timers if not t.cancelled]) == 1
+    loop.run_until(6.0)  # all cancelled: nothing fires and nothing stays armed
+    assert len(d) == 0 and not [t for t in loop.timers if not t.cancelled]
+
+
+def test_an_earlier_deadline_rearms_the_timer():
+    loop, d = setup()
+    fired = []
+    d.call_later(10.0, fired.append, "late")
+    d.call_later(1.0, fired.append, "early")
+    loop.run_until(1.5)
+    assert fired == ["early"]
+    loop.run_until(11.0)
+    assert fired == ["early", "late"]
