@@ -30,6 +30,8 @@ class Deadline:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = None  # the entry may sit in the heap until its time: don't keep the exchange alive
+        self.args = ()
 
 
 class Deadlines:

@@ -67,3 +67,20 @@ def test_an_earlier_deadline_rearms_the_timer():
     assert fired == ["early"]
     loop.run_until(11.0)
     assert fired == ["early", "late"]
+
+
+def test_a_cancelled_deadline_keeps_nothing_alive():
+    import gc
+    import weakref
+
+    loop, d = setup()
+
+    class Exchange:
+        pass
+
+    exchange = Exchange()
+    ref = weakref.ref(exchange)
+    d.call_later(5.0, lambda e: None, exchange).cancel()
+    del exchange
+    gc.collect()
+    assert ref() is None and len(d) == 1  # still queued until its time, but holding nothing
