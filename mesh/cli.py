@@ -9,6 +9,7 @@ stderr and exit code 1.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -32,8 +33,16 @@ class _Group(click.Group):
 
 stack_option = click.option("--stack", default="dev", show_default=True, envvar="WEIR_STACK",
                             help="The stack (stacks/Pulumi.<stack>.yaml); env WEIR_STACK.")
-files_option = click.option("-f", "--filename", "paths", multiple=True, required=True,
-                            help="A YAML file, a directory (all *.yaml/*.yml inside) or - for stdin; repeatable.")
+def files_option(command: Any) -> Any:
+    """`-f PATH…`: repeatable, and the paths after one `-f` count too (`-f a.yaml b.yaml`)."""
+
+    @functools.wraps(command)
+    def merged(*args: Any, paths: tuple[str, ...], more_paths: tuple[str, ...], **kwargs: Any) -> Any:
+        return command(*args, paths=paths + more_paths, **kwargs)
+
+    merged = click.argument("more_paths", nargs=-1)(merged)
+    return click.option("-f", "--filename", "paths", multiple=True, required=True,
+                        help="A YAML file, a directory (all *.yaml/*.yml inside) or - for stdin.")(merged)
 
 
 def output_option(*choices: str) -> Any:

@@ -302,3 +302,11 @@ def test_up_reports_an_already_running_stack(home: Path, monkeypatch: pytest.Mon
     assert result.exit_code == 0, result.output
     assert "stack dev already running" in result.stdout
     assert "virtualservice.networking.istio.io/routing configured" in result.stdout
+
+
+def test_several_paths_after_one_f(monkeypatch: pytest.MonkeyPatch, yaml_dir: Path) -> None:
+    monkeypatch.setattr(cli, "_api", fake_api)
+    (yaml_dir / "c.yaml").write_text("bad: true\n")
+    result = meshctl("validate", "-f", str(yaml_dir / "a.yaml"), str(yaml_dir / "c.yaml"))
+    assert result.exit_code == 1
+    assert f"✔ {yaml_dir / 'a.yaml'}" in result.stdout and "c.yaml" in result.stderr
