@@ -82,7 +82,8 @@ class LeastRequest(Balancer):
 
     def __init__(self, endpoints: Sequence[model.Endpoint], rng: random.Random) -> None:
         super().__init__(endpoints, rng)
-        self.active: dict[model.Endpoint, int] = dict.fromkeys(self.endpoints, 0)
+        # Keyed by id(): endpoints are the view's own objects, and hashing a dataclass per request costs.
+        self.active: dict[int, int] = {id(e): 0 for e in self.endpoints}
 
     def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
         endpoints = self.endpoints
@@ -91,16 +92,22 @@ class LeastRequest(Balancer):
         if len(endpoints) == 1:
             return endpoints[0]
         first, second = self.rng.sample(endpoints, 2)
-        chosen = first if self.active.get(first, 0) <= self.active.get(second, 0) else second
+        active = self.active
+        chosen = first if active.get(id(first), 0) <= active.get(id(second), 0) else second
         return self._other(chosen, avoid)
 
+    def in_flight(self, endpoint: model.Endpoint) -> int:
+        return self.active.get(id(endpoint), 0)
+
     def started(self, endpoint: model.Endpoint) -> None:
-        self.active[endpoint] = self.active.get(endpoint, 0) + 1
+        key = id(endpoint)
+        self.active[key] = self.active.get(key, 0) + 1
 
     def finished(self, endpoint: model.Endpoint) -> None:
-        count = self.active.get(endpoint, 0)
+        key = id(endpoint)
+        count = self.active.get(key, 0)
         if count > 0:
-            self.active[endpoint] = count - 1
+            self.active[key] = count - 1
 
 
 class RandomPick(Balancer):

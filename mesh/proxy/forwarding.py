@@ -275,7 +275,10 @@ class Forwarding:
                                      runtime.source_peer(cluster.spec, None))
             raise replies.NoHealthyUpstream()
         exchange.response_ops = weighted.response
-        return Target(cluster, endpoint, route, weighted, runtime.source_peer(cluster.spec, endpoint))
+        peer = cluster.peers.get(id(endpoint))
+        if peer is None:
+            peer = cluster.peers[id(endpoint)] = runtime.source_peer(cluster.spec, endpoint)
+        return Target(cluster, endpoint, route, weighted, peer)
 
     def _outside_mesh(self, exchange: Exchange) -> Target:
         runtime = self.runtime

@@ -46,6 +46,7 @@ class OutlierDetector:
         self.config = config
         self.clock = clock
         self.hosts = {endpoint: HostState() for endpoint in endpoints}
+        self._by_id = {id(endpoint): state for endpoint, state in self.hosts.items()}  # the per-try lookup
         self.ejected: set[model.Endpoint] = set()
         self.version = 0  # changes whenever the ejected set does: balancers over healthy hosts follow it
         self.next_sweep = clock() + config.interval_s
@@ -54,7 +55,7 @@ class OutlierDetector:
         self.stats["overflow"] = 0
 
     def report(self, endpoint: model.Endpoint, status: int) -> None:
-        state = self.hosts.get(endpoint)
+        state = self._by_id.get(id(endpoint))
         if state is None:
             return
         if status < 500:
@@ -113,6 +114,7 @@ class OutlierDetector:
                 self.hosts[endpoint] = state
                 if endpoint in old.ejected:
                     self.ejected.add(endpoint)
+        self._by_id = {id(endpoint): state for endpoint, state in self.hosts.items()}
         self.next_sweep = old.next_sweep
         self.stats = dict(old.stats)
         self.version = old.version + 1

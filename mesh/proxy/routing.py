@@ -139,7 +139,7 @@ class CompiledCluster:
     """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
     __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "connections",
-                 "active_requests", "active_retries", "pending")
+                 "active_requests", "active_retries", "pending", "peers")
 
     def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -154,6 +154,7 @@ class CompiledCluster:
         self.active_requests = 0
         self.active_retries = 0
         self.pending: deque = deque()  # (forwarding, exchange, try number) waiting for a connection
+        self.peers: dict[int, tuple] = {}  # id(endpoint) → metric labels (mesh.proxy.runtime.source_peer)
 
     def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
         detector = self.detector

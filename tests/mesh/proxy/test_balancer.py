@@ -53,7 +53,7 @@ def test_least_request_prefers_the_less_loaded_of_two():
     lr.finished(a)
     lr.finished(a)
     lr.finished(a)  # never below zero
-    assert lr.active[a] == 0
+    assert lr.in_flight(a) == 0
     assert {lr.pick() for _ in range(50)} == {a, b}, "a tie goes to either"
 
 

@@ -273,7 +273,7 @@ async def test_connect_failure_is_503_uf_and_frees_the_endpoint():
     assert proxy.runtime.counters.get("upstream_connect_fail_total") == 3
     assert proxy.runtime.counters.get("upstream_rq_retry_total") == 2
     assert proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port)).active == 0
-    assert proxy.runtime.view.clusters[BOOKS].balancer.active[BOOKS_V1] == 0
+    assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
 
 
 async def test_reset_before_headers_on_a_fresh_connection_is_503_uc_without_retry():
@@ -301,7 +301,7 @@ async def test_reused_connection_closed_before_any_byte_is_retried_once_on_a_fre
     client = proxy.client()
     await warm(proxy, client)
     balancer = proxy.runtime.view.clusters[BOOKS].balancer
-    balancer.active[BOOKS_V1] = 3  # other requests in flight
+    balancer.active[id(BOOKS_V1)] = 3  # other requests in flight
     client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 4\r\n\r\nbody")
     await settle()
     stale = proxy.upstreams[0]
@@ -313,7 +313,7 @@ async def test_reused_connection_closed_before_any_byte_is_retried_once_on_a_fre
     assert (resent.first, resent.body) == ("POST /books", b"body")
     fresh.respond(OK)
     assert [r.first for r in client.responses()] == ["200"]
-    assert balancer.active[BOOKS_V1] == 3, "one started/finished pair per attempt"
+    assert balancer.in_flight(BOOKS_V1) == 3, "one started/finished pair per attempt"
 
 
 async def test_retry_happens_only_once():
@@ -518,7 +518,7 @@ async def test_client_disconnect_while_connecting_keeps_the_new_connection_poole
     await settle()
     books_pool = proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port))
     assert (len(books_pool.idle), books_pool.active) == (1, 0)
-    assert proxy.runtime.view.clusters[BOOKS].balancer.active[BOOKS_V1] == 0
+    assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
 
 
 async def test_slow_client_pauses_the_upstream_reader():
