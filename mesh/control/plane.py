@@ -69,11 +69,6 @@ class ControlPlane:
         """Shutdown sequence: not ready → answer every long poll → stop pushing → stop watching."""
         self.started = False
         self.discovery.close()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await registry.cancel(self._task)
+        self._task = None
         await self.registry.stop()

@@ -22,6 +22,16 @@ from mesh import api
 
 log = logging.getLogger(__name__)
 
+
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
 POLL_INTERVAL = 0.2  # seconds between mtime checks of registry.json
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -207,13 +217,8 @@ class LocalRegistry(ServiceRegistry):
         self._task = asyncio.create_task(self._run(), name="registry-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -9,13 +9,12 @@ What happens to a request is decided by `mesh.proxy.forwarding`; `mesh.proxy.exc
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
 
-from mesh.proxy import replies
+from mesh.proxy import replies, upstream
 from mesh.proxy.exchange import Exchange
 from mesh.proxy.matching import RequestHead
 
@@ -83,12 +82,7 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.registry.add(self)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        upstream.no_delay(transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0]
