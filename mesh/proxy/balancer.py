@@ -27,6 +27,7 @@ def _hash(text: str) -> int:
 
 class Balancer:
     __slots__ = ("endpoints", "rng")
+    tracks_load = False  # only LEAST_REQUEST needs started/finished: the hot path skips the calls
 
     def __init__(self, endpoints: Sequence[model.Endpoint], rng: random.Random) -> None:
         self.endpoints = tuple(endpoints)
@@ -79,6 +80,7 @@ class RoundRobin(Balancer):
 
 class LeastRequest(Balancer):
     __slots__ = ("active",)
+    tracks_load = True
 
     def __init__(self, endpoints: Sequence[model.Endpoint], rng: random.Random) -> None:
         super().__init__(endpoints, rng)

@@ -196,7 +196,10 @@ class DownstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         current = self.current
         if current is not None:
-            current.request_done()
+            if current.chunked_request:
+                current.request_done()  # the last chunk goes upstream
+            else:
+                current.request_complete = True
 
     # -- used by Exchange ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

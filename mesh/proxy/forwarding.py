@@ -80,7 +80,10 @@ class Forwarding:
 
     def _first_try(self, exchange: Exchange) -> None:
         target = exchange.target
-        if target.cluster is not None and not breaker.admit(self, exchange, target.cluster):
+        cluster = target.cluster
+        # Requests in flight are only counted where a limit is set: unlimited clusters skip the bookkeeping.
+        if cluster is not None and cluster.spec.pool.max_requests != model.UNLIMITED and not breaker.admit(
+                self, exchange, cluster):
             return
         exchange.request_head = hdr.upstream_request_head(self, exchange, target)
         route = target.route
@@ -100,7 +103,7 @@ class Forwarding:
             return
         exchange.tries += 1
         target = exchange.target
-        if target.cluster is not None:
+        if target.cluster is not None and target.cluster.balancer.tracks_load:
             target.cluster.balancer.started(target.endpoint)
         route = target.route
         if route is not None and route.spec.retries.per_try_timeout_s is not None:
@@ -336,7 +339,7 @@ class Forwarding:
 
     def release(self, exchange: Exchange, upstream: UpstreamConnection, reusable: bool) -> None:
         target = exchange.target
-        if target is not None and target.cluster is not None:
+        if target is not None and target.cluster is not None and target.cluster.balancer.tracks_load:
             target.cluster.balancer.finished(target.endpoint)  # balances `started`, one per attempt
         upstream.pool.release(upstream, reusable, self.loop.time())
         cluster = upstream.cluster

@@ -41,14 +41,17 @@ def shadow_host(host: bytes) -> bytes:
 class MirrorExchange:
     """The sink for one copy: implements what UpstreamConnection calls on an exchange, keeps nothing."""
 
-    __slots__ = ("forwarding", "pool", "endpoint", "cluster", "out", "is_head", "timer", "done", "upstream")
+    __slots__ = ("forwarding", "pool", "endpoint", "cluster", "out", "is_head", "timer", "done", "upstream",
+                 "bytes_sent", "chunked_response")
 
     def __init__(self, forwarding: Forwarding, pool: EndpointPool, cluster, endpoint: model.Endpoint) -> None:
         self.forwarding = forwarding
         self.pool = pool
         self.cluster = cluster
         self.endpoint = endpoint
-        self.out: list[bytes] = []  # never filled: the answer is discarded
+        self.out: list[bytes] = []  # the answer's body lands here and is dropped at each read
+        self.bytes_sent = 0
+        self.chunked_response = False
         self.is_head = False
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
@@ -101,7 +104,7 @@ class MirrorExchange:
         self._end(failed=True)
 
     def flush(self) -> None:
-        pass
+        self.out.clear()
 
     def pause_downstream_reading(self) -> None:
         pass
