@@ -151,13 +151,6 @@ class Exchange:
         if self.is_head and self.upstream is not None:
             self.upstream.head_response_done(self, upstream_keep_alive)
 
-    def response_body(self, chunk: bytes) -> None:
-        self.bytes_sent += len(chunk)
-        if self.chunked_response:
-            self.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        else:
-            self.out.append(chunk)
-
     def response_complete(self, upstream: UpstreamConnection, upstream_keep_alive: bool) -> None:
         out = self.out
         if self.chunked_response:

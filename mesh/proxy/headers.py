@@ -36,6 +36,7 @@ CRLF = b"\r\n"
 _HOP_LINE = re.compile(
     rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(SKIP_DOWNSTREAM)) + rb")[ \t]*:[^\r\n]*", re.IGNORECASE)
 _LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+# Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)?
 FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
 CHUNKED = b"transfer-encoding: chunked\r\n"
 CLOSE = b"connection: close\r\n"
@@ -99,11 +100,6 @@ def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:
         name, _, value = line.partition(b":")
         out.append((name.strip().lower(), value.strip()))
     return out
-
-
-def has_framing(raw: bytes) -> bool:
-    """Does the raw response head carry Content-Length or Transfer-Encoding?"""
-    return FRAMING_LINE.search(raw) is not None
 
 
 def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> bytes:

@@ -90,9 +90,6 @@ class MirrorExchange:
         if status >= 500:
             self.forwarding.runtime.counters.inc("mirror_failed_total")
 
-    def response_body(self, chunk: bytes) -> None:
-        pass
-
     def response_complete(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
         self.upstream = None
         self.pool.release(upstream, keep_alive, self.forwarding.loop.time())

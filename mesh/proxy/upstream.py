@@ -137,7 +137,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
-        if exchange is not None:  # Exchange.response_body, inlined: one call per response chunk less
+        if exchange is not None:  # the body goes straight to the exchange's output: no call per chunk
             exchange.bytes_sent += len(body)
             exchange.out.append(b"%x\r\n%b\r\n" % (len(body), body) if exchange.chunked_response else body)
 
