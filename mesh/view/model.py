@@ -11,6 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mesh.view.security import (  # noqa: F401 - re-exported: the view's types live in one namespace
+    DEFAULT_SECURITY,
+    AuthzCondition,
+    AuthzOperation,
+    AuthzPolicy,
+    AuthzRule,
+    AuthzSource,
+    InboundMtls,
+    JwtRule,
+    Security,
+    ServerTls,
+    UpstreamTls,
+)
+
 # Listener directions. A sidecar has one inbound and one outbound listener; a gateway has one per port.
 INBOUND = "inbound"
 OUTBOUND = "outbound"
@@ -173,6 +187,8 @@ class Listener:
     port: int  # for gateways the Gateway server port (80); the proxy maps it to a local port
     route_table: str | None = None  # gateway listeners
     cluster: str | None = None  # inbound: the local app
+    tls: tuple[ServerTls, ...] = ()  # gateway: the servers' TLS on this port, chosen by SNI
+    https_redirect: bool = False  # gateway: plaintext requests get a 301 to https (server tls.httpsRedirect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +244,7 @@ class Cluster:
     lb: LoadBalancer = field(default_factory=LoadBalancer)
     pool: ConnectionPool = DEFAULT_CONNECTION_POOL
     outlier: OutlierDetection | None = None
+    tls: UpstreamTls | None = None  # DestinationRule tls; None = auto mTLS (per endpoint, see Endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +256,8 @@ class Endpoint:
     app: str = "unknown"
     version: str = "unknown"
     weight: int = 1
+    identity: str = ""  # SPIFFE ID of the workload's sidecar; "" when it has none
+    mtls: bool = False  # auto mTLS: its sidecar accepts mutual TLS on this port (PeerAuthentication not DISABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +274,7 @@ class ProxyView:
     clusters: tuple[Cluster, ...] = ()
     endpoints: tuple[ClusterEndpoints, ...] = ()
     outbound_policy: str = "ALLOW_ANY"  # or REGISTRY_ONLY
+    security: Security = DEFAULT_SECURITY
 
 
 class ViewError(ValueError):
