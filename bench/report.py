@@ -3,8 +3,8 @@
 `evaluate` is pure (figures in, pass/fail rows out); the bench reports and never fails the build.
 Scenario names: `direct` (client → upstream), `sidecar` (→ one Weir sidecar's inbound listener),
 `pair` (→ client sidecar outbound → server sidecar inbound), `pair-resilience` (the same, the client's
-outbound route and cluster holding retries, timeouts, pool limits and outlier detection), `nginx` (→ nginx
-as a reverse proxy).
+outbound route and cluster holding retries, timeouts, pool limits and outlier detection), `pair-mtls` (the
+pair with auto mutual TLS between the sidecars, server STRICT), `nginx` (→ nginx as a reverse proxy).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -30,12 +31,18 @@ MAX_RSS_MIB = 40.0  # per sidecar
 # The target of issue 3: resilience settings cost the pair at most 10%.
 MIN_RESILIENCE_THROUGHPUT = 0.9  # pair-resilience requests/s ÷ pair's
 MAX_RESILIENCE_P50 = 1.1  # pair-resilience p50 ÷ pair's, at the fixed rate
+# Issue 4: mutual TLS between the sidecars. Handshakes are per connection, so at keep-alive the cost is
+# the record layer: encrypt + decrypt once on each sidecar per request and per response.
+MIN_MTLS_THROUGHPUT = 0.7  # pair-mtls requests/s ÷ pair's
+MAX_MTLS_P50 = 1.3  # pair-mtls p50 ÷ pair's, at the fixed rate
+MIN_REQUESTS_PER_HANDSHAKE = 100.0  # keep-alive reuse: far more requests than handshakes
 
 LABELS = {
     "direct": "direct (client → upstream)",
     "sidecar": "one Weir sidecar (inbound)",
     "pair": "Weir sidecar pair (out → in)",
     "pair-resilience": "Weir pair + resilience (out → in)",
+    "pair-mtls": "Weir pair, mTLS between (out → in)",
     "nginx": "nginx as reverse proxy",
 }
 
@@ -80,7 +87,35 @@ def evaluate(results: dict, connections: tuple[int, ...]) -> list[dict]:
                    _get(results, "pair", "openloop", "p50_ms"))
     rows.append({"target": "pair with resilience ÷ pair without, p50 at the fixed rate", "value": ratio,
                  "limit": f"≤ {MAX_RESILIENCE_P50}", "pass": ratio <= MAX_RESILIENCE_P50})
+    for c in connections:
+        ratio = _ratio(_get(results, "pair-mtls", "wrk", str(c), "rps"), _get(results, "pair", "wrk", str(c), "rps"))
+        rows.append({"target": f"pair with mTLS ÷ plaintext pair, throughput, {c} conns", "value": ratio,
+                     "limit": f"≥ {MIN_MTLS_THROUGHPUT}", "pass": ratio >= MIN_MTLS_THROUGHPUT})
+    ratio = _ratio(_get(results, "pair-mtls", "openloop", "p50_ms"), _get(results, "pair", "openloop", "p50_ms"))
+    rows.append({"target": "pair with mTLS ÷ plaintext pair, p50 at the fixed rate", "value": ratio,
+                 "limit": f"≤ {MAX_MTLS_P50}", "pass": ratio <= MAX_MTLS_P50})
+    reuse = _get(results, "pair-mtls", "tls", "requests_per_handshake")
+    rows.append({"target": "pair with mTLS: requests per TLS handshake", "value": reuse,
+                 "limit": f"≥ {MIN_REQUESTS_PER_HANDSHAKE:.0f}", "pass": reuse >= MIN_REQUESTS_PER_HANDSHAKE})
     return rows
+
+
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
+
+
+def tls_summary(client_text: str, server_text: str) -> dict:
+    """From both sidecars' /stats/prometheus: handshakes on each side, failures, requests served."""
+    def total(text: str, name: str, must: str = "") -> float:
+        return sum(float(value) for metric, labels, value in _SAMPLE.findall(text)
+                   if metric == name and must in (labels or ""))
+    requests = total(server_text, "istio_requests_total", 'connection_security_policy="mutual_tls"')
+    client = total(client_text, "weir_upstream_cx_tls_handshakes_total")
+    server = total(server_text, "weir_downstream_cx_tls_handshakes_total")
+    return {"client_handshakes": client, "server_handshakes": server, "mtls_requests": requests,
+            "client_tls_failures": total(client_text, "weir_upstream_cx_tls_failures_total"),
+            "server_tls_failures": total(server_text, "weir_downstream_cx_tls_failures_total"),
+            "plaintext_requests": total(server_text, "istio_requests_total", 'connection_security_policy="none"'),
+            "requests_per_handshake": requests / server if server else math.nan}
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -120,7 +155,7 @@ def table(results: dict, connections: tuple[int, ...], rate: float) -> Table:
 
 
 def targets_table(rows: list[dict]) -> Table:
-    t = Table(title="Targets (issues 2 and 3) — reported, never fails the build")
+    t = Table(title="Targets (issues 2, 3 and 4) — reported, never fails the build")
     for col in ("target", "measured", "limit", "result"):
         t.add_column(col)
     for row in rows:
@@ -135,6 +170,16 @@ def print_report(results: dict, targets: list[dict], info: dict, connections: tu
     console.print(table(results, connections, rate))
     console.print(targets_table(targets))
     console.print(f"pinning: {info['pinning']}")
+    tls = results.get("pair-mtls", {}).get("tls")
+    if tls:
+        console.print(f"pair-mtls: {tls['mtls_requests']:,.0f} requests over mutual TLS, "
+                      f"{tls['plaintext_requests']:,.0f} plaintext; handshakes client {tls['client_handshakes']:,.0f} / "
+                      f"server {tls['server_handshakes']:,.0f} ({_fmt(tls['requests_per_handshake'], 0)} requests "
+                      f"per handshake); TLS failures {tls['client_tls_failures']:,.0f} / {tls['server_tls_failures']:,.0f}")
+        phases = ", ".join(f"{phase} {d['server_handshakes']:,.0f} for {d['mtls_requests']:,.0f} requests"
+                           for phase, d in tls.get("phases", {}).items() if d)
+        if phases:  # a handshake is a new upstream connection: a cold or growing pool, never a request
+            console.print(f"  handshakes per phase: {phases}")
     load = info.get("load_average", (0.0,))[0]
     if load > 0.5:
         console.print(f"[yellow]note: 1-min load average was {load:.2f} at the start: other work shares the CPUs[/]")

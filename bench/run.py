@@ -3,13 +3,16 @@
 One fixed upstream (nginx serving a 1 KiB file with keep-alive) and five paths to it: direct, one Weir
 sidecar (inbound listener), a sidecar pair (client outbound listener as an HTTP proxy → server inbound
 listener), the same pair with resilience settings on the client's outbound route and cluster (retries,
-timeouts, connection-pool limits, outlier detection: `sidecar.outbound_view(resilience=True)`), and nginx
-as a keep-alive reverse proxy. Each path gets: requests/s at saturation (wrk, 16 and
+timeouts, connection-pool limits, outlier detection: `sidecar.outbound_view(resilience=True)`), the same
+pair with automatic mutual TLS between the sidecars (`pair-mtls`: server inbound STRICT, static identities
+from a test CA; its TLS pool warmed by WARM_S of load first, its cold-start handshakes counted apart), and
+nginx as a keep-alive reverse proxy. Each path gets: requests/s at saturation (wrk, 16 and
 64 connections, 1 thread), p50/p99 at a fixed rate from the open-loop client (`bench.openloop`), CPU
-seconds per 1000 requests and peak RSS of the proxy processes. The proxies are pinned to one CPU and the
+seconds per 1000 requests and peak RSS of the proxy processes (and for `pair-mtls` the TLS handshakes both
+sidecars counted against the requests they served: handshakes are paid per connection, not per request). The proxies are pinned to one CPU and the
 load side to the other (`bench.processes.choose_pinning`). `bench.report` prints and saves the result.
 
-    .venv/bin/python -m bench.run [--duration 10] [--quick] [--profile] [--only pair pair-resilience]
+    .venv/bin/python -m bench.run [--duration 10] [--quick] [--profile] [--only pair pair-mtls]
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import nginx, processes, report, sidecar, wrk  # noqa: E402
+from mesh.view import security  # noqa: E402
 
 CONNECTIONS = (16, 64)  # wrk connections at saturation (one wrk thread)
 RATE = 1000.0  # open-loop requests per second
 OPENLOOP_CONNECTIONS = 32  # keep-alive connections the open-loop client opens up front
+WARM_S = 2.0  # pair-mtls: closed-loop load at OPENLOOP_CONNECTIONS before measuring (opens its TLS pool)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -41,6 +46,8 @@ class Target:
     port: int
     host_header: str | None = None
     proxies: dict[str, int] = field(default_factory=dict)  # measured processes: name → pid
+    admin_ports: dict[str, int] = field(default_factory=dict)  # name → admin port, for TLS counters
+    warm_s: float = 0.0  # closed-loop load before measuring: the upstream pool opened as in a running mesh
 
 
 @dataclass
@@ -89,6 +96,21 @@ def start_pair_resilience(procs: processes.Processes, ctx: Context) -> Target:
     return start_pair(procs, ctx, resilience=True)
 
 
+def start_pair_mtls(procs: processes.Processes, ctx: Context) -> Target:
+    """The pair with issue 4's auto mTLS between the sidecars: the server's inbound listener is STRICT, so
+    a request that got through crossed mutual TLS; each sidecar has a static identity from a test CA."""
+    pin = ctx.pinning.prefix(ctx.pinning.proxy)
+    ids = sidecar.write_identities(ctx.workdir, "up", "bench-client")
+    server = sidecar.start(procs, "weir-server", sidecar.inbound_view(ctx.upstream_port, mode=security.STRICT),
+                           ctx.workdir, pin, ids["up"])
+    view = sidecar.outbound_view(server.inbound_port, peer_identity=ids["up"].spiffe_id)
+    client = sidecar.start(procs, "weir-client", view, ctx.workdir, pin, ids["bench-client"])
+    # Its pool is warmed before measuring, as a running mesh's is: a cold pool's handshakes (milliseconds of
+    # CPU each) would land in the open-loop figures; they are counted apart (`tls.phases.warmup`).
+    return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid},
+                  {"client": client.admin_port, "server": server.admin_port}, warm_s=WARM_S)
+
+
 def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
     port = processes.free_port()
     conf = nginx.proxy_conf(ctx.workdir, port, ctx.upstream_port)
@@ -98,7 +120,7 @@ def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
 
 
 SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "pair": start_pair,
-             "pair-resilience": start_pair_resilience, "nginx": start_nginx_proxy}
+             "pair-resilience": start_pair_resilience, "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
 
 
 # -- measuring one path --------------------------------------------------------------------------------------
@@ -134,21 +156,55 @@ def run_openloop(target: Target, ctx: Context) -> dict:
 def measure(target: Target, ctx: Context) -> dict:
     check_path(target)
     result: dict = {"wrk": {}, "busy_before": {}}
+    tls_phases: dict[str, dict] = {}
+    url = f"http://127.0.0.1:{target.port}{nginx.PAYLOAD_PATH}"
+    if target.warm_s:
+        tls_before = _tls(target)
+        wrk.run(url, OPENLOOP_CONNECTIONS, target.warm_s, host_header=target.host_header,
+                pin=ctx.pinning.prefix(ctx.pinning.load))
+        tls_phases["warmup"] = _tls_delta(tls_before, _tls(target))
     result["busy_before"]["openloop"] = processes.wait_quiet()
-    before = _cpu(target)
+    before, tls_before = _cpu(target), _tls(target)
     result["openloop"] = ol = run_openloop(target, ctx)
     after = _cpu(target)
+    tls_phases["openloop"] = _tls_delta(tls_before, _tls(target))
     result["cpu_s_per_1k"] = {n: (after[n] - before[n]) / (ol["sent_total"] / 1000.0) for n in before}
-    url = f"http://127.0.0.1:{target.port}{nginx.PAYLOAD_PATH}"
     for c in CONNECTIONS:
         result["busy_before"][f"wrk_c{c}"] = processes.wait_quiet()
-        before = _cpu(target)
+        before, tls_before = _cpu(target), _tls(target)
         result["wrk"][str(c)] = wrk.run(url, c, ctx.duration, host_header=target.host_header,
                                         pin=ctx.pinning.prefix(ctx.pinning.load))
         after = _cpu(target)
+        tls_phases[f"wrk_c{c}"] = _tls_delta(tls_before, _tls(target))
         result[f"proxy_cpu_util_c{c}"] = {n: (after[n] - before[n]) / ctx.duration for n in before}
     result["peak_rss_mib"] = {n: processes.peak_rss_mib(pid) for n, pid in target.proxies.items()}
+    if target.admin_ports:
+        result["tls"] = {**tls_counts(target.admin_ports), "phases": tls_phases}
     return result
+
+
+def _tls(target: Target) -> dict | None:
+    return tls_counts(target.admin_ports) if target.admin_ports else None
+
+
+def _tls_delta(before: dict | None, after: dict | None) -> dict:
+    """Handshakes and requests of one phase (the openloop run, one wrk run)."""
+    if before is None or after is None:
+        return {}
+    delta = {k: after[k] - before[k] for k in ("client_handshakes", "server_handshakes", "mtls_requests",
+                                                 "plaintext_requests")}
+    delta["requests_per_handshake"] = (delta["mtls_requests"] / delta["server_handshakes"]
+                                       if delta["server_handshakes"] else None)
+    return delta
+
+
+def tls_counts(admin_ports: dict[str, int]) -> dict:
+    """Handshakes each side counted over the whole scenario, and the requests the server answered."""
+    texts = {}
+    for name, port in admin_ports.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus", timeout=5) as response:  # noqa: S310
+            texts[name] = response.read().decode()
+    return report.tls_summary(texts.get("client", ""), texts.get("server", ""))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     info = report.machine_info(pinning.describe(), {"wrk": wrk.version(), "nginx": nginx.version()})
     settings = {"duration_s": args.duration, "rate_rps": RATE, "wrk_connections": CONNECTIONS,
                 "wrk_threads": 1, "openloop_connections": OPENLOOP_CONNECTIONS, "upstream": "nginx, 1 KiB file",
-                "quick": args.quick, "pair_resilience": sidecar.resilience_settings()}
+                "quick": args.quick, "pair_resilience": sidecar.resilience_settings(),
+                "pair_mtls": {"server_peer_authentication": "STRICT", "client": "auto mTLS (ISTIO_MUTUAL)",
+                              "identities": "static, EC P-256, test CA"}}
     report.print_report(results, targets, info, CONNECTIONS, RATE)
     if profile is not None:
         results["profile"] = profile

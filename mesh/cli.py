@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from mesh.local import console, environment, errors, runtime
+from mesh.local import certstatus, console, environment, errors, runtime
 from mesh.local import stack as stack_mod
 
 PROXY_RESOURCES = ("routes", "clusters", "endpoints", "listeners", "secrets")
@@ -89,8 +89,11 @@ def down(stack: str) -> None:
 @stack_option
 @output_option("json")
 def status(stack: str, output: str) -> None:
-    """Workloads, proxies, config sync and URLs of the running environment."""
-    doc = _attach(stack).status()
+    """Workloads, proxies, config sync, certificates and URLs of the running environment."""
+    env = _attach(stack)
+    doc = env.status()
+    doc["certificates"] = certstatus.collect(env)
+    doc["warnings"] = [warning for row in doc["certificates"] for warning in row["warnings"]]
     if output == "json":
         return console.print_json(doc)
     sup = doc["supervisor"]
@@ -101,6 +104,10 @@ def status(stack: str, output: str) -> None:
         click.echo(f"config: {doc['config']['synced']} synced, {doc['config']['stale']} stale")
     else:
         click.echo(f"control plane unreachable: {doc['controlPlane']['error']}")
+    valid = sum(1 for row in doc["certificates"] if row.get("state") == "ACTIVE")
+    click.echo(f"certificates: {valid}/{len(doc['certificates'])} proxies hold a valid workload certificate")
+    for warning in doc["warnings"]:
+        click.echo(f"Warning: {warning}", err=True)
     for name, url in doc["urls"].items():
         click.echo(f"{name + ':':14} {url}")
 
@@ -200,7 +207,8 @@ def get(stack: str, output: str, kind: str, name: str | None) -> None:
 @click.argument("workload")
 @click.argument("resource", required=False, type=click.Choice(PROXY_RESOURCES))
 def proxy_config(stack: str, workload: str, resource: str | None) -> None:
-    """The live view of a workload's sidecar (or `ingress`), as JSON."""
+    """The live view of a workload's sidecar (or `ingress`), as JSON; `secrets`: its certificate chain,
+    SPIFFE ID, validity, root fingerprint and rotation state (never the key)."""
     console.print_json(_attach(stack).config_dump(workload, resource))
 
 

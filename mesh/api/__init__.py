@@ -5,6 +5,17 @@ Parse with `load_text`/`load_files` (validated, frozen resources or one `ConfigE
 """
 
 from mesh.api.analysis import Message, analyze
+from mesh.api.authorizationpolicy import (
+    AuthorizationPolicy,
+    AuthorizationPolicySpec,
+    Condition,
+    ExtensionProvider,
+    Operation,
+    Rule,
+    RuleFrom,
+    RuleTo,
+    Source,
+)
 from mesh.api.destinationrule import DestinationRule, DestinationRuleSpec, Subset
 from mesh.api.errors import ConfigError
 from mesh.api.gateway import Gateway, GatewaySpec, Port, Server, ServerTLSSettings
@@ -28,9 +39,28 @@ from mesh.api.httproute import (
     HTTPRouteDestination,
 )
 from mesh.api.loader import KINDS, dump, load_document, load_files, load_text
+from mesh.api.peerauthentication import (
+    PeerAuthentication,
+    PeerAuthenticationMutualTLS,
+    PeerAuthenticationSpec,
+)
+from mesh.api.requestauthentication import (
+    ClaimToHeader,
+    JWTHeader,
+    JWTRule,
+    RequestAuthentication,
+    RequestAuthenticationSpec,
+)
 from mesh.api.resource import ObjectMeta, Resource
+from mesh.api.selection import PolicyTargetReference
 from mesh.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort, WorkloadEntry
-from mesh.api.support import ENFORCED, ENFORCED_TRAFFIC_POLICY, unenforced_fields
+from mesh.api.support import (
+    ENFORCED,
+    ENFORCED_TRAFFIC_POLICY,
+    refuse_unsupported,
+    unenforced_fields,
+    unsupported,
+)
 from mesh.api.trafficpolicy import (
     ClientTLSSettings,
     ConnectionPoolSettings,
@@ -39,15 +69,20 @@ from mesh.api.trafficpolicy import (
     OutlierDetection,
     TrafficPolicy,
 )
-from mesh.api.types import Duration, Percent, PortSelector, StringMatch
+from mesh.api.types import Duration, Percent, PortSelector, StringMatch, WorkloadSelector
 from mesh.api.virtualservice import RouteDestination, TCPRoute, TLSRoute, VirtualService, VirtualServiceSpec
 
 __all__ = [
+    "CLUSTER_DOMAIN",
     "ENFORCED",
     "ENFORCED_TRAFFIC_POLICY",
     "KINDS",
     "Abort",
+    "AuthorizationPolicy",
+    "AuthorizationPolicySpec",
+    "ClaimToHeader",
     "ClientTLSSettings",
+    "Condition",
     "ConfigError",
     "ConnectionPoolSettings",
     "ConsistentHashLB",
@@ -58,6 +93,7 @@ __all__ = [
     "DestinationRule",
     "DestinationRuleSpec",
     "Duration",
+    "ExtensionProvider",
     "Gateway",
     "GatewaySpec",
     "HTTPDirectResponse",
@@ -71,20 +107,33 @@ __all__ = [
     "HTTPRouteDestination",
     "HeaderOperations",
     "Headers",
+    "JWTHeader",
+    "JWTRule",
     "LoadBalancerSettings",
     "Message",
     "ObjectMeta",
+    "Operation",
     "OutlierDetection",
+    "PeerAuthentication",
+    "PeerAuthenticationMutualTLS",
+    "PeerAuthenticationSpec",
     "Percent",
+    "PolicyTargetReference",
     "Port",
     "PortSelector",
+    "RequestAuthentication",
+    "RequestAuthenticationSpec",
     "Resource",
     "RouteDestination",
+    "Rule",
+    "RuleFrom",
+    "RuleTo",
     "Server",
     "ServerTLSSettings",
     "ServiceEntry",
     "ServiceEntrySpec",
     "ServicePort",
+    "Source",
     "StringMatch",
     "Subset",
     "TCPRoute",
@@ -93,13 +142,15 @@ __all__ = [
     "VirtualService",
     "VirtualServiceSpec",
     "WorkloadEntry",
+    "WorkloadSelector",
     "analyze",
     "dump",
     "fqdn",
     "gateway_ref",
-    "CLUSTER_DOMAIN",
     "load_document",
     "load_files",
     "load_text",
+    "refuse_unsupported",
     "unenforced_fields",
+    "unsupported",
 ]

@@ -1,6 +1,7 @@
 """Cross-resource checks (`meshctl analyze`), reported with Istio's analyzer codes where one fits:
 IST0101 ReferencedResourceNotFound (subset or gateway), IST0109 ConflictingMeshGatewayVirtualServiceHosts;
-plus WEIR0001 for fields Weir parses but does not enforce yet."""
+plus WEIR0001 for fields Weir parses but does not enforce yet and WEIR0002 for valid Istio that Weir
+refuses to apply (e.g. AuthorizationPolicy action CUSTOM)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mesh.api.destinationrule import DestinationRule
 from mesh.api.gateway import Gateway
 from mesh.api.hosts import fqdn, gateway_ref
 from mesh.api.resource import Resource
-from mesh.api.support import unenforced_fields
+from mesh.api.support import unenforced_fields, unsupported
 from mesh.api.virtualservice import MESH_GATEWAY, VirtualService
 
 Level = Literal["Error", "Warning", "Info"]
@@ -21,6 +22,7 @@ Level = Literal["Error", "Warning", "Info"]
 REFERENCED_RESOURCE_NOT_FOUND = "IST0101"
 CONFLICTING_MESH_GATEWAY_VS_HOSTS = "IST0109"
 UNENFORCED_FIELD = "WEIR0001"
+UNSUPPORTED = "WEIR0002"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +123,24 @@ def unenforced_messages(resources: Iterable[Resource]) -> list[Message]:
     ]
 
 
+def unsupported_messages(resources: Iterable[Resource]) -> list[Message]:
+    return [
+        Message(UNSUPPORTED, "Error", r.key, f"{path}: {reason}; apply will refuse it")
+        for r in resources
+        for path, reason in unsupported(r)
+    ]
+
+
 def analyze(resources: Iterable[Resource]) -> list[Message]:
     """Every message for this set of resources, errors first, in a stable order.
 
     Resources with the same key replace earlier ones, as repeated `apply`s would."""
     items = list({r.key: r for r in resources}.values())
-    messages = _missing_references(items) + _mesh_host_conflicts(items) + unenforced_messages(items)
+    messages = (
+        _missing_references(items)
+        + _mesh_host_conflicts(items)
+        + unsupported_messages(items)
+        + unenforced_messages(items)
+    )
     rank = {"Error": 0, "Warning": 1, "Info": 2}
     return sorted(messages, key=lambda m: (rank[m.level], m.resource_key, m.code, m.text))

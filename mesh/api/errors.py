@@ -100,6 +100,11 @@ def _describe(err: dict[str, Any]) -> str:
     if kind in bounds:
         op, key = bounds[kind]
         return f"invalid value {value!r}: must be {op} {ctx.get(key)}"
+    if kind == "string_too_short":
+        n = ctx.get("min_length")
+        return "must not be empty" if n == 1 else f"must be at least {n} characters"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} items"
     if kind == "literal_error":
         return f"invalid value {value!r}: expected {ctx.get('expected')}"
     if kind.endswith(("_type", "_parsing")) or kind in ("invalid_key", "model_attributes_type"):

@@ -10,18 +10,28 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from mesh.api.authorizationpolicy import AuthorizationPolicy
 from mesh.api.destinationrule import DestinationRule
 from mesh.api.errors import ConfigError, from_validation_error
 from mesh.api.gateway import Gateway
-from mesh.api.resource import DEFAULT_NAMESPACE, NETWORKING_GROUP, SECURITY_GROUP, Resource
+from mesh.api.peerauthentication import PeerAuthentication
+from mesh.api.requestauthentication import RequestAuthentication
+from mesh.api.resource import DEFAULT_NAMESPACE, Resource
 from mesh.api.serviceentry import ServiceEntry
 from mesh.api.virtualservice import VirtualService
 
 KINDS: dict[str, type[Resource]] = {
-    cls.KIND: cls for cls in (VirtualService, DestinationRule, Gateway, ServiceEntry)
+    cls.KIND: cls
+    for cls in (
+        VirtualService,
+        DestinationRule,
+        Gateway,
+        ServiceEntry,
+        PeerAuthentication,
+        AuthorizationPolicy,
+        RequestAuthentication,
+    )
 }
-# Parsed by a later issue; until then they are refused by name rather than as "unknown kind".
-SECURITY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"})
 
 
 def _key(doc: dict[str, Any], namespace: str) -> str:
@@ -57,21 +67,15 @@ def load_document(doc: Any, filename: str = "<stdin>", default_namespace: str | 
             resource=key,
             path="kind",
         )
-    if kind in SECURITY_KINDS:
-        raise ConfigError(f"kind {kind} is not supported yet", file=filename, resource=key, path="kind")
     cls = KINDS.get(kind)
     if cls is None:
         supported = ", ".join(KINDS)
         raise ConfigError(
             f"unknown kind {kind!r}: expected one of {supported}", file=filename, resource=key, path="kind"
         )
-    if not isinstance(api_version, str) or not api_version.startswith(f"{NETWORKING_GROUP}/"):
-        group = (
-            SECURITY_GROUP if isinstance(api_version, str) and api_version.startswith(SECURITY_GROUP) else ""
-        )
-        hint = f" ({group} is not supported yet)" if group else ""
+    if not isinstance(api_version, str) or not api_version.startswith(f"{cls.GROUP}/"):
         raise ConfigError(
-            f"unknown apiVersion {api_version!r} for kind {kind}{hint}",
+            f"unknown apiVersion {api_version!r} for kind {kind}: expected {cls.GROUP}/<version>",
             file=filename,
             resource=key,
             path="apiVersion",

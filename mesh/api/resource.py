@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mesh.api.errors import invalid
 from mesh.api.hosts import is_dns_label
@@ -15,6 +15,8 @@ from mesh.api.types import Model, ScalarStr
 NETWORKING_GROUP = "networking.istio.io"
 SECURITY_GROUP = "security.istio.io"
 NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+SECURITY_VERSIONS = ("v1", "v1beta1")
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
 DEFAULT_NAMESPACE = "default"
 
 _MAX_NAME_LEN = 253
@@ -63,6 +65,7 @@ class Resource(Model):
 
     KIND: ClassVar[str] = ""
     GROUP: ClassVar[str] = NETWORKING_GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = NETWORKING_VERSIONS
 
     api_version: str
     kind: str
@@ -75,10 +78,20 @@ class Resource(Model):
     @classmethod
     def _api_version(cls, value: str) -> str:
         group, _, version = value.partition("/")
-        if group != cls.GROUP or version not in NETWORKING_VERSIONS:
-            allowed = ", ".join(f"{cls.GROUP}/{v}" for v in NETWORKING_VERSIONS)
+        if group != cls.GROUP or version not in cls.VERSIONS:
+            allowed = ", ".join(f"{cls.GROUP}/{v}" for v in cls.VERSIONS)
             raise invalid(f"unsupported apiVersion {value!r} for {cls.KIND}: expected one of {allowed}")
         return value
+
+    @model_validator(mode="after")
+    def _dry_run_only_on_authz(self) -> Resource:
+        # Istio's validateMetadata: only AuthorizationPolicy understands this annotation (checked there).
+        if DRY_RUN_ANNOTATION in self.metadata.annotations and self.KIND != "AuthorizationPolicy":
+            raise invalid(
+                f"unsupported annotation {DRY_RUN_ANNOTATION} on {self.KIND}, please remove the annotation",
+                at=f"metadata.annotations.{DRY_RUN_ANNOTATION}",
+            )
+        return self
 
     @property
     def name(self) -> str:

@@ -1,5 +1,6 @@
-"""What Weir's data plane enforces today, as data; and `unenforced_fields`, which names every field a
-resource sets outside that set, so `analyze` and `apply` can warn instead of ignoring it silently.
+"""What Weir's data plane enforces today, as data; `unenforced_fields`, which names every field a
+resource sets outside that set, so `analyze` and `apply` can warn instead of ignoring it silently;
+and `refuse_unsupported`, for valid Istio that Weir cannot honour at all and so refuses on apply.
 
 Paths are camelCase without list indices; a path covers everything below it. Traffic-policy paths
 are relative to a `trafficPolicy` and apply wherever one appears (DestinationRule and subset level,
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.api.authorizationpolicy import AuthorizationPolicy
+from mesh.api.errors import ConfigError
 from mesh.api.loader import dump
 from mesh.api.resource import Resource
 
@@ -25,6 +28,37 @@ _HTTP_MATCH = (
     "ignoreUriCase",
     "authority",
     "scheme",
+)
+
+# serviceAccounts become principals (`*/ns/<ns>/sa/<sa>`, any trust domain) in mesh.control.authorization.
+_SOURCE = (
+    "serviceAccounts",
+    "notServiceAccounts",
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+)
+_OPERATION = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+# spaceDelimitedClaims is not in this list: not enforced yet.
+_JWT_RULE = (
+    "issuer",
+    "audiences",
+    "jwks",
+    "jwksUri",
+    "fromHeaders",
+    "fromParams",
+    "fromCookies",
+    "forwardOriginalToken",
+    "outputPayloadToHeader",
+    "outputClaimToHeaders",
+    "timeout",
 )
 
 ENFORCED: dict[str, frozenset[str]] = {
@@ -83,6 +117,15 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.servers.hosts",
             "spec.servers.name",
             "spec.selector",
+            # Server TLS (mesh.proxy). credentialName is resolved to a local secret by the control plane.
+            "spec.servers.tls.mode",
+            "spec.servers.tls.serverCertificate",
+            "spec.servers.tls.privateKey",
+            "spec.servers.tls.caCertificates",
+            "spec.servers.tls.credentialName",
+            "spec.servers.tls.httpsRedirect",
+            "spec.servers.tls.subjectAltNames",
+            "spec.servers.tls.minProtocolVersion",
         }
     ),
     "ServiceEntry": frozenset(
@@ -98,6 +141,18 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.exportTo",
         }
     ),
+    # Security kinds: targetRef/targetRefs (waypoints, Gateway API) are parsed but not enforced.
+    "PeerAuthentication": frozenset({"spec.selector", "spec.mtls.mode", "spec.portLevelMtls"}),
+    "AuthorizationPolicy": frozenset(
+        {
+            "spec.selector",
+            "spec.action",  # CUSTOM is refused on apply, see refuse_unsupported
+            *(f"spec.rules.from.source.{f}" for f in _SOURCE),
+            *(f"spec.rules.to.operation.{f}" for f in _OPERATION),
+            "spec.rules.when",
+        }
+    ),
+    "RequestAuthentication": frozenset({"spec.selector", *(f"spec.jwtRules.{f}" for f in _JWT_RULE)}),
 }
 
 # Also enforced per port: every entry applies below `portLevelSettings` too (with its `port`), except
@@ -126,6 +181,14 @@ ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
         "outlierDetection.baseEjectionTime",
         "outlierDetection.maxEjectionPercent",
         "outlierDetection.minHealthPercent",
+        # Client TLS to the destination (mesh.proxy). credentialName and caCrl stay unenforced.
+        "tls.mode",
+        "tls.sni",
+        "tls.subjectAltNames",
+        "tls.caCertificates",
+        "tls.clientCertificate",
+        "tls.privateKey",
+        "tls.insecureSkipVerify",
     }
 )
 _PORT_LEVEL_SECTIONS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
@@ -178,3 +241,20 @@ def unenforced_fields(resource: Resource) -> list[str]:
     out: list[str] = []
     _walk(dump(resource).get("spec", {}), "spec", "spec", _rules(resource.kind), out)
     return out
+
+
+def unsupported(resource: Resource) -> list[tuple[str, str]]:
+    """(path, reason) for each part of a valid resource that Weir refuses to apply."""
+    if isinstance(resource, AuthorizationPolicy) and resource.spec.action == "CUSTOM":
+        return [("spec.action", "CUSTOM (external authorization) is not supported by Weir")]
+    return []
+
+
+def refuse_unsupported(resource: Resource, file: str = "") -> None:
+    """Raise ConfigError when `resource` validates but cannot be applied (see `unsupported`).
+
+    `meshctl validate` accepts such a resource, as Istio would; the config store refuses it on apply,
+    so it never replaces running config."""
+    if problems := unsupported(resource):
+        path, message = problems[0]
+        raise ConfigError(message, file=file, resource=resource.key, path=path, problems=problems)

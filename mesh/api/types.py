@@ -191,9 +191,11 @@ class PortSelector(Model):
 
 
 class WorkloadSelector(Model):
-    """`istio.type.v1beta1.WorkloadSelector` (DestinationRule): `matchLabels`."""
+    """`istio.type.v1beta1.WorkloadSelector` (DestinationRule and the security kinds): `matchLabels`.
 
-    match_labels: Labels = Field(default_factory=dict)
+    `selector: {}` is accepted, as Istio does ("Weird but valid"): it selects like no selector."""
+
+    match_labels: Labels | None = None
 
 
 def no_duplicates(values: list[Any], what: str) -> None:

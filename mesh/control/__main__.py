@@ -1,74 +1,181 @@
-"""`python -m mesh.control`: the control plane process (local mode), on 127.0.0.1.
+"""`python -m mesh.control`: the control plane process.
 
-    python -m mesh.control --port P --state-dir D --registry FILE [--config FILE]...
-        [--outbound-policy ALLOW_ANY|REGISTRY_ONLY] [--log-level info]
+    python -m mesh.control --port P --tls-port T --state-dir D --registry FILE [--config FILE]...
+        [--outbound-policy ALLOW_ANY|REGISTRY_ONLY] [--platform local|kubernetes]
+        [--ca-root-cert FILE --ca-root-key FILE] [--workload-cert-ttl 24h] [--log-level info]
 
-Startup: load `--config` files (a bad one stops the process with exit code 2), then the resources
-persisted under D/config/, start the registry watch, serve. SIGTERM/SIGINT: not ready, answer every
-long poll, stop the watchers, close the server.
+Two listeners, like istiod: meshctl's plain HTTP API on loopback (`--port`, `mesh.control.server`) and
+the TLS mesh channel for proxies (`--tls-port`, `mesh.control.channel`: discovery and CSRs).
+Startup: the mesh CA (local: D/ca/, created on first start; kubernetes: the Secret weir-system/weir-ca),
+then the `--config` files (a bad one stops the process with exit code 2), then the resources persisted
+under D/config/, the registry watch, serve. CA material that cannot be used also exits with 2.
+SIGTERM/SIGINT: not ready, answer every long poll, stop the watchers, close the servers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import re
 import signal
+import ssl
 import sys
+import time
+from pathlib import Path
 
 import mesh.api as api
-from mesh.control import config_store, plane, registry, server, snapshot
+from mesh.control import (
+    authn,
+    ca,
+    ca_store,
+    certificates,
+    channel,
+    config_store,
+    kube,
+    plane,
+    registry,
+    server,
+    serving,
+    snapshot,
+)
 
 log = logging.getLogger("mesh.control")
 
 SHUTDOWN_TIMEOUT = 5.0  # seconds for in-flight requests once long polls were answered
+PLATFORMS = ("local", "kubernetes")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """`24h`, `90m`, `3600s`, `3600` → seconds (argparse type)."""
+    match = _DURATION.fullmatch(text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration (24h, 90m, 3600s)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mesh.control", description="Weir control plane (local mode)")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--state-dir", required=True, help="persisted config goes to STATE_DIR/config/")
+    p = argparse.ArgumentParser(prog="python -m mesh.control", description="Weir control plane")
+    p.add_argument("--port", type=int, required=True, help="meshctl's plain HTTP API, on loopback")
+    p.add_argument("--tls-port", type=int, required=True, help="the mesh channel (TLS): discovery and CSRs")
+    p.add_argument("--tls-host", default="127.0.0.1", help="address of the mesh channel (0.0.0.0 in a pod)")
+    p.add_argument("--state-dir", required=True, help="persisted config goes to STATE_DIR/config/, the CA to ca/")
     p.add_argument("--registry", required=True, help="registry.json, polled for changes")
     p.add_argument("--config", action="append", default=[], metavar="FILE", help="Istio YAML (repeatable)")
     p.add_argument("--outbound-policy", choices=snapshot.OUTBOUND_POLICIES, default=snapshot.ALLOW_ANY)
+    p.add_argument("--root-namespace", default=snapshot.ROOT_NAMESPACE,
+                   help="mesh-wide security policies live here (Istio's rootNamespace)")
+    p.add_argument("--credentials-dir", type=Path, metavar="DIR",
+                   help="Gateway credentialName NAME → DIR/NAME/{tls.crt,tls.key,ca.crt} (default STATE_DIR/credentials)")
+    p.add_argument("--platform", choices=PLATFORMS, default="local",
+                   help="local: CA in STATE_DIR/ca, bootstrap tokens; kubernetes: CA Secret, TokenReview")
+    p.add_argument("--ca-root-cert", type=Path, help="an operator's root: the mesh CA becomes its intermediate")
+    p.add_argument("--ca-root-key", type=Path, help="the key of --ca-root-cert (mode 0600)")
+    p.add_argument("--workload-cert-ttl", type=duration, default=ca.DEFAULT_WORKLOAD_TTL_S, metavar="DURATION",
+                   help="lifetime of workload certificates, at most what a proxy asks for (default 24h)")
+    p.add_argument("--token-audience", default=authn.DEFAULT_AUDIENCE, help="kubernetes: audience of CSR tokens")
+    p.add_argument("--ca-secret", default=f"{ca_store.SECRET_NAMESPACE}/{ca_store.SECRET_NAME}",
+                   metavar="NAMESPACE/NAME", help="kubernetes: the Secret holding the CA")
+    p.add_argument("--serving-host", action="append", default=[], metavar="NAME",
+                   help="another name or address of the mesh channel for its certificate (repeatable)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if bool(args.ca_root_cert) != bool(args.ca_root_key):
+        p.error("--ca-root-cert and --ca-root-key go together")
+    if args.platform == "kubernetes" and args.ca_root_cert:
+        p.error("on kubernetes an operator's CA goes into the Secret (--ca-secret), not --ca-root-cert")
+    if args.workload_cert_ttl > ca.MAX_WORKLOAD_TTL_S:
+        p.error(f"--workload-cert-ttl: at most {ca.MAX_WORKLOAD_TTL_S / 86400:g} days")
+    if not _is_loopback(args.host):
+        p.error("the plain HTTP API serves loopback only (meshctl); proxies use --tls-port")
+    return args
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def load_authority(args: argparse.Namespace) -> tuple[ca.CertificateAuthority, certificates.TokenAuthenticator]:
+    """The mesh CA and the authenticator of CSR tokens for the platform."""
+    ca_dir = Path(args.state_dir) / "ca"
+    if args.platform == "local":
+        store = ca_store.LocalStore(ca_dir)
+        authority = store.load_or_create(now=time.time(), workload_ttl_s=args.workload_cert_ttl,
+                                         root_cert_file=args.ca_root_cert, root_key_file=args.ca_root_key)
+        return authority, authn.BootstrapTokens(ca_dir / "tokens")
+    transport = kube.InCluster()
+    namespace, _, name = args.ca_secret.partition("/")
+    authority = await ca_store.KubernetesStore(transport, namespace, name).load_or_create(
+        now=time.time(), workload_ttl_s=args.workload_cert_ttl)
+    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the serving certificate's files
+    return authority, authn.TokenReviewer(transport, args.token_audience)
+
+
+async def _listen(app, host: str, port: int, context: ssl.SSLContext | None) -> server.web.AppRunner | None:
+    runner = server.web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
+    await runner.setup()
+    try:
+        await server.web.TCPSite(runner, host, port, ssl_context=context).start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        await runner.cleanup()
+        return None
+    log.info("listening on %s://%s:%d", "https" if context else "http", host, port)
+    return runner
 
 
 async def serve(args: argparse.Namespace) -> int:
+    try:
+        authority, token_authn = await load_authority(args)
+    except (ca_store.CAStoreError, kube.KubeError, OSError) as exc:
+        log.error("refusing to start: %s", exc)
+        return 2
     store = config_store.ConfigStore(args.state_dir)
     try:
         store.load_files(args.config)
-    except api.ConfigError as exc:
-        log.error("refusing to start: %s", exc)
-        return 2
-    except OSError as exc:
+    except (api.ConfigError, OSError) as exc:
         log.error("refusing to start: %s", exc)
         return 2
     store.load_persisted()
-    control = plane.ControlPlane(store, registry.LocalRegistry(args.registry), args.outbound_policy)
+    certs = certificates.CertificateService(authority, token_authn)
+    settings = snapshot.MeshSettings(
+        root_namespace=args.root_namespace,
+        credentials_dir=str((args.credentials_dir or Path(args.state_dir) / "credentials").resolve()),
+    )
+    control = plane.ControlPlane(store, registry.LocalRegistry(args.registry), args.outbound_policy, certs=certs,
+                                 settings=settings)
+    identity = serving.ServingCertificate(lambda: certs.authority, Path(args.state_dir) / "ca",
+                                          (*serving.DEFAULT_HOSTS, *args.serving_host))
+    context = identity.issue()
     await control.start()
-    runner = server.web.AppRunner(server.make_app(control), shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
-    await runner.setup()
-    site = server.web.TCPSite(runner, args.host, args.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
-        await control.stop()
-        await runner.cleanup()
+    runners = [await _listen(server.make_app(control), args.host, args.port, None),
+               await _listen(channel.make_app(control, certs), args.tls_host, args.tls_port, context)]
+    if None in runners:
+        await _stop(control, [r for r in runners if r is not None], None)
         return 1
-    log.info("listening on http://%s:%d", args.host, args.port)
+    renewal = asyncio.create_task(identity.run(), name="serving-cert")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await control.stop()
-    await runner.cleanup()
+    await _stop(control, runners, renewal)
     return 0
+
+
+async def _stop(control: plane.ControlPlane, runners: list, renewal: asyncio.Task | None) -> None:
+    await registry.cancel(renewal)
+    await control.stop()
+    for runner in runners:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

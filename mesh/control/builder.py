@@ -3,8 +3,9 @@
 Sidecars get an inbound listener to their app and one outbound route table per service port (a virtual
 host per service: its mesh-bound VirtualService's rules, or a default route); gateways get what
 `mesh.control.gateways` builds. `mesh.control.routes` turns rules into routes, `mesh.control.clusters`
-adds clusters and endpoints. Output is sorted, so the same snapshot gives a byte-identical view;
-`mesh.control.discovery` versions it and `mesh.control.server` sends it.
+adds clusters and endpoints, `mesh.control.security` what the proxy enforces on what it receives. Output
+is sorted, so the same snapshot gives a byte-identical view; `mesh.control.discovery` versions it and
+`mesh.control.server` sends it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mesh.control import clusters, gateways, routes, snapshot
+from mesh.control import clusters, gateways, routes, security, snapshot
 from mesh.control import node as node_mod
 from mesh.view import model
 
@@ -43,6 +44,7 @@ def build_proxy_view(snap: snapshot.Snapshot, node: node_mod.Node) -> model.Prox
         clusters=tuple(sorted(cluster_list + extra_clusters, key=lambda c: c.name)),
         endpoints=tuple(sorted(endpoint_list + extra_endpoints, key=lambda e: e.cluster)),
         outbound_policy=snap.outbound_policy,
+        security=security.build(snap, node),
     )
 
 

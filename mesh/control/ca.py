@@ -38,7 +38,7 @@ class CAError(Exception):
 
 
 def _utc(now: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(now, dt.UTC)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -161,6 +161,11 @@ def _ca_cert(subject: x509.Name, public_key, issuer: x509.Name, issuer_key, now:
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .sign(issuer_key, hashes.SHA256()))
+
+
+def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """The CSR if the CA would sign it (parsed, signature checked, key type accepted), else CAError."""
+    return _load_csr(csr_pem)
 
 
 def _load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:

@@ -1,10 +1,14 @@
 """Clusters and their endpoints for one proxy: DestinationRule lookup, subsets, load balancing,
-connection pool and outlier detection (compiled by `mesh.control.resilience`).
+connection pool and outlier detection (compiled by `mesh.control.resilience`), upstream TLS
+(`mesh.control.tls`; no `tls` anywhere leaves the cluster on auto mTLS).
 
 One cluster per (service, port), one per (service, port, subset) of the DestinationRule that applies to
 this proxy, and one for every destination a route names (so a view never points at a missing cluster:
 an unknown host or subset gets a cluster with no endpoints, i.e. a 503 like Istio's missing cluster).
-Called by `mesh.control.builder` after `mesh.control.routes` collected the references.
+Endpoints of workloads that run a Weir sidecar (every registry workload) carry its SPIFFE identity and
+whether its sidecar accepts mTLS on the endpoint's port (its PeerAuthentication is not DISABLE there);
+ServiceEntry endpoints have no sidecar. Called by `mesh.control.builder` after `mesh.control.routes`
+collected the references.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.control import node as node_mod
-from mesh.control import registry, resilience, snapshot
+from mesh.control import registry, resilience, security, snapshot, tls
 from mesh.control.routes import ClusterRef
 from mesh.view import model
 
@@ -61,7 +65,7 @@ def find_rule(snap: snapshot.Snapshot, host: str, service_namespace: str, node: 
     """Istio's lookup: the proxy's namespace, then the service's, then the root namespace; within one,
     an exact host beats the most specific wildcard. Rules for the same host in one namespace merge."""
     index = snap.destination_rules_by_host
-    for ns in dict.fromkeys((node.namespace, service_namespace, snapshot.ROOT_NAMESPACE)):
+    for ns in dict.fromkeys((node.namespace, service_namespace, snap.root_namespace)):
         keys = [k for k in index if host_matches(k, host) and any(_applies(dr, ns, node) for dr in index[k])]
         if keys:
             best = max(keys, key=lambda k: (k == host, len(k), k))
@@ -88,9 +92,9 @@ def _merge(rules: list[Any]) -> Rule:
 
 
 def effective_setting(policy: Any, subset_policy: Any, port: int, name: str) -> Any:
-    """Istio's MergeTrafficPolicy for one section (`load_balancer`, `connection_pool`,
-    `outlier_detection`): top level, its port level, then the subset's top level and port level. A set
-    section replaces the one before it whole (no field-by-field merge). Port-level settings do not
+    """Istio's MergeSubsetTrafficPolicy for one section (`load_balancer`, `connection_pool`,
+    `outlier_detection`, `tls`): top level, its port level, then the subset's top level and port level.
+    A set section replaces the one before it whole (no field-by-field merge). Port-level settings do not
     inherit: a matching port entry without the section means the default."""
     setting = None
     for p in (policy, subset_policy):
@@ -186,11 +190,12 @@ def _cluster(
     outlier = resilience.outlier_detection(
         effective_setting(policy, subset_policy, ref.port, "outlier_detection")
     )
+    upstream = tls.upstream_tls(effective_setting(policy, subset_policy, ref.port, "tls"))
     subset_labels = dict(subset.labels or {}) if subset else {}
     kind, endpoints = _endpoints(snap, svc, ref.port, subset_labels)
     if passthrough:
         kind = model.PASSTHROUGH
-    return model.Cluster(ref.name, kind, ref.host, ref.port, ref.subset, lb, pool, outlier), endpoints
+    return model.Cluster(ref.name, kind, ref.host, ref.port, ref.subset, lb, pool, outlier, upstream), endpoints
 
 
 def _endpoints(
@@ -198,12 +203,12 @@ def _endpoints(
 ) -> tuple[str, tuple[model.Endpoint, ...]]:
     if svc.resolution == snapshot.NONE:
         return model.PASSTHROUGH, ()
+    service_port = svc.port(port)
+    target = (service_port.target_port or service_port.port) if service_port else port
     if svc.selector is not None or svc.resolution == snapshot.FROM_REGISTRY:
         workloads = snap.select_workloads(svc.namespace, svc.selector, subset_labels) if svc.selector else ()
         kind = model.DNS if svc.resolution == snapshot.DNS else model.EDS
-        return kind, _sorted(_workload_endpoint(w) for w in workloads if w.ready)
-    service_port = svc.port(port)
-    target = (service_port.target_port or service_port.port) if service_port else port
+        return kind, _sorted(_workload_endpoint(snap, w, target) for w in workloads if w.ready)
     out = []
     for ep in svc.entry.spec.endpoints or ():
         labels = dict(ep.labels or {})
@@ -221,7 +226,9 @@ def _endpoints(
     return model.EDS, _sorted(out)
 
 
-def _workload_endpoint(w: registry.Workload) -> model.Endpoint:
+def _workload_endpoint(snap: snapshot.Snapshot, w: registry.Workload, target_port: int) -> model.Endpoint:
+    """A registry workload: it runs a sidecar, whose PeerAuthentication is keyed by the workload's own
+    port (the service's targetPort; `w.port` is where its sidecar listens locally)."""
     return model.Endpoint(
         address=w.address,
         port=w.port,
@@ -229,6 +236,8 @@ def _workload_endpoint(w: registry.Workload) -> model.Endpoint:
         namespace=w.namespace,
         app=w.labels.get("app", "unknown"),
         version=w.labels.get("version", "unknown"),
+        identity=security.identity(snap, w),
+        mtls=security.endpoint_mtls(snap, w, target_port),
     )
 
 
@@ -237,17 +246,23 @@ def _sorted(endpoints: Iterable[model.Endpoint]) -> tuple[model.Endpoint, ...]:
 
 
 def inbound_cluster(snap: snapshot.Snapshot, node: node_mod.Node) -> tuple[model.Cluster, model.ClusterEndpoints]:
-    """The sidecar's local app: `inbound|<app port>||` → 127.0.0.1:<app port>."""
-    port = node.app_port or 0
-    name = f"inbound|{port}||"
+    """The sidecar's local app: `inbound|<workload port>||` → 127.0.0.1:<app port>.
+
+    The cluster's port is the workload's port as policies name it (its Service's targetPort: what
+    portLevelMtls and AuthorizationPolicy `ports` match); the endpoint is where the app really listens.
+    On Kubernetes both are the container port; locally the app listens on its own loopback port."""
+    app_port = node.app_port or 0
     owner = next(
-        (s.fqdn for s in snap.registry.services
+        (s for s in snap.registry.services
          if s.namespace == node.namespace and s.selector and registry.labels_match(s.selector, node.labels)),
-        "",
+        None,
     )
+    port = owner.ports[0].target_port if owner is not None and owner.ports else app_port
+    name = f"inbound|{port}||"
     endpoint = model.Endpoint(
-        address="127.0.0.1", port=port, workload=node.workload or "unknown", namespace=node.namespace,
+        address="127.0.0.1", port=app_port, workload=node.workload or "unknown", namespace=node.namespace,
         app=node.labels.get("app", "unknown"), version=node.labels.get("version", "unknown"),
     )
-    cluster = model.Cluster(name, model.EDS, owner, port, "", model.LoadBalancer(policy="ROUND_ROBIN"))
+    cluster = model.Cluster(name, model.EDS, owner.fqdn if owner is not None else "", port, "",
+                            model.LoadBalancer(policy="ROUND_ROBIN"))
     return cluster, model.ClusterEndpoints(name, (endpoint,))

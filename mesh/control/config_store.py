@@ -97,7 +97,7 @@ class ConfigStore:
     def load_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """The `--config` files; a bad file raises ConfigError (the control plane refuses to start)."""
         files = [(str(p), Path(p).read_text()) for p in paths]
-        resources = parse(files)
+        resources = parse(files, admit=True)
         for r in resources:
             self._resources[r.key] = r
         self._changed(bool(resources))
@@ -112,6 +112,8 @@ class ConfigStore:
             namespace = _namespace_from_filename(path.name)
             try:
                 loaded = api.load_text(path.read_text(), str(path), default_namespace=namespace)
+                for r in loaded:
+                    api.refuse_unsupported(r, file=str(path))
             except (OSError, api.ConfigError) as exc:
                 log.error("persisted config %s skipped: %s", path, exc)
                 continue
@@ -127,7 +129,7 @@ class ConfigStore:
         self, files: Sequence[tuple[str, str]], *, dry_run: bool = False, default_namespace: str | None = None
     ) -> ApplyResult:
         """Validate every document, then apply all of them or none (ConfigError/StoreError)."""
-        incoming = parse(files, default_namespace)
+        incoming = parse(files, default_namespace, admit=True)
         batch = {r.key: r for r in incoming}  # a later document with the same key wins, as in kubectl
         changes = []
         for key, resource in batch.items():
@@ -192,11 +194,18 @@ class ConfigStore:
             raise StoreError(f"cannot persist config under {self.config_dir}: {exc}") from exc
 
 
-def parse(files: Sequence[tuple[str, str]], default_namespace: str | None = None) -> list[Any]:
-    """Every document of every file, or ConfigError for the first bad one."""
+def parse(
+    files: Sequence[tuple[str, str]], default_namespace: str | None = None, *, admit: bool = False
+) -> list[Any]:
+    """Every document of every file, or ConfigError for the first bad one. With `admit`, also refuse
+    valid Istio that Weir cannot apply (`api.refuse_unsupported`, e.g. AuthorizationPolicy CUSTOM)."""
     out: list[Any] = []
     for name, text in files:
-        out.extend(api.load_text(text, name, default_namespace=default_namespace))
+        loaded = api.load_text(text, name, default_namespace=default_namespace)
+        if admit:
+            for r in loaded:
+                api.refuse_unsupported(r, file=name)
+        out.extend(loaded)
     return out
 
 

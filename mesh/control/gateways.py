@@ -1,9 +1,17 @@
 """Gateway proxies: Gateway servers → listeners, and VirtualServices bound to them → route tables.
 
 For each Gateway whose selector matches the gateway proxy's labels (all namespaces), each HTTP server
-becomes a listener on its port with route table `http.<port>`; servers sharing a port merge. A
-VirtualService bound to the Gateway contributes its rules under the domains where its hosts meet the
-server's hosts. Called by `mesh.control.builder`.
+becomes a listener on its port with route table `http.<port>`; servers sharing a port merge. An HTTPS
+server that terminates TLS (SIMPLE, MUTUAL, ISTIO_MUTUAL) is an HTTP server too, its certificate one
+entry of the listener's `tls` (chosen by SNI); `tls.httpsRedirect` on a plaintext server makes the
+listener redirect to https. A VirtualService bound to the Gateway contributes its rules under the
+domains where its hosts meet the server's hosts. Called by `mesh.control.builder`.
+
+Simplifications against Istio (which builds one filter chain per server): a port's servers share one
+route table whatever the SNI; a port is either TLS or plaintext (the first server decides, later ones
+of the other kind are dropped with a warning); httpsRedirect holds for the whole port when any of its
+servers asks for it. PASSTHROUGH/AUTO_PASSTHROUGH and TLS-protocol servers need TCP/TLS routing, which
+Weir does not have: they are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from mesh.control import clusters, registry, routes, snapshot
+from mesh.control import clusters, registry, routes, snapshot, tls
 from mesh.control import node as node_mod
 from mesh.view import model
 
@@ -76,18 +84,52 @@ def build(
     servers: dict[int, list[tuple[Any, Any]]] = defaultdict(list)
     for gw in selected_gateways(snap, node):
         for server in gw.spec.servers:
-            protocol = server.port.protocol.upper()
-            if protocol not in HTTP_PROTOCOLS:
-                log.info("%s: server on port %d (%s) ignored: only HTTP servers are supported",
-                         gw.key, server.port.number, protocol)
-                continue
-            servers[server.port.number].append((gw, server))
+            if _routable(gw, server):
+                servers[server.port.number].append((gw, server))
     listeners, tables, refs = [], [], set()
     for port in sorted(servers):
+        entries = _one_kind(servers[port])
         name = table_name(port)
-        listeners.append(model.Listener(name, model.GATEWAY, port, route_table=name))
-        tables.append(model.RouteTable(name, _virtual_hosts(snap, node, port, servers[port], refs)))
+        listeners.append(_listener(snap, name, port, entries))
+        tables.append(model.RouteTable(name, _virtual_hosts(snap, node, port, entries, refs)))
     return listeners, tables, refs
+
+
+def _routable(gw: Any, server: Any) -> bool:
+    """Does the server carry HTTP that Weir routes (plaintext, or TLS terminated at the gateway)?"""
+    protocol = server.port.protocol.upper()
+    mode = tls.server_tls_mode(server)
+    if protocol in HTTP_PROTOCOLS or (protocol == "HTTPS" and mode in tls.TERMINATING):
+        return True
+    if mode in tls.PASSTHROUGH_MODES:
+        log.warning("%s: server on port %d (%s, tls %s) ignored: TLS passthrough needs TLS routing, "
+                    "which Weir does not support", gw.key, server.port.number, protocol, mode)
+    else:
+        log.info("%s: server on port %d (%s) ignored: only HTTP and HTTPS servers are supported",
+                 gw.key, server.port.number, protocol)
+    return False
+
+
+def _one_kind(entries: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The servers of one port that agree with the first on TLS vs plaintext."""
+    secure = tls.server_tls_mode(entries[0][1]) is not None
+    kept = []
+    for gw, server in entries:
+        if (tls.server_tls_mode(server) is not None) == secure:
+            kept.append((gw, server))
+        else:
+            log.warning("%s: server on port %d dropped: the port already serves %s", gw.key,
+                        server.port.number, "TLS" if secure else "plaintext")
+    return kept
+
+
+def _listener(snap: snapshot.Snapshot, name: str, port: int, entries: list[tuple[Any, Any]]) -> model.Listener:
+    credentials = snap.settings.credentials_dir
+    certificates = tuple(
+        tls.server_tls(gw.key, server, credentials) for gw, server in entries if tls.server_tls_mode(server)
+    )
+    redirect = any(server.tls is not None and server.tls.https_redirect for _, server in entries)
+    return model.Listener(name, model.GATEWAY, port, route_table=name, tls=certificates, https_redirect=redirect)
 
 
 def _virtual_hosts(

@@ -1,8 +1,9 @@
 """The control plane as one object: config store + registry → snapshots → per-proxy views.
 
 Wires the three stages (STYLE.md item 2): `config_store`/`registry` (inputs) notify `push.Pusher`, which
-takes a `snapshot` and lets `discovery` rebuild views with `builder.build_proxy_view`. `server` exposes
-it over HTTP; `__main__` runs it.
+takes a `snapshot` and lets `discovery` rebuild views with `builder.build_proxy_view`. The CA's
+`certificates` service rides along (`None` when run without a CA). `server` (meshctl's loopback API) and
+`channel` (the proxies' TLS mesh channel) expose it; `__main__` runs it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from mesh.control import builder, config_store, discovery, push, registry, snapshot
+from mesh.control import builder, certificates, config_store, discovery, jwks, push, registry, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,19 @@ class ControlPlane:
         wall_clock: Callable[[], float] = time.time,
         quiet: float = push.QUIET_PERIOD,
         max_delay: float = push.MAX_DELAY,
+        certs: certificates.CertificateService | None = None,
+        settings: snapshot.MeshSettings = snapshot.DEFAULT_SETTINGS,
+        jwks_resolver: jwks.JwksResolver | None = None,
     ) -> None:
         if outbound_policy not in snapshot.OUTBOUND_POLICIES:
             raise ValueError(f"outbound policy must be one of {', '.join(snapshot.OUTBOUND_POLICIES)}")
         self.store = store
         self.registry = source
         self.outbound_policy = outbound_policy
+        self.certificates = certs
+        self.settings = settings
+        # JWKS fetches happen here, outside the pure builder; a changed key set takes a new snapshot.
+        self.jwks = jwks_resolver or jwks.JwksResolver(on_change=lambda: self.pusher.trigger())
         self.discovery = discovery.Discovery(self.make_snapshot(0), builder.build_proxy_view, wall_clock)
         self.pusher = push.Pusher(self.discovery, self.make_snapshot, clock, quiet, max_delay)
         store.subscribe(self.pusher.trigger)
@@ -41,8 +49,10 @@ class ControlPlane:
         self.started = False
 
     def make_snapshot(self, revision: int) -> snapshot.Snapshot:
+        resources = self.store.resources()
         return snapshot.build_snapshot(
-            self.store.resources(), self.registry.current(), self.outbound_policy, revision=revision
+            resources, self.registry.current(), self.outbound_policy, revision=revision,
+            settings=self.settings, jwks=self.jwks.resolve(resources),
         )
 
     @property
@@ -55,6 +65,8 @@ class ControlPlane:
 
     async def start(self) -> None:
         await self.registry.start()
+        await self.jwks.prefetch(self.store.resources())
+        await self.jwks.start()
         # The first snapshot is taken now, not after the debounce: proxies connecting at once get a view.
         self.pusher.debouncer.event()
         self.pusher.snapshot_now()
@@ -71,4 +83,5 @@ class ControlPlane:
         self.discovery.close()
         await registry.cancel(self._task)
         self._task = None
+        await self.jwks.close()
         await self.registry.stop()

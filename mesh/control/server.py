@@ -1,11 +1,11 @@
-"""The control plane's HTTP API (docs/architecture.md): long-poll discovery, config apply/delete/list,
-proxy status, readiness and Istio-style debug endpoints. It only moves bytes: decisions live in
-`mesh.control.discovery` (ACK/NACK, when to answer) and `mesh.control.config_store` (validation).
+"""The control plane's plain HTTP API for meshctl, on loopback only (docs/architecture.md): config
+apply/delete/list, proxy status, readiness and Istio-style debug endpoints. Proxies never use it: their
+discovery and CSRs go over the TLS mesh channel (`mesh.control.channel`). It only moves bytes: decisions
+live in `mesh.control.discovery` and `mesh.control.config_store` (validation).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -13,16 +13,14 @@ from typing import Any
 from aiohttp import web
 
 import mesh.api as api
-from mesh.control import config_store, node, plane
+from mesh.control import config_store, plane
 from mesh.view import wire
 
 log = logging.getLogger(__name__)
 
-LONG_POLL_HOLD = 15.0  # seconds a discovery request waits for a change before 304
-MAX_BODY = 8 * 1024 * 1024  # bytes: the largest config apply / discovery request accepted
+MAX_BODY = 8 * 1024 * 1024  # bytes: the largest config apply accepted
 
 PLANE = web.AppKey("plane", plane.ControlPlane)
-HOLD = web.AppKey("hold", float)
 
 DEBUG_ENDPOINTS = {
     "/debug/list": "this list",
@@ -31,14 +29,13 @@ DEBUG_ENDPOINTS = {
     "/debug/registry": "the service registry: services and workloads as the control plane sees them",
     "/debug/push_status": "debounce and push counters, current snapshot revision",
     "/debug/config": "resource keys in the current snapshot",
+    "/debug/ca": "the mesh CA: signing certificate, root fingerprint, workload TTL, certificates issued/refused",
 }
 
 
-def make_app(control: plane.ControlPlane, hold: float = LONG_POLL_HOLD) -> web.Application:
+def make_app(control: plane.ControlPlane) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[PLANE] = control
-    app[HOLD] = hold
-    app.router.add_post("/v1/discovery", discovery)
     app.router.add_post("/v1/config", apply_config)
     app.router.add_delete("/v1/config", delete_config)
     app.router.add_get("/v1/config", get_config)
@@ -50,14 +47,15 @@ def make_app(control: plane.ControlPlane, hold: float = LONG_POLL_HOLD) -> web.A
     app.router.add_get("/debug/registry", debug_registry)
     app.router.add_get("/debug/push_status", push_status)
     app.router.add_get("/debug/config", debug_config)
+    app.router.add_get("/debug/ca", debug_ca)
     return app
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
+def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -67,39 +65,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPBadRequest(text=json.dumps({"error": "expected a JSON object"}),
                                  content_type="application/json")
     return body
-
-
-# -- discovery -----------------------------------------------------------------------------------------
-
-
-async def discovery(request: web.Request) -> web.StreamResponse:
-    control = request.app[PLANE]
-    disco = control.discovery
-    body = await _body(request)
-    try:
-        proxy = node.parse_node(body.get("node"))
-    except node.NodeError as exc:
-        return _error(400, str(exc))
-    version_info = str(body.get("version_info") or "")
-    state = disco.on_request(proxy, version_info, str(body.get("response_nonce") or ""), body.get("error_detail"))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + request.app[HOLD]
-    state.polling += 1
-    try:
-        while True:
-            wakeup = state.wakeup  # taken before the check, so a change in between is not missed
-            if disco.should_send(state, version_info):
-                return web.json_response(disco.mark_sent(state))
-            remaining = deadline - loop.time()
-            if remaining <= 0 or disco.closing:
-                return web.Response(status=304)
-            try:
-                await asyncio.wait_for(wakeup.wait(), remaining)
-            except TimeoutError:
-                pass
-    finally:
-        state.polling -= 1
-        state.last_seen = disco.clock()
 
 
 # -- config --------------------------------------------------------------------------------------------
@@ -115,21 +80,21 @@ def _files(body: dict[str, Any]) -> list[tuple[str, str]]:
     return [(str(f.get("name") or f"file{i}.yaml"), f["text"]) for i, f in enumerate(files)]
 
 
-def _config_error(exc: api.ConfigError) -> web.Response:
-    return _error(400, str(exc), file=exc.file, resource=exc.resource, path=exc.path)
+def _configerror(exc: api.ConfigError) -> web.Response:
+    return error(400, str(exc), file=exc.file, resource=exc.resource, path=exc.path)
 
 
 async def apply_config(request: web.Request) -> web.Response:
     store = request.app[PLANE].store
-    body = await _body(request)
+    body = await read_json(request)
     files = _files(body)
     dry_run = bool(body.get("dryRun"))
     try:
         result = store.apply(files, dry_run=dry_run, default_namespace=body.get("namespace") or None)
     except api.ConfigError as exc:
-        return _config_error(exc)
+        return _configerror(exc)
     except config_store.StoreError as exc:
-        return _error(500, str(exc))
+        return error(500, str(exc))
     return web.json_response(
         {
             "applied": result.keys,
@@ -142,7 +107,7 @@ async def apply_config(request: web.Request) -> web.Response:
 
 async def delete_config(request: web.Request) -> web.Response:
     store = request.app[PLANE].store
-    body = await _body(request)
+    body = await read_json(request)
     dry_run = bool(body.get("dryRun"))
     try:
         if "keys" in body and "files" not in body:
@@ -150,9 +115,9 @@ async def delete_config(request: web.Request) -> web.Response:
         else:
             result = store.delete(_files(body), dry_run=dry_run, default_namespace=body.get("namespace") or None)
     except api.ConfigError as exc:
-        return _config_error(exc)
+        return _configerror(exc)
     except config_store.StoreError as exc:
-        return _error(500, str(exc))
+        return error(500, str(exc))
     return web.json_response({"deleted": list(result.deleted), "notFound": list(result.not_found), "dryRun": dry_run})
 
 
@@ -197,10 +162,10 @@ async def config_dump(request: web.Request) -> web.Response:
     disco = request.app[PLANE].discovery
     proxy_id = request.query.get("proxy")
     if not proxy_id:
-        return _error(400, "query parameter proxy=ID is required", proxies=sorted(disco.proxies))
+        return error(400, "query parameter proxy=ID is required", proxies=sorted(disco.proxies))
     state = disco.proxies.get(proxy_id)
     if state is None or state.view is None:
-        return _error(404, f"proxy {proxy_id!r} is not connected", proxies=sorted(disco.proxies))
+        return error(404, f"proxy {proxy_id!r} is not connected", proxies=sorted(disco.proxies))
     return web.json_response(
         {"proxy": proxy_id, "node": state.node.to_dict(), "version": state.version, "view": wire.to_dict(state.view)}
     )
@@ -227,3 +192,10 @@ async def push_status(request: web.Request) -> web.Response:
 async def debug_config(request: web.Request) -> web.Response:
     snap = request.app[PLANE].snapshot
     return web.json_response({"revision": snap.revision, "resources": [r.key for r in snap.resources]})
+
+
+async def debug_ca(request: web.Request) -> web.Response:
+    certs = request.app[PLANE].certificates
+    if certs is None:
+        return error(404, "this control plane runs without a CA")
+    return web.json_response(certs.dump())

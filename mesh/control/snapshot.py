@@ -2,30 +2,52 @@
 
 Built by `mesh.control.push` after a debounced change (never read from live mutable state);
 `mesh.control.builder.build_proxy_view` reads only this. Services unify registry Services and
-ServiceEntry hosts (Istio's model.Service); hosts in resources are resolved to FQDNs here.
+ServiceEntry hosts (Istio's model.Service); hosts in resources are resolved to FQDNs here. The security
+kinds are indexed by namespace, and every registry workload's effective PeerAuthentication is composed
+once here (`mesh.control.security`), so endpoints carry their auto-mTLS flag without a lookup per build.
+`MeshSettings` plays Istio's meshConfig: the root namespace, the trust domain, where gateway credentials
+live; JWKS key sets arrive already fetched (`mesh.control.jwks` runs before the snapshot is taken).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import mesh.api as api
-from mesh.control import registry
+from mesh.control import registry, security
+from mesh.view import model
+from mesh.view import security as view_security
 
 ALLOW_ANY = "ALLOW_ANY"
 REGISTRY_ONLY = "REGISTRY_ONLY"
 OUTBOUND_POLICIES = (ALLOW_ANY, REGISTRY_ONLY)
-ROOT_NAMESPACE = "weir-system"  # Istio's root config namespace (istio-system); DR lookup falls back to it
+ROOT_NAMESPACE = "weir-system"  # default root config namespace (Istio's istio-system): mesh-wide policies
 
 # Where a service's endpoints come from.
 FROM_REGISTRY = "registry"
 STATIC = "STATIC"
 DNS = "DNS"
 NONE = "NONE"
+
+
+def _empty() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    """The meshConfig-like settings of one control plane, frozen into every snapshot."""
+
+    root_namespace: str = ROOT_NAMESPACE  # mesh-wide PeerAuthentication/AuthorizationPolicy/...; DR fallback
+    trust_domain: str = view_security.TRUST_DOMAIN  # SPIFFE IDs: spiffe://<trust domain>/ns/<ns>/sa/<sa>
+    credentials_dir: str = "credentials"  # Gateway credentialName → <dir>/<name>/{tls.crt,tls.key,ca.crt}
+
+
+DEFAULT_SETTINGS = MeshSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +87,17 @@ class Snapshot:
     gateways_by_name: Mapping[str, Any]  # "namespace/name"
     service_entries_by_host: Mapping[str, tuple[Any, ...]]
     workloads_by_label: Mapping[tuple[str, str], tuple[registry.Workload, ...]]
+    settings: MeshSettings = DEFAULT_SETTINGS
+    # Security kinds by namespace: PeerAuthentications oldest first (Istio's tie-break), the others by name.
+    peer_authentications: Mapping[str, tuple[Any, ...]] = field(default_factory=_empty)
+    authorization_policies: Mapping[str, tuple[Any, ...]] = field(default_factory=_empty)
+    request_authentications: Mapping[str, tuple[Any, ...]] = field(default_factory=_empty)
+    workload_mtls: Mapping[tuple[str, str], model.InboundMtls] = field(default_factory=_empty)  # (ns, workload name)
+    jwks: Mapping[str, str] = field(default_factory=_empty)  # JWKS source (URI) → key set text, see mesh.control.jwks
+
+    @property
+    def root_namespace(self) -> str:
+        return self.settings.root_namespace
 
     def resolve(self, host: str, namespace: str) -> str:
         """A host as written in a resource of `namespace` → the host the indexes use.
@@ -93,6 +126,8 @@ def build_snapshot(
     registry_state: registry.RegistryState,
     outbound_policy: str = ALLOW_ANY,
     revision: int = 0,
+    settings: MeshSettings = DEFAULT_SETTINGS,
+    jwks: Mapping[str, str] | None = None,
 ) -> Snapshot:
     items = tuple(sorted(resources, key=lambda r: r.key))
     by_kind: dict[str, list[Any]] = defaultdict(list)
@@ -110,6 +145,8 @@ def build_snapshot(
     gateways = tuple(sorted(by_kind["Gateway"], key=_ns_name))
     rules = sorted(by_kind["DestinationRule"], key=_ns_name)
     workloads = _group(((k, v), w) for w in registry_state.workloads for k, v in w.labels.items())
+    peer = _by_namespace(by_kind["PeerAuthentication"], security.oldest_first)
+    root = settings.root_namespace
     return Snapshot(
         revision=revision,
         resources=items,
@@ -126,11 +163,27 @@ def build_snapshot(
         gateways_by_name=MappingProxyType({f"{g.namespace}/{g.name}": g for g in gateways}),
         service_entries_by_host=entries_by_host,
         workloads_by_label=workloads,
+        settings=settings,
+        peer_authentications=peer,
+        authorization_policies=_by_namespace(by_kind["AuthorizationPolicy"], _ns_name),
+        request_authentications=_by_namespace(by_kind["RequestAuthentication"], _ns_name),
+        workload_mtls=MappingProxyType({
+            (w.namespace, w.name): security.effective_mtls(peer, root, w.namespace, w.labels)
+            for w in registry_state.workloads
+        }),
+        jwks=MappingProxyType(dict(sorted((jwks or {}).items()))),
     )
 
 
 def _ns_name(r: Any) -> tuple[str, str]:
     return (r.namespace, r.name)
+
+
+def _by_namespace(items: Iterable[Any], key: Any) -> Mapping[str, tuple[Any, ...]]:
+    out: dict[str, list[Any]] = defaultdict(list)
+    for item in items:
+        out[item.namespace].append(item)
+    return MappingProxyType({ns: tuple(sorted(out[ns], key=key)) for ns in sorted(out)})
 
 
 def _group(pairs: Iterable[tuple[Any, Any]]) -> Mapping[Any, tuple[Any, ...]]:

@@ -34,6 +34,10 @@ The annotation (every key but `requests` and `status` optional)::
       gw-v1:                        #   a Prometheus selector: name or name{label="value",...})
         weir_circuit_breaker_overflow_total: [1, null]
 
+    probes:                         # single requests past the ingress: through a workload's sidecar
+      - {via: ui-v1, url: "http://books.bookinfo:9080/books", status: 403}   # (mesh.local.probes)
+      - {direct: books-v1, path: /books, refused: true}
+
 A band `[min, max]` is inclusive; `null` leaves that side open. Shares are fractions in [0, 1]. Counts
 may say `requests` for the request count. Ratios must be given bands that a healthy mesh misses only
 rarely for the request count: `miss_probability(n, p, band)` gives the binomial chance of a false failure
@@ -62,6 +66,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from mesh.api import ConfigError, load_files
 from mesh.api.errors import invalid, problems_of
 from mesh.api.types import Duration, Model
+from mesh.local import probes as probes_mod
 
 ANNOTATION = "weir.dev/expect"
 ANNOTATION_PATH = f"metadata.annotations[{ANNOTATION}]"
@@ -232,6 +237,7 @@ class Expectation(Model):
     mirrored: Mirrored | None = None
     flags: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     counters: dict[str, dict[str, CountBand]] = Field(default_factory=dict)
+    probes: tuple[probes_mod.Probe, ...] = ()  # single requests past the ingress (mesh.local.probes)
 
     @field_validator("path")
     @classmethod
@@ -359,15 +365,18 @@ class Observations:
     responses: Sequence[Response]
     stats_before: Mapping[str, str] = field(default_factory=dict)
     stats_after: Mapping[str, str] = field(default_factory=dict)
+    probe_results: Sequence[probes_mod.ProbeResult] = ()  # one per `Expectation.probes`, in order
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Observations:
-        """`{"responses": [{"status", "body", "latencyMs"}], "statsBefore": {W: text}, "statsAfter": …}`."""
+        """`{"responses": [{"status", "body", "latencyMs"}], "statsBefore": {W: text}, "statsAfter": …,
+        "probeResults": [{"status", "body", "error"}]}`."""
         return cls(
             responses=[Response(int(r["status"]), r.get("body", ""), float(r["latencyMs"]))
                        for r in data.get("responses", [])],
             stats_before=dict(data.get("statsBefore", {})),
             stats_after=dict(data.get("statsAfter", {})),
+            probe_results=[probes_mod.ProbeResult.from_dict(r) for r in data.get("probeResults", [])],
         )
 
 
@@ -501,6 +510,9 @@ def check(expectation: Expectation, observations: Observations) -> list[str]:
         value = percentile(latencies, stat)
         if not _in(value, band):
             failures.append(f"latency {stat}: {value:.0f} ms, expected {_band_text(band)} ms")
+
+    if exp.probes:
+        failures += probes_mod.check(exp.probes, obs.probe_results)
 
     missing = [w for w in exp.workloads if w not in obs.stats_before or w not in obs.stats_after]
     if missing:

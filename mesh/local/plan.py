@@ -3,8 +3,11 @@
 Pure: `build` turns StackSettings plus the bookinfo manifests (mesh.manifests.bookinfo Deployment and
 Service dicts) into a Plan; nothing here touches the OS. Ports follow docs/architecture.md: workload i
 (manifest order) gets `portBase + 10*i + {0 app, 1 inbound, 2 outbound, 3 admin, 4 chaos}`, the ingress
-gateway's admin port is `portBase + 9`. A Plan round-trips through JSON (`plan.json` in the state dir),
-which is how the supervisor receives it. Next: mesh.local.supervisor runs it.
+gateway's admin port is `portBase + 9`; the control plane listens on `controlPlanePort` (meshctl's HTTP
+API) and on the stack's mesh channel port (TLS, for proxies). Each proxy trusts only the mesh root
+(`--ca-file <state>/ca/root-cert.pem`), keeps its key in `<state>/proxies/<proxy-id>/`, and carries an
+`identity` the supervisor mints a one-time bootstrap token for. A Plan round-trips through JSON
+(`plan.json` in the state dir), which is how the supervisor receives it. Next: mesh.local.supervisor runs it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ GATEWAY_NAME = "ingress"
 GATEWAY_WORKLOAD = "istio-ingressgateway"
 GATEWAY_NAMESPACE = "weir-system"
 GATEWAY_LABELS = "istio=ingressgateway"
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"  # Istio's name: policies can name it
 GATEWAY_SERVICE_PORT = 80  # the Gateway resources' port, mapped to the stack's ingressPort
+GATEWAY_PROXY_ID = f"{GATEWAY_WORKLOAD}.{GATEWAY_NAMESPACE}"
 
 # Start order; the supervisor stops in reverse.
 STAGE_CONTROL, STAGE_WORKLOADS, STAGE_GATEWAY = 0, 1, 2
@@ -47,6 +52,9 @@ class ProcessSpec:
     ready_url: str
     log: str  # file name under logs/
     workload: str = ""
+    # Proxies: {"namespace", "serviceAccount", "proxyId"}; the supervisor hands the process a bootstrap token
+    # for this identity (never in the plan or on the command line).
+    identity: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,21 +137,36 @@ def build(settings: StackSettings, deployments: Sequence[Mapping[str, Any]],
         services=tuple(_service(s) for s in services),
         workloads=tuple(workloads),
         urls={"ingress": f"http://{LOOPBACK}:{settings.ingress_port}",
-              "controlPlane": f"http://{LOOPBACK}:{settings.control_plane_port}"},
+              "controlPlane": f"http://{LOOPBACK}:{settings.control_plane_port}",
+              "meshChannel": f"https://{LOOPBACK}:{settings.mesh_channel_port}"},
     )
     _check_distinct_ports(plan)
     return plan
 
 
 def _control(settings: StackSettings, python: str) -> ProcessSpec:
-    port = settings.control_plane_port
+    port, tls_port = settings.control_plane_port, settings.mesh_channel_port
     state = statedir.StateDir(settings.state_dir)
     return ProcessSpec(
         name="control", role=ROLE_CONTROL, stage=STAGE_CONTROL,
-        command=(python, "-m", "mesh.control", "--port", str(port), "--state-dir", str(state.path),
-                 "--registry", str(state.registry_file), "--outbound-policy", settings.outbound_policy),
-        env={}, ports={"http": port}, ready_url=f"http://{LOOPBACK}:{port}/ready", log="control.log",
+        command=(python, "-m", "mesh.control", "--port", str(port), "--tls-port", str(tls_port),
+                 "--state-dir", str(state.path), "--registry", str(state.registry_file),
+                 "--outbound-policy", settings.outbound_policy,
+                 *(("--workload-cert-ttl", settings.workload_cert_ttl) if settings.workload_cert_ttl else ())),
+        env={}, ports={"http": port, "mesh": tls_port}, ready_url=f"http://{LOOPBACK}:{port}/ready",
+        log="control.log",
     )
+
+
+def _mesh_channel(settings: StackSettings, proxy_id: str) -> tuple[str, ...]:
+    """The flags that point a proxy at the TLS mesh channel, the mesh root and its own key directory."""
+    state = statedir.StateDir(settings.state_dir)
+    return ("--control-plane", f"{LOOPBACK}:{settings.mesh_channel_port}", "--ca-file", str(state.root_cert_file),
+            "--cert-dir", str(state.proxy_dir(proxy_id)))
+
+
+def _identity(namespace: str, account: str, proxy_id: str) -> dict[str, str]:
+    return {"namespace": namespace, "serviceAccount": account, "proxyId": proxy_id}
 
 
 def _gateway(settings: StackSettings, python: str) -> ProcessSpec:
@@ -151,12 +174,13 @@ def _gateway(settings: StackSettings, python: str) -> ProcessSpec:
     return ProcessSpec(
         name=GATEWAY_NAME, role=ROLE_GATEWAY, stage=STAGE_GATEWAY,
         command=(python, "-m", "mesh.proxy", "--role", "gateway",
-                 "--id", f"{GATEWAY_WORKLOAD}.{GATEWAY_NAMESPACE}", "--namespace", GATEWAY_NAMESPACE,
+                 "--id", GATEWAY_PROXY_ID, "--namespace", GATEWAY_NAMESPACE,
                  "--workload", GATEWAY_WORKLOAD, "--labels", GATEWAY_LABELS,
-                 "--control-plane", f"{LOOPBACK}:{settings.control_plane_port}",
+                 "--service-account", GATEWAY_SERVICE_ACCOUNT, *_mesh_channel(settings, GATEWAY_PROXY_ID),
                  "--port-map", f"{GATEWAY_SERVICE_PORT}={settings.ingress_port}", "--admin-port", str(admin)),
         env={}, ports={"http": settings.ingress_port, "admin": admin},
         ready_url=f"http://{LOOPBACK}:{admin}/ready", log=proxy_log(GATEWAY_NAME), workload=GATEWAY_WORKLOAD,
+        identity=_identity(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, GATEWAY_PROXY_ID),
     )
 
 
@@ -172,16 +196,18 @@ def _workload(settings: StackSettings, index: int, deployment: Mapping[str, Any]
         env=env, ports={"app": ports["app"], "chaos": ports["chaos"]},
         ready_url=f"http://{LOOPBACK}:{ports['app']}/healthz", log=app_log(name), workload=name,
     )
+    proxy_id = f"{name}.{namespace}"
     sidecar = ProcessSpec(
         name=f"{name}.proxy", role=ROLE_SIDECAR, stage=STAGE_WORKLOADS,
-        command=(python, "-m", "mesh.proxy", "--role", "sidecar", "--id", f"{name}.{namespace}",
+        command=(python, "-m", "mesh.proxy", "--role", "sidecar", "--id", proxy_id,
                  "--namespace", namespace, "--workload", name,
                  "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--service-account", account,
-                 "--control-plane", f"{LOOPBACK}:{settings.control_plane_port}",
+                 *_mesh_channel(settings, proxy_id),
                  "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                  "--app-port", str(ports["app"]), "--admin-port", str(ports["admin"])),
         env={}, ports={p: ports[p] for p in ("inbound", "outbound", "admin")},
         ready_url=f"http://{LOOPBACK}:{ports['admin']}/ready", log=proxy_log(name), workload=name,
+        identity=_identity(namespace, account, proxy_id),
     )
     workload = Workload(name=name, namespace=namespace, labels=labels, service_account=account,
                         port=ports["inbound"], processes=(app.name, sidecar.name))
@@ -244,6 +270,6 @@ def _check_distinct_ports(plan: Plan) -> None:
     owners: dict[int, str] = {}
     for port, owner in plan.ports():
         if port in owners:
-            raise errors.StackError(f"port {port} is planned twice: {owners[port]} and {owner}; "
-                                    f"check weir:local ingressPort, controlPlanePort and portBase")
+            raise errors.StackError(f"port {port} is planned twice: {owners[port]} and {owner}; check weir:local "
+                                    f"ingressPort, controlPlanePort, controlPlaneTlsPort and portBase")
         owners[port] = owner

@@ -1,7 +1,9 @@
 """Stack settings for the local runtime, read once from `stacks/Pulumi.<env>.yaml` into a frozen object.
 
 Keys (Pulumi config, under `config:`): `weir:routing` names a scenario `stacks/routing/<name>.yaml`;
-`weir:local` holds `ingressPort`, `controlPlanePort` and `portBase`. The project root is the parent of
+`weir:local` holds `ingressPort`, `controlPlanePort` (meshctl's HTTP API), `portBase` and optionally
+`controlPlaneTlsPort` (the proxies' TLS mesh channel; default controlPlanePort + 2, as Istio's 15010 and
+15012). The project root is the parent of
 the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
 Next in the flow: mesh.local.plan turns the settings into process specs.
 """
@@ -9,6 +11,7 @@ Next in the flow: mesh.local.plan turns the settings into process specs.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ STACKS_DIR = "stacks"
 STATE_ROOT = ".weir"
 HOME_ENV = "WEIR_HOME"
 LOCAL_PORT_KEYS = ("ingressPort", "controlPlanePort", "portBase")
+TLS_PORT_KEY = "controlPlaneTlsPort"
+TLS_PORT_OFFSET = 2  # derived mesh channel port: controlPlanePort + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,13 @@ class StackSettings:
     control_plane_port: int
     port_base: int
     outbound_policy: str = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy.mode
+    control_plane_tls_port: int | None = None  # weir:local.controlPlaneTlsPort when the file sets it
+    workload_cert_ttl: str | None = None  # weir:security.workloadCertTtl ("24h"); None: the CA's default
+
+    @property
+    def mesh_channel_port(self) -> int:
+        """The control plane's TLS port for proxies: controlPlaneTlsPort, else controlPlanePort + 2."""
+        return self.control_plane_tls_port or self.control_plane_port + TLS_PORT_OFFSET
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -89,6 +101,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         raise errors.StackError(f"{source}: missing key `weir:local` (a mapping with "
                                 f"{', '.join(LOCAL_PORT_KEYS)})")
     ports = {key: _port(local, key, source) for key in LOCAL_PORT_KEYS}
+    tls_port = _port(local, TLS_PORT_KEY, source) if local.get(TLS_PORT_KEY) is not None else None
     outbound_policy = _outbound_policy(config.get("weir:meshConfig"), source)
     return StackSettings(
         name=stack,
@@ -100,10 +113,26 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         control_plane_port=ports["controlPlanePort"],
         port_base=ports["portBase"],
         outbound_policy=outbound_policy,
+        control_plane_tls_port=tls_port,
+        workload_cert_ttl=_workload_cert_ttl(config.get("weir:security"), source),
     )
 
 
 OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")
+_TTL = re.compile(r"[0-9]+(\.[0-9]+)?(s|m|h)")
+
+
+def _workload_cert_ttl(security: Any, source: Path) -> str | None:
+    """`weir:security.workloadCertTtl`: the lifetime of workload certificates (Istio's 24h when unset)."""
+    if security is None:
+        return None
+    ttl = security.get("workloadCertTtl") if isinstance(security, dict) else security
+    if ttl is None:
+        return None
+    if not isinstance(ttl, str) or not _TTL.fullmatch(ttl) or float(ttl[:-1]) <= 0:
+        raise errors.StackError(f"{source}: key `weir:security.workloadCertTtl` must be a positive duration "
+                                f"such as 24h, 90m or 30s, got {ttl!r}")
+    return ttl
 
 
 def _outbound_policy(mesh_config: Any, source: Path) -> str:

@@ -1,7 +1,8 @@
 """The state directory of one stack (`.weir/<stack>/`): its layout, atomic JSON files and the pid file.
 
 The supervisor (mesh.local.supervisor) writes it; meshctl (mesh.local.runtime) and the control plane read it.
-Layout and file shapes: docs/architecture.md, "Processes" and "Registry".
+Layout and file shapes: docs/architecture.md, "Processes", "Registry" and "Certificates". The private parts
+(`ca/`: the CA key and the bootstrap tokens; `proxies/<id>/`: each proxy's key) are owner-only (0700).
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ class StateDir:
         return self.path / "logs"
 
     @property
+    def ca_dir(self) -> Path:
+        """The mesh CA (written by the control plane): ca-key.pem, ca-cert.pem, root-cert.pem, cert-chain.pem."""
+        return self.path / "ca"
+
+    @property
+    def root_cert_file(self) -> Path:
+        return self.ca_dir / "root-cert.pem"
+
+    @property
+    def tokens_dir(self) -> Path:
+        """One-time bootstrap token records (mesh.control.tokens), written by the supervisor."""
+        return self.ca_dir / "tokens"
+
+    @property
+    def proxies_dir(self) -> Path:
+        return self.path / "proxies"
+
+    def proxy_dir(self, proxy_id: str) -> Path:
+        """A proxy's key and certificate (its --cert-dir)."""
+        return self.proxies_dir / proxy_id
+
+    @property
     def supervisor_log(self) -> Path:
         return self.logs / "supervisor.log"
 
@@ -53,6 +76,10 @@ class StateDir:
     def ensure(self) -> None:
         for directory in (self.path, self.logs, self.config_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        for directory in (self.ca_dir, self.tokens_dir, self.proxies_dir):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            if directory.stat().st_mode & 0o077:
+                os.chmod(directory, 0o700)
 
     def read_pid(self) -> int | None:
         """The supervisor pid recorded in the pid file, or None when absent or unreadable."""

@@ -6,6 +6,10 @@ stage by stage (control plane → apps + sidecars → ingress gateway), each in 
 stdout/stderr appended to `logs/<log>`; polls readiness URLs; restarts a crashed process with
 exponential backoff, counting restarts; and publishes `state.json` and `registry.json` (atomically,
 only when they change). On SIGTERM/SIGINT it stops the stages in reverse: SIGTERM, up to 5 s, SIGKILL.
+
+Each (re)start of a proxy (a spec with an `identity`) gets a fresh one-time bootstrap token for its
+certificate: the record goes to `<state>/ca/tokens/` (mesh.control.tokens), the token to the process in
+WEIR_BOOTSTRAP_TOKEN, never on its command line; the previous, unused one is revoked.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mesh.control import tokens
 from mesh.local import client, errors, process, registry, stack, statedir
 from mesh.local import plan as plan_mod
 
@@ -55,6 +60,7 @@ class Child:
     started_at: str | None = None
     restart_at: float | None = None
     exit_code: int | None = None
+    token: str | None = None  # the bootstrap token of the current run (proxies only)
 
     def row(self, log_dir: Path) -> dict[str, Any]:
         return {
@@ -136,11 +142,12 @@ class Supervisor:
         self._next_probe = 0.0
         child.started, child.started_at = time.monotonic(), _now()
         try:
+            env = {**self._env, **spec.env, **self._credentials(child)}
             with open(self.state.log(spec.log), "ab") as out:
                 out.write(f"--- weir: {_now()} starting {spec.name}: {' '.join(spec.command)}\n".encode())
                 out.flush()
                 child.proc = subprocess.Popen(
-                    spec.command, cwd=self.plan.cwd, env={**self._env, **spec.env}, stdin=subprocess.DEVNULL,
+                    spec.command, cwd=self.plan.cwd, env=env, stdin=subprocess.DEVNULL,
                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 )
         except OSError as exc:
@@ -149,6 +156,21 @@ class Supervisor:
             return
         child.status = "starting"
         log.info("%s: started pid %s", spec.name, child.proc.pid)
+
+    def _credentials(self, child: Child) -> dict[str, str]:
+        """A new bootstrap token for a proxy's identity (its last one revoked); nothing for other processes."""
+        identity = child.spec.identity
+        self._revoke(child)
+        if not identity:
+            return {}
+        child.token = tokens.mint(self.state.tokens_dir, identity["namespace"], identity["serviceAccount"],
+                                  identity["proxyId"], now=time.time())
+        return {tokens.TOKEN_ENV: child.token}
+
+    def _revoke(self, child: Child) -> None:
+        if child.token is not None:
+            tokens.revoke(self.state.tokens_dir, child.token)  # a no-op once the control plane consumed it
+            child.token = None
 
     def _reap(self, now: float) -> None:
         for child in self.children:
@@ -213,6 +235,7 @@ class Supervisor:
                 if child.proc is not None:
                     child.exit_code = process.exit_code(child.proc)
                 child.proc, child.status = None, "stopped"
+                self._revoke(child)
         self.status = "stopped"
         self._publish()
         log.info("stopped stack %s", self.plan.stack)

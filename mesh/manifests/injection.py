@@ -2,7 +2,10 @@
 
 Adds the `weir-proxy` container (`python -m mesh.proxy --role sidecar …`, the flags of
 docs/architecture.md with the pod's ports 15006/15001/15000), points the app at it through `HTTP_PROXY`,
-mounts an audience-bound service-account token for the CA, and annotates the pod for Prometheus. Pure:
+mounts an audience-bound service-account token for the CA (TokenReview proves the pod's identity), the
+mesh root certificate (ConfigMap `weir-ca-root-cert`, Istio's `istio-ca-root-cert`: the only trust for the
+control plane's TLS mesh channel) and a memory-backed directory for the proxy's own key and certificate
+(the key never leaves the pod), and annotates the pod for Prometheus. Pure:
 the input is never mutated, and injecting twice is the same as injecting once.
 """
 
@@ -14,7 +17,8 @@ from typing import Any
 
 SIDECAR_CONTAINER = "weir-proxy"
 STATUS_ANNOTATION = "sidecar.weir.dev/status"
-DEFAULT_CONTROL_PLANE = "weir-control.weir-system.svc:15010"
+CONTROL_PLANE_HOST = "weir-control.weir-system.svc"
+DEFAULT_CONTROL_PLANE = f"{CONTROL_PLANE_HOST}:15012"  # the TLS mesh channel (discovery + certificates)
 
 ADMIN_PORT = 15000
 OUTBOUND_PORT = 15001
@@ -25,6 +29,12 @@ TOKEN_VOLUME = "istio-token"
 TOKEN_AUDIENCE = "weir-ca"
 TOKEN_MOUNT = "/var/run/secrets/tokens"
 TOKEN_EXPIRATION_S = 43200  # the kubelet rotates it at 80% of its life
+ROOT_CERT_VOLUME = "weir-ca-root-cert"
+ROOT_CERT_CONFIGMAP = "weir-ca-root-cert"  # published in every meshed namespace by the platform
+ROOT_CERT_MOUNT = "/var/run/secrets/weir"
+ROOT_CERT_KEY = "root-cert.pem"
+CERT_VOLUME = "weir-certs"
+CERT_MOUNT = "/var/run/weir/certs"
 
 Obj = dict[str, Any]
 
@@ -62,7 +72,7 @@ def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DE
         )
     )
     pod["containers"] = containers  # app stays first: `mesh.local.plan` and `kubectl logs` rely on it
-    pod.setdefault("volumes", []).append(_token_volume())
+    pod.setdefault("volumes", []).extend(_volumes())
     meta = template.setdefault("metadata", {})
     meta.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
     meta.setdefault("annotations", {}).update(_annotations(proxy_image, app["name"]))
@@ -116,6 +126,9 @@ def _sidecar(
         "--labels", ",".join(f"{key}={value}" for key, value in sorted(labels.items())),
         "--service-account", service_account,
         "--control-plane", control_plane,
+        "--control-plane-sni", control_plane.rpartition(":")[0],
+        "--ca-file", f"{ROOT_CERT_MOUNT}/{ROOT_CERT_KEY}",
+        "--cert-dir", CERT_MOUNT,
         "--inbound-port", str(INBOUND_PORT),
         "--outbound-port", str(OUTBOUND_PORT),
         "--app-port", str(app_port),
@@ -157,17 +170,26 @@ def _sidecar(
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True}],
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True},
+            {"name": ROOT_CERT_VOLUME, "mountPath": ROOT_CERT_MOUNT, "readOnly": True},
+            {"name": CERT_VOLUME, "mountPath": CERT_MOUNT},
+        ],
     }
 
 
-def _token_volume() -> Obj:
+def _volumes() -> list[Obj]:
     token = {"audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_EXPIRATION_S, "path": TOKEN_VOLUME}
-    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+    return [
+        {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}},
+        {"name": ROOT_CERT_VOLUME, "configMap": {"name": ROOT_CERT_CONFIGMAP}},
+        {"name": CERT_VOLUME, "emptyDir": {"medium": "Memory"}},
+    ]
 
 
 def _annotations(proxy_image: str, app_container: str) -> dict[str, str]:
-    status = {"containers": [SIDECAR_CONTAINER], "volumes": [TOKEN_VOLUME], "image": proxy_image}
+    status = {"containers": [SIDECAR_CONTAINER], "volumes": [TOKEN_VOLUME, ROOT_CERT_VOLUME, CERT_VOLUME],
+              "image": proxy_image}
     return {
         STATUS_ANNOTATION: json.dumps(status, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": app_container,

@@ -1,4 +1,11 @@
-"""`python -m mesh.proxy`: run a sidecar or gateway proxy (see docs/architecture.md for the flags)."""
+"""`python -m mesh.proxy`: run a sidecar or gateway proxy (see docs/architecture.md for the flags).
+
+With `--control-plane HOST:PORT` (the TLS mesh channel) the proxy trusts only the root in `--ca-file`,
+gets its workload certificate from the control plane's CA (`mesh.proxy.certagent`; credential: the
+`WEIR_BOOTSTRAP_TOKEN` environment variable locally, `--token-file` on Kubernetes) and keeps its key and
+certificate in `--cert-dir` (0700). With `--bootstrap VIEW.json` it runs without a control plane;
+`--tls-cert/--tls-key/--tls-roots` then give it a fixed identity.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 
-from mesh.proxy import runtime, server
-from mesh.view import wire
+from mesh.proxy import certagent, channel, runtime, server, tls
+from mesh.view import security, wire
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,7 +30,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workload", required=True)
     parser.add_argument("--labels", default="", help="k=v,k=v")
     parser.add_argument("--service-account", default="default")
-    parser.add_argument("--control-plane", default=None, help="host:port of the control plane")
+    parser.add_argument("--control-plane", default=None, help="host:port of the control plane's mesh channel (TLS)")
+    parser.add_argument("--ca-file", default=None, help="the mesh root certificate: the only trust for the control plane")
+    parser.add_argument("--control-plane-sni", default=None,
+                        help="name the control plane's certificate must carry (default: the host of --control-plane)")
+    parser.add_argument("--cert-dir", default=None, help="where the key and certificate are kept (default: a temp dir)")
+    parser.add_argument("--token-file", default=os.environ.get(certagent.TOKEN_FILE_ENV) or None,
+                        help="a service-account token for CSRs, re-read each time (env WEIR_TOKEN_FILE)")
+    parser.add_argument("--cert-ttl", type=float, default=None, help="requested certificate lifetime, seconds")
+    parser.add_argument("--cert-grace-ratio", type=float, default=certagent.GRACE_RATIO,
+                        help="renew when this fraction of the lifetime is left (default 0.5)")
+    parser.add_argument("--tls-cert", default=None, help="static identity: certificate chain (PEM)")
+    parser.add_argument("--tls-key", default=None, help="static identity: its key (PEM)")
+    parser.add_argument("--tls-roots", default=None, help="static identity: trusted mesh roots (PEM)")
     parser.add_argument("--bootstrap", default=None, help="a static view (JSON file) instead of a control plane")
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--inbound-port", type=int, default=15006)
@@ -33,6 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.control_plane and not args.bootstrap:
         parser.error("one of --control-plane or --bootstrap is required")
+    if args.control_plane and not args.ca_file:
+        parser.error("--control-plane needs --ca-file: the mesh root the control plane's certificate chains to")
+    static = (args.tls_cert, args.tls_key, args.tls_roots)
+    if any(static) and not all(static):
+        parser.error("--tls-cert, --tls-key and --tls-roots go together")
+    if all(static) and args.control_plane:
+        parser.error("--tls-cert/--tls-key/--tls-roots replace the CA: use them with --bootstrap only")
+    if not 0.0 < args.cert_grace_ratio < 1.0:
+        parser.error("--cert-grace-ratio must be between 0 and 1")
     return args
 
 
@@ -40,10 +70,32 @@ def _pairs(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(",") if item)
 
 
-async def serve(args: argparse.Namespace) -> None:
+def _mesh_tls(args: argparse.Namespace) -> tls.MeshTls | None:
+    if not args.control_plane and not args.tls_cert:
+        return None
+    directory = args.cert_dir or tempfile.mkdtemp(prefix="weir-proxy-")  # mkdtemp: 0700
+    return tls.MeshTls(directory)
+
+
+def _agent(args: argparse.Namespace, rt: runtime.ProxyRuntime,
+           control: channel.ControlChannel) -> certagent.CertAgent:
+    token = os.environ.pop(certagent.TOKEN_ENV, None)  # read once; not inherited by anything we start
+
+    async def issue(body: dict, with_certificate: bool):
+        return await control.post_json("/v1/certificates", body, with_certificate=with_certificate)
+
+    return certagent.CertAgent(rt.mesh_tls, issue, spiffe_id=security.spiffe_id(args.namespace, args.service_account),
+                               bootstrap_token=token, token_file=args.token_file, ttl_s=args.cert_ttl,
+                               grace_ratio=args.cert_grace_ratio, counters=rt.counters)
+
+
+async def serve(args: argparse.Namespace) -> int:
     labels = _pairs(args.labels)
     identity = runtime.Identity(args.id, args.role, args.namespace, args.workload, labels, args.service_account)
     rt = runtime.ProxyRuntime(identity)
+    rt.mesh_tls = _mesh_tls(args)
+    if args.tls_cert:
+        certagent.install_static(rt.mesh_tls, args.tls_cert, args.tls_key, args.tls_roots)
     port_map = {int(k): int(v) for k, v in _pairs(args.port_map).items()}
     proxy = server.ProxyServer(rt, bind=args.bind, inbound_port=args.inbound_port,
                                outbound_port=args.outbound_port, port_map=port_map)
@@ -51,10 +103,11 @@ async def serve(args: argparse.Namespace) -> None:
             "labels": labels, "serviceAccount": args.service_account,
             "ports": {"app": args.app_port, "inbound": args.inbound_port, "outbound": args.outbound_port,
                       "admin": args.admin_port}}
-    control = None
+    control = agent = None
     if args.control_plane:
         host, _, port = args.control_plane.rpartition(":")
-        control = (host, int(port))
+        control = channel.ControlChannel(host, int(port), args.ca_file, rt.mesh_tls, args.control_plane_sni)
+        agent = _agent(args, rt, control)
     bootstrap = None
     if args.bootstrap:
         with open(args.bootstrap, encoding="utf-8") as handle:
@@ -62,8 +115,9 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(proxy.shutdown()))
-    await proxy.start(args.admin_port, control, node, bootstrap)
+    await proxy.start(args.admin_port, control, node, bootstrap, agent)
     await proxy.stopped.wait()
+    return proxy.exit_code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        asyncio.run(serve(args))
+        sys.exit(asyncio.run(serve(args)))
     else:
-        uvloop.run(serve(args))
+        sys.exit(uvloop.run(serve(args)))
 
 
 if __name__ == "__main__":

@@ -73,12 +73,14 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
     """At the connection limit, an idle connection to another host of the cluster serves this try."""
     from mesh.proxy.forwarding import Target
 
-    pools = forwarding.runtime.pools.by_endpoint
+    origination = forwarding.runtime.origination
     now = forwarding.loop.time()
     target = exchange.target
     for endpoint in cluster.balancer.endpoints:
-        pool = pools.get((endpoint.address, endpoint.port))
-        if endpoint == target.endpoint or pool is None or not pool.idle:
+        if endpoint == target.endpoint:
+            continue
+        pool = origination.pool(cluster, endpoint)  # the pool of the endpoint's own TLS: never another's
+        if not pool.idle:
             continue
         conn = pool.acquire(now)
         if conn is not None:

@@ -4,6 +4,11 @@ xDS semantics over HTTP/JSON: every request carries the last applied `version_in
 the response it answers; a rejected view is NACKed with `error_detail` while the proxy keeps serving its
 previous view. When the control plane is away, the proxy keeps its last good view and retries with
 capped exponential backoff.
+
+The connection is TLS on the mesh channel (`mesh.proxy.channel.ControlChannel`): the control plane is
+checked against the mesh root and its host name, and our workload certificate is the client certificate
+(the control plane only serves the view of the identity it names). When the certificate agent installs
+a new certificate, the next poll reconnects with it. Without a channel (tests) the connection is plain.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
+from mesh.proxy import channel as channel_mod
 from mesh.view import model, wire
 
 log = logging.getLogger("weir.proxy.discovery")
@@ -28,17 +35,20 @@ ApplyView = Callable[[model.ProxyView, str], Awaitable[None]]
 
 
 class DiscoveryClient:
-    def __init__(self, host: str, port: int, node: dict, apply_view: ApplyView) -> None:
+    def __init__(self, host: str, port: int, node: dict, apply_view: ApplyView,
+                 channel: channel_mod.ControlChannel | None = None) -> None:
         self.host = host
         self.port = port
         self.node = node
         self.apply_view = apply_view
+        self.channel = channel
         self.version = ""
         self.nonce = ""
         self.error: str | None = None
         self.last_nack: dict | None = None
         self.connected = False
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._context: ssl.SSLContext | None = None  # the one the open connection was made with
 
     async def run(self) -> None:
         backoff = BACKOFF_START_S
@@ -88,36 +98,24 @@ class DiscoveryClient:
             log.info("applied view %s", version)
 
     async def _poll(self) -> tuple[int, bytes]:
+        context = self.channel.context() if self.channel is not None else None
+        if self._streams is not None and context is not self._context:
+            self._close()  # a new certificate was installed: present it from now on
         if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port)
+            if self.channel is not None:
+                self._streams = await self.channel.connect(context)
+            else:
+                self._streams = await asyncio.open_connection(self.host, self.port)
+            self._context = context
         reader, writer = self._streams
         body = json.dumps({"node": self.node, "version_info": self.version, "response_nonce": self.nonce,
                            "error_detail": self.error}).encode()
-        writer.write(b"POST /v1/discovery HTTP/1.1\r\nhost: %b:%d\r\ncontent-type: application/json\r\n"
-                     b"content-length: %d\r\n\r\n%b" % (self.host.encode(), self.port, len(body), body))
-        status_line = await reader.readline()
-        if not status_line:
-            raise ConnectionError("control plane closed the connection")
-        parts = status_line.split()
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-            raise ConnectionError(f"control plane sent a malformed status line {status_line[:80]!r}")
-        status = int(parts[1])
-        length, close = 0, False
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        if length > MAX_VIEW_BYTES:
-            raise ValueError(f"view of {length} bytes exceeds {MAX_VIEW_BYTES}")
-        payload = await reader.readexactly(length) if length else b""
+        writer.write(channel_mod.request_bytes("/v1/discovery", self.host, self.port, body))
+        status, close, payload = await channel_mod.read_response(reader, MAX_VIEW_BYTES)
         if close:
             self._close()
+        if status in (400, 401, 403):  # refused: say why (a certificate not matching the node, ...)
+            raise ConnectionError(f"control plane answered {status}: {_error_of(payload)}")
         return status, payload
 
     def _close(self) -> None:
@@ -126,5 +124,12 @@ class DiscoveryClient:
             self._streams = None
 
     def dump(self) -> dict:
-        return {"control_plane": f"{self.host}:{self.port}", "connected": self.connected,
-                "version": self.version, "last_nack": self.last_nack}
+        return {"control_plane": f"{self.host}:{self.port}", "tls": self.channel is not None,
+                "connected": self.connected, "version": self.version, "last_nack": self.last_nack}
+
+
+def _error_of(payload: bytes) -> str:
+    try:
+        return str(json.loads(payload).get("error"))
+    except (ValueError, AttributeError):
+        return payload[:200].decode("utf-8", "replace")

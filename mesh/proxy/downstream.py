@@ -56,6 +56,7 @@ class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
+        "peer_identity", "secure",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -77,6 +78,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.loop = forwarding.loop
         # A malformed request pipelined behind one in flight: answered after the earlier ones, in order.
         self.deferred_error: replies.ProxyError | None = None
+        # Set by the TLS layer (mesh.proxy.tls) once the handshake is done: the client's verified SPIFFE ID
+        # (None: plaintext, or TLS without a client certificate) and whether the connection is TLS at all.
+        self.peer_identity: str | None = None
+        self.secure = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -35,7 +35,7 @@ class Exchange:
         "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
-        "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying",
+        "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying", "access",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -75,6 +75,7 @@ class Exchange:
         self.retries_exhausted = False
         self.admitted = None  # circuit breaking: the cluster counting this request / its retries
         self.retrying = None
+        self.access = None  # mesh.proxy.access.Verdict on a received request checked by JWT/authorization
 
     # -- request side -----------------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mesh.proxy import breaker, deadlines, fault, mirror, replies, retry
+from mesh.proxy import access, breaker, deadlines, fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
@@ -38,7 +38,7 @@ class Target:
 
 
 class Forwarding:
-    __slots__ = ("runtime", "direction", "table", "loop", "deadlines")
+    __slots__ = ("runtime", "direction", "table", "loop", "deadlines", "guarded")
 
     def __init__(self, runtime: ProxyRuntime, direction: str, table: str | None = None) -> None:
         self.runtime = runtime
@@ -46,9 +46,14 @@ class Forwarding:
         self.table = table  # gateway listeners route by their own table; outbound by the request's port
         self.loop = asyncio.get_event_loop()
         self.deadlines = deadlines.Deadlines(self)  # reads self.loop when it runs: tests swap the loop
+        self.guarded = direction != model.OUTBOUND  # received requests: JWT and authorization may apply
 
     # -- decision ------------------------------------------------------------------------------------------
     def start(self, exchange: Exchange) -> None:
+        if self.guarded:
+            view = self.runtime.view
+            if view is not None and view.access is not None and access.refused(self, exchange, view.access):
+                return
         try:
             target = self._decide(exchange)
         except replies.ProxyError as error:
@@ -115,7 +120,7 @@ class Forwarding:
         target = exchange.target
         pool = target.pool
         if pool is None:
-            pool = target.pool = self.runtime.pools.get((target.endpoint.address, target.endpoint.port))
+            pool = self.runtime.origination.target_pool(target)
         cluster = target.cluster
         idle_timeout = cluster.spec.pool.idle_timeout_s if cluster is not None else None
         conn = pool.acquire(self.loop.time()) if idle_timeout is None else pool.acquire(self.loop.time(),
@@ -131,6 +136,9 @@ class Forwarding:
                 exchange.attach(conn)
             else:
                 breaker.wait_for_connection(self, exchange, cluster)
+            return
+        if not pool.may_connect():  # TLS handshakes at their cap: the next free connection serves it
+            pool.wait(self, exchange)
             return
         self.connect(exchange)
 
@@ -245,7 +253,7 @@ class Forwarding:
         if view is None:
             raise replies.NoHealthyUpstream()
         if self.direction == model.INBOUND:
-            return runtime.inbound_target(head)
+            return runtime.inbound_target(head, exchange.conn.peer_identity)
         table = self.table if self.table is not None else str(head.port)
         found = view.find_route(table, head)
         if found is None:
@@ -297,19 +305,25 @@ class Forwarding:
         target = exchange.target
         endpoint = target.endpoint
         cluster = target.cluster
-        pool = self.runtime.pools.get((endpoint.address, endpoint.port))
+        pool = target.pool or self.runtime.origination.pool(cluster, endpoint)
         pool.opening()
+        if pool.origin is not None:
+            pool.connecting += 1
         if cluster is not None:
             cluster.connections += 1
         timeout = cluster.spec.pool.connect_timeout_s if cluster is not None else CONNECT_TIMEOUT_S
-        task = self.loop.create_task(asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamConnection(pool, cluster), endpoint.address, endpoint.port),
-            timeout,
-        ))
+        # TCP, then TLS when the pool's connections are secured (mesh.proxy.origination): a refused
+        # handshake or a peer with the wrong identity fails here, like a refused connection.
+        task = self.loop.create_task(self.runtime.origination.open(
+            self.loop, pool, lambda: UpstreamConnection(pool, cluster), endpoint, timeout))
         tries = exchange.tries
         task.add_done_callback(lambda done: self._connected(exchange, pool, done, target, tries))
 
     def _connected(self, exchange: Exchange, pool, done: asyncio.Task, target: Target, tries: int) -> None:
+        if pool.origin is not None:  # a TLS connect ended: a request waiting may take a connection or open one
+            pool.connecting -= 1
+            if pool.waiting:
+                pool.wake()
         if tries != exchange.tries:
             # A try that timed out while connecting: the exchange moved on; keep a good socket for others.
             if target.cluster is not None:
@@ -341,7 +355,10 @@ class Forwarding:
         target = exchange.target
         if target is not None and target.cluster is not None and target.cluster.balancer.tracks_load:
             target.cluster.balancer.finished(target.endpoint)  # balances `started`, one per attempt
-        upstream.pool.release(upstream, reusable, self.loop.time())
+        pool = upstream.pool
+        pool.release(upstream, reusable, self.loop.time())
+        if pool.waiting and not upstream.closed:
+            pool.wake()  # an idle connection for a request waiting on a TLS pool
         cluster = upstream.cluster
         if cluster is not None and cluster.pending and not upstream.closed:
             cluster.wake_pending()  # an idle connection for a request that waits
@@ -356,6 +373,7 @@ class Forwarding:
     def record(self, exchange: Exchange) -> None:
         runtime = self.runtime
         target = exchange.target
-        peer = target.peer if target is not None else runtime.local_peer(self.direction, exchange.head)
+        peer = target.peer if target is not None else runtime.local_peer(self.direction, exchange.head,
+                                                                          exchange.conn.peer_identity)
         runtime.stats.record(peer, exchange.status, exchange.flag, (self.loop.time() - exchange.start) * 1000.0)
 

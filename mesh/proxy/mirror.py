@@ -66,11 +66,9 @@ class MirrorExchange:
             conn.send(self, data)
             return
         self.pool.opening()
-        task = loop.create_task(asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(self.pool), self.endpoint.address,
-                                   self.endpoint.port),
-            self.cluster.spec.pool.connect_timeout_s,
-        ))
+        task = loop.create_task(self.forwarding.runtime.origination.open(
+            loop, self.pool, lambda: UpstreamConnection(self.pool), self.endpoint,
+            self.cluster.spec.pool.connect_timeout_s))
         task.add_done_callback(lambda done: self._connected(done, data))
 
     def _connected(self, done: asyncio.Task, data: bytes) -> None:
@@ -157,5 +155,5 @@ def send_copies(forwarding: Forwarding, exchange: Exchange) -> None:
         body = b"".join(exchange._frame(chunk) for chunk in exchange.body)
         if exchange.chunked_request:
             body += b"0\r\n\r\n"
-        pool = runtime.pools.get((endpoint.address, endpoint.port))
+        pool = runtime.origination.pool(cluster, endpoint)  # mTLS to a sidecar, as the original would be
         MirrorExchange(forwarding, pool, cluster, endpoint).send(head + body)

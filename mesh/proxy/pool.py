@@ -1,4 +1,5 @@
-"""Upstream keep-alive pools, one per endpoint (address, port).
+"""Upstream keep-alive pools, one per endpoint and way of securing it: (address, port) for plaintext,
+(address, port, tls key) for TLS (`mesh.proxy.origination` decides which), so pools never mix the two.
 
 Decisions are synchronous (httpcore style): `acquire()` returns an idle, live connection or None, which
 tells the caller to open a new one; `release()` says whether a finished connection goes back to the idle
@@ -12,6 +13,13 @@ from typing import Protocol
 
 # Idle keep-alive connections kept per endpoint: bounds sockets held open to one upstream.
 MAX_IDLE_PER_ENDPOINT = 128
+# TLS connects (handshakes) in flight per pool; past it a request waits for the first connection that
+# frees up or opens. A handshake costs milliseconds of CPU: a burst of requests to a cold pool must not
+# turn into a storm of handshakes that starves the requests themselves.
+MAX_TLS_CONNECTING = 8
+# Waiters queued before the queue is compacted (requests that gave up are dropped); live ones are bounded
+# by the downstream connections.
+WAITING_COMPACT_AT = 1024
 # Idle connections older than this are closed instead of reused; below aiohttp's 75 s server keep-alive
 # and well below Envoy's 1 h default, so we rarely race a server closing an idle socket.
 IDLE_TIMEOUT_S = 60.0
@@ -38,10 +46,13 @@ def _closed(conn: PooledConnection) -> None:
 
 
 class EndpointPool:
-    __slots__ = ("key", "idle", "active", "opened", "reused")
+    __slots__ = ("key", "idle", "active", "opened", "reused", "origin", "connecting", "waiting")
 
-    def __init__(self, key: tuple[str, int]) -> None:
+    def __init__(self, key: tuple, origin=None) -> None:
         self.key = key
+        self.origin = origin  # mesh.proxy.origination.Origin of its connections; None: plaintext
+        self.connecting = 0  # TLS connects in flight (capped at MAX_TLS_CONNECTING)
+        self.waiting: deque = deque()  # (forwarding, exchange, try number) waiting for a TLS connection
         self.idle: deque[PooledConnection] = deque()
         self.active = 0
         self.opened = 0
@@ -72,6 +83,23 @@ class EndpointPool:
         else:
             _close(conn)
 
+    def may_connect(self) -> bool:
+        """May a request open a new connection now, or must it wait for one (TLS connects at the cap)?"""
+        return self.origin is None or self.connecting < MAX_TLS_CONNECTING
+
+    def wait(self, forwarding, exchange) -> None:
+        if len(self.waiting) >= WAITING_COMPACT_AT:
+            self.waiting = deque(w for w in self.waiting if not w[1].done and w[1].tries == w[2])
+        self.waiting.append((forwarding, exchange, exchange.tries))
+
+    def wake(self) -> None:
+        """A connection came free or a TLS connect ended: the oldest live waiter tries again (soon)."""
+        while self.waiting:
+            forwarding, exchange, tries = self.waiting.popleft()
+            if not exchange.done and exchange.tries == tries:
+                forwarding.loop.call_soon(forwarding.dispatch_pending, exchange, tries)
+                return
+
     def discard(self, conn: PooledConnection) -> None:
         """An idle connection went away on its own (server closed it)."""
         try:
@@ -85,8 +113,9 @@ class EndpointPool:
             self.idle.pop().close()
 
     def __repr__(self) -> str:
-        host, port = self.key
-        return (f"<EndpointPool {host}:{port} idle={len(self.idle)} active={self.active} "
+        host, port = self.key[:2]
+        tls = " tls" if self.origin is not None else ""
+        return (f"<EndpointPool {host}:{port}{tls} idle={len(self.idle)} active={self.active} "
                 f"opened={self.opened} reused={self.reused}>")
 
 
@@ -96,15 +125,16 @@ class Pools:
     __slots__ = ("by_endpoint",)
 
     def __init__(self) -> None:
-        self.by_endpoint: dict[tuple[str, int], EndpointPool] = {}
+        self.by_endpoint: dict[tuple, EndpointPool] = {}
 
-    def get(self, key: tuple[str, int]) -> EndpointPool:
+    def get(self, key: tuple, origin=None) -> EndpointPool:
+        """The pool of `key`; `origin` (how its connections are secured) is part of the key's meaning."""
         pool = self.by_endpoint.get(key)
         if pool is None:
-            pool = self.by_endpoint[key] = EndpointPool(key)
+            pool = self.by_endpoint[key] = EndpointPool(key, origin)
         return pool
 
-    def sweep(self, now: float, keep: frozenset[tuple[str, int]]) -> int:
+    def sweep(self, now: float, keep: frozenset[tuple]) -> int:
         """Close idle connections past the idle timeout, and every idle one to an endpoint not in `keep`
         (gone from the view, or a passthrough host); forget pools left with nothing. Returns closed count."""
         closed = 0
@@ -125,7 +155,7 @@ class Pools:
 
     def dump(self) -> list[dict]:
         return [
-            {"endpoint": f"{h}:{p}", "idle": len(pool.idle), "active": pool.active, "opened": pool.opened,
-             "reused": pool.reused}
-            for (h, p), pool in sorted(self.by_endpoint.items())
+            {"endpoint": f"{key[0]}:{key[1]}", "tls": pool.origin is not None, "idle": len(pool.idle),
+             "active": pool.active, "opened": pool.opened, "reused": pool.reused}
+            for key, pool in sorted(self.by_endpoint.items(), key=lambda item: str(item[0]))
         ]

@@ -64,6 +64,24 @@ class UpstreamProtocolError(ProxyError):
     body = "upstream sent an invalid HTTP response"
 
 
+class Denied(ProxyError):
+    """AuthorizationPolicy refused the request (Envoy's RBAC filter)."""
+
+    status, flag, body = 403, "RBAC", "RBAC: access denied"
+
+
+class Unauthenticated(ProxyError):
+    """RequestAuthentication: a JWT was presented and failed verification; the body is Envoy's reason.
+    Envoy's jwt_authn sets no response flag, so neither do we."""
+
+    status, flag, body = 401, "-", "Jwt verification fails"
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or self.body)
+        if reason:
+            self.body = reason
+
+
 class BadRequest(ProxyError):
     status, flag, body = 400, "DPE", "Bad Request"
 

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from mesh.proxy import balancer, matching, outlier
+from mesh.proxy import access, balancer, matching, outlier
 from mesh.view import model
 
 
@@ -200,7 +200,7 @@ class CompiledCluster:
 class CompiledView:
     """One received view, ready to route. Immutable after construction, except balancer counters."""
 
-    __slots__ = ("spec", "version", "tables", "clusters", "rng", "inbound_cluster", "inbound_targets")
+    __slots__ = ("spec", "version", "tables", "clusters", "rng", "inbound_cluster", "inbound_targets", "access")
 
     def __init__(self, spec: model.ProxyView, version: str, rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -213,6 +213,7 @@ class CompiledView:
         inbound = self.listener(model.INBOUND)
         self.inbound_cluster = self.clusters.get(inbound.cluster) if inbound is not None and inbound.cluster else None
         self.inbound_targets: dict = {}  # caller's peer header → forwarding.Target (filled by the runtime)
+        self.access = access.compile_access(spec)  # JWT + authorization of received requests; None: nothing to do
 
     def endpoint_keys(self) -> frozenset[tuple[str, int]]:
         """Every (address, port) this view can send to: the pools worth keeping."""

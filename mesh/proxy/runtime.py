@@ -2,7 +2,8 @@
 
 `apply()` compiles a received view and swaps one reference (`self.view`), so an exchange that already
 chose its target finishes on the old view and the next one sees the new view: no lock, no torn state.
-Label tuples for metrics are cached per (cluster, endpoint) and per caller, never built per request.
+Label tuples for metrics are cached per (cluster, endpoint) and per caller (its verified identity too),
+never built per request.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from mesh.proxy import forwarding, headers, pool, replies, routing, stats
+from mesh.proxy import forwarding, headers, origination, pool, replies, routing, stats, tls
 from mesh.proxy.matching import RequestHead
 from mesh.view import model, wire
 
@@ -57,6 +58,10 @@ class ProxyRuntime:
         self.counters = stats.Counters()
         self.connections: set = set()
         self.mirrors_in_flight = 0  # bounded by mesh.proxy.mirror.MAX_MIRRORS_IN_FLIGHT
+        # The workload certificate's SSL contexts (`.server`, `.client`), kept fresh by mesh.proxy.certagent;
+        # None when the proxy runs without mesh TLS (a --bootstrap view without --tls-cert).
+        self.mesh_tls: tls.MeshTls | None = None
+        self.origination = origination.Origination(self)  # upstream TLS per endpoint, and its pools
         self._source_peers: dict[tuple, tuple] = {}
         self._inbound_peers: dict[bytes | None, tuple] = {}
         self._peer_lines: dict[str, bytes] = {}
@@ -73,6 +78,7 @@ class ProxyRuntime:
             raise model.ViewError(f"invalid regex {exc.pattern!r}: {exc}") from None
         except UnicodeEncodeError as exc:  # a header value HTTP/1.1 cannot carry: NACKed, never a retry loop
             raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None
+        self.origination.apply(spec)  # SIMPLE/MUTUAL files that cannot be loaded: ViewError (NACK)
         old = self.view
         if old is not None:  # outlier state of hosts that stay survives config pushes
             for name, cluster in compiled.clusters.items():
@@ -84,25 +90,37 @@ class ProxyRuntime:
         self._inbound_peers.clear()  # labels of callers without a peer header name our service: may change
         return compiled
 
+    def tls_changed(self) -> None:
+        """This proxy's certificate arrived (auto mTLS starts): principal labels cached so far are stale."""
+        self._source_peers.clear()
+        self._inbound_peers.clear()
+        if self.view is not None:
+            self.view.inbound_targets.clear()
+            for cluster in self.view.clusters.values():
+                cluster.peers.clear()
+
     # -- inbound -------------------------------------------------------------------------------------------
-    def inbound_target(self, head: RequestHead) -> forwarding.Target:
+    def inbound_target(self, head: RequestHead, peer_identity: str | None = None) -> forwarding.Target:
+        """`peer_identity`: the caller's verified SPIFFE ID (mutual TLS), None for plaintext."""
         view = self.view
         peer_header = head.header(headers.PEER_HEADER)
-        cached = view.inbound_targets.get(peer_header)
+        key = peer_header if peer_identity is None else (peer_header, peer_identity)
+        cached = view.inbound_targets.get(key)
         if cached is not None:
             return cached
         cluster = view.inbound_cluster
         endpoint = cluster.balancer.pick() if cluster is not None else None
         if endpoint is None:
             raise replies.NoHealthyUpstream()
-        target = forwarding.Target(cluster, endpoint, None, None, self._inbound_peer(peer_header))
+        target = forwarding.Target(cluster, endpoint, None, None, self._inbound_peer(peer_header, peer_identity))
         # One local app endpoint (the usual sidecar): the target depends only on the caller; reuse it.
         if len(cluster.balancer.endpoints) == 1 and len(view.inbound_targets) < MAX_CACHED_PEERS:
-            view.inbound_targets[peer_header] = target
+            view.inbound_targets[key] = target
         return target
 
-    def _inbound_peer(self, header: str | None) -> tuple:
-        peer = self._inbound_peers.get(header)
+    def _inbound_peer(self, header: str | None, peer_identity: str | None = None) -> tuple:
+        key = header if peer_identity is None else (header, peer_identity)
+        peer = self._inbound_peers.get(key)
         if peer is not None:
             return peer
         fields = header.split(";") if header else []
@@ -114,30 +132,46 @@ class ProxyRuntime:
             inbound = self.view.inbound_cluster if self.view is not None else None
             service = inbound.spec.service if inbound is not None and inbound.spec.service else UNKNOWN
         name, namespace = _service_parts(service)
+        # Istio: mutual_tls when the caller presented a verified certificate; the principals are the two
+        # certificates' SPIFFE IDs, "unknown" on a plaintext connection.
+        if peer_identity is not None:
+            mesh = self.mesh_tls
+            own = mesh.spiffe_id if mesh is not None and mesh.spiffe_id else UNKNOWN
+            secured = ("mutual_tls", peer_identity, own)
+        else:
+            secured = ("none", UNKNOWN, UNKNOWN)
         peer = ("destination", src_workload, src_ns, src_app, src_version, *self._self_labels,
-                service, name, namespace, "http", "none")
+                service, name, namespace, "http", *secured)
         if len(self._inbound_peers) < MAX_CACHED_PEERS:
-            self._inbound_peers[header] = peer
+            self._inbound_peers[key] = peer
         return peer
 
     # -- outbound / gateway --------------------------------------------------------------------------------
     def source_peer(self, cluster: model.Cluster, endpoint: model.Endpoint | None) -> tuple:
-        key = (cluster.name, cluster.service, endpoint)
+        key = (cluster.name, cluster.service, cluster.tls, endpoint)
         peer = self._source_peers.get(key)
         if peer is None:
             dest = (endpoint.workload, endpoint.namespace, endpoint.app, endpoint.version) if endpoint else (
                 UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
             name, namespace = _service_parts(cluster.service)
+            # Istio's client side reports connection_security_policy "unknown"; the principals are ours and
+            # the server's (the identity the handshake is checked against) when the connection is mesh mTLS.
+            origin = origination.decide(cluster, endpoint, self.origination.ready()) if endpoint else None
+            principals = (UNKNOWN, UNKNOWN)
+            if origin is not None and origin.mesh:
+                mesh = self.mesh_tls
+                own = mesh.spiffe_id if mesh is not None and mesh.spiffe_id else UNKNOWN
+                principals = (own, origin.peer_principal(endpoint))
             peer = ("source", *self._self_labels, *dest, cluster.service or UNKNOWN, name, namespace, "http",
-                    UNKNOWN)
+                    UNKNOWN, *principals)
             if len(self._source_peers) < MAX_CACHED_PEERS:
                 self._source_peers[key] = peer
         return peer
 
-    def local_peer(self, direction: str, head: RequestHead) -> tuple:
-        """Label set of a request answered before any cluster was chosen (no route, bad request)."""
+    def local_peer(self, direction: str, head: RequestHead, peer_identity: str | None = None) -> tuple:
+        """Label set of a request answered before any cluster was chosen (no route, bad request, denied)."""
         if direction == model.INBOUND:
-            return self._inbound_peer(head.header(headers.PEER_HEADER))
+            return self._inbound_peer(head.header(headers.PEER_HEADER), peer_identity)
         return self.source_peer(model.Cluster("none", service=head.host), None)
 
     def peer_header(self, target: forwarding.Target) -> bytes:

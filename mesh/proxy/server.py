@@ -5,15 +5,22 @@ listener per Gateway server port in its view (mapped to local ports with `--port
 views change. A listener that cannot be bound makes the view fail: it is NACKed, like Envoy's LDS, and
 the previous view stays in force. Shutdown is a sequence: stop accepting → not ready → drain in-flight
 exchanges up to the drain timeout → close what is left → close the pools.
+
+With a control plane, the certificate agent (`mesh.proxy.certagent`) runs first: discovery starts once
+the proxy holds its workload certificate, over the TLS mesh channel (`mesh.proxy.channel`). An agent
+that runs out of credentials stops the proxy with EXIT_NO_CREDENTIALS, so its supervisor restarts it
+with a new bootstrap token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from mesh.proxy import admin as admin_mod
-from mesh.proxy import discovery, downstream, forwarding, runtime
+from mesh.proxy import certagent, discovery, downstream, forwarding, gateway_tls, inbound_tls, runtime
+from mesh.proxy import channel as channel_mod
 from mesh.view import model
 
 log = logging.getLogger("weir.proxy")
@@ -22,6 +29,7 @@ DRAIN_TIMEOUT_S = 5.0
 # How often idle upstream connections are swept (closed past their idle timeout, or when their endpoint
 # left the view): bounds sockets and pools held for passthrough hosts and removed endpoints.
 POOL_SWEEP_INTERVAL_S = 30.0
+EXIT_NO_CREDENTIALS = 3  # the certificate expired and no credential is left to renew it
 
 
 class ProxyServer:
@@ -44,10 +52,14 @@ class ProxyServer:
         self.admin.handle("GET", "/stats", lambda q: (200, "text/plain", rt.prometheus().encode()))
         self.admin.handle("POST", "/quitquitquit", self._quit)
         self.stopped = asyncio.Event()
+        self.exit_code = 0
 
     # -- view ----------------------------------------------------------------------------------------------
     async def apply_view(self, spec: model.ProxyView, version: str) -> None:
         model.check_references(spec)
+        # Gateway server certificates load before anything is bound: a bad file NACKs the view untouched.
+        gateways = (gateway_tls.compile_listeners(self.runtime, spec, self.port_map)
+                    if self.runtime.identity.role == "gateway" else {})
         wanted = self._wanted_listeners(spec)
         opened: list[int] = []
         try:
@@ -55,9 +67,7 @@ class ProxyServer:
                 if port in self.servers:
                     continue
                 fwd = forwarding.Forwarding(self.runtime, direction, table)
-                server = await asyncio.get_running_loop().create_server(
-                    lambda fwd=fwd, port=port: downstream.DownstreamConnection(fwd, port, self.runtime.connections),
-                    self.bind, port, reuse_address=True, backlog=1024)
+                server = await self._listen(fwd, direction, port)
                 self.servers[port] = (server, fwd)
                 opened.append(port)
         except OSError as exc:
@@ -70,15 +80,31 @@ class ProxyServer:
             raise
         for port, (_, table) in wanted.items():  # only now: a failed bind must leave the old view whole
             self.servers[port][1].table = table
+            if port in gateways:
+                self.servers[port][0].policy.update(*gateways[port])
         for port in [p for p in self.servers if p not in wanted]:
             self.servers.pop(port)[0].close()
         self.sweep_pools()
         self.admin.ready = True
 
+    async def _listen(self, fwd: forwarding.Forwarding, direction: str, port: int):
+        """Outbound: asyncio's server (always plaintext, the cheapest accept). Inbound and gateway: the
+        proxy's own accept path, which secures each connection as the view in force says, without
+        re-binding when it changes (mesh.proxy.inbound_tls)."""
+        if direction == model.OUTBOUND:
+            return await asyncio.get_running_loop().create_server(
+                lambda: downstream.DownstreamConnection(fwd, port, self.runtime.connections),
+                self.bind, port, reuse_address=True, backlog=1024)
+        if direction == model.INBOUND:
+            policy = inbound_tls.PeerAuthentication(self.runtime, fwd)
+        else:
+            policy = gateway_tls.GatewayPolicy(self.runtime, fwd)
+        return inbound_tls.Listener.bind(self.runtime, policy, self.bind, port)
+
     def sweep_pools(self) -> None:
         view = self.runtime.view
         if view is not None:
-            closed = self.runtime.pools.sweep(asyncio.get_running_loop().time(), view.endpoint_keys())
+            closed = self.runtime.pools.sweep(asyncio.get_running_loop().time(), self.runtime.origination.keys(view))
             if closed:
                 self.runtime.counters.inc("upstream_cx_idle_closed_total", closed)
 
@@ -98,18 +124,40 @@ class ProxyServer:
                 for listener in spec.listeners if listener.direction == model.GATEWAY}
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    async def start(self, admin_port: int, control_plane: tuple[str, int] | None, node: dict,
-                    bootstrap: model.ProxyView | None = None) -> None:
+    async def start(self, admin_port: int, control_plane: channel_mod.ControlChannel | None, node: dict,
+                    bootstrap: model.ProxyView | None = None, agent: certagent.CertAgent | None = None) -> None:
         self._admin_server = await self.admin.serve("127.0.0.1", admin_port)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._sweep_forever()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep_forever()))
+        self.admin.register_dump("secrets", agent.dump if agent is not None else self._static_secrets)
         if bootstrap is not None:
             from mesh.view import wire
 
             await self.apply_view(bootstrap, wire.version_of(bootstrap))
+        if agent is not None:
+            task = loop.create_task(agent.run(), name="certagent")
+            task.add_done_callback(self._agent_done)
+            self._tasks.append(task)
         if control_plane is not None:
-            self.discovery = discovery.DiscoveryClient(control_plane[0], control_plane[1], node, self.apply_view)
-            self.admin.register_dump("discovery", self.discovery.dump)
-            self._tasks.append(asyncio.get_running_loop().create_task(self.discovery.run()))
+            self._tasks.append(loop.create_task(self._discover(control_plane, node, agent), name="discovery"))
+
+    async def _discover(self, control: channel_mod.ControlChannel, node: dict, agent: certagent.CertAgent | None):
+        if agent is not None:
+            await agent.first.wait()  # discovery is authorized by the workload certificate
+        self.discovery = discovery.DiscoveryClient(control.host, control.port, node, self.apply_view, control)
+        self.admin.register_dump("discovery", self.discovery.dump)
+        await self.discovery.run()
+
+    def _agent_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or self.admin.draining:
+            return
+        log.error("certificate agent stopped, stopping the proxy: %s", task.exception())
+        self.exit_code = EXIT_NO_CREDENTIALS
+        asyncio.get_running_loop().create_task(self.shutdown())
+
+    def _static_secrets(self) -> dict:
+        material = self.runtime.mesh_tls
+        return {**certagent.describe(material, time.time()), "source": "static" if material is not None else "none"}
 
     def _quit(self, query) -> tuple[int, str, bytes]:
         asyncio.get_running_loop().create_task(self.shutdown())

@@ -30,6 +30,8 @@ PEER_LABELS = (
     "destination_service_namespace",
     "request_protocol",
     "connection_security_policy",
+    "source_principal",  # SPIFFE IDs of the two certificates of a mutual TLS connection, else "unknown"
+    "destination_principal",
 )
 RESPONSE_LABELS = ("response_code", "response_flags")
 

@@ -131,3 +131,42 @@ def test_profile_self_time_aggregates_leaf_frames():
     top = profile.self_time(raw)
     assert top[0] == {"function": "run (events.py)", "samples": 60, "share": 0.6}
     assert top[1]["function"] == "data_received (mesh/proxy/downstream.py)" and top[1]["samples"] == 40
+
+
+def test_pair_mtls_views_identities_and_flags(tmp_path):
+    from mesh.proxy import certagent, tls
+    from mesh.view import security
+
+    ids = sidecar.write_identities(tmp_path, "up", "bench-client")
+    server = sidecar.inbound_view(40001, mode=security.STRICT)
+    client = sidecar.outbound_view(40002, peer_identity=ids["up"].spiffe_id)
+    for view in (server, client):
+        assert wire.from_dict(json.loads(json.dumps(wire.to_dict(view)))) == view
+    assert server.security.mtls.mode == security.STRICT
+    (endpoint,) = client.endpoints[0].endpoints
+    assert endpoint.mtls and endpoint.identity == "spiffe://cluster.local/ns/default/sa/up"
+    assert not sidecar.outbound_view(40002).endpoints[0].endpoints[0].mtls  # the plaintext pair is unchanged
+    argv = sidecar.command("x", tmp_path / "v.json", 1, 2, 3, ids["up"])
+    assert argv[argv.index("--tls-cert") + 1] == str(ids["up"].cert)
+    assert oct(ids["up"].key.stat().st_mode & 0o777) == "0o600"
+    material = tls.MeshTls(tmp_path / "installed")  # what the proxy does with the flags
+    certagent.install_static(material, str(ids["up"].cert), str(ids["up"].key), str(ids["up"].roots))
+    assert material.ready and material.spiffe_id == ids["up"].spiffe_id
+
+
+def test_tls_summary_and_mtls_targets():
+    client = ("weir_upstream_cx_tls_handshakes_total 64\n"
+              'weir_upstream_cx_tls_failures_total{reason="identity"} 0\n')
+    server = ('istio_requests_total{reporter="destination",connection_security_policy="mutual_tls",'
+              'source_principal="spiffe://cluster.local/ns/default/sa/bench-client"} 64000\n'
+              "weir_downstream_cx_tls_handshakes_total 64\n")
+    summary = report.tls_summary(client, server)
+    assert summary["client_handshakes"] == summary["server_handshakes"] == 64
+    assert summary["mtls_requests"] == 64000 and summary["plaintext_requests"] == 0
+    assert summary["requests_per_handshake"] == 1000
+    results = {"pair": {"wrk": {"16": {"rps": 1000.0}}, "openloop": {"p50_ms": 1.0}},
+               "pair-mtls": {"wrk": {"16": {"rps": 650.0}}, "openloop": {"p50_ms": 1.2}, "tls": summary}}
+    rows = {r["target"]: r for r in report.evaluate(results, (16,)) if "mTLS" in r["target"]}
+    assert [r["pass"] for r in rows.values()] == [False, True, True]
+    assert "pair-mtls" in report.LABELS
+    report.print_report(results, report.evaluate(results, (16,)), report.machine_info("none", {}), (16,), 1000.0)

@@ -7,6 +7,7 @@ down with `meshctl down`; the teardown asserts that no process is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,24 +123,35 @@ def alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory) -> Mesh:
-    root = tmp_path_factory.mktemp("weir-e2e")
+@contextlib.contextmanager
+def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = None) -> Iterator[Mesh]:
+    """`meshctl up` on a copy of the project's stacks with a `stack` on free ports; `meshctl down` after,
+    asserting that nothing is left running."""
     shutil.copytree(ROOT / "stacks", root / "stacks")
     ingress, control = free_port(), free_port()
     dev = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
     dev["config"]["weir:local"] = {"ingressPort": ingress, "controlPlanePort": control,
+                                   "controlPlaneTlsPort": free_port(),
                                    "portBase": free_port_base()}
-    (root / "stacks" / "Pulumi.e2e.yaml").write_text(yaml.safe_dump(dev))
+    dev["config"].update(extra_config or {})
+    (root / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(dev))
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
     env["WEIR_HOME"] = str(root / "state")
-    mesh = Mesh(root, env, f"http://127.0.0.1:{ingress}", f"http://127.0.0.1:{control}")
+    mesh = Mesh(root, env, f"http://127.0.0.1:{ingress}", f"http://127.0.0.1:{control}", stack=stack)
     started = time.monotonic()
     mesh.meshctl("up")
     mesh.up_seconds = time.monotonic() - started
     mesh.started = mesh.pids()
-    yield mesh
-    result = mesh.meshctl("down", check=False)
-    left = [pid for pid in mesh.started if alive(pid)]
-    assert result.returncode == 0, result.stderr
-    assert left == [], f"processes left after down: {left}"
+    try:
+        yield mesh
+    finally:
+        result = mesh.meshctl("down", check=False)
+        left = [pid for pid in mesh.started if alive(pid)]
+        assert result.returncode == 0, result.stderr
+        assert left == [], f"processes left after down: {left}"
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory) -> Iterator[Mesh]:
+    with running_mesh(tmp_path_factory.mktemp("weir-e2e")) as started:
+        yield started

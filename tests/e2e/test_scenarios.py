@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.local import expectations
+from mesh.local import expectations, probes
 from mesh.local.expectations import Observations, Response
 
 pytestmark = pytest.mark.e2e
@@ -43,9 +43,23 @@ def scrape(mesh, workloads) -> dict[str, str]:
     return {w: mesh.meshctl("stats", w).stdout for w in workloads}
 
 
+def send_probes(mesh, expectation) -> list[probes.ProbeResult]:
+    if not expectation.probes:
+        return []
+    processes = mesh.meshctl_json("status")["processes"]
+    ports = {p["workload"]: p["ports"] for p in processes if p["role"] == "sidecar"}
+    return [probes.send(probe, ports) for probe in expectation.probes]
+
+
+def has_policies(path: Path) -> bool:
+    """Security resources are not replaced by the next scenario's apply: such a scenario is deleted after."""
+    return "security.istio.io/" in path.read_text()
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_meets_its_expectation(mesh, scenario):
-    expectation = expectations.load(mesh.root / "stacks" / "routing" / f"{scenario}.yaml")
+    path = mesh.root / "stacks" / "routing" / f"{scenario}.yaml"
+    expectation = expectations.load(path)
     mesh.apply(scenario)
     mesh.wait_synced()
     try:
@@ -53,9 +67,10 @@ def test_scenario_meets_its_expectation(mesh, scenario):
             mesh.meshctl(*step.meshctl_args())
         before = scrape(mesh, expectation.workloads)
         responses = send(mesh, expectation)
+        probe_results = send_probes(mesh, expectation)
         deadline = time.monotonic() + STATS_SETTLE
         while True:
-            observed = Observations(responses, before, scrape(mesh, expectation.workloads))
+            observed = Observations(responses, before, scrape(mesh, expectation.workloads), probe_results)
             failures = expectations.check(expectation, observed)
             if not failures or not expectation.workloads or time.monotonic() > deadline:
                 break
@@ -64,5 +79,7 @@ def test_scenario_meets_its_expectation(mesh, scenario):
     finally:
         for step in expectation.setup:
             mesh.meshctl(*step.reset_args())
+        if has_policies(path):
+            mesh.meshctl("delete", "-f", str(path))
         mesh.apply("all-v1")
         mesh.wait_synced()

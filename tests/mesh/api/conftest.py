@@ -10,7 +10,6 @@ import yaml
 
 # /work/main/tests/mesh/api/conftest.py -> /work/shared/istio-corpus (../shared from the repo root)
 CORPUS = Path(__file__).parents[3].parent / "shared" / "istio-corpus"
-SECURITY_KINDS = {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}
 API_VERSIONS = ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
 FILE = "stacks/routing/x.yaml"
 
@@ -76,3 +75,22 @@ def corpus_documents(folder: str) -> list[tuple[str, int, Any]]:
             if d is not None:
                 out.append((path.name, i, d))
     return out
+
+
+def security(kind: str, spec: Any = None, api_version: str = "security.istio.io/v1", **meta: Any) -> dict:
+    """A security.istio.io document in namespace bookinfo; `meta` goes into metadata (annotations=...)."""
+    body = doc(kind, {} if spec is None else spec, name="policy", api_version=api_version)
+    body["metadata"].update(meta)
+    return body
+
+
+def pa(**spec: Any) -> dict[str, Any]:
+    return security("PeerAuthentication", spec)
+
+
+def ap(**spec: Any) -> dict[str, Any]:
+    return security("AuthorizationPolicy", spec)
+
+
+def ra(**spec: Any) -> dict[str, Any]:
+    return security("RequestAuthentication", spec)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.api import ENFORCED, Message, analyze, fqdn, load_document, load_text, unenforced_fields
+from mesh.api import ENFORCED, KINDS, Message, analyze, fqdn, load_document, load_text, unenforced_fields
 from tests.mesh.api.conftest import doc, dr, gw, route_to, to_yaml, vs
 
 
@@ -175,7 +175,7 @@ def test_enforced_only_resource_has_no_warnings() -> None:
             dr(
                 trafficPolicy={
                     "loadBalancer": {"simple": "RANDOM", "localityLbSetting": {"enabled": True}},
-                    "tls": {"mode": "ISTIO_MUTUAL"},
+                    "tls": {"mode": "SIMPLE", "sni": "reviews", "caCrl": "/etc/crl.pem"},
                     "connectionPool": {
                         "tcp": {"maxConnections": 1, "connectTimeout": "1s", "tcpKeepalive": {"probes": 3}},
                         "http": {
@@ -225,12 +225,11 @@ def test_enforced_only_resource_has_no_warnings() -> None:
             ),
             [
                 "spec.trafficPolicy.loadBalancer.localityLbSetting",
-                "spec.trafficPolicy.tls",
+                "spec.trafficPolicy.tls.caCrl",  # tls.mode and tls.sni are enforced
                 "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
                 "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
                 "spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
                 "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.useClientProtocol",
-                "spec.trafficPolicy.portLevelSettings[0].tls",
                 "spec.subsets[0].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
             ],
         ),
@@ -241,11 +240,11 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                         "port": {"number": 443, "protocol": "HTTPS"},
                         "hosts": ["*"],
                         "bind": "0.0.0.0",
-                        "tls": {"mode": "SIMPLE", "credentialName": "c"},
+                        "tls": {"mode": "SIMPLE", "credentialName": "c", "cipherSuites": ["AES128-SHA"]},
                     }
                 ]
             ),
-            ["spec.servers[0].bind", "spec.servers[0].tls"],
+            ["spec.servers[0].bind", "spec.servers[0].tls.cipherSuites"],
         ),
         (
             doc(
@@ -280,7 +279,7 @@ def test_errors_come_before_warnings() -> None:
 
 
 def test_enforced_table_covers_every_kind() -> None:
-    assert set(ENFORCED) == {"VirtualService", "DestinationRule", "Gateway", "ServiceEntry"}
+    assert set(ENFORCED) == set(KINDS)
 
 
 @pytest.mark.parametrize(

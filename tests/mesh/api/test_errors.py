@@ -649,11 +649,18 @@ CASES = [
         "required",
     ),
     (
-        "kind-security",
-        doc("PeerAuthentication", {}, api_version="security.istio.io/v1"),
+        "security-kind-networking-group",
+        doc("PeerAuthentication", {}, api_version="networking.istio.io/v1"),
         "PeerAuthentication/bookinfo/reviews",
-        "kind",
-        "kind PeerAuthentication is not supported yet",
+        "apiVersion",
+        "expected security.istio.io/<version>",
+    ),
+    (
+        "security-kind-unknown-version",
+        doc("AuthorizationPolicy", {}, api_version="security.istio.io/v1alpha3"),
+        "AuthorizationPolicy/bookinfo/reviews",
+        "apiVersion",
+        "expected one of security.istio.io/v1, security.istio.io/v1beta1",
     ),
     ("spec-missing", {k: v for k, v in vs().items() if k != "spec"}, VS_KEY, "spec", "required"),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.api import ConfigError, VirtualService, load_files, load_text
+from mesh.api import ConfigError, VirtualService, dump, load_document, load_files, load_text
 from tests.mesh.api.conftest import FILE, doc, dr, route_to, to_yaml, vs
 
 VS_TEXT = to_yaml(vs([{"route": [route_to()]}]))
@@ -133,8 +133,18 @@ def test_load_files_missing_file(tmp_path) -> None:
         load_files([tmp_path / "nope.yaml"])
 
 
+@pytest.mark.parametrize("version", ["v1", "v1beta1"])
 @pytest.mark.parametrize("kind", ["PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"])
-def test_security_kinds_are_not_supported_yet(kind: str) -> None:
-    body = doc(kind, {}, api_version="security.istio.io/v1")
-    with pytest.raises(ConfigError, match=f"kind {kind} is not supported yet"):
-        load_text(to_yaml(body), FILE)
+def test_security_kinds_load_under_both_versions(kind: str, version: str) -> None:
+    body = doc(kind, {}, api_version=f"security.istio.io/{version}")
+    (resource,) = load_text(to_yaml(body), FILE)
+    assert (type(resource).__name__, resource.key) == (kind, f"{kind}/bookinfo/reviews")
+    assert dump(resource)["spec"] == {}
+
+
+@pytest.mark.parametrize("kind", ["PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"])
+def test_security_kind_without_spec_is_the_empty_policy(kind: str) -> None:
+    body = {k: v for k, v in doc(kind, {}, api_version="security.istio.io/v1").items() if k != "spec"}
+    (resource,) = load_text(to_yaml(body), FILE)
+    assert resource.spec == type(resource.spec)()
+    assert load_document(dump(resource)) == resource

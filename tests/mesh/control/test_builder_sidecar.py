@@ -189,10 +189,12 @@ def test_outbound_policy():
 def test_inbound_listener_to_the_local_app():
     v = view(proxy=sidecar("books-v1"))
     inbound = next(x for x in v.listeners if x.direction == model.INBOUND)
-    assert (inbound.port, inbound.cluster) == (20001, "inbound|20000||")
-    (e,) = sim.endpoints(v, "inbound|20000||")
+    # Named and numbered by the workload port policies use (books' targetPort), sent where the app listens.
+    assert (inbound.port, inbound.cluster) == (20001, "inbound|9080||")
+    (e,) = sim.endpoints(v, "inbound|9080||")
     assert (e.address, e.port, e.workload, e.version) == ("127.0.0.1", 20000, "books-v1", "v1")
-    assert sim.cluster(v, "inbound|20000||").service == fqdn("books")
+    assert sim.cluster(v, "inbound|9080||").service == fqdn("books")
+    assert sim.cluster(v, "inbound|9080||").port == 9080
     outbound = next(x for x in v.listeners if x.direction == model.OUTBOUND)
     assert outbound.port == 20002
 

@@ -1,13 +1,13 @@
-"""The HTTP API with aiohttp's test client: long poll, ACK/NACK status, config apply/delete, debug pages."""
+"""The control plane's two HTTP faces with aiohttp's test client: the TLS mesh channel (long poll,
+ACK/NACK) and meshctl's plain API (config apply/delete, proxy status, debug pages)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from aiohttp.test_utils import TestClient, TestServer
-
-from mesh.control import config_store, discovery, plane, registry, server
+from mesh.control import config_store, discovery, registry
+from tests.mesh.control import meshchannel
 from tests.mesh.control.conftest import BOOKINFO
 
 NODE = {"id": "gw-v1.bookinfo", "role": "sidecar", "namespace": "bookinfo", "workload": "gw-v1",
@@ -24,26 +24,17 @@ BAD = DR.replace("name: v1, labels", "name: V1!, labels")
 
 
 def run(scenario, tmp_path, hold=2.0, reg=None):
-    async def main():
-        store = config_store.ConfigStore(tmp_path)
-        source = registry.StaticRegistry(registry.parse_registry(reg or BOOKINFO))
-        control = plane.ControlPlane(store, source, quiet=0.01, max_delay=0.05)
-        await control.start()
-        client = TestClient(TestServer(server.make_app(control, hold=hold)))
-        await client.start_server()
-        try:
-            return await scenario(client, control, source)
-        finally:
-            await control.stop()
-            await client.close()
+    """`scenario(api, mesh, control, source)`: mesh is a TLS client holding gw's certificate."""
+    async def with_clients(h: meshchannel.Harness):
+        return await scenario(h.api, await h.client("bookinfo", "gw"), h.control, h.source)
 
-    return asyncio.run(main())
+    return meshchannel.run(with_clients, tmp_path, hold=hold, reg=reg)
 
 
-async def poll(client, version="", nonce="", error=None):
-    resp = await client.post("/v1/discovery", json={"node": NODE, "version_info": version,
-                                                    "response_nonce": nonce, "error_detail": error})
-    return resp.status, (await resp.json() if resp.status == 200 else None)
+async def poll(mesh, version="", nonce="", error=None, node=NODE):
+    resp = await mesh.post("/v1/discovery", json={"node": node, "version_info": version,
+                                                  "response_nonce": nonce, "error_detail": error})
+    return resp.status, (await resp.json() if resp.status != 304 else None)
 
 
 async def apply(client, text, **extra):
@@ -52,10 +43,10 @@ async def apply(client, text, **extra):
 
 
 def test_long_poll_answers_on_change(tmp_path):
-    async def scenario(client, control, source):
-        status, first = await poll(client)
+    async def scenario(client, mesh, control, source):
+        status, first = await poll(mesh)
         assert status == 200 and first["view"]["proxy"] == NODE["id"]
-        waiting = asyncio.create_task(poll(client, first["version_info"], first["nonce"]))
+        waiting = asyncio.create_task(poll(mesh, first["version_info"], first["nonce"]))
         await asyncio.sleep(0.1)
         assert not waiting.done()  # nothing changed: held
         started = time.monotonic()
@@ -67,7 +58,7 @@ def test_long_poll_answers_on_change(tmp_path):
         names = {c["name"] for c in second["view"]["clusters"]}
         assert "outbound|9080|v1|books.bookinfo.svc.cluster.local" in names
         # a registry change is pushed too
-        waiting = asyncio.create_task(poll(client, second["version_info"], second["nonce"]))
+        waiting = asyncio.create_task(poll(mesh, second["version_info"], second["nonce"]))
         source.set(registry.parse_registry({**BOOKINFO, "workloads": BOOKINFO["workloads"][:1]}))
         status, third = await asyncio.wait_for(waiting, 2)
         assert status == 200 and third["version_info"] != second["version_info"]
@@ -76,18 +67,18 @@ def test_long_poll_answers_on_change(tmp_path):
 
 
 def test_long_poll_times_out_with_304(tmp_path):
-    async def scenario(client, control, source):
-        _, first = await poll(client)
-        status, _ = await poll(client, first["version_info"], first["nonce"])
+    async def scenario(client, mesh, control, source):
+        _, first = await poll(mesh)
+        status, _ = await poll(mesh, first["version_info"], first["nonce"])
         return status
 
     assert run(scenario, tmp_path, hold=0.2) == 304
 
 
 def test_ack_and_nack_show_in_proxies(tmp_path):
-    async def scenario(client, control, source):
-        _, first = await poll(client)
-        waiting = asyncio.create_task(poll(client, first["version_info"], first["nonce"]))
+    async def scenario(client, mesh, control, source):
+        _, first = await poll(mesh)
+        waiting = asyncio.create_task(poll(mesh, first["version_info"], first["nonce"]))
         await asyncio.sleep(0.05)
         rows = (await (await client.get("/v1/proxies")).json())["proxies"]
         assert rows[0]["status"] == "SYNCED" and rows[0]["acked"] == first["version_info"]
@@ -95,7 +86,7 @@ def test_ack_and_nack_show_in_proxies(tmp_path):
         _, second = await waiting
         # the proxy refuses it: NACK, keeps the old version; the refused one is not sent again
         status, _ = await asyncio.wait_for(
-            poll(client, first["version_info"], second["nonce"], {"message": "cannot compile"}), 2
+            poll(mesh, first["version_info"], second["nonce"], {"message": "cannot compile"}), 2
         )
         assert status == 304
         rows = (await (await client.get("/v1/proxies")).json())["proxies"]
@@ -109,7 +100,7 @@ def test_ack_and_nack_show_in_proxies(tmp_path):
 
 
 def test_bad_apply_is_refused_and_old_config_kept(tmp_path):
-    async def scenario(client, control, source):
+    async def scenario(client, mesh, control, source):
         assert (await apply(client, DR))[0] == 200
         status, body = await apply(client, DR.replace("name: books,", "name: other,") + "---" + BAD)
         assert status == 400 and "DestinationRule/bookinfo/books" in body["error"] and body["path"]
@@ -123,34 +114,37 @@ def test_bad_apply_is_refused_and_old_config_kept(tmp_path):
 
 
 def test_apply_persists_and_delete_removes(tmp_path):
-    async def scenario(client, control, source):
+    async def scenario(client, mesh, control, source):
         status, body = await apply(client, DR)
         assert status == 200 and body["changes"] == [{"key": "DestinationRule/bookinfo/books", "action": "created"}]
-        reloaded = config_store.ConfigStore(tmp_path)
+        reloaded = config_store.ConfigStore(tmp_path / "state")
         assert reloaded.load_persisted() == ["DestinationRule/bookinfo/books"]
         resp = await client.delete("/v1/config", json={"files": [{"name": "x.yaml", "text": DR}]})
         assert (await resp.json())["deleted"] == ["DestinationRule/bookinfo/books"]
-        assert config_store.ConfigStore(tmp_path).load_persisted() == []
+        assert config_store.ConfigStore(tmp_path / "state").load_persisted() == []
 
     run(scenario, tmp_path)
 
 
 def test_ready_and_debug_endpoints(tmp_path):
-    async def scenario(client, control, source):
+    async def scenario(client, mesh, control, source):
         assert (await client.get("/ready")).status == 200
         listing = await (await client.get("/debug/list")).json()
         paths = {e["path"] for e in listing["endpoints"]}
         assert {"/debug/syncz", "/debug/config_dump?proxy=ID", "/debug/registry"} <= paths
         assert (await client.get("/debug/config_dump?proxy=nobody")).status == 404
-        await poll(client)
+        await poll(mesh)
         dump = await (await client.get(f"/debug/config_dump?proxy={NODE['id']}")).json()
         assert dump["view"]["proxy"] == NODE["id"] and dump["version"]
         reg = await (await client.get("/debug/registry")).json()
         assert reg["loaded"] and len(reg["services"]) == 4
         push = await (await client.get("/debug/push_status")).json()
         assert push["snapshots"] >= 1
-        bad = await client.post("/v1/discovery", json={"node": {"role": "sidecar"}})
+        bad = await mesh.post("/v1/discovery", json={"node": {"role": "sidecar"}})
         assert bad.status == 400
+        assert (await client.post("/v1/discovery", json={"node": NODE})).status == 404  # not on meshctl's API
+        ca = await (await client.get("/debug/ca")).json()
+        assert ca["root"]["fingerprintSha256"].count(":") == 31 and ca["workloadCertTtlSeconds"] > 0
         await control.stop()
         assert (await client.get("/ready")).status == 503
 
@@ -158,8 +152,8 @@ def test_ready_and_debug_endpoints(tmp_path):
 
 
 def test_proxies_gone_long_ago_leave_the_status_table(tmp_path):
-    async def scenario(client, control, source):
-        await poll(client)
+    async def scenario(client, mesh, control, source):
+        await poll(mesh)
         assert [r["proxy"] for r in (await (await client.get("/v1/proxies")).json())["proxies"]] == [NODE["id"]]
         now = control.discovery.clock() + discovery.FORGET_AFTER + 1
         control.discovery.clock = lambda: now

@@ -55,7 +55,7 @@ def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file:
     cp = settings.control_plane_port
 
     def fake(name: str, role: str, stage: int, port: int, path: str, ports: dict, log: str, workload: str = "",
-             env: dict | None = None) -> plan_mod.ProcessSpec:
+             env: dict | None = None, identity: dict | None = None) -> plan_mod.ProcessSpec:
         args = ["--port", str(port)] if role != plan_mod.ROLE_APP else []
         if name == never_ready:
             args.append("--never-ready")
@@ -63,7 +63,7 @@ def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file:
             args += ["--child-pid-file", str(child_pid_file)]
         return plan_mod.ProcessSpec(name=name, role=role, stage=stage, command=(sys.executable, *FAKE, *args),
                                     env=env or {}, ports=ports, ready_url=f"http://127.0.0.1:{port}{path}",
-                                    log=log, workload=workload)
+                                    log=log, workload=workload, identity=identity)
 
     processes = (
         fake("control", plan_mod.ROLE_CONTROL, 0, cp, "/ready", {"http": cp}, "control.log"),
@@ -71,9 +71,12 @@ def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file:
              "books-v1", env={"PORT": str(app), "CHAOS_PORT": str(app), "HOST": "127.0.0.1",
                               "HTTP_PROXY": f"http://127.0.0.1:{outbound}"}),
         fake("books-v1.proxy", plan_mod.ROLE_SIDECAR, 1, admin, "/ready",
-             {"inbound": inbound, "outbound": outbound, "admin": admin}, "books-v1.proxy.log", "books-v1"),
+             {"inbound": inbound, "outbound": outbound, "admin": admin}, "books-v1.proxy.log", "books-v1",
+             identity={"namespace": "bookinfo", "serviceAccount": "books", "proxyId": "books-v1.bookinfo"}),
         fake("ingress", plan_mod.ROLE_GATEWAY, 2, gw_admin, "/ready",
-             {"http": settings.ingress_port, "admin": gw_admin}, "ingress.proxy.log", "istio-ingressgateway"),
+             {"http": settings.ingress_port, "admin": gw_admin}, "ingress.proxy.log", "istio-ingressgateway",
+             identity={"namespace": "weir-system", "serviceAccount": "istio-ingressgateway-service-account",
+                       "proxyId": "istio-ingressgateway.weir-system"}),
     )
     workload = plan_mod.Workload(name="books-v1", namespace="bookinfo", labels={"app": "books", "version": "v1"},
                                  service_account="books", port=inbound, processes=("books-v1", "books-v1.proxy"))
@@ -82,7 +85,8 @@ def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file:
     return plan_mod.Plan(stack=settings.name, cwd=str(REPO), state_dir=str(settings.state_dir), processes=processes,
                          services=(service,), workloads=(workload,),
                          urls={"ingress": f"http://127.0.0.1:{settings.ingress_port}",
-                               "controlPlane": f"http://127.0.0.1:{cp}"})
+                               "controlPlane": f"http://127.0.0.1:{cp}",
+                               "meshChannel": f"https://127.0.0.1:{settings.mesh_channel_port}"})
 
 
 @pytest.fixture

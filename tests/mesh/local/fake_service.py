@@ -1,7 +1,7 @@
 """A stand-in for Weir's processes in the local-runtime tests: a tiny HTTP server on loopback.
 
 It answers what the supervisor and meshctl ask of the real ones: `/healthz` (apps), `/ready` (proxies,
-control plane), the control plane's `/v1/config` and `/v1/proxies`, a proxy's `/config_dump` and
+control plane), the control plane's `/v1/config` and `/v1/proxies`, a proxy's `/config_dump` (and its `secrets`) and
 `/stats/prometheus`, an app's `/chaos`, and `/env` (its environment, to check what the plan passes).
 Port: `--port`, else `$PORT`. `--child-pid-file F` starts a grandchild in the same process group and
 writes its pid to F; `--never-ready` answers 503 on readiness URLs.
@@ -17,6 +17,12 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
+SECRETS = {  # the shape of mesh.proxy.certagent's `secrets` dump, trimmed: late renewal, failing
+    "state": "ACTIVE", "source": "ca", "spiffeId": "spiffe://cluster.local/ns/bookinfo/sa/books", "serial": "5eed",
+    "notBefore": "2024-01-01T00:00:00Z", "notAfter": "2024-01-02T00:00:00Z", "lifetimeSeconds": 86400,
+    "expiresInSeconds": 3000, "chain": [], "roots": [],
+    "rotation": {"consecutiveFailures": 2, "lastError": "control plane answered 503: TokenReview failed"},
+}
 PROXIES = [  # the shape of mesh.control's rows, trimmed
     {"proxy": "books-v1.bookinfo", "sent": "abc123", "acked": "abc123", "status": "SYNCED", "lastNack": None},
     {"proxy": "books-v2.bookinfo", "sent": "def456", "acked": "abc123", "status": "NACKED",
@@ -53,6 +59,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"resources": [{"kind": "VirtualService", "metadata": {"name": "books",
                                                                                   "namespace": "bookinfo"},
                                             "spec": {"hosts": ["books"]}}]})
+        elif url.path == "/config_dump" and url.query == "resource=secrets":
+            self._send(200, SECRETS)
         elif url.path == "/config_dump":
             self._send(200, {"version": "abc123", "query": url.query})
         elif url.path == "/stats/prometheus":

@@ -208,9 +208,18 @@ def test_status_json_shape(home: Path) -> None:
     result = meshctl("status", "-o", "json", home=home)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"stack", "stateDir", "supervisor", "urls", "processes", "proxies", "config", "controlPlane"}
+    assert set(doc) == {"stack", "stateDir", "supervisor", "urls", "processes", "proxies", "config", "controlPlane",
+                        "certificates", "warnings"}
     assert doc["stack"] == "dev"
-    assert set(doc["urls"]) == {"ingress", "controlPlane", "dashboard"}
+    assert set(doc["urls"]) == {"ingress", "controlPlane", "meshChannel", "dashboard"}
+    assert [(c["proxy"], c["spiffeId"], c["expiresIn"]) for c in doc["certificates"]] == [
+        ("books-v1.proxy", "spiffe://cluster.local/ns/bookinfo/sa/books", "50.0m"),
+        ("ingress", "spiffe://cluster.local/ns/bookinfo/sa/books", "50.0m")]
+    assert doc["warnings"][:2] == [
+        "books-v1.proxy: certificate expires in 50.0m, less than a quarter of its 1.0d lifetime: its renewal is "
+        "overdue",
+        "books-v1.proxy: the last certificate renewal failed (2 in a row): control plane answered 503: TokenReview "
+        "failed"]
     assert [p["name"] for p in doc["processes"]] == ["control", "books-v1", "books-v1.proxy", "ingress"]
     assert {key for p in doc["processes"] for key in p} >= {"pid", "status", "ready", "restarts", "ports", "log"}
     assert all(p["ready"] for p in doc["processes"])
@@ -223,6 +232,8 @@ def test_status_table(home: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "books-v1.proxy" in result.stdout and "SYNCED" in result.stdout
     assert "config: 1 synced, 1 stale" in result.stdout
+    assert "certificates: 2/2 proxies hold a valid workload certificate" in result.stdout
+    assert "Warning: ingress: the last certificate renewal failed (2 in a row)" in result.stderr
 
 
 def test_proxy_status_json(home: Path) -> None:
@@ -267,6 +278,7 @@ def test_get(home: Path) -> None:
 def test_proxy_config_stats_and_unknown_workload(home: Path) -> None:
     dump = json.loads(meshctl("proxy-config", "books-v1", "routes", home=home).stdout)
     assert dump == {"version": "abc123", "query": "resource=routes"}
+    assert json.loads(meshctl("proxy-config", "books-v1", "secrets", home=home).stdout)["serial"] == "5eed"
     assert json.loads(meshctl("proxy-config", "ingress", home=home).stdout)["query"] == ""
     assert meshctl("stats", "books-v1", home=home).stdout == "istio_requests_total 0\n"
     unknown = meshctl("stats", "nope-v1", home=home)

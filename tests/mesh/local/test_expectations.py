@@ -35,7 +35,7 @@ def _carrier(scenario: str) -> dict:
 
 def test_every_scenario_is_covered() -> None:
     assert set(SCENARIOS) >= {"round-robin", "all-v1", "ratings-50", "ratings-10-90", "delay-2s", "delay-5s",
-                              "timeout-retries", "mirroring", "circuit-breaker"}
+                              "timeout-retries", "mirroring", "circuit-breaker", "mtls-strict", "authz-bookinfo"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -375,3 +375,14 @@ def test_miss_probability() -> None:
     assert ex.miss_probability(10, 0.5, (0.0, 1.0)) == 0
     assert math.isclose(ex.miss_probability(2, 0.5, (0.5, 0.5)), 0.5)
     assert math.isclose(ex.miss_probability(1, 0.3, (None, 0.5)), 0.3)
+
+
+def test_probes_are_judged_with_the_rest() -> None:
+    exp = Expectation.model_validate({"requests": 1, "status": {"200": [1, 1]},
+                                      "probes": [{"direct": "books-v1", "path": "/books", "refused": True}]})
+    ok = [Response(200, "{}", 1.0)]
+    assert ex.check(exp, Observations(ok, probe_results=[ex.probes_mod.ProbeResult(None, error="reset")])) == []
+    answered = Observations.from_dict({"responses": [{"status": 200, "latencyMs": 1}],
+                                       "probeResults": [{"status": 200, "body": "plaintext served"}]})
+    assert ex.check(exp, answered) == [
+        "probe direct to books-v1 GET /books: expected the connection refused, got 200 'plaintext served'"]

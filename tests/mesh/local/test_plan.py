@@ -59,24 +59,28 @@ def test_ports_follow_port_base_per_workload(plan: plan_mod.Plan) -> None:
     assert plan.process("books-v2").ports == {"app": 21010, "chaos": 21014}
     assert plan.process("books-v2.proxy").ports == {"inbound": 21011, "outbound": 21012, "admin": 21013}
     assert plan.process("ingress").ports == {"http": 8080, "admin": 21009}
-    assert plan.process("control").ports == {"http": 15010}
+    assert plan.process("control").ports == {"http": 15010, "mesh": 15012}
 
 
 def test_commands(plan: plan_mod.Plan, settings: StackSettings) -> None:
     state = settings.state_dir
     assert plan.process("control").command == (
-        "/py", "-m", "mesh.control", "--port", "15010", "--state-dir", str(state),
+        "/py", "-m", "mesh.control", "--port", "15010", "--tls-port", "15012", "--state-dir", str(state),
         "--registry", str(state / "registry.json"), "--outbound-policy", "ALLOW_ANY")
     assert plan.process("books-v2").command == ("/py", "-m", "bookinfo.books", "--version", "v2")
     assert plan.process("books-v2.proxy").command == (
         "/py", "-m", "mesh.proxy", "--role", "sidecar", "--id", "books-v2.bookinfo", "--namespace", "bookinfo",
         "--workload", "books-v2", "--labels", "app=books,version=v2", "--service-account", "books",
-        "--control-plane", "127.0.0.1:15010", "--inbound-port", "21011", "--outbound-port", "21012",
+        "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
+        "--cert-dir", str(state / "proxies" / "books-v2.bookinfo"), "--inbound-port", "21011", "--outbound-port", "21012",
         "--app-port", "21010", "--admin-port", "21013")
     assert plan.process("ingress").command == (
         "/py", "-m", "mesh.proxy", "--role", "gateway", "--id", "istio-ingressgateway.weir-system",
         "--namespace", "weir-system", "--workload", "istio-ingressgateway", "--labels", "istio=ingressgateway",
-        "--control-plane", "127.0.0.1:15010", "--port-map", "80=8080", "--admin-port", "21009")
+        "--service-account", "istio-ingressgateway-service-account",
+        "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
+        "--cert-dir", str(state / "proxies" / "istio-ingressgateway.weir-system"),
+        "--port-map", "80=8080", "--admin-port", "21009")
 
 
 def test_default_python_is_this_interpreter(settings: StackSettings) -> None:
@@ -121,6 +125,16 @@ def test_registry_entries(plan: plan_mod.Plan) -> None:
         port=21011, processes=("books-v2", "books-v2.proxy"))
 
 
+def test_proxies_carry_the_identity_they_get_a_bootstrap_token_for(plan: plan_mod.Plan) -> None:
+    assert plan.process("books-v2.proxy").identity == {"namespace": "bookinfo", "serviceAccount": "books",
+                                                        "proxyId": "books-v2.bookinfo"}
+    assert plan.process("ingress").identity == {"namespace": "weir-system",
+                                                 "serviceAccount": "istio-ingressgateway-service-account",
+                                                 "proxyId": "istio-ingressgateway.weir-system"}
+    assert plan.process("books-v2").identity is None and plan.process("control").identity is None
+    assert plan.urls["meshChannel"] == "https://127.0.0.1:15012"
+
+
 def test_plan_round_trips_through_json(plan: plan_mod.Plan) -> None:
     assert plan_mod.Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
 
@@ -128,6 +142,8 @@ def test_plan_round_trips_through_json(plan: plan_mod.Plan) -> None:
 @pytest.mark.parametrize(("change", "message"), [
     ({"ingress_port": 21001}, "port 21001 is planned twice"),
     ({"control_plane_port": 21009}, "port 21009 is planned twice"),
+    ({"control_plane_tls_port": 21003}, "port 21003 is planned twice"),
+    ({"control_plane_tls_port": 15010}, "port 15010 is planned twice: control \\(http\\) and control \\(mesh\\)"),
     ({"port_base": 65530}, "portBase 65530 leaves no room"),
 ])
 def test_port_conflicts_are_stack_errors(settings: StackSettings, change: dict, message: str) -> None:

@@ -61,6 +61,27 @@ def test_root_found_from_a_subdirectory(root: Path) -> None:
     assert stack.find_root(root / "a" / "b") == root
 
 
+def test_mesh_channel_port_is_set_or_derived(root: Path) -> None:
+    write_stack(root, GOOD)
+    assert stack.load("dev", root).mesh_channel_port == 15012  # controlPlanePort + 2, Istio's 15010/15012
+    doc = {"config": {**GOOD["config"], "weir:local": {**GOOD["config"]["weir:local"], "controlPlaneTlsPort": 16000}}}
+    write_stack(root, doc)
+    settings = stack.load("dev", root)
+    assert (settings.control_plane_tls_port, settings.mesh_channel_port) == (16000, 16000)
+
+
+def test_workload_cert_ttl_reaches_the_control_plane(root: Path) -> None:
+    from mesh.local import plan
+
+    write_stack(root, GOOD)
+    assert stack.load("dev", root).workload_cert_ttl is None
+    write_stack(root, {"config": {**GOOD["config"], "weir:security": {"workloadCertTtl": "90m"}}})
+    settings = stack.load("dev", root)
+    assert settings.workload_cert_ttl == "90m"
+    command = plan.build(settings, [], []).process("control").command
+    assert command[command.index("--workload-cert-ttl") + 1] == "90m"
+
+
 def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
     doc = {"config": {**GOOD["config"], "weir:local": {"ingressPort": "8080", "controlPlanePort": 15010,
                                                        "portBase": 21000}}}
@@ -82,9 +103,14 @@ def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
      "`weir:local.controlPlanePort`"),
     ({"weir:routing": "baseline", "weir:local": {"ingressPort": 8080, "controlPlanePort": 15010,
                                                  "portBase": "x"}}, "`weir:local.portBase`"),
+    ({"weir:routing": "baseline", "weir:local": {**GOOD["config"]["weir:local"], "controlPlaneTlsPort": 70000}},
+     "`weir:local.controlPlaneTlsPort`"),
     ({**GOOD["config"], "weir:meshConfig": {"outboundTrafficPolicy": {"mode": "DENY"}}},
      "`weir:meshConfig.outboundTrafficPolicy.mode`"),
     ({**GOOD["config"], "weir:meshConfig": "REGISTRY_ONLY"}, "`weir:meshConfig.outboundTrafficPolicy.mode`"),
+    ({**GOOD["config"], "weir:security": {"workloadCertTtl": "1d"}}, "`weir:security.workloadCertTtl`"),
+    ({**GOOD["config"], "weir:security": {"workloadCertTtl": "0s"}}, "`weir:security.workloadCertTtl`"),
+    ({**GOOD["config"], "weir:security": {"workloadCertTtl": 30}}, "`weir:security.workloadCertTtl`"),
 ])
 def test_bad_stack_names_the_key(root: Path, config: dict, key: str) -> None:
     write_stack(root, {"config": config})

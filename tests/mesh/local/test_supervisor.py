@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.control import tokens
 from mesh.local import client, environment, errors, process, runtime, statedir
 from mesh.local.stack import StackSettings
 
@@ -58,6 +59,39 @@ def test_processes_get_the_planned_env_and_not_the_users_proxy(settings: StackSe
         assert env["PYTHONUNBUFFERED"] == "1"
     finally:
         runtime.down(settings.name, settings.state_dir)
+
+
+def test_each_proxy_start_gets_a_fresh_one_time_token_in_its_environment(settings: StackSettings,
+                                                                        running: runtime.UpResult) -> None:
+    state = statedir.StateDir(settings.state_dir)
+    port = state_of(settings)["processes"]["books-v1.proxy"]["ports"]["admin"]
+
+    def token_now() -> str:
+        return client.call("GET", f"http://127.0.0.1:{port}/env").json()[tokens.TOKEN_ENV]
+
+    first = token_now()
+    record = state.tokens_dir / f"{tokens.digest(first)}.json"
+    assert json.loads(record.read_text())["proxyId"] == "books-v1.bookinfo"
+    assert oct(record.stat().st_mode & 0o777) == "0o600" and oct(state.ca_dir.stat().st_mode & 0o777) == "0o700"
+    pid = pids_of(settings)["books-v1.proxy"]
+    assert first not in Path(f"/proc/{pid}/cmdline").read_text()  # never on the command line
+    assert first not in state.plan_file.read_text() and first not in state.state_file.read_text()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: pids_of(settings)["books-v1.proxy"] not in (None, pid) and state_of(settings)["processes"][
+        "books-v1.proxy"]["ready"], what="books-v1.proxy restarted")
+    second = token_now()
+    assert second != first and not record.exists()  # the unused token of the old run is revoked
+    assert (state.tokens_dir / f"{tokens.digest(second)}.json").exists()
+    assert "WEIR_BOOTSTRAP_TOKEN" not in client.call(
+        "GET", f"http://127.0.0.1:{state_of(settings)['processes']['books-v1']['ports']['app']}/env").json()
+
+
+def test_tokens_left_unused_are_revoked_at_down(settings: StackSettings) -> None:
+    runtime.up(settings, plan=fake_plan(settings), timeout=30)
+    tokens_dir = statedir.StateDir(settings.state_dir).tokens_dir
+    assert len(list(tokens_dir.glob("*.json"))) == 2  # the sidecar's and the gateway's
+    runtime.down(settings.name, settings.state_dir)
+    assert list(tokens_dir.glob("*.json")) == []
 
 
 def test_up_is_idempotent(settings: StackSettings, running: runtime.UpResult) -> None:

@@ -41,7 +41,7 @@ def test_injection_is_idempotent_and_pure(deployment: dict) -> None:
 
 def test_sidecar_wiring() -> None:
     books_v2 = bookinfo.deployments()[3]
-    injected = _inject(books_v2, control_plane="cp.example:15010")
+    injected = _inject(books_v2, control_plane="cp.example:15012")
     pod = injected["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["app", "weir-proxy"]
     proxy = _by_name(pod["containers"], "weir-proxy")
@@ -54,7 +54,10 @@ def test_sidecar_wiring() -> None:
         "--workload", "books-v2",
         "--labels", "app=books,version=v2",
         "--service-account", "books",
-        "--control-plane", "cp.example:15010",
+        "--control-plane", "cp.example:15012",
+        "--control-plane-sni", "cp.example",
+        "--ca-file", "/var/run/secrets/weir/root-cert.pem",
+        "--cert-dir", "/var/run/weir/certs",
         "--inbound-port", "15006",
         "--outbound-port", "15001",
         "--app-port", "9080",
@@ -69,8 +72,13 @@ def test_sidecar_wiring() -> None:
     fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in proxy["env"] if "valueFrom" in e}
     assert fields["POD_NAME"] == "metadata.name" and fields["POD_NAMESPACE"] == "metadata.namespace"
     assert proxy["volumeMounts"] == [
-        {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}
+        {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True},
+        {"name": "weir-ca-root-cert", "mountPath": "/var/run/secrets/weir", "readOnly": True},
+        {"name": "weir-certs", "mountPath": "/var/run/weir/certs"},
     ]
+    # The mesh root comes from the platform's ConfigMap; the proxy's key lives in memory, in the pod only.
+    assert _by_name(pod["volumes"], "weir-ca-root-cert")["configMap"] == {"name": "weir-ca-root-cert"}
+    assert _by_name(pod["volumes"], "weir-certs")["emptyDir"] == {"medium": "Memory"}
     assert proxy["resources"]["limits"] and proxy["securityContext"]["runAsNonRoot"] is True
 
     token = _by_name(pod["volumes"], "istio-token")["projected"]["sources"][0]["serviceAccountToken"]

@@ -27,6 +27,13 @@ SCENARIOS = {
     "timeout-retries": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
     "mirroring": {"ui": V1, "gw": V1, "books": V1, "ratings": [("v1", 100)]},
     "circuit-breaker": {"ui": V1, "gw": V1, "books": [(None, None)], "ratings": V1},
+    "mtls-strict": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
+    "authz-bookinfo": {"ui": V1, "gw": V1, "books": V1, "ratings": V1},
+}
+# Security scenarios (issue 4): all-v1's routing plus these security.istio.io/v1 resources.
+SECURITY = {
+    "mtls-strict": {"PeerAuthentication": 1},
+    "authz-bookinfo": {"AuthorizationPolicy": 5},
 }
 # Article step 6: what each resilience scenario adds to the first http rule of one service, on top of all-v1.
 RESILIENCE = {
@@ -65,9 +72,12 @@ CHANGED_SHARED = {
     ),
 }
 STACK_FILES = {
-    "dev": ("round-robin", {"ingressPort": 8080, "controlPlanePort": 15010, "portBase": 21000}),
-    "staging": ("all-v1", {"ingressPort": 8180, "controlPlanePort": 15110, "portBase": 22000}),
-    "prod": ("all-v1", {"ingressPort": 8280, "controlPlanePort": 15210, "portBase": 23000}),
+    "dev": ("round-robin", {"ingressPort": 8080, "controlPlanePort": 15010, "controlPlaneTlsPort": 15012,
+                            "portBase": 21000}),
+    "staging": ("all-v1", {"ingressPort": 8180, "controlPlanePort": 15110, "controlPlaneTlsPort": 15112,
+                           "portBase": 22000}),
+    "prod": ("all-v1", {"ingressPort": 8280, "controlPlanePort": 15210, "controlPlaneTlsPort": 15212,
+                        "portBase": 23000}),
 }
 
 
@@ -87,7 +97,11 @@ def test_every_scenario_file_is_listed() -> None:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_scenario_is_self_contained(scenario: str) -> None:
     docs = _docs(f"{scenario}.yaml")
-    assert (ROUTING / f"{scenario}.yaml").read_text().startswith("# Article step")
+    security = [doc for doc in docs if doc["apiVersion"] == "security.istio.io/v1"]
+    docs = [doc for doc in docs if doc not in security]
+    assert Counter(doc["kind"] for doc in security) == SECURITY.get(scenario, {})
+    if scenario not in SECURITY:
+        assert (ROUTING / f"{scenario}.yaml").read_text().startswith("# Article step")
     assert Counter(doc["kind"] for doc in docs) == {"Gateway": 1, "VirtualService": 5, "DestinationRule": 4}
     assert {doc["apiVersion"] for doc in docs} == {"networking.istio.io/v1"}
     assert {doc["metadata"]["namespace"] for doc in docs} == {"bookinfo"}
@@ -186,6 +200,7 @@ def test_stacks_can_run_side_by_side() -> None:
         own = {
             local["ingressPort"],
             local["controlPlanePort"],
+            local["controlPlaneTlsPort"],
             *range(local["portBase"], local["portBase"] + 100),
         }
         for port in own:

@@ -443,7 +443,8 @@ async def test_successful_request_is_recorded_with_source_labels():
         "destination_workload_namespace": "bookinfo", "destination_app": "books", "destination_version": "v1",
         "destination_service": fqdn("books"), "destination_service_name": "books",
         "destination_service_namespace": "bookinfo", "request_protocol": "http",
-        "connection_security_policy": "unknown", "response_code": 200, "response_flags": "-",
+        "connection_security_policy": "unknown", "source_principal": "unknown", "destination_principal": "unknown",
+        "response_code": 200, "response_flags": "-",
     }
     assert proxy.runtime.stats.series[key].total_ms == pytest.approx(20.0)
 

@@ -100,8 +100,8 @@ def test_repr_and_dump():
     assert pools.get(("h", 1)) is pools.get(("h", 1))
     pools.by_endpoint[("10.0.0.1", 9080)] = p
     assert pools.dump() == [
-        {"endpoint": "10.0.0.1:9080", "idle": 1, "active": 1, "opened": 2, "reused": 1},
-        {"endpoint": "h:1", "idle": 0, "active": 0, "opened": 0, "reused": 0},
+        {"endpoint": "10.0.0.1:9080", "tls": False, "idle": 1, "active": 1, "opened": 2, "reused": 1},
+        {"endpoint": "h:1", "tls": False, "idle": 0, "active": 0, "opened": 0, "reused": 0},
     ]
 
 
@@ -116,3 +116,37 @@ def test_sweep_closes_stale_idle_and_forgets_pools_outside_the_view():
     closed = pools.sweep(pool.IDLE_TIMEOUT_S + 1.0, frozenset({kept}))
     assert closed == 2 and old.closed and passthrough.closed and not fresh.closed
     assert set(pools.by_endpoint) == {kept, busy_key}  # in flight: kept until it is released
+
+
+class _Waiter:
+    def __init__(self, done: bool = False, tries: int = 1) -> None:
+        self.done, self.tries = done, tries
+
+
+class _Forwarding:
+    def __init__(self) -> None:
+        self.woken: list = []
+        self.loop = self
+
+    def call_soon(self, callback, *args) -> None:
+        self.woken.append(args[0])
+
+    def dispatch_pending(self, exchange, tries) -> None:  # pragma: no cover - only referenced
+        pass
+
+
+def test_tls_pools_cap_connects_and_wake_the_oldest_live_waiter(monkeypatch):
+    monkeypatch.setattr(pool, "WAITING_COMPACT_AT", 3)
+    plain, secure = pool.EndpointPool(("h", 1)), pool.EndpointPool(("h", 1, ("mtls", (), "")), origin=object())
+    plain.connecting = secure.connecting = pool.MAX_TLS_CONNECTING
+    assert plain.may_connect() and not secure.may_connect()  # only TLS connects are capped
+    fwd = _Forwarding()
+    gone, moved_on, live = _Waiter(done=True), _Waiter(tries=2), _Waiter()
+    for waiter in (gone, moved_on, live):
+        secure.wait(fwd, waiter)
+    moved_on.tries = 3  # that try timed out: its entry is stale
+    newest = _Waiter()
+    secure.wait(fwd, newest)  # at the compaction bound: stale entries dropped first
+    assert [w for _, w, _ in secure.waiting] == [live, newest]
+    secure.wake()
+    assert fwd.woken == [live] and len(secure.waiting) == 1

@@ -68,8 +68,10 @@ def test_version_is_a_stable_content_hash():
     # Pinned: proxies and every control-plane replica must compute the same version for the same view.
     assert wire.version_of(view) == wire.version_of(copy.deepcopy(view))
     assert wire.to_json(view) == (
-        b'{"clusters":[],"endpoints":[],"listeners":[{"cluster":null,"direction":"outbound","name":"out",'
-        b'"port":15001,"route_table":null}],"outbound_policy":"ALLOW_ANY","proxy":"p","route_tables":[]}')
+        b'{"clusters":[],"endpoints":[],"listeners":[{"cluster":null,"direction":"outbound","https_redirect":false,'
+        b'"name":"out","port":15001,"route_table":null,"tls":[]}],"outbound_policy":"ALLOW_ANY","proxy":"p",'
+        b'"route_tables":[],"security":{"jwt_rules":[],"mtls":{"mode":"PERMISSIVE","port_modes":[]},"policies":[],'
+        b'"trust_domain":"cluster.local"}}')
     assert wire.version_of(view) == hashlib.sha256(wire.to_json(view)).hexdigest()[:16]
     changed = model.ProxyView(proxy="p", listeners=(model.Listener("out", model.OUTBOUND, 15002),))
     assert wire.version_of(changed) != wire.version_of(view)

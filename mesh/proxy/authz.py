@@ -1,0 +1,374 @@
+"""AuthorizationPolicy in the data plane: a view's policies compiled into matchers, and the decision.
+
+`compile_policies` runs once per view; `decide` is a pure function of those matchers and one request's
+attributes (`Request`), returning a `Decision` that says allow or deny, which policy decided, whether an
+AUDIT policy matched and what the dry-run policies would have done. `mesh.proxy.access` gathers the
+attributes, calls `decide` and answers 403. Semantics are Istio's, as Envoy's RBAC filters execute them:
+AUDIT, then DENY, then ALLOW; values are exact, "prefix*", "*suffix" or "*" (any non-empty value);
+a `not_` field matches when none of its values do, so a missing attribute (plaintext: no principal)
+matches every `not_` field and no positive one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+
+from mesh.view import model, security
+
+Check = Callable[["Request"], bool]
+SPIFFE = "spiffe://"
+_CLAIM_KEY = re.compile(r"\[([^\]]*)\]")  # request.auth.claims[a][b] → ("a", "b")
+
+
+class Request:
+    """What a policy can look at, gathered by `mesh.proxy.access` (or built by hand in tests).
+
+    `principal` is the peer's SPIFFE ID without "spiffe://" (None on plaintext); `port` the destination
+    port (inbound: the workload's port; gateway: the Gateway server port); `auth` the verified JWT
+    (`mesh.proxy.jwt_authn.Authenticated`) or None. `local_ip` and `sni` may be callables, read only when
+    a `when` condition asks for them."""
+
+    __slots__ = ("method", "path", "host", "authority", "port", "headers", "principal", "peer_ip", "auth",
+                 "_local_ip", "_sni", "_remote_ip", "_namespace")
+
+    def __init__(self, method: str, path: str, host: str, port: int | None = None,
+                 headers: list[tuple[bytes, bytes]] | None = None, principal: str | None = None,
+                 peer_ip: str = "", auth=None, authority: str | None = None,
+                 local_ip: str | Callable[[], str] = "", sni: str | Callable[[], str] = "") -> None:
+        self.method = method
+        self.path = path  # already normalized, without the query
+        self.host = host  # lower case, no port
+        self.authority = authority if authority is not None else host  # the Host header, lower case
+        self.port = port
+        self.headers = headers or []
+        self.principal = principal
+        self.peer_ip = peer_ip
+        self.auth = auth
+        self._local_ip = local_ip
+        self._sni = sni
+        self._remote_ip: str | None = None
+        self._namespace: str | None | bool = False
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace in the peer's SPIFFE ID ("<trust domain>/ns/<ns>/sa/<sa>")."""
+        if self._namespace is False:
+            principal = self.principal
+            start = principal.find("/ns/") if principal else -1
+            if start < 0:
+                self._namespace = None
+            else:
+                end = principal.find("/", start + 4)
+                self._namespace = principal[start + 4:] if end < 0 else principal[start + 4:end]
+        return self._namespace
+
+    @property
+    def remote_ip(self) -> str:
+        """The original client: the first X-Forwarded-For address, else the connection's peer."""
+        if self._remote_ip is None:
+            forwarded = self.header("x-forwarded-for")
+            first = forwarded.split(",", 1)[0].strip() if forwarded else ""
+            self._remote_ip = first or self.peer_ip
+        return self._remote_ip
+
+    @property
+    def local_ip(self) -> str:
+        if callable(self._local_ip):
+            self._local_ip = self._local_ip()
+        return self._local_ip
+
+    @property
+    def sni(self) -> str:
+        if callable(self._sni):
+            self._sni = self._sni()
+        return self._sni
+
+    def header(self, name: str) -> str | None:
+        """Every value of a header, joined with "," as Envoy merges duplicates; None when absent."""
+        key = name.lower().encode("latin-1")
+        values = [value for header, value in self.headers if header == key]
+        if not values:
+            return None
+        return (values[0] if len(values) == 1 else b",".join(values)).decode("latin-1")
+
+
+# -- value matchers ------------------------------------------------------------------------------------
+class Strings:
+    """Istio string values: exact, "prefix*", "*suffix", or "*" (present and non-empty). A list attribute
+    (claims, audiences) matches when any element does."""
+
+    __slots__ = ("exact", "prefixes", "suffixes", "presence", "fold")
+
+    def __init__(self, values: Iterable[str], fold: bool = False) -> None:
+        self.fold = fold
+        exact, prefixes, suffixes, self.presence = set(), [], [], False
+        for value in values:
+            value = value.lower() if fold else value
+            if value == "*":
+                self.presence = True
+            elif value.startswith("*"):
+                suffixes.append(value[1:])
+            elif value.endswith("*"):
+                prefixes.append(value[:-1])
+            else:
+                exact.add(value)
+        self.exact = frozenset(exact)
+        self.prefixes = tuple(prefixes)
+        self.suffixes = tuple(suffixes)
+
+    def match(self, value) -> bool:
+        if isinstance(value, str):
+            if not value:
+                return False
+            if self.fold:
+                value = value.lower()
+            if self.presence or value in self.exact:
+                return True
+            return bool(self.prefixes and value.startswith(self.prefixes)
+                        or self.suffixes and value.endswith(self.suffixes))
+        if isinstance(value, list | tuple):
+            return any(self.match(item) for item in value)
+        return False  # absent, or a type Istio's string matchers do not compare (numbers, booleans, objects)
+
+
+class Hosts:
+    """Operation hosts: case-insensitive; a value without a port compares with the host alone (the
+    request's port ignored), a value with one ("example.com:8080", "example.com:*") with the Host header."""
+
+    __slots__ = ("bare", "with_port")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        values = tuple(values)
+        self.bare = Strings((v for v in values if not _has_port(v)), fold=True)
+        self.with_port = Strings((v for v in values if _has_port(v)), fold=True)
+
+    def match(self, request: Request) -> bool:
+        return self.bare.match(request.host) or self.with_port.match(request.authority)
+
+
+def _has_port(host: str) -> bool:
+    return ":" in host[host.rfind("]") + 1:]
+
+
+class IpBlocks:
+    """Addresses or CIDRs ("10.0.0.1", "10.0.0.0/16", "::1"); an address that does not parse never matches."""
+
+    __slots__ = ("networks",)
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
+
+    def match(self, value) -> bool:
+        if not value:
+            return False
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+class Ports:
+    __slots__ = ("numbers",)
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.numbers = frozenset(int(v) for v in values)
+
+    def match(self, value) -> bool:
+        return value in self.numbers
+
+
+def _field(read: Callable[[Request], object], values, not_values, make) -> Check | None:
+    """One field: any of `values` (when given) and none of `not_values` must match what `read` returns."""
+    if not values and not not_values:
+        return None
+    positive = make(values) if values else None
+    negative = make(not_values) if not_values else None
+    if negative is None:
+        return lambda request: positive.match(read(request))
+    if positive is None:
+        return lambda request: not negative.match(read(request))
+
+    def both(request: Request) -> bool:
+        value = read(request)
+        return positive.match(value) and not negative.match(value)
+
+    return both
+
+
+def _all(checks: list[Check | None]) -> tuple[Check, ...]:
+    return tuple(check for check in checks if check is not None)
+
+
+def _auth(name: str) -> Callable[[Request], object]:
+    return lambda request: getattr(request.auth, name) if request.auth is not None else None
+
+
+def _source(source: model.AuthzSource) -> tuple[Check, ...]:
+    s = source
+    return _all([
+        _field(lambda r: r.principal, s.principals, s.not_principals, Strings),
+        _field(_auth("principal"), s.request_principals, s.not_request_principals, Strings),
+        _field(lambda r: r.namespace, s.namespaces, s.not_namespaces, Strings),
+        _field(lambda r: r.peer_ip, s.ip_blocks, s.not_ip_blocks, IpBlocks),
+        _field(lambda r: r.remote_ip, s.remote_ip_blocks, s.not_remote_ip_blocks, IpBlocks),
+    ])
+
+
+def _operation(operation: model.AuthzOperation) -> tuple[Check, ...]:
+    o = operation
+    return _all([
+        _field(lambda r: r, o.hosts, o.not_hosts, Hosts),
+        _field(lambda r: r.port, o.ports, o.not_ports, Ports),
+        _field(lambda r: r.method, o.methods, o.not_methods, Strings),
+        _field(lambda r: r.path, o.paths, o.not_paths, Strings),
+    ])
+
+
+def _claim(path: tuple[str, ...]) -> Callable[[Request], object]:
+    def read(request: Request) -> object:
+        value = request.auth.claims if request.auth is not None else None
+        for name in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(name)
+        return value
+
+    return read
+
+
+def _condition(condition: model.AuthzCondition, action: str) -> Check:
+    key = condition.key
+    values, not_values = condition.values, condition.not_values
+    read: Callable[[Request], object] | None = None
+    make = Strings
+    if key.startswith("request.headers[") and key.endswith("]"):
+        name = key[len("request.headers["):-1]
+        read = lambda r: r.header(name)  # noqa: E731 - one small reader per key
+    elif key.startswith("request.auth.claims["):
+        names = tuple(_CLAIM_KEY.findall(key[len("request.auth.claims"):]))
+        read = _claim(names)
+    elif key in ("source.ip", "remote.ip", "destination.ip"):
+        make = IpBlocks
+        read = {"source.ip": lambda r: r.peer_ip, "remote.ip": lambda r: r.remote_ip,
+                "destination.ip": lambda r: r.local_ip}[key]
+    elif key == "destination.port":
+        make = Ports
+        read = lambda r: r.port  # noqa: E731
+    else:
+        read = {
+            "source.principal": lambda r: r.principal,
+            "source.namespace": lambda r: r.namespace,
+            "request.auth.principal": _auth("principal"),
+            "request.auth.audiences": _auth("audiences"),
+            "request.auth.presenter": _auth("presenter"),
+            "connection.sni": lambda r: r.sni,
+        }.get(key)
+    if read is None:
+        # A key this proxy cannot evaluate (experimental.*): like Istio with fields a filter chain cannot
+        # see, an ALLOW (or AUDIT) rule using it never matches and a DENY rule ignores it (fails closed).
+        return (lambda request: True) if action == security.DENY else (lambda request: False)
+    return _field(read, values, not_values, make) or (lambda request: True)
+
+
+# -- rules and policies --------------------------------------------------------------------------------
+class CompiledRule:
+    __slots__ = ("sources", "operations", "conditions")
+
+    def __init__(self, rule: model.AuthzRule, action: str) -> None:
+        self.sources = tuple(_source(s) for s in rule.sources)
+        self.operations = tuple(_operation(o) for o in rule.operations)
+        self.conditions = tuple(_condition(c, action) for c in rule.conditions)
+
+    def match(self, request: Request) -> bool:
+        """Any source AND any operation AND every condition; an empty list is no constraint."""
+        if self.sources and not any(all(c(request) for c in checks) for checks in self.sources):
+            return False
+        if self.operations and not any(all(c(request) for c in checks) for checks in self.operations):
+            return False
+        return all(c(request) for c in self.conditions)
+
+
+class CompiledPolicy:
+    __slots__ = ("name", "rules")
+
+    def __init__(self, spec: model.AuthzPolicy) -> None:
+        self.name = spec.name
+        self.rules = tuple(CompiledRule(rule, spec.action) for rule in spec.rules)
+
+    def match(self, request: Request) -> bool:
+        """A policy matches when one of its rules does: no rules, no match (`spec: {}` denies all)."""
+        return any(rule.match(request) for rule in self.rules)
+
+
+def _first(policies: tuple[CompiledPolicy, ...], request: Request) -> str | None:
+    for policy in policies:
+        if policy.match(request):
+            return policy.name
+    return None
+
+
+class Policies:
+    """A view's policies by action; dry-run ones apart (Envoy's shadow rules)."""
+
+    __slots__ = ("audit", "deny", "allow", "shadow_deny", "shadow_allow", "enforced")
+
+    def __init__(self, specs: Iterable[model.AuthzPolicy]) -> None:
+        groups: dict[tuple[str, bool], list[CompiledPolicy]] = {}
+        for spec in specs:
+            groups.setdefault((spec.action, spec.dry_run), []).append(CompiledPolicy(spec))
+        self.audit = tuple(groups.get((security.AUDIT, False), ()))
+        self.deny = tuple(groups.get((security.DENY, False), ()))
+        self.allow = tuple(groups.get((security.ALLOW, False), ()))
+        self.shadow_deny = tuple(groups.get((security.DENY, True), ()))
+        self.shadow_allow = tuple(groups.get((security.ALLOW, True), ()))
+        self.enforced = bool(self.deny or self.allow)  # a DENY or ALLOW filter exists: count allowed/denied
+
+    def __repr__(self) -> str:
+        return (f"<Policies audit={len(self.audit)} deny={len(self.deny)} allow={len(self.allow)} "
+                f"dry-run={len(self.shadow_deny) + len(self.shadow_allow)}>")
+
+
+def compile_policies(specs: Iterable[model.AuthzPolicy]) -> Policies | None:
+    specs = tuple(specs)
+    return Policies(specs) if specs else None
+
+
+class Decision:
+    """`allowed`; `policy`: the policy that decided ("" when no DENY matched and there is no ALLOW
+    policy, or when no ALLOW policy matched); `audited`: the AUDIT policy that matched, or "";
+    `shadow`: one verdict (True = allowed) per dry-run filter that ran, DENY's before ALLOW's."""
+
+    __slots__ = ("allowed", "policy", "audited", "shadow")
+
+    def __init__(self, allowed: bool, policy: str = "", audited: str = "", shadow: tuple[bool, ...] = ()) -> None:
+        self.allowed = allowed
+        self.policy = policy
+        self.audited = audited
+        self.shadow = shadow
+
+    def __repr__(self) -> str:
+        verdict = "allow" if self.allowed else "deny"
+        return f"<Decision {verdict} policy={self.policy!r} audited={self.audited!r} shadow={self.shadow}>"
+
+
+def decide(policies: Policies, request: Request) -> Decision:
+    """Istio's order, as its Envoy filters run: AUDIT (marks only), DENY (any match denies), ALLOW (when
+    ALLOW policies exist, one must match). Dry-run policies are evaluated where their filter sits and
+    reported in `shadow`, never enforced; a request denied by DENY never reaches the ALLOW filter."""
+    audited = (_first(policies.audit, request) or "") if policies.audit else ""
+    shadow: tuple[bool, ...] = ()
+    if policies.shadow_deny:
+        shadow = (_first(policies.shadow_deny, request) is None,)
+    if policies.deny:
+        denied_by = _first(policies.deny, request)
+        if denied_by is not None:
+            return Decision(False, denied_by, audited, shadow)
+    if policies.shadow_allow:
+        shadow += (_first(policies.shadow_allow, request) is not None,)
+    if not policies.allow:
+        return Decision(True, "", audited, shadow)
+    allowed_by = _first(policies.allow, request)
+    return Decision(allowed_by is not None, allowed_by or "", audited, shadow)

@@ -1,0 +1,183 @@
+"""Gateway listeners: TLS termination of Gateway servers (SIMPLE, MUTUAL, ISTIO_MUTUAL) and httpsRedirect.
+
+A listener's `ServerTls` entries share one port and are chosen by SNI, as Envoy's filter chains are:
+exact host, then the longest `*.suffix`, then `*`; no match or no SNI → the first server. Python swaps the
+certificate in the handshake (`sni_callback` sets the chosen server's SSLContext), but OpenSSL keeps the
+verify mode and protocol range of the context the handshake began with. So the listener's base context
+asks for a client certificate when any server needs one (CERT_REQUIRED when all do, else CERT_OPTIONAL)
+and allows the lowest minimum protocol; `check()` then enforces, right after the handshake and before a
+byte is parsed, what the chosen server requires (a client certificate, its SANs, `min_protocol`).
+A presented client certificate is verified against the chosen server's roots (its `ca_file`; the mesh
+root for ISTIO_MUTUAL). ISTIO_MUTUAL serves the gateway's workload certificate, read at each handshake.
+
+Contexts are built when a view is applied (`compile_listeners`): a missing or bad file is a ViewError,
+so the view is NACKed and the previous one keeps serving. A plaintext listener with `https_redirect`
+answers every request 301 to `https://<host><path>` (Istio's httpsRedirect; port 80 dropped).
+`mesh.proxy.inbound_tls.Listener` runs the accept path with the `GatewayPolicy` below.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+from mesh.proxy import forwarding, inbound_tls, tls
+from mesh.view import model, security
+
+if TYPE_CHECKING:
+    from mesh.proxy.exchange import Exchange
+    from mesh.proxy.runtime import ProxyRuntime
+
+VERSIONS = {"TLSV1_2": ssl.TLSVersion.TLSv1_2, "TLSV1_3": ssl.TLSVersion.TLSv1_3}
+_ORDER = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
+_RANK = {ssl.TLSVersion.TLSv1_2: 2, ssl.TLSVersion.TLSv1_3: 3}
+DEFAULT_MIN = ssl.TLSVersion.TLSv1_2  # Envoy's server default
+
+
+class CompiledServer:
+    __slots__ = ("spec", "context", "client_cert", "minimum")
+
+    def __init__(self, spec: model.ServerTls) -> None:
+        self.spec = spec
+        self.minimum = VERSIONS.get(spec.min_protocol, DEFAULT_MIN)
+        self.client_cert = spec.mode in (security.TLS_MUTUAL, security.TLS_ISTIO_MUTUAL)
+        self.context: ssl.SSLContext | None = None  # ISTIO_MUTUAL: the workload context, at handshake time
+        if spec.mode in (security.TLS_SIMPLE, security.TLS_MUTUAL):
+            roots = _read(spec.ca_file) if spec.mode == security.TLS_MUTUAL else None
+            if spec.mode == security.TLS_MUTUAL and not roots:
+                raise ValueError("MUTUAL needs ca_file: the roots client certificates must chain to")
+            self.context = tls.server_context(spec.cert_file, spec.key_file, roots)
+            self.context.minimum_version = self.minimum
+
+
+class ServerTlsSet:
+    """The TLS servers of one listener port, with the base context their handshakes start from."""
+
+    __slots__ = ("runtime", "servers", "exact", "suffixes", "star", "context", "by_context")
+
+    def __init__(self, runtime: ProxyRuntime, specs: tuple[model.ServerTls, ...]) -> None:
+        self.runtime = runtime
+        self.servers = tuple(CompiledServer(spec) for spec in specs)
+        self.exact: dict[str, CompiledServer] = {}
+        suffixes: list[tuple[str, CompiledServer]] = []
+        self.star: CompiledServer | None = None
+        for server in self.servers:
+            for host in server.spec.hosts:
+                host = host.rpartition("/")[2].lower()  # "namespace/host" → host
+                if host == "*":
+                    self.star = self.star or server
+                elif host.startswith("*."):
+                    suffixes.append((host[1:], server))
+                else:
+                    self.exact.setdefault(host, server)
+        suffixes.sort(key=lambda item: -len(item[0]))
+        self.suffixes = tuple(suffixes)
+        self.by_context = {id(s.context): s for s in self.servers if s.context is not None}
+        base = self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        base.minimum_version = min((s.minimum for s in self.servers), key=_RANK.__getitem__)
+        needs = [s.client_cert for s in self.servers]
+        base.verify_mode = ssl.CERT_REQUIRED if all(needs) else ssl.CERT_OPTIONAL if any(needs) else ssl.CERT_NONE
+        base.set_alpn_protocols(tls.ALPN)
+        base.sni_callback = self._select
+
+    def pick(self, server_name: str | None) -> CompiledServer:
+        if server_name:
+            name = server_name.lower()
+            found = self.exact.get(name)
+            if found is not None:
+                return found
+            for suffix, server in self.suffixes:
+                if name.endswith(suffix):
+                    return server
+            if self.star is not None:
+                return self.star
+        return self.servers[0]
+
+    def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _base: ssl.SSLContext):
+        """OpenSSL's servername callback (called with or without SNI): switch to the chosen server."""
+        server = self.pick(server_name)
+        ctx = server.context
+        if ctx is None:
+            mesh = self.runtime.mesh_tls
+            ctx = mesh.server if mesh is not None else None
+            if ctx is None:  # ISTIO_MUTUAL before the gateway has its certificate
+                return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        ssl_object.context = ctx
+        return None
+
+    def check(self, ssl_object: ssl.SSLObject) -> str | None:
+        """What the chosen server requires and the handshake could not enforce; None when it is met."""
+        server = self.by_context.get(id(ssl_object.context))
+        if server is None:  # the workload context: an ISTIO_MUTUAL server
+            server = next((s for s in self.servers if s.context is None), self.servers[0])
+        if _ORDER.get(ssl_object.version() or "", 0) < _RANK[server.minimum]:
+            return f"protocol {ssl_object.version()} below {server.spec.min_protocol}"
+        if not server.client_cert:
+            return None
+        cert = ssl_object.getpeercert()
+        if not cert:
+            return "client certificate required"
+        wanted = server.spec.subject_alt_names
+        if wanted:
+            names = {value for _, value in cert.get("subjectAltName", ())}
+            if not names.intersection(wanted):
+                return f"client certificate names {sorted(names)} are not among {list(wanted)}"
+        return None
+
+
+class HttpsRedirect(forwarding.Forwarding):
+    """Every request: 301 to the same host and path over https (Gateway server tls.httpsRedirect)."""
+
+    __slots__ = ()
+
+    def start(self, exchange: Exchange) -> None:
+        host = exchange.host_header
+        if host.endswith(b":80"):
+            host = host[:-3]
+        location = b"https://" + host + exchange.head.path.encode("latin-1")
+        exchange.reply(301, b"", extra_headers=b"location: " + location + b"\r\n")
+
+
+class GatewayPolicy:
+    """How a gateway port secures each connection: its servers' TLS, a redirect, or plain HTTP."""
+
+    __slots__ = ("runtime", "forwarding", "servers", "redirect")
+
+    def __init__(self, runtime: ProxyRuntime, fwd: forwarding.Forwarding) -> None:
+        self.runtime = runtime
+        self.forwarding = fwd
+        self.servers: ServerTlsSet | None = None
+        self.redirect: HttpsRedirect | None = None
+
+    def update(self, listener: model.Listener | None, servers: ServerTlsSet | None) -> None:
+        self.servers = servers
+        redirect = listener is not None and listener.https_redirect and servers is None
+        self.redirect = HttpsRedirect(self.runtime, model.GATEWAY) if redirect else None
+
+    def decide(self):
+        servers = self.servers
+        if servers is not None:
+            return inbound_tls.TLS, servers.context, self.forwarding, servers.check
+        return inbound_tls.PLAIN, None, self.redirect or self.forwarding, None
+
+
+def compile_listeners(runtime: ProxyRuntime, spec: model.ProxyView,
+                      port_map: dict[int, int]) -> dict[int, tuple[model.Listener, ServerTlsSet | None]]:
+    """Local port → (gateway listener, its TLS servers or None); ViewError when a server cannot load."""
+    out: dict[int, tuple[model.Listener, ServerTlsSet | None]] = {}
+    for listener in spec.listeners:
+        if listener.direction != model.GATEWAY:
+            continue
+        servers = None
+        if listener.tls:
+            try:
+                servers = ServerTlsSet(runtime, listener.tls)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise model.ViewError(f"listener {listener.name}: TLS: {exc}") from None
+        out[port_map.get(listener.port, listener.port)] = (listener, servers)
+    return out
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
