@@ -31,6 +31,7 @@ GATEWAY_NAMESPACE = "weir-system"
 GATEWAY_LABELS = "istio=ingressgateway"
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"  # Istio's name: policies can name it
 GATEWAY_SERVICE_PORT = 80  # the Gateway resources' port, mapped to the stack's ingressPort
+GATEWAY_TLS_SERVICE_PORT = 443  # HTTPS Gateway servers, mapped to the stack's ingressTlsPort
 GATEWAY_PROXY_ID = f"{GATEWAY_WORKLOAD}.{GATEWAY_NAMESPACE}"
 
 # Start order; the supervisor stops in reverse.
@@ -137,6 +138,7 @@ def build(settings: StackSettings, deployments: Sequence[Mapping[str, Any]],
         services=tuple(_service(s) for s in services),
         workloads=tuple(workloads),
         urls={"ingress": f"http://{LOOPBACK}:{settings.ingress_port}",
+              "ingressTls": f"https://{LOOPBACK}:{settings.ingress_tls_port}",
               "controlPlane": f"http://{LOOPBACK}:{settings.control_plane_port}",
               "meshChannel": f"https://{LOOPBACK}:{settings.mesh_channel_port}"},
     )
@@ -177,8 +179,10 @@ def _gateway(settings: StackSettings, python: str) -> ProcessSpec:
                  "--id", GATEWAY_PROXY_ID, "--namespace", GATEWAY_NAMESPACE,
                  "--workload", GATEWAY_WORKLOAD, "--labels", GATEWAY_LABELS,
                  "--service-account", GATEWAY_SERVICE_ACCOUNT, *_mesh_channel(settings, GATEWAY_PROXY_ID),
-                 "--port-map", f"{GATEWAY_SERVICE_PORT}={settings.ingress_port}", "--admin-port", str(admin)),
-        env={}, ports={"http": settings.ingress_port, "admin": admin},
+                 "--port-map", f"{GATEWAY_SERVICE_PORT}={settings.ingress_port},"
+                               f"{GATEWAY_TLS_SERVICE_PORT}={settings.ingress_tls_port}",
+                 "--admin-port", str(admin)),
+        env={}, ports={"http": settings.ingress_port, "https": settings.ingress_tls_port, "admin": admin},
         ready_url=f"http://{LOOPBACK}:{admin}/ready", log=proxy_log(GATEWAY_NAME), workload=GATEWAY_WORKLOAD,
         identity=_identity(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, GATEWAY_PROXY_ID),
     )
@@ -271,5 +275,5 @@ def _check_distinct_ports(plan: Plan) -> None:
     for port, owner in plan.ports():
         if port in owners:
             raise errors.StackError(f"port {port} is planned twice: {owners[port]} and {owner}; check weir:local "
-                                    f"ingressPort, controlPlanePort, controlPlaneTlsPort and portBase")
+                                    f"ingressPort, ingressTlsPort, controlPlanePort, controlPlaneTlsPort and portBase")
         owners[port] = owner

@@ -3,7 +3,7 @@
 Keys (Pulumi config, under `config:`): `weir:routing` names a scenario `stacks/routing/<name>.yaml`;
 `weir:local` holds `ingressPort`, `controlPlanePort` (meshctl's HTTP API), `portBase` and optionally
 `controlPlaneTlsPort` (the proxies' TLS mesh channel; default controlPlanePort + 2, as Istio's 15010 and
-15012). The project root is the parent of
+15012) and `ingressTlsPort` (where Gateway servers on port 443 listen; default ingressPort + 363: 8443). The project root is the parent of
 the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
 Next in the flow: mesh.local.plan turns the settings into process specs.
 """
@@ -26,6 +26,8 @@ HOME_ENV = "WEIR_HOME"
 LOCAL_PORT_KEYS = ("ingressPort", "controlPlanePort", "portBase")
 TLS_PORT_KEY = "controlPlaneTlsPort"
 TLS_PORT_OFFSET = 2  # derived mesh channel port: controlPlanePort + 2
+INGRESS_TLS_PORT_KEY = "ingressTlsPort"
+INGRESS_TLS_PORT_OFFSET = 363  # derived HTTPS ingress port: 8080 → 8443
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,12 @@ class StackSettings:
     outbound_policy: str = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy.mode
     control_plane_tls_port: int | None = None  # weir:local.controlPlaneTlsPort when the file sets it
     workload_cert_ttl: str | None = None  # weir:security.workloadCertTtl ("24h"); None: the CA's default
+    ingress_tls_port_setting: int | None = None  # weir:local.ingressTlsPort when the file sets it
+
+    @property
+    def ingress_tls_port(self) -> int:
+        """Where the ingress serves Gateway servers of port 443: ingressTlsPort, else ingressPort + 363."""
+        return self.ingress_tls_port_setting or self.ingress_port + INGRESS_TLS_PORT_OFFSET
 
     @property
     def mesh_channel_port(self) -> int:
@@ -102,6 +110,8 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
                                 f"{', '.join(LOCAL_PORT_KEYS)})")
     ports = {key: _port(local, key, source) for key in LOCAL_PORT_KEYS}
     tls_port = _port(local, TLS_PORT_KEY, source) if local.get(TLS_PORT_KEY) is not None else None
+    ingress_tls = (_port(local, INGRESS_TLS_PORT_KEY, source) if local.get(INGRESS_TLS_PORT_KEY) is not None
+                   else None)
     outbound_policy = _outbound_policy(config.get("weir:meshConfig"), source)
     return StackSettings(
         name=stack,
@@ -115,6 +125,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         outbound_policy=outbound_policy,
         control_plane_tls_port=tls_port,
         workload_cert_ttl=_workload_cert_ttl(config.get("weir:security"), source),
+        ingress_tls_port_setting=ingress_tls,
     )
 
 

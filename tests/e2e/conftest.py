@@ -130,7 +130,7 @@ def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = Non
     shutil.copytree(ROOT / "stacks", root / "stacks")
     ingress, control = free_port(), free_port()
     dev = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
-    dev["config"]["weir:local"] = {"ingressPort": ingress, "controlPlanePort": control,
+    dev["config"]["weir:local"] = {"ingressPort": ingress, "ingressTlsPort": free_port(), "controlPlanePort": control,
                                    "controlPlaneTlsPort": free_port(),
                                    "portBase": free_port_base()}
     dev["config"].update(extra_config or {})

@@ -58,7 +58,7 @@ def test_ports_follow_port_base_per_workload(plan: plan_mod.Plan) -> None:
     assert plan.process("books-v1.proxy").ports == {"inbound": 21001, "outbound": 21002, "admin": 21003}
     assert plan.process("books-v2").ports == {"app": 21010, "chaos": 21014}
     assert plan.process("books-v2.proxy").ports == {"inbound": 21011, "outbound": 21012, "admin": 21013}
-    assert plan.process("ingress").ports == {"http": 8080, "admin": 21009}
+    assert plan.process("ingress").ports == {"http": 8080, "https": 8443, "admin": 21009}
     assert plan.process("control").ports == {"http": 15010, "mesh": 15012}
 
 
@@ -80,7 +80,7 @@ def test_commands(plan: plan_mod.Plan, settings: StackSettings) -> None:
         "--service-account", "istio-ingressgateway-service-account",
         "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
         "--cert-dir", str(state / "proxies" / "istio-ingressgateway.weir-system"),
-        "--port-map", "80=8080", "--admin-port", "21009")
+        "--port-map", "80=8080,443=8443", "--admin-port", "21009")
 
 
 def test_default_python_is_this_interpreter(settings: StackSettings) -> None:

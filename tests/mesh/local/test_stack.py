@@ -70,6 +70,14 @@ def test_mesh_channel_port_is_set_or_derived(root: Path) -> None:
     assert (settings.control_plane_tls_port, settings.mesh_channel_port) == (16000, 16000)
 
 
+def test_ingress_tls_port_is_set_or_derived(root: Path) -> None:
+    write_stack(root, GOOD)
+    assert stack.load("dev", root).ingress_tls_port == 8443  # HTTPS Gateway servers: ingressPort + 363
+    doc = {"config": {**GOOD["config"], "weir:local": {**GOOD["config"]["weir:local"], "ingressTlsPort": 9443}}}
+    write_stack(root, doc)
+    assert stack.load("dev", root).ingress_tls_port == 9443
+
+
 def test_workload_cert_ttl_reaches_the_control_plane(root: Path) -> None:
     from mesh.local import plan
 
@@ -108,6 +116,8 @@ def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
     ({**GOOD["config"], "weir:meshConfig": {"outboundTrafficPolicy": {"mode": "DENY"}}},
      "`weir:meshConfig.outboundTrafficPolicy.mode`"),
     ({**GOOD["config"], "weir:meshConfig": "REGISTRY_ONLY"}, "`weir:meshConfig.outboundTrafficPolicy.mode`"),
+    ({"weir:routing": "baseline", "weir:local": {**GOOD["config"]["weir:local"], "ingressTlsPort": "https"}},
+     "`weir:local.ingressTlsPort`"),
     ({**GOOD["config"], "weir:security": {"workloadCertTtl": "1d"}}, "`weir:security.workloadCertTtl`"),
     ({**GOOD["config"], "weir:security": {"workloadCertTtl": "0s"}}, "`weir:security.workloadCertTtl`"),
     ({**GOOD["config"], "weir:security": {"workloadCertTtl": 30}}, "`weir:security.workloadCertTtl`"),
