@@ -53,7 +53,7 @@ def test_incomplete_or_mismatched_material_is_refused_never_overwritten(tmp_path
     with pytest.raises(ca_store.CAStoreError, match="incomplete CA, missing ca-cert.pem"):
         ca_store.LocalStore(tmp_path).load_or_create(now=NOW)
     assert (tmp_path / "root-cert.pem").read_bytes() == root
-    other = ca_store.to_files(pki.make_ca())
+    other = ca_store.to_files(pki.make_ca(now=NOW))
     (tmp_path / "ca-cert.pem").write_bytes(other["ca-cert.pem"])
     with pytest.raises(ca_store.CAStoreError, match="ca-key.pem is not the key of ca-cert.pem"):
         ca_store.LocalStore(tmp_path).load_or_create(now=NOW)
@@ -66,7 +66,7 @@ def test_an_expired_ca_is_refused(tmp_path):
 
 
 def operator_root(tmp_path, key_mode=0o600):
-    root = pki.make_ca()
+    root = pki.make_ca(now=NOW)
     (tmp_path / "root.pem").write_bytes(root.root_pem)
     (tmp_path / "root-key.pem").write_bytes(ca_mod.key_pem(root.key))
     (tmp_path / "root-key.pem").chmod(key_mode)
@@ -113,7 +113,7 @@ def load(api: ScriptedApi):
 
 
 def test_an_existing_secret_is_loaded():
-    existing = pki.make_ca()
+    existing = pki.make_ca(now=NOW)
     api = ScriptedApi((200, secret_with(existing)))
     authority = load(api)
     assert authority.cert == existing.cert and authority.workload_ttl_s == 7200
@@ -132,7 +132,7 @@ def test_a_missing_secret_is_created_like_istio_cacerts():
 
 
 def test_another_replica_won_the_race_and_its_ca_is_used():
-    theirs = pki.make_ca()
+    theirs = pki.make_ca(now=NOW)
     api = ScriptedApi((404, recorded("secret_not_found")), (409, recorded("secret_already_exists")),
                       (200, secret_with(theirs)))
     assert load(api).cert == theirs.cert

@@ -139,7 +139,7 @@ def test_renewal_with_an_expired_certificate_is_refused(service, clock):
 
 
 def test_renewal_with_a_certificate_of_another_root_is_refused(service):
-    chain, _, _ = pki.workload(pki.make_ca(), "bookinfo", "ratings")
+    chain, _, _ = pki.workload(pki.make_ca(now=START), "bookinfo", "ratings", now=START)
     foreign = x509.load_pem_x509_certificate(chain).public_bytes(serialization.Encoding.DER)
     with pytest.raises(authn.AuthnError, match="not issued by this mesh's CA"):
         issue(service, {"csr": csr()}, peer=foreign)
