@@ -9,7 +9,7 @@ PYTHON ?= python3
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,infra]'
 	touch $@
 
 install: $(VENV)/.installed

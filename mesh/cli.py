@@ -264,7 +264,41 @@ def chaos(stack: str, workload: str, error_rate: float | None, delay: str | None
     console.print_json(_attach(stack).chaos(workload, change, reset=reset))
 
 
+@main.command()
+@stack_option
+@click.option("-o", "--output-dir", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for platform.yaml, bookinfo.yaml and routing.yaml (created if missing).")
+def render(stack: str, output_dir: str) -> None:
+    """The Kubernetes manifests the stack's Pulumi program deploys, for `kubectl apply -f` in file order."""
+    from pathlib import Path
+
+    import yaml
+
+    from mesh.manifests import stack as manifests
+
+    groups = _render(stack_mod.load(stack), manifests)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for group, objects in groups.items():
+        path = out / f"{group}.yaml"
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False), encoding="utf-8")
+        click.echo(f"{path}: {len(objects)} objects")
+
+
 # helpers
+
+
+def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list[dict]]:
+    from mesh.manifests.settings import ManifestSettings
+
+    manifest_settings = ManifestSettings(
+        stack=settings.name, image=settings.image, routing_file=str(settings.routing_file),
+        admin_users=settings.admin_users, mtls_mode=settings.mtls_mode, outbound_policy=settings.outbound_policy,
+        workload_cert_ttl=settings.workload_cert_ttl or "24h")
+    try:
+        return manifests.render(manifest_settings)
+    except _api().ConfigError as exc:
+        raise errors.WeirError(f"stack {settings.name}: routing {settings.routing_file}: {exc}") from None
 
 
 def _attach(stack: str) -> environment.Environment:

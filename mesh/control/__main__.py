@@ -1,6 +1,7 @@
 """`python -m mesh.control`: the control plane process.
 
     python -m mesh.control --port P --tls-port T --state-dir D --registry FILE [--config FILE]...
+    python -m mesh.control --platform kubernetes --tls-host 0.0.0.0 --port P --tls-port T --state-dir D
         [--outbound-policy ALLOW_ANY|REGISTRY_ONLY] [--platform local|kubernetes]
         [--ca-root-cert FILE --ca-root-key FILE] [--workload-cert-ttl 24h] [--log-level info]
 
@@ -9,6 +10,9 @@ the TLS mesh channel for proxies (`--tls-port`, `mesh.control.channel`: discover
 Startup: the mesh CA (local: D/ca/, created on first start; kubernetes: the Secret weir-system/weir-ca),
 then the `--config` files (a bad one stops the process with exit code 2), then the resources persisted
 under D/config/, the registry watch, serve. CA material that cannot be used also exits with 2.
+On kubernetes the two seams are the CRD watch (`kube_config`, listed before the first snapshot; the
+HTTP API's apply/delete are refused) and EndpointSlices (`kube_registry`); `root_publisher` keeps the
+ConfigMap weir-ca-root-cert in meshed namespaces; `/debug/kubernetes` shows watches and rejections.
 SIGTERM/SIGINT: not ready, answer every long poll, stop the watchers, close the servers.
 """
 
@@ -34,8 +38,11 @@ from mesh.control import (
     channel,
     config_store,
     kube,
+    kube_config,
+    kube_registry,
     plane,
     registry,
+    root_publisher,
     server,
     serving,
     snapshot,
@@ -45,6 +52,7 @@ log = logging.getLogger("mesh.control")
 
 SHUTDOWN_TIMEOUT = 5.0  # seconds for in-flight requests once long polls were answered
 PLATFORMS = ("local", "kubernetes")
+READ_ONLY = "on kubernetes, config comes from the Istio custom resources: use kubectl apply/delete"
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -63,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tls-port", type=int, required=True, help="the mesh channel (TLS): discovery and CSRs")
     p.add_argument("--tls-host", default="127.0.0.1", help="address of the mesh channel (0.0.0.0 in a pod)")
     p.add_argument("--state-dir", required=True, help="persisted config goes to STATE_DIR/config/, the CA to ca/")
-    p.add_argument("--registry", required=True, help="registry.json, polled for changes")
+    p.add_argument("--registry", help="local: registry.json, polled for changes (kubernetes: EndpointSlices)")
     p.add_argument("--config", action="append", default=[], metavar="FILE", help="Istio YAML (repeatable)")
     p.add_argument("--outbound-policy", choices=snapshot.OUTBOUND_POLICIES, default=snapshot.ALLOW_ANY)
     p.add_argument("--root-namespace", default=snapshot.ROOT_NAMESPACE,
@@ -84,8 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-level", default="info")
     p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.platform == "local" and not args.registry:
+        p.error("--registry is required with --platform local")
     if bool(args.ca_root_cert) != bool(args.ca_root_key):
         p.error("--ca-root-cert and --ca-root-key go together")
+    if args.platform == "kubernetes" and args.config:
+        p.error("on kubernetes config comes from the custom resources (kubectl apply), not --config")
     if args.platform == "kubernetes" and args.ca_root_cert:
         p.error("on kubernetes an operator's CA goes into the Secret (--ca-secret), not --ca-root-cert")
     if args.workload_cert_ttl > ca.MAX_WORKLOAD_TTL_S:
@@ -102,7 +114,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def load_authority(args: argparse.Namespace) -> tuple[ca.CertificateAuthority, certificates.TokenAuthenticator]:
+async def load_authority(args: argparse.Namespace, api_server: kube.ApiServer | None = None,
+                         ) -> tuple[ca.CertificateAuthority, certificates.TokenAuthenticator]:
     """The mesh CA and the authenticator of CSR tokens for the platform."""
     ca_dir = Path(args.state_dir) / "ca"
     if args.platform == "local":
@@ -110,12 +123,35 @@ async def load_authority(args: argparse.Namespace) -> tuple[ca.CertificateAuthor
         authority = store.load_or_create(now=time.time(), workload_ttl_s=args.workload_cert_ttl,
                                          root_cert_file=args.ca_root_cert, root_key_file=args.ca_root_key)
         return authority, authn.BootstrapTokens(ca_dir / "tokens")
-    transport = kube.InCluster()
+    transport = api_server or kube.InCluster()
     namespace, _, name = args.ca_secret.partition("/")
     authority = await ca_store.KubernetesStore(transport, namespace, name).load_or_create(
         now=time.time(), workload_ttl_s=args.workload_cert_ttl)
     ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the serving certificate's files
     return authority, authn.TokenReviewer(transport, args.token_audience)
+
+
+class KubernetesInputs:
+    """The two seams on Kubernetes (CRD watch, EndpointSlices) plus the root-certificate ConfigMaps."""
+
+    def __init__(self, api_server: kube.Api, authority: ca.CertificateAuthority, control_namespace: str) -> None:
+        self.store = config_store.ConfigStore(read_only=READ_ONLY)
+        self.config = kube_config.KubernetesConfig(api_server, self.store)
+        self.registry = kube_registry.KubernetesRegistry(api_server)
+        self.publisher = root_publisher.RootPublisher(api_server, authority.root_pem, control_namespace)
+
+    async def start(self) -> None:
+        """Config is listed before the first snapshot (the registry is, by ControlPlane.start)."""
+        await self.publisher.start()
+        await self.config.start()
+
+    async def stop(self) -> None:
+        await self.config.stop()
+        await self.publisher.stop()
+
+    async def debug(self, request: server.web.Request) -> server.web.Response:
+        return server.web.json_response({"config": self.config.dump(), "registry": self.registry.dump(),
+                                         "rootCert": self.publisher.dump()})
 
 
 async def _listen(app, host: str, port: int, context: ssl.SSLContext | None) -> server.web.AppRunner | None:
@@ -132,33 +168,43 @@ async def _listen(app, host: str, port: int, context: ssl.SSLContext | None) -> 
 
 
 async def serve(args: argparse.Namespace) -> int:
+    api_server = None
     try:
-        authority, token_authn = await load_authority(args)
+        api_server = kube.InCluster() if args.platform == "kubernetes" else None
+        authority, token_authn = await load_authority(args, api_server)
     except (ca_store.CAStoreError, kube.KubeError, OSError) as exc:
         log.error("refusing to start: %s", exc)
         return 2
-    store = config_store.ConfigStore(args.state_dir)
-    try:
-        store.load_files(args.config)
-    except (api.ConfigError, OSError) as exc:
-        log.error("refusing to start: %s", exc)
-        return 2
-    store.load_persisted()
+    inputs = None
+    if api_server is not None:
+        inputs = KubernetesInputs(api_server, authority, args.ca_secret.partition("/")[0])
+        store, source = inputs.store, inputs.registry
+    else:
+        store, source = config_store.ConfigStore(args.state_dir), registry.LocalRegistry(args.registry)
+        try:
+            store.load_files(args.config)
+        except (api.ConfigError, OSError) as exc:
+            log.error("refusing to start: %s", exc)
+            return 2
+        store.load_persisted()
     certs = certificates.CertificateService(authority, token_authn)
     settings = snapshot.MeshSettings(
         root_namespace=args.root_namespace,
         credentials_dir=str((args.credentials_dir or Path(args.state_dir) / "credentials").resolve()),
     )
-    control = plane.ControlPlane(store, registry.LocalRegistry(args.registry), args.outbound_policy, certs=certs,
-                                 settings=settings)
+    control = plane.ControlPlane(store, source, args.outbound_policy, certs=certs, settings=settings)
     identity = serving.ServingCertificate(lambda: certs.authority, Path(args.state_dir) / "ca",
                                           (*serving.DEFAULT_HOSTS, *args.serving_host))
     context = identity.issue()
+    app = server.make_app(control)
+    if inputs is not None:
+        await inputs.start()
+        app.router.add_get("/debug/kubernetes", inputs.debug)
     await control.start()
-    runners = [await _listen(server.make_app(control), args.host, args.port, None),
+    runners = [await _listen(app, args.host, args.port, None),
                await _listen(channel.make_app(control, certs), args.tls_host, args.tls_port, context)]
     if None in runners:
-        await _stop(control, [r for r in runners if r is not None], None)
+        await _stop(control, [r for r in runners if r is not None], None, inputs, api_server)
         return 1
     renewal = asyncio.create_task(identity.run(), name="serving-cert")
     stop = asyncio.Event()
@@ -167,15 +213,20 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await _stop(control, runners, renewal)
+    await _stop(control, runners, renewal, inputs, api_server)
     return 0
 
 
-async def _stop(control: plane.ControlPlane, runners: list, renewal: asyncio.Task | None) -> None:
+async def _stop(control: plane.ControlPlane, runners: list, renewal: asyncio.Task | None,
+                inputs: KubernetesInputs | None = None, api_server: kube.ApiServer | None = None) -> None:
     await registry.cancel(renewal)
     await control.stop()
+    if inputs is not None:
+        await inputs.stop()
     for runner in runners:
         await runner.cleanup()
+    if api_server is not None:
+        await api_server.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,15 +3,18 @@
 Every input goes through `mesh.api.load_text` (the one validator); an apply batch is all-or-nothing.
 Applied resources are persisted under `<state-dir>/config/`, one YAML file per resource key, so a
 restarted control plane comes back with them. `mesh.control.snapshot` freezes `resources()`.
+On Kubernetes the store is fed by the CRD watch instead (`mesh.control.kube_config` calls `sync`) and
+is read-only for the HTTP API: the cluster's custom resources are the truth there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -65,11 +68,13 @@ class DeleteResult:
 class ConfigStore:
     """The current set of resources by key (`Kind/namespace/name`), plus change notification."""
 
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, read_only: str = "") -> None:
         self.config_dir = Path(state_dir) / "config" if state_dir is not None else None
         self._resources: dict[str, Any] = {}
         self._listeners: list[Callable[[], None]] = []
         self.revision = 0  # bumped on every effective change
+        self.read_only = read_only  # when set, why apply/delete are refused (config comes from elsewhere)
+        self.rejected: Mapping[str, str] = MappingProxyType({})  # key → why a source refused it
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -123,12 +128,23 @@ class ConfigStore:
         self._changed(bool(keys))
         return keys
 
+    def sync(self, resources: Mapping[str, Any], rejected: Mapping[str, str] | None = None) -> bool:
+        """Replace the whole set with what an external source holds (already validated, never persisted);
+        True when it changed. `rejected` is what that source refused, for /debug."""
+        self.rejected = MappingProxyType(dict(rejected or {}))
+        if dict(resources) == self._resources:
+            return False
+        self._resources = dict(resources)
+        self._changed(True)
+        return True
+
     # -- changes ---------------------------------------------------------------------------------------
 
     def apply(
         self, files: Sequence[tuple[str, str]], *, dry_run: bool = False, default_namespace: str | None = None
     ) -> ApplyResult:
         """Validate every document, then apply all of them or none (ConfigError/StoreError)."""
+        self._check_writable()
         incoming = parse(files, default_namespace, admit=True)
         batch = {r.key: r for r in incoming}  # a later document with the same key wins, as in kubectl
         changes = []
@@ -152,6 +168,7 @@ class ConfigStore:
         return self.delete_keys((r.key for r in parse(files, default_namespace)), dry_run=dry_run)
 
     def delete_keys(self, keys: Iterable[str], *, dry_run: bool = False) -> DeleteResult:
+        self._check_writable()
         wanted = sorted(set(keys))
         found = tuple(k for k in wanted if k in self._resources)
         missing = tuple(k for k in wanted if k not in self._resources)
@@ -163,6 +180,10 @@ class ConfigStore:
         return DeleteResult(found, missing)
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(self.read_only)
 
     def _changed(self, changed: bool) -> None:
         if not changed:

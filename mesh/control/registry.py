@@ -1,8 +1,9 @@
 """The endpoints seam: which services exist and which workloads back them.
 
 `ServiceRegistry` is the interface (an immutable `RegistryState` plus a change notification);
-`LocalRegistry` implements it for local mode by polling `registry.json` (docs/architecture.md). A
-Kubernetes EndpointSlice implementation will be the second one. `mesh.control.snapshot` reads the state.
+`LocalRegistry` implements it for local mode by polling `registry.json` (docs/architecture.md);
+`mesh.control.kube_registry.KubernetesRegistry` is the second one (Services, EndpointSlices, Pods).
+`mesh.control.snapshot` reads the state.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def _service(data: dict[str, Any]) -> Service:
                     name=str(p.get("name") or "http"),
                     port=int(p["port"]),
                     target_port=int(p.get("targetPort") or p["port"]),
-                    protocol=str(p.get("protocol") or _protocol_of(str(p.get("name") or "http"))),
+                    protocol=str(p.get("protocol") or protocol_of(str(p.get("name") or "http"))),
                 )
                 for p in data.get("ports") or []
             ),
@@ -272,7 +273,7 @@ def _service(data: dict[str, Any]) -> Service:
     )
 
 
-def _protocol_of(port_name: str) -> str:
+def protocol_of(port_name: str) -> str:
     """Istio's protocol selection by port name prefix (`http`, `http-web`, `grpc-x`, `tcp`...)."""
     prefix = port_name.split("-", 1)[0].upper()
     return prefix if prefix in ("HTTP", "HTTP2", "GRPC", "TCP", "TLS", "HTTPS", "MONGO", "REDIS") else "HTTP"

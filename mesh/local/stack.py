@@ -3,8 +3,10 @@
 Keys (Pulumi config, under `config:`): `weir:routing` names a scenario `stacks/routing/<name>.yaml`;
 `weir:local` holds `ingressPort`, `controlPlanePort` (meshctl's HTTP API), `portBase` and optionally
 `controlPlaneTlsPort` (the proxies' TLS mesh channel; default controlPlanePort + 2, as Istio's 15010 and
-15012) and `ingressTlsPort` (where Gateway servers on port 443 listen; default ingressPort + 363: 8443). The project root is the parent of
-the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
+15012) and `ingressTlsPort` (where Gateway servers on port 443 listen; default ingressPort + 363: 8443).
+For the Kubernetes manifests (`meshctl render`, the Pulumi program): `weir:image` (default
+ghcr.io/weir-mesh/weir:0.1.0), `weir:adminUsers` (list of users bound to cluster-admin) and `weir:mtlsMode`
+(STRICT|PERMISSIVE|DISABLE, default PERMISSIVE). The project root is the parent of the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
 Next in the flow: mesh.local.plan turns the settings into process specs.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 import yaml
 
 from mesh.local import errors
+from mesh.manifests.settings import DEFAULT_IMAGE, MTLS_MODES
 
 STACKS_DIR = "stacks"
 STATE_ROOT = ".weir"
@@ -46,6 +49,9 @@ class StackSettings:
     control_plane_tls_port: int | None = None  # weir:local.controlPlaneTlsPort when the file sets it
     workload_cert_ttl: str | None = None  # weir:security.workloadCertTtl ("24h"); None: the CA's default
     ingress_tls_port_setting: int | None = None  # weir:local.ingressTlsPort when the file sets it
+    image: str = DEFAULT_IMAGE  # weir:image (Kubernetes manifests only)
+    admin_users: tuple[str, ...] = ()  # weir:adminUsers
+    mtls_mode: str = "PERMISSIVE"  # weir:mtlsMode: the mesh-wide PeerAuthentication
 
     @property
     def ingress_tls_port(self) -> int:
@@ -126,7 +132,30 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         control_plane_tls_port=tls_port,
         workload_cert_ttl=_workload_cert_ttl(config.get("weir:security"), source),
         ingress_tls_port_setting=ingress_tls,
+        **_kubernetes(config, source),
     )
+
+
+def _kubernetes(config: dict[str, Any], source: Path) -> dict[str, Any]:
+    """`weir:image`, `weir:adminUsers`, `weir:mtlsMode`: what only the Kubernetes manifests read."""
+    out: dict[str, Any] = {}
+    image = config.get("weir:image")
+    if image is not None:
+        if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+            raise errors.StackError(f"{source}: key `weir:image` must be an image reference, got {image!r}")
+        out["image"] = image
+    users = config.get("weir:adminUsers")
+    if users is not None:
+        if not isinstance(users, list) or not all(isinstance(u, str) and u.strip() for u in users):
+            raise errors.StackError(f"{source}: key `weir:adminUsers` must be a list of user names, got {users!r}")
+        out["admin_users"] = tuple(users)
+    mode = config.get("weir:mtlsMode")
+    if mode is not None:
+        if mode not in MTLS_MODES:
+            raise errors.StackError(f"{source}: key `weir:mtlsMode` must be one of {', '.join(MTLS_MODES)}, "
+                                    f"got {mode!r}")
+        out["mtls_mode"] = mode
+    return out
 
 
 OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")

@@ -20,7 +20,8 @@ STATUS_ANNOTATION = "sidecar.weir.dev/status"
 CONTROL_PLANE_HOST = "weir-control.weir-system.svc"
 DEFAULT_CONTROL_PLANE = f"{CONTROL_PLANE_HOST}:15012"  # the TLS mesh channel (discovery + certificates)
 
-ADMIN_PORT = 15000
+ADMIN_PORT = 15000  # loopback only: stats, config dumps, /quitquitquit
+HEALTH_PORT = 15021  # pod IP: GET /healthz/ready only, for the kubelet (Istio's 15021)
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 PROXY_UID = 1337  # Istio's proxy uid, so existing PodSecurity and network policies recognise it
@@ -72,7 +73,7 @@ def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DE
         )
     )
     pod["containers"] = containers  # app stays first: `mesh.local.plan` and `kubectl logs` rely on it
-    pod.setdefault("volumes", []).extend(_volumes())
+    pod.setdefault("volumes", []).extend(proxy_volumes())
     meta = template.setdefault("metadata", {})
     meta.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
     meta.setdefault("annotations", {}).update(_annotations(proxy_image, app["name"]))
@@ -133,6 +134,8 @@ def _sidecar(
         "--outbound-port", str(OUTBOUND_PORT),
         "--app-port", str(app_port),
         "--admin-port", str(ADMIN_PORT),
+        "--inbound-bind", "0.0.0.0",
+        "--health-port", str(HEALTH_PORT),
     ]  # fmt: skip
     return {
         "name": SIDECAR_CONTAINER,
@@ -140,45 +143,68 @@ def _sidecar(
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "mesh.proxy"],
         "args": args,
-        "env": [
-            _field_env("POD_NAME", "metadata.name"),
-            _field_env("POD_NAMESPACE", "metadata.namespace"),
-            _field_env("INSTANCE_IP", "status.podIP"),
-            _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            {"name": "WEIR_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/{TOKEN_VOLUME}"},
-        ],
+        "env": proxy_env(),
         "ports": [
             {"name": "weir-inbound", "containerPort": INBOUND_PORT, "protocol": "TCP"},
             {"name": "weir-outbound", "containerPort": OUTBOUND_PORT, "protocol": "TCP"},
             {"name": "weir-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
+            {"name": "weir-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
         ],
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": ADMIN_PORT},
-            "initialDelaySeconds": 1,
-            "periodSeconds": 2,
-            "failureThreshold": 30,
-        },
+        "readinessProbe": readiness_probe(),
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
             "limits": {"cpu": "1", "memory": "256Mi"},
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": PROXY_UID,
-            "runAsGroup": PROXY_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True},
-            {"name": ROOT_CERT_VOLUME, "mountPath": ROOT_CERT_MOUNT, "readOnly": True},
-            {"name": CERT_VOLUME, "mountPath": CERT_MOUNT},
-        ],
+        "securityContext": proxy_security_context(),
+        "volumeMounts": proxy_volume_mounts(),
     }
 
 
-def _volumes() -> list[Obj]:
+# The pieces every proxy container in a pod shares (sidecars here, the ingress gateway in
+# `mesh.manifests.gateway`): identity env, the readiness probe, the security context and the volumes.
+
+
+def proxy_env() -> list[Obj]:
+    return [
+        _field_env("POD_NAME", "metadata.name"),
+        _field_env("POD_NAMESPACE", "metadata.namespace"),
+        _field_env("INSTANCE_IP", "status.podIP"),
+        _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        {"name": "WEIR_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/{TOKEN_VOLUME}"},
+    ]
+
+
+def readiness_probe() -> Obj:
+    """The admin's ready latch, served on the pod IP by `--health-port` (the admin stays on loopback)."""
+    return {
+        "httpGet": {"path": "/healthz/ready", "port": HEALTH_PORT},
+        "initialDelaySeconds": 1,
+        "periodSeconds": 2,
+        "failureThreshold": 30,
+    }
+
+
+def proxy_security_context() -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": PROXY_UID,
+        "runAsGroup": PROXY_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def proxy_volume_mounts() -> list[Obj]:
+    return [
+        {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True},
+        {"name": ROOT_CERT_VOLUME, "mountPath": ROOT_CERT_MOUNT, "readOnly": True},
+        {"name": CERT_VOLUME, "mountPath": CERT_MOUNT},
+    ]
+
+
+def proxy_volumes() -> list[Obj]:
+    """The token (audience weir-ca), the mesh root ConfigMap and the in-memory key/certificate dir."""
     token = {"audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_EXPIRATION_S, "path": TOKEN_VOLUME}
     return [
         {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}},

@@ -44,7 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-key", default=None, help="static identity: its key (PEM)")
     parser.add_argument("--tls-roots", default=None, help="static identity: trusted mesh roots (PEM)")
     parser.add_argument("--bootstrap", default=None, help="a static view (JSON file) instead of a control plane")
-    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--bind", default="127.0.0.1", help="the outbound listener (the app's HTTP_PROXY)")
+    parser.add_argument("--inbound-bind", default=None,
+                        help="inbound and gateway listeners and --health-port (default --bind; 0.0.0.0 in a pod)")
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="serve only GET /healthz/ready (the admin's ready latch) on --inbound-bind")
     parser.add_argument("--inbound-port", type=int, default=15006)
     parser.add_argument("--outbound-port", type=int, default=15001)
     parser.add_argument("--app-port", type=int, default=9080)
@@ -98,7 +102,7 @@ async def serve(args: argparse.Namespace) -> int:
         certagent.install_static(rt.mesh_tls, args.tls_cert, args.tls_key, args.tls_roots)
     port_map = {int(k): int(v) for k, v in _pairs(args.port_map).items()}
     proxy = server.ProxyServer(rt, bind=args.bind, inbound_port=args.inbound_port,
-                               outbound_port=args.outbound_port, port_map=port_map)
+                               outbound_port=args.outbound_port, port_map=port_map, inbound_bind=args.inbound_bind)
     node = {"id": args.id, "role": args.role, "namespace": args.namespace, "workload": args.workload,
             "labels": labels, "serviceAccount": args.service_account,
             "ports": {"app": args.app_port, "inbound": args.inbound_port, "outbound": args.outbound_port,
@@ -115,7 +119,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(proxy.shutdown()))
-    await proxy.start(args.admin_port, control, node, bootstrap, agent)
+    await proxy.start(args.admin_port, control, node, bootstrap, agent, health_port=args.health_port)
     await proxy.stopped.wait()
     return proxy.exit_code
 

@@ -1,7 +1,8 @@
 """The proxy's admin endpoint (Envoy's admin API, loopback only): readiness, stats, config dumps.
 
 Subsystems register handlers and dump callbacks by key; this module imports none of them. `/ready` is a
-latch: 503 until the first view is applied, 200 after, 503 again while draining.
+latch: 503 until the first view is applied, 200 after, 503 again while draining. `serve_health` answers only
+`GET /healthz/ready` from the same latch (Istio's port 15021): safe to bind on the pod IP for the kubelet.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import httptools
 from mesh.proxy import replies
 
 log = logging.getLogger("weir.proxy.admin")
+
+HEALTH_PATH = "/healthz/ready"
 
 Handler = Callable[[dict[str, list[str]]], "tuple[int, str, bytes] | asyncio.Future"]
 
@@ -72,12 +75,22 @@ class Admin:
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
         return await asyncio.get_running_loop().create_server(lambda: _AdminConnection(self), host, port)
 
+    def dispatch_health(self, method: str, target: str) -> tuple[int, str, bytes]:
+        if method == "GET" and urlsplit(target).path == HEALTH_PATH:
+            return self._ready({})
+        return 404, "text/plain", b"not found\n"
+
+    async def serve_health(self, host: str, port: int) -> asyncio.AbstractServer:
+        return await asyncio.get_running_loop().create_server(
+            lambda: _AdminConnection(self, self.dispatch_health), host, port)
+
 
 class _AdminConnection(asyncio.Protocol):
-    __slots__ = ("admin", "transport", "parser", "url")
+    __slots__ = ("admin", "dispatch", "transport", "parser", "url")
 
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: Admin, dispatch: Callable[[str, str], tuple[int, str, bytes]] | None = None) -> None:
         self.admin = admin
+        self.dispatch = dispatch or admin.dispatch
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -97,7 +110,7 @@ class _AdminConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()
-        status, content_type, body = self.admin.dispatch(method, self.url.decode("latin-1"))
+        status, content_type, body = self.dispatch(method, self.url.decode("latin-1"))
         self.url = b""
         keep_alive = self.parser.should_keep_alive()
         self.transport.write(replies.local_reply(status, body, keep_alive, content_type=content_type.encode()))

@@ -34,9 +34,10 @@ EXIT_NO_CREDENTIALS = 3  # the certificate expired and no credential is left to 
 
 class ProxyServer:
     def __init__(self, rt: runtime.ProxyRuntime, *, bind: str, inbound_port: int = 0, outbound_port: int = 0,
-                 port_map: dict[int, int] | None = None) -> None:
+                 port_map: dict[int, int] | None = None, inbound_bind: str | None = None) -> None:
         self.runtime = rt
-        self.bind = bind
+        self.bind = bind  # the outbound listener (the app's HTTP_PROXY): loopback
+        self.inbound_bind = inbound_bind or bind  # inbound and gateway listeners, health: the pod IP in a pod
         self.inbound_port = inbound_port
         self.outbound_port = outbound_port
         self.port_map = port_map or {}
@@ -45,6 +46,7 @@ class ProxyServer:
         self.servers: dict[int, tuple[asyncio.AbstractServer, forwarding.Forwarding]] = {}
         self._tasks: list[asyncio.Task] = []
         self._admin_server: asyncio.AbstractServer | None = None
+        self._health_server: asyncio.AbstractServer | None = None
         self.admin.register_dump("proxy", rt.config_dump)
         self.admin.register_dump("listeners_bound", lambda: sorted(self.servers))
         self.admin.handle("GET", "/stats/prometheus", lambda q: (200, "text/plain; version=0.0.4",
@@ -72,7 +74,8 @@ class ProxyServer:
                 opened.append(port)
         except OSError as exc:
             self._close(opened)
-            raise model.ViewError(f"cannot bind listener on {self.bind}:{port}: {exc.strerror or exc}") from None
+            host = self.bind if wanted[port][0] == model.OUTBOUND else self.inbound_bind
+            raise model.ViewError(f"cannot bind listener on {host}:{port}: {exc.strerror or exc}") from None
         try:
             self.runtime.apply(spec, version)
         except model.ViewError:
@@ -99,7 +102,7 @@ class ProxyServer:
             policy = inbound_tls.PeerAuthentication(self.runtime, fwd)
         else:
             policy = gateway_tls.GatewayPolicy(self.runtime, fwd)
-        return inbound_tls.Listener.bind(self.runtime, policy, self.bind, port)
+        return inbound_tls.Listener.bind(self.runtime, policy, self.inbound_bind, port)
 
     def sweep_pools(self) -> None:
         view = self.runtime.view
@@ -125,8 +128,11 @@ class ProxyServer:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, admin_port: int, control_plane: channel_mod.ControlChannel | None, node: dict,
-                    bootstrap: model.ProxyView | None = None, agent: certagent.CertAgent | None = None) -> None:
+                    bootstrap: model.ProxyView | None = None, agent: certagent.CertAgent | None = None,
+                    health_port: int | None = None) -> None:
         self._admin_server = await self.admin.serve("127.0.0.1", admin_port)
+        if health_port is not None:
+            self._health_server = await self.admin.serve_health(self.inbound_bind, health_port)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._sweep_forever()))
         self.admin.register_dump("secrets", agent.dump if agent is not None else self._static_secrets)
@@ -178,6 +184,7 @@ class ProxyServer:
         for task in self._tasks:
             task.cancel()
         self.runtime.pools.close()
-        if self._admin_server is not None:
-            self._admin_server.close()
+        for admin_server in (self._admin_server, self._health_server):
+            if admin_server is not None:
+                admin_server.close()
         self.stopped.set()

@@ -62,13 +62,18 @@ def test_sidecar_wiring() -> None:
         "--outbound-port", "15001",
         "--app-port", "9080",
         "--admin-port", "15000",
+        "--inbound-bind", "0.0.0.0",
+        "--health-port", "15021",
     ]  # fmt: skip
     assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {
         "weir-inbound": 15006,
         "weir-outbound": 15001,
         "weir-admin": 15000,
+        "weir-health": 15021,
     }
-    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 15000}
+    # the kubelet reaches the pod IP: the health port serves the admin's ready latch there, the admin stays
+    # on loopback
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": 15021}
     fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in proxy["env"] if "valueFrom" in e}
     assert fields["POD_NAME"] == "metadata.name" and fields["POD_NAMESPACE"] == "metadata.namespace"
     assert proxy["volumeMounts"] == [

@@ -190,7 +190,7 @@ def test_stack_file(stack: str) -> None:
     assert config["weir:routing"] == routing
     assert (ROUTING / f"{routing}.yaml").is_file()
     assert config["weir:local"] == local
-    for key in ("gcp:project", "gcp:region", "weir:clusterName", "weir:nodeCount"):
+    for key in ("gcp:project", "gcp:region", "weir:clusterName", "weir:nodePool", "weir:image"):
         assert config[key], key
 
 
