@@ -227,8 +227,9 @@ def _endpoints(
 
 
 def _workload_endpoint(snap: snapshot.Snapshot, w: registry.Workload, target_port: int) -> model.Endpoint:
-    """A registry workload: it runs a sidecar, whose PeerAuthentication is keyed by the workload's own
-    port (the service's targetPort; `w.port` is where its sidecar listens locally)."""
+    """A registry workload. With a sidecar, its identity and auto mTLS (PeerAuthentication keyed by the
+    workload's own port: the service's targetPort; `w.port` is where its sidecar listens locally);
+    without one (a pod outside the mesh on Kubernetes), plaintext and no identity, as Istio's tlsMode."""
     return model.Endpoint(
         address=w.address,
         port=w.port,
@@ -236,8 +237,8 @@ def _workload_endpoint(snap: snapshot.Snapshot, w: registry.Workload, target_por
         namespace=w.namespace,
         app=w.labels.get("app", "unknown"),
         version=w.labels.get("version", "unknown"),
-        identity=security.identity(snap, w),
-        mtls=security.endpoint_mtls(snap, w, target_port),
+        identity=security.identity(snap, w) if w.sidecar else "",
+        mtls=w.sidecar and security.endpoint_mtls(snap, w, target_port),
     )
 
 

@@ -122,7 +122,8 @@ def _workloads(s: dict[str, Any], pods: Mapping[str, dict]) -> Iterable[registry
         pod = pods.get(f"{ref.get('namespace') or namespace}/{ref.get('name')}") if ref.get("kind") == "Pod" else None
         if pod is None:
             continue  # not a pod, or its pod is not in our watch yet (its event will rebuild)
-        port = _inbound_port(pod) or slice_port
+        inbound = _inbound_port(pod)
+        port = inbound or slice_port
         if not port:
             continue
         pod_meta, pod_spec = pod.get("metadata") or {}, pod.get("spec") or {}
@@ -132,6 +133,7 @@ def _workloads(s: dict[str, Any], pods: Mapping[str, dict]) -> Iterable[registry
                 name=workload_name(pod_meta), namespace=str(pod_meta.get("namespace") or namespace),
                 labels=_labels(pod_meta.get("labels")), address=str(address), port=int(port),
                 service_account=str(pod_spec.get("serviceAccountName") or "default"), ready=ready,
+                sidecar=inbound is not None,  # no sidecar: no identity and plaintext (Istio's tlsMode label)
             )
 
 

@@ -79,6 +79,7 @@ class Workload:
     port: int  # the workload's sidecar inbound port (local mode: pod IP + targetPort)
     service_account: str = "default"
     ready: bool = True
+    sidecar: bool = True  # runs a Weir sidecar (every local workload; on Kubernetes, a pod with weir-proxy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class RegistryState:
                     "address": w.address,
                     "port": w.port,
                     "ready": w.ready,
+                    "sidecar": w.sidecar,
                 }
                 for w in self.workloads
             ],
@@ -288,4 +290,5 @@ def _workload(data: dict[str, Any]) -> Workload:
         port=int(data["port"]),
         service_account=str(data.get("serviceAccount") or "default"),
         ready=bool(data.get("ready", True)),
+        sidecar=bool(data.get("sidecar", True)),
     )

@@ -110,7 +110,8 @@ def test_changes_to_pods_and_slices_propagate():
             kube.put(EPS, endpoint_slice("plain-x", "plain", [("10.0.1.1", "plain-1", True)]))
             await until(lambda: len(source.current().workloads) == 3, "the plain pod")
             plain = next(w for w in source.current().workloads if w.name == "plain-v1")
-            assert plain.port == 9080  # no sidecar: the slice's port
+            assert plain.port == 9080 and not plain.sidecar  # no sidecar: the slice's port, outside mTLS
+            assert all(w.sidecar for w in source.current().workloads if w.name != "plain-v1")
             kube.delete(SVC, "bookinfo/plain")
             kube.delete(EPS, "bookinfo/plain-x")
             await until(lambda: len(source.current().workloads) == 2, "the deletes")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from mesh.control import builder, security, snapshot
@@ -98,6 +100,16 @@ def test_registry_endpoints_carry_identity_and_auto_mtls():
         ("books-v2", "spiffe://cluster.local/ns/bookinfo/sa/books", True),
     ]
     assert all(e.identity.endswith("/sa/books") for e in books_endpoints(proxy=INGRESS))  # gateways too
+
+
+def test_a_workload_without_a_sidecar_gets_no_identity_and_plaintext():
+    reg = copy.deepcopy(BOOKINFO)
+    for workload in reg["workloads"]:
+        if workload["name"] == "books-v2":
+            workload["sidecar"] = False  # a pod outside the mesh (Kubernetes: no weir-proxy container)
+    eps = sim.endpoints(view("", sidecar("gw-v1"), reg=reg), out("books"))
+    assert [(e.workload, bool(e.identity), e.mtls) for e in eps] == [("books-v1", True, True),
+                                                                      ("books-v2", False, False)]
 
 
 @pytest.mark.parametrize(
