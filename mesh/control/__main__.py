@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-audience", default=authn.DEFAULT_AUDIENCE, help="kubernetes: audience of CSR tokens")
     p.add_argument("--ca-secret", default=f"{ca_store.SECRET_NAMESPACE}/{ca_store.SECRET_NAME}",
                    metavar="NAMESPACE/NAME", help="kubernetes: the Secret holding the CA")
+    p.add_argument("--kubeconfig", metavar="FILE",
+                   help="kubernetes: reach the API server through this kubeconfig (default: in-cluster config)")
+    p.add_argument("--kube-context", metavar="NAME", help="kubernetes: the kubeconfig context (default: current)")
     p.add_argument("--serving-host", action="append", default=[], metavar="NAME",
                    help="another name or address of the mesh channel for its certificate (repeatable)")
     p.add_argument("--log-level", default="info")
@@ -123,7 +126,7 @@ async def load_authority(args: argparse.Namespace, api_server: kube.ApiServer | 
         authority = store.load_or_create(now=time.time(), workload_ttl_s=args.workload_cert_ttl,
                                          root_cert_file=args.ca_root_cert, root_key_file=args.ca_root_key)
         return authority, authn.BootstrapTokens(ca_dir / "tokens")
-    transport = api_server or kube.InCluster()
+    transport = api_server or kube.in_cluster()
     namespace, _, name = args.ca_secret.partition("/")
     authority = await ca_store.KubernetesStore(transport, namespace, name).load_or_create(
         now=time.time(), workload_ttl_s=args.workload_cert_ttl)
@@ -170,7 +173,8 @@ async def _listen(app, host: str, port: int, context: ssl.SSLContext | None) -> 
 async def serve(args: argparse.Namespace) -> int:
     api_server = None
     try:
-        api_server = kube.InCluster() if args.platform == "kubernetes" else None
+        if args.platform == "kubernetes":
+            api_server = await kube.connect(args.kubeconfig, args.kube_context)
         authority, token_authn = await load_authority(args, api_server)
     except (ca_store.CAStoreError, kube.KubeError, OSError) as exc:
         log.error("refusing to start: %s", exc)

@@ -223,3 +223,23 @@ def _annotations(proxy_image: str, app_container: str) -> dict[str, str]:
         "prometheus.io/port": str(ADMIN_PORT),
         "prometheus.io/path": "/stats/prometheus",
     }
+
+
+def sidecar_only_ingress(namespace: str) -> Obj:
+    """A NetworkPolicy letting into a meshed namespace's pods only what goes through the sidecar: its
+    inbound port and the kubelet's health port. Weir redirects nothing with iptables, so without it a pod
+    could call an app's own port directly and skip mTLS and authorization (GKE Dataplane V2 enforces it;
+    the sidecar reaches its app over the pod's loopback, which no NetworkPolicy filters)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "weir-sidecar-only", "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "weir"}},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": INBOUND_PORT},
+                                   {"protocol": "TCP", "port": HEALTH_PORT}]}],
+        },
+    }
+

@@ -42,6 +42,9 @@ def namespaces() -> list[Obj]:
              "metadata": _meta(SYSTEM_NAMESPACE, None, {"app.kubernetes.io/part-of": "weir"})}]
 
 
+CA_SECRET = "weir-ca"  # mesh.control.ca_store's Secret (Istio's cacerts)
+
+
 def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> Obj:
     return {"apiGroups": groups, "resources": resources, "verbs": verbs}
 
@@ -74,7 +77,10 @@ def rbac(settings: ManifestSettings) -> list[Obj]:
     """ServiceAccount, ClusterRole + binding, the CA Secret Role + binding, and the admin binding."""
     control = [{"kind": "ServiceAccount", "name": CONTROL_NAME, "namespace": SYSTEM_NAMESPACE}]
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(CONTROL_NAME),
-            "rules": [_rule([""], ["secrets"], ["get", "create"])]}
+            # Only the CA Secret can be read (gateway credentials live in weir-system too); `create` cannot be
+            # limited by name in Kubernetes, so it stands alone: the first control plane creates weir-ca.
+            "rules": [{**_rule([""], ["secrets"], ["get"]), "resourceNames": [CA_SECRET]},
+                      _rule([""], ["secrets"], ["create"])]}
     objects = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(CONTROL_NAME)},
         cluster_role(),

@@ -8,7 +8,8 @@ multi-document YAML file). Groups, in apply order:
   gateway (ServiceAccount, Deployment, LoadBalancer Service `istio-ingressgateway`) and, last, the
   mesh-wide PeerAuthentication `weir-system/default` (a custom resource: apply it once its CRD is
   established).
-- `bookinfo`: Namespace `bookinfo`, ServiceAccounts, Services, Deployments with the sidecar injected.
+- `bookinfo`: Namespace `bookinfo`, ServiceAccounts, Services, Deployments with the sidecar injected, and
+  the NetworkPolicy that lets only the sidecars' inbound and health ports in.
 - `routing`: the stack's routing file as custom resources (each depends on its CRD).
 
 Pure: every call returns fresh dicts.
@@ -45,6 +46,6 @@ def render(settings: ManifestSettings) -> dict[str, list[Obj]]:
             *gateway.all_objects(settings),
             platform.mesh_peer_authentication(settings),
         ],
-        "bookinfo": meshed_bookinfo(settings),
+        "bookinfo": [*meshed_bookinfo(settings), injection.sidecar_only_ingress(bookinfo.NAMESPACE)],
         "routing": routing.custom_resources(settings.routing_file),
     }

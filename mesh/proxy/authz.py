@@ -65,6 +65,13 @@ class Request:
         return self._namespace
 
     @property
+    def service_account(self) -> str | None:
+        """`<ns>/<sa>` of the peer's SPIFFE ID: what `when: source.serviceAccount` compares (compiled so)."""
+        principal, namespace = self.principal, self.namespace
+        start = principal.find("/sa/") if principal and namespace else -1
+        return f"{namespace}/{principal[start + 4:]}" if start >= 0 else None
+
+    @property
     def remote_ip(self) -> str:
         """The original client: the first X-Forwarded-For address, else the connection's peer."""
         if self._remote_ip is None:
@@ -261,6 +268,7 @@ def _condition(condition: model.AuthzCondition, action: str) -> Check:
         read = {
             "source.principal": lambda r: r.principal,
             "source.namespace": lambda r: r.namespace,
+            "source.serviceAccount": lambda r: r.service_account,
             "request.auth.principal": _auth("principal"),
             "request.auth.audiences": _auth("audiences"),
             "request.auth.presenter": _auth("presenter"),

@@ -43,7 +43,7 @@ class FakeKube:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.server = TestServer(app)
         await self.server.start_server()
-        self.api = kube.ApiServer(str(self.server.make_url("")), lambda: "test-token")
+        self.api = kube.ApiServer.at(str(self.server.make_url("")), "test-token")  # a kubernetes_asyncio client
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -156,7 +156,8 @@ def test_control_plane_rbac_is_least_privilege() -> None:
     assert ("", "secrets") not in grants and all("*" not in v for v in grants.values())
     role = _find(platform, "Role", "weir-control")
     assert role["metadata"]["namespace"] == "weir-system"
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["weir-ca"]},
+                             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
         binding = _find(platform, kind, "weir-control")
         assert binding["roleRef"]["kind"] == role_kind
@@ -189,9 +190,18 @@ def test_routing_is_the_stacks_routing_file(name: str) -> None:
     assert all(o["metadata"]["namespace"] == "bookinfo" for o in RENDERED[name]["routing"])
 
 
+def test_meshed_namespace_lets_in_only_the_sidecar_ports() -> None:
+    (policy,) = [o for o in RENDERED["dev"]["bookinfo"] if o["kind"] == "NetworkPolicy"]
+    assert policy["metadata"]["namespace"] == "bookinfo" and policy["spec"]["podSelector"] == {}
+    (rule,) = policy["spec"]["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [15006, 15021]  # never the app's own 9080
+    assert "from" not in rule  # any source, but only through the sidecar
+
+
 def test_render_is_pure() -> None:
     first = stack.render(settings_of("dev"))
     snapshot = copy.deepcopy(first)
     first["platform"][0]["metadata"]["name"] = "mutated"
-    first["bookinfo"][-1]["spec"]["template"]["spec"]["containers"].pop()
+    deployments = [o for o in first["bookinfo"] if o["kind"] == "Deployment"]
+    deployments[-1]["spec"]["template"]["spec"]["containers"].pop()
     assert stack.render(settings_of("dev")) == snapshot

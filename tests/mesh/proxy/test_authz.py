@@ -104,6 +104,11 @@ CASES = [
      request(principal=None)),
     ("when-source.namespace", rule(None, None, When("source.namespace", ("bookinfo",))), request(),
      request(principal=OTHER_NS)),
+    # `when: source.serviceAccount` ("sa" or "ns/sa"), compiled by the control plane to "ns/sa"
+    ("when-source.serviceAccount", rule(None, None, When("source.serviceAccount", ("bookinfo/gw",))), request(),
+     request(principal=OTHER_NS)),
+    ("when-source.serviceAccount-plaintext", rule(None, None, When("source.serviceAccount", ("bookinfo/gw",))),
+     request(), request(principal=None)),
     ("when-source.ip", rule(None, None, When("source.ip", ("10.0.0.0/8",))), request(),
      request(peer_ip="192.168.0.1")),
     ("when-remote.ip", rule(None, None, When("remote.ip", ("203.0.113.7",))),
