@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import processes
+from mesh.proxy import certagent
 from mesh.view import model, security, wire
 
 SERVICE_HOST = "up"
@@ -109,7 +110,7 @@ def write_identities(workdir: Path, *accounts: str, namespace: str = "default") 
     for account in accounts:
         spiffe = security.spiffe_id(namespace, account)
         key = ca_mod.new_key()
-        chain = authority.sign_workload(ca_mod.make_csr(key, spiffe), spiffe, now=now)
+        chain = authority.sign_workload(certagent.make_csr(key, spiffe), spiffe, now=now)
         cert_file, key_file = workdir / f"{account}.pem", workdir / f"{account}.key"
         cert_file.write_bytes(chain)
         key_file.touch(mode=0o600)

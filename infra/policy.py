@@ -18,14 +18,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.manifests import bookinfo, gateway, injection, platform
+
 CLUSTER = "gcp:container/cluster:Cluster"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
-SIDECAR_CONTAINER = "weir-proxy"  # mesh.manifests.injection.SIDECAR_CONTAINER
-STATUS_ANNOTATION = "sidecar.weir.dev/status"  # mesh.manifests.injection.STATUS_ANNOTATION
-MESHED_NAMESPACES = ("bookinfo",)  # namespaces labelled for injection by mesh.manifests
-INGRESS_SERVICES = ("weir-system/istio-ingressgateway",)
+SIDECAR_CONTAINER = injection.SIDECAR_CONTAINER
+STATUS_ANNOTATION = injection.STATUS_ANNOTATION
+MESHED_NAMESPACES = (bookinfo.NAMESPACE,)  # namespaces labelled for injection by mesh.manifests
+INGRESS_SERVICES = (f"{platform.SYSTEM_NAMESPACE}/{gateway.NAME}",)
 STACK_LABEL = "weir-stack"  # infra.cluster.STACK_LABEL
 PROTECTED_STACKS = ("prod",)
 

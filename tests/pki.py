@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from mesh.control import ca as ca_mod
-from mesh.proxy import tls
+from mesh.proxy import certagent, tls
 from mesh.view import security
 
 
@@ -19,7 +19,7 @@ def workload(ca: ca_mod.CertificateAuthority, namespace: str, account: str, *, n
     """(chain PEM, key PEM, SPIFFE ID) for a workload, issued from a CSR as a proxy would get it."""
     spiffe = security.spiffe_id(namespace, account)
     key = ca_mod.new_key()
-    chain = ca.sign_workload(ca_mod.make_csr(key, spiffe), spiffe, now=time.time() if now is None else now,
+    chain = ca.sign_workload(certagent.make_csr(key, spiffe), spiffe, now=time.time() if now is None else now,
                              ttl_s=ttl_s)
     return chain, ca_mod.key_pem(key), spiffe
 

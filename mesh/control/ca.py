@@ -4,7 +4,7 @@ that signs workload certificates with SPIFFE identities from CSRs, and the contr
 Signing is pure: `sign_workload(csr_pem, spiffe_id)` checks the CSR (its signature, a key type we accept)
 and returns the PEM chain; the caller has authenticated who may ask for `spiffe_id` (mesh.control.authn).
 The SPIFFE ID is the CA's decision: whatever SANs the CSR asks for are ignored, as in istiod.
-Keys are EC P-256. Storage (0600 key file, or a Kubernetes Secret) is `mesh.control.ca_store`'s job.
+Keys are EC P-256 (a proxy makes its own key and CSR: `mesh.proxy.certagent.make_csr`). Storage (0600 key file, or a Kubernetes Secret) is `mesh.control.ca_store`'s job.
 
 Example:
     ca = CertificateAuthority.create_root(now=clock())
@@ -52,15 +52,6 @@ def key_pem(key) -> bytes:
 
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def make_csr(key, spiffe_id: str) -> bytes:
-    """A CSR for `spiffe_id` (what a proxy sends; the CA decides the identity anyway)."""
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]))
-           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False)
-           .sign(key, hashes.SHA256()))
-    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cryptography import x509
+
 from mesh.control import ca as ca_mod
 from mesh.control import ca_store
 
@@ -72,7 +74,8 @@ class ServingCertificate:
             self.context = server_context(self.cert_file, self.key_file, authority.root_pem)
         else:
             self.context.load_cert_chain(str(self.cert_file), str(self.key_file))
-        self.issued_at, self.not_after = now, now + authority.workload_ttl_s
+        leaf = x509.load_pem_x509_certificate(chain)  # the first certificate of the chain: ours
+        self.issued_at, self.not_after = now, leaf.not_valid_after_utc.timestamp()
         log.info("mesh channel serving certificate for %s, renewed in %.0f s", ", ".join(self.hosts),
                  self.renew_in())
         return self.context

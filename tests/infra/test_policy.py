@@ -82,8 +82,6 @@ def test_policy(name, typ, props, violated):
 
 
 def test_names_agree_with_the_manifests_and_the_cluster():
-    assert policy.SIDECAR_CONTAINER == injection.SIDECAR_CONTAINER
-    assert policy.STATUS_ANNOTATION == injection.STATUS_ANNOTATION
     assert policy.STACK_LABEL == cluster.STACK_LABEL
     raw = yaml.safe_load((settings.ROOT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]
     rendered = manifests.render(settings.from_mapping(raw, "dev").manifests)

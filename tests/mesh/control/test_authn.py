@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mesh.control import authn, kube
 from mesh.control import ca as ca_mod
+from mesh.proxy import certagent
 from tests import pki
 from tests.mesh.control.kubeapi import ScriptedApi, recorded
 
@@ -85,10 +86,10 @@ def test_expired_foreign_and_identity_less_certificates_are_refused():
     other, _, _ = pki.workload(pki.make_ca(), "bookinfo", "ratings")
     with pytest.raises(authn.AuthnError, match="not issued by this mesh's CA"):
         authn.PeerCertificates(lambda: ca).authenticate(der(other))
-    plain = ca.sign_workload(ca_mod.make_csr(ca_mod.new_key(), "x"), "urn:not-spiffe", now=now)
+    plain = ca.sign_workload(certagent.make_csr(ca_mod.new_key(), "x"), "urn:not-spiffe", now=now)
     with pytest.raises(authn.Forbidden, match="no SPIFFE identity"):
         authn.PeerCertificates(lambda: ca).authenticate(der(plain))
-    foreign = ca.sign_workload(ca_mod.make_csr(ca_mod.new_key(), "x"), "spiffe://evil.example/ns/a/sa/b", now=now)
+    foreign = ca.sign_workload(certagent.make_csr(ca_mod.new_key(), "x"), "spiffe://evil.example/ns/a/sa/b", now=now)
     with pytest.raises(authn.Forbidden, match="not in trust domain cluster.local"):
         authn.PeerCertificates(lambda: ca).authenticate(der(foreign))
     for nothing in (None, b""):

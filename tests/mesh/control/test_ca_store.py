@@ -11,6 +11,7 @@ import pytest
 
 from mesh.control import ca as ca_mod
 from mesh.control import ca_store, kube
+from mesh.proxy import certagent
 from tests import pki
 from tests.mesh.control.kubeapi import ScriptedApi, recorded
 
@@ -80,7 +81,7 @@ def test_an_operator_root_makes_the_ca_an_intermediate(tmp_path):
     assert authority.chain == (root.cert,) and authority.cert != root.cert
     assert (tmp_path / "ca" / "root-cert.pem").read_bytes() == root.root_pem
     authority.cert.verify_directly_issued_by(root.cert)
-    chain = authority.sign_workload(ca_mod.make_csr(ca_mod.new_key(), "x"), "spiffe://cluster.local/ns/a/sa/b",
+    chain = authority.sign_workload(certagent.make_csr(ca_mod.new_key(), "x"), "spiffe://cluster.local/ns/a/sa/b",
                                     now=NOW)
     assert chain.count(b"BEGIN CERTIFICATE") == 2  # leaf + intermediate: peers hold the root
     again = ca_store.LocalStore(tmp_path / "ca").load_or_create(now=NOW, root_cert_file=cert_file,

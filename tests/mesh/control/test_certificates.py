@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mesh.control import authn, certificates, tokens
 from mesh.control import ca as ca_mod
+from mesh.proxy import certagent
 from tests import pki
 
 START = time.time()
@@ -38,7 +39,7 @@ def service(tmp_path, clock) -> certificates.CertificateService:
 
 
 def csr(spiffe: str = "spiffe://cluster.local/ns/bookinfo/sa/ratings") -> str:
-    return ca_mod.make_csr(ca_mod.new_key(), spiffe).decode()
+    return certagent.make_csr(ca_mod.new_key(), spiffe).decode()
 
 
 def issue(service, body, peer=None):
@@ -110,7 +111,7 @@ def test_a_bad_request_is_400_and_does_not_use_up_the_token(service, tmp_path, b
 
 
 def test_a_csr_whose_signature_does_not_verify_is_400(service, tmp_path):
-    good = ca_mod.make_csr(ca_mod.new_key(), "spiffe://cluster.local/ns/bookinfo/sa/books")
+    good = certagent.make_csr(ca_mod.new_key(), "spiffe://cluster.local/ns/bookinfo/sa/books")
     tampered_der = x509.load_pem_x509_csr(good).public_bytes(serialization.Encoding.DER).replace(b"Weir", b"Wejr", 1)
     tampered = (b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(tampered_der)
                 + b"-----END CERTIFICATE REQUEST-----\n")

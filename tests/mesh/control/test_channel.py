@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from mesh.control import ca as ca_mod
 from mesh.control import tokens
+from mesh.proxy import certagent
 from tests import pki
 from tests.mesh.control import meshchannel
 
@@ -55,12 +56,12 @@ def test_first_certificate_by_token_then_renewal_by_that_certificate(tmp_path):
         key = ca_mod.new_key()
         newcomer = await h.client(None)
         resp = await newcomer.post("/v1/certificates", json={
-            "csr": ca_mod.make_csr(key, "spiffe://cluster.local/ns/weir-system/sa/istio-ingressgateway").decode(),
+            "csr": certagent.make_csr(key, "spiffe://cluster.local/ns/weir-system/sa/istio-ingressgateway").decode(),
             "token": token})
         first = await resp.json()
         assert resp.status == 200 and first["spiffeId"] == "spiffe://cluster.local/ns/bookinfo/sa/gw"
         assert first["rootCert"] == h.ca.root_pem.decode()
-        again = await newcomer.post("/v1/certificates", json={"csr": ca_mod.make_csr(key, "x").decode(), "token": token})
+        again = await newcomer.post("/v1/certificates", json={"csr": certagent.make_csr(key, "x").decode(), "token": token})
         assert again.status == 401 and "already used" in (await again.json())["error"]
         bad = await newcomer.post("/v1/certificates", json={"csr": "nope", "token": token})
         assert bad.status == 400 and "not a PEM" in (await bad.json())["error"]
@@ -71,7 +72,7 @@ def test_first_certificate_by_token_then_renewal_by_that_certificate(tmp_path):
         holder = TestClient(h.mesh_server, connector=aiohttp.TCPConnector(ssl=ctx, force_close=True))
         await holder.start_server()
         h.clients.append(holder)
-        resp = await holder.post("/v1/certificates", json={"csr": ca_mod.make_csr(ca_mod.new_key(), "x").decode()})
+        resp = await holder.post("/v1/certificates", json={"csr": certagent.make_csr(ca_mod.new_key(), "x").decode()})
         renewed = await resp.json()
         assert resp.status == 200 and renewed["spiffeId"] == first["spiffeId"] and renewed["serial"] != first["serial"]
         assert (await discover(holder))[0] == 200
