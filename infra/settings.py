@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import mesh.manifests.settings as manifest_settings
+from mesh.api.types import parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTING_DIR = ROOT / "stacks" / "routing"
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE")  # "no pinned latest": the channel picks the version
-OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")
-_TTL = re.compile(r"^[0-9]+(\.[0-9]+)?(s|m|h)$")  # as mesh.local.stack reads it for `meshctl render`
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")  # GKE cluster / AR repository names
 _MISSING = object()
 
@@ -237,15 +236,20 @@ def _outbound_policy(read: Reader) -> str:
     key = "weir:meshConfig"
     mesh_config = _get(read, key, {})
     mode = ((mesh_config or {}).get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY")
-    return _choice(mode, f"{key}.outboundTrafficPolicy.mode", OUTBOUND_POLICIES)
+    return _choice(mode, f"{key}.outboundTrafficPolicy.mode", manifest_settings.OUTBOUND_POLICIES)
 
 
 def _workload_cert_ttl(read: Reader) -> str:
     key = "weir:security"
     security = _get(read, key, {})
     raw = security.get("workloadCertTtl", "24h") if isinstance(security, Mapping) else security
-    ttl = _str(raw, f"{key}.workloadCertTtl", _TTL)
-    if float(ttl[:-1]) <= 0:
+    ttl = _str(raw, f"{key}.workloadCertTtl")
+    try:  # the syntax `meshctl render` and the control plane's --workload-cert-ttl accept
+        seconds = parse_duration(ttl)
+    except ValueError:
+        raise SettingsError(f"{key}.workloadCertTtl",
+                            f"{ttl!r} does not match a duration such as 24h, 90m or 30s") from None
+    if seconds <= 0:
         raise SettingsError(f"{key}.workloadCertTtl", f"expected a positive duration, got {ttl!r}")
     return ttl
 

@@ -314,11 +314,14 @@ def _api() -> Any:
 
 
 def _duration_seconds(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration (2s, 500ms, 1.5)", param_hint="--delay")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
-    return float(match.group(1)) * scale
+    """`--delay`: plain seconds (`1.5`) or a duration as `mesh.api` reads one (`2s`, `500ms`), as in a
+    scenario's `setup[].delay`."""
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text):
+        return float(text)
+    try:
+        return _api().types.parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration (2s, 500ms, 1.5)", param_hint="--delay") from None
 
 
 if __name__ == "__main__":

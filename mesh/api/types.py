@@ -93,6 +93,18 @@ def _at_least_1ms(d: Duration) -> Duration:
 PositiveDuration = Annotated[Duration, AfterValidator(_at_least_1ms)]
 
 
+def parse_duration(text: str) -> float:
+    """Seconds of a duration string in Go/Istio syntax ("24h", "1h30m", "1.5s", "300ms").
+
+    The one decision of what a duration string is, for the model and for every flag and stack key that takes
+    one (`weir:security.workloadCertTtl`, `--workload-cert-ttl`, `meshctl chaos --delay`). Raises ValueError
+    on a non-string, malformed or negative value; a caller wanting a positive one checks `> 0` itself.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"invalid duration {text!r}: expected a string like 1.5s, 300ms, 1m or 2h")
+    return Duration.parse(text).seconds
+
+
 class Percent(Model):
     """Istio's `Percent` message: `{value: 12.5}` in [0, 100]."""
 

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import re
 import signal
 import ssl
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import mesh.api as api
+from mesh.api.types import parse_duration
 from mesh.control import (
     authn,
     ca,
@@ -41,6 +41,7 @@ from mesh.control import (
     kube_config,
     kube_registry,
     plane,
+    private,
     registry,
     root_publisher,
     server,
@@ -53,16 +54,18 @@ log = logging.getLogger("mesh.control")
 SHUTDOWN_TIMEOUT = 5.0  # seconds for in-flight requests once long polls were answered
 PLATFORMS = ("local", "kubernetes")
 READ_ONLY = "on kubernetes, config comes from the Istio custom resources: use kubectl apply/delete"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def duration(text: str) -> float:
-    """`24h`, `90m`, `3600s`, `3600` → seconds (argparse type)."""
-    match = _DURATION.fullmatch(text)
-    if not match or float(match.group(1)) <= 0:
+    """`24h`, `90m`, `1h30m`, `3600s` → seconds (argparse type): a positive duration as `mesh.api` reads one,
+    so `--workload-cert-ttl` takes exactly what a stack's `weir:security.workloadCertTtl` may say."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration (24h, 90m, 3600s)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,7 +133,7 @@ async def load_authority(args: argparse.Namespace, api_server: kube.ApiServer | 
     namespace, _, name = args.ca_secret.partition("/")
     authority = await ca_store.KubernetesStore(transport, namespace, name).load_or_create(
         now=time.time(), workload_ttl_s=args.workload_cert_ttl)
-    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the serving certificate's files
+    private.ensure_private_dir(ca_dir)  # the serving certificate's files
     return authority, authn.TokenReviewer(transport, args.token_audience)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mesh.control import ca as ca_mod
 from mesh.control import kube
+from mesh.control.private import KEY_MODE, ensure_private_dir, write_file
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ CERT_CHAIN = "cert-chain.pem"
 REQUIRED = (CA_CERT, CA_KEY, ROOT_CERT)
 SECRET_NAMESPACE = "weir-system"
 SECRET_NAME = "weir-ca"
-DIR_MODE = 0o700
-KEY_MODE = 0o600
 
 
 class CAStoreError(Exception):
@@ -149,7 +147,7 @@ class LocalStore:
     def load_or_create(self, *, now: float, workload_ttl_s: float = ca_mod.DEFAULT_WORKLOAD_TTL_S,
                        root_cert_file: Path | None = None,
                        root_key_file: Path | None = None) -> ca_mod.CertificateAuthority:
-        self._ensure_dir()
+        ensure_private_dir(self.directory)  # ours: a directory made by an older version is tightened
         operator = (load_operator_root(Path(root_cert_file), Path(root_key_file), now=now)
                     if root_cert_file and root_key_file else None)
         if any((self.directory / name).exists() for name in (*REQUIRED, CERT_CHAIN)):
@@ -170,11 +168,6 @@ class LocalStore:
         log.info("mesh CA created in %s: %s", self.directory, authority.cert.subject.rfc4514_string())
         return authority
 
-    def _ensure_dir(self) -> None:
-        self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        if self.directory.stat().st_mode & 0o077:
-            os.chmod(self.directory, DIR_MODE)  # ours: a directory made by an older version is tightened
-
     def _read(self) -> dict[str, bytes]:
         return {name: (self.directory / name).read_bytes()
                 for name in (*REQUIRED, CERT_CHAIN) if (self.directory / name).exists()}
@@ -182,19 +175,6 @@ class LocalStore:
     def _write(self, files: Mapping[str, bytes]) -> None:
         for name in (CA_KEY, CA_CERT, CERT_CHAIN, ROOT_CERT):  # root last: its presence means "complete"
             write_file(self.directory / name, files[name], KEY_MODE if name == CA_KEY else 0o644)
-
-
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` atomically; the temporary file is created 0600, so a key is never readable."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- Kubernetes Secret ---------------------------------------------------------------------------------

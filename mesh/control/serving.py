@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 
 from mesh.control import ca as ca_mod
-from mesh.control import ca_store
+from mesh.control import private
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class ServingCertificate:
         authority = self.authority()
         now = self.clock()
         chain, key = authority.issue_server(self.hosts, now=now)
-        ca_store.write_file(self.key_file, key, ca_store.KEY_MODE)
-        ca_store.write_file(self.cert_file, chain, ca_store.KEY_MODE)
+        private.write_file(self.key_file, key)  # both 0600
+        private.write_file(self.cert_file, chain)
         if self.context is None:
             self.context = server_context(self.cert_file, self.key_file, authority.root_pem)
         else:

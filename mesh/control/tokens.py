@@ -21,9 +21,10 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from mesh.control import private
 
 TOKEN_ENV = "WEIR_BOOTSTRAP_TOKEN"
 DEFAULT_TTL_S = 600.0  # a proxy asks for its certificate within seconds of its start; 10 min is ample
@@ -57,9 +58,7 @@ def digest(token: str) -> str:
 def ensure_dir(directory: Path) -> None:
     """The directory and its parent (the CA directory), owner-only."""
     for path in (directory.parent, directory):
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o700)
+        private.ensure_private_dir(path)
 
 
 def mint(directory: Path, namespace: str, service_account: str, proxy_id: str, *, now: float,
@@ -68,14 +67,7 @@ def mint(directory: Path, namespace: str, service_account: str, proxy_id: str, *
     ensure_dir(directory)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     record = TokenRecord(namespace, service_account, proxy_id, now, now + ttl_s)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mint.")  # created 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record.to_dict(), handle)
-        os.replace(tmp, directory / f"{digest(token)}{_SUFFIX}")
-    except BaseException:
-        _unlink(Path(tmp))
-        raise
+    private.write_file(directory / f"{digest(token)}{_SUFFIX}", json.dumps(record.to_dict()).encode())  # 0600
     return token
 
 

@@ -13,7 +13,6 @@ Next in the flow: mesh.local.plan turns the settings into process specs.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import yaml
 
 from mesh.local import errors
-from mesh.manifests.settings import DEFAULT_IMAGE, MTLS_MODES
+from mesh.manifests.settings import DEFAULT_IMAGE, MTLS_MODES, OUTBOUND_POLICIES
 
 STACKS_DIR = "stacks"
 STATE_ROOT = ".weir"
@@ -158,10 +157,6 @@ def _kubernetes(config: dict[str, Any], source: Path) -> dict[str, Any]:
     return out
 
 
-OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")
-_TTL = re.compile(r"[0-9]+(\.[0-9]+)?(s|m|h)")
-
-
 def _workload_cert_ttl(security: Any, source: Path) -> str | None:
     """`weir:security.workloadCertTtl`: the lifetime of workload certificates (Istio's 24h when unset)."""
     if security is None:
@@ -169,7 +164,14 @@ def _workload_cert_ttl(security: Any, source: Path) -> str | None:
     ttl = security.get("workloadCertTtl") if isinstance(security, dict) else security
     if ttl is None:
         return None
-    if not isinstance(ttl, str) or not _TTL.fullmatch(ttl) or float(ttl[:-1]) <= 0:
+    # the one duration syntax (the control plane's --workload-cert-ttl too); imported here, mesh.api is slow to load
+    from mesh.api.types import parse_duration
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
         raise errors.StackError(f"{source}: key `weir:security.workloadCertTtl` must be a positive duration "
                                 f"such as 24h, 90m or 30s, got {ttl!r}")
     return ttl

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mesh.control.private import ensure_private_dir
+
 
 @dataclass(frozen=True, slots=True)
 class StateDir:
@@ -77,9 +79,7 @@ class StateDir:
         for directory in (self.path, self.logs, self.config_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for directory in (self.ca_dir, self.tokens_dir, self.proxies_dir):
-            directory.mkdir(mode=0o700, exist_ok=True)
-            if directory.stat().st_mode & 0o077:
-                os.chmod(directory, 0o700)
+            ensure_private_dir(directory)
 
     def read_pid(self) -> int | None:
         """The supervisor pid recorded in the pid file, or None when absent or unreadable."""

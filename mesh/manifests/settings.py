@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
+OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")  # meshConfig.outboundTrafficPolicy.mode
 DEFAULT_IMAGE = "ghcr.io/weir-mesh/weir:0.1.0"  # when the stack sets no `weir:image`
 
 

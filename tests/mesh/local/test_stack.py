@@ -90,6 +90,28 @@ def test_workload_cert_ttl_reaches_the_control_plane(root: Path) -> None:
     assert command[command.index("--workload-cert-ttl") + 1] == "90m"
 
 
+@pytest.mark.parametrize("ttl", ["24h", "90m", "30s", "1.5h", "1h30m", "500ms", "1d", "0s", "3600", "", "-1h",
+                                 "1 h", "h"])
+def test_workload_cert_ttl_is_what_the_control_plane_takes(root: Path, ttl: str) -> None:
+    """A TTL the stack file accepts is exactly one `python -m mesh.control --workload-cert-ttl` accepts."""
+    import argparse
+
+    from mesh.control.__main__ import duration
+
+    write_stack(root, {"config": {**GOOD["config"], "weir:security": {"workloadCertTtl": ttl}}})
+    try:
+        stack.load("dev", root)
+        stack_takes = True
+    except errors.StackError:
+        stack_takes = False
+    try:
+        duration(ttl)
+        control_takes = True
+    except argparse.ArgumentTypeError:
+        control_takes = False
+    assert stack_takes == control_takes
+
+
 def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
     doc = {"config": {**GOOD["config"], "weir:local": {"ingressPort": "8080", "controlPlanePort": 15010,
                                                        "portBase": 21000}}}
