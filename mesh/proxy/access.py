@@ -104,16 +104,28 @@ def refused(forwarding: Forwarding, exchange: Exchange, access: Access) -> bool:
 
 def request_attributes(forwarding: Forwarding, exchange: Exchange, access: Access,
                        auth: jwt_authn.Authenticated | None) -> authz.Request:
-    """One request's attributes; the peer's identity (principal, namespace) is parsed once per connection
-    (`DownstreamConnection.peer`), the local address read from the connection only if a policy asks."""
     head = exchange.head
     conn = exchange.conn
+    identity = getattr(conn, "peer_identity", None)
+    if identity:
+        principal = identity[len(authz.SPIFFE):] if identity.startswith(authz.SPIFFE) else identity
+    else:
+        principal = None
     if forwarding.direction == model.INBOUND:
         port = access.inbound_port
     else:
         port = access.gateway_ports.get(forwarding.table)
-    return authz.Request(head.method, head.uri_path, head.host, port, head.headers, None, conn.peer_ip, auth,
-                         peer=conn.peer, conn=conn, host_header=exchange.host_header)
+    return authz.Request(
+        head.method, head.uri_path, head.host, port, head.headers, principal, conn.peer_ip, auth,
+        authority=exchange.host_header.decode("latin-1").lower(),
+        local_ip=lambda: _local_ip(conn), sni=lambda: getattr(conn, "sni", "") or "",
+    )
+
+
+def _local_ip(conn) -> str:
+    transport = conn.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    return sockname[0] if sockname else ""
 
 
 def _count(counters, policies: authz.Policies, decision: authz.Decision) -> None:

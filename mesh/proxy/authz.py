@@ -15,10 +15,10 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 
-from mesh.proxy import tls
 from mesh.view import model, security
 
 Check = Callable[["Request"], bool]
+SPIFFE = "spiffe://"
 _CLAIM_KEY = re.compile(r"\[([^\]]*)\]")  # request.auth.claims[a][b] → ("a", "b")
 
 
@@ -27,49 +27,49 @@ class Request:
 
     `principal` is the peer's SPIFFE ID without "spiffe://" (None on plaintext); `port` the destination
     port (inbound: the workload's port; gateway: the Gateway server port); `auth` the verified JWT
-    (`mesh.proxy.jwt_authn.Authenticated`) or None. `peer`, when given, is the connection's parsed
-    identity (`mesh.proxy.tls.Peer`, once per connection) and stands for `principal`; `conn`, when given,
-    is the downstream connection, read for `local_ip` (and `sni`) only when a `when` condition asks.
-    `host_header` (raw bytes) may stand for `authority`. `local_ip` and `sni` may also be values or
-    callables (tests)."""
+    (`mesh.proxy.jwt_authn.Authenticated`) or None. `local_ip` and `sni` may be callables, read only when
+    a `when` condition asks for them."""
 
-    __slots__ = ("method", "path", "host", "port", "headers", "principal", "namespace", "service_account",
-                 "peer_ip", "auth", "_authority", "_host_header", "_local_ip", "_sni", "_remote_ip", "_conn")
+    __slots__ = ("method", "path", "host", "authority", "port", "headers", "principal", "peer_ip", "auth",
+                 "_local_ip", "_sni", "_remote_ip", "_namespace")
 
     def __init__(self, method: str, path: str, host: str, port: int | None = None,
                  headers: list[tuple[bytes, bytes]] | None = None, principal: str | None = None,
                  peer_ip: str = "", auth=None, authority: str | None = None,
-                 local_ip: str | Callable[[], str] | None = None, sni: str | Callable[[], str] | None = None,
-                 *, peer: tls.Peer | None = None, conn=None, host_header: bytes | None = None) -> None:
+                 local_ip: str | Callable[[], str] = "", sni: str | Callable[[], str] = "") -> None:
         self.method = method
         self.path = path  # already normalized, without the query
         self.host = host  # lower case, no port
-        self._authority = authority  # the Host header, lower case (`authority`)
-        self._host_header = host_header  # or the raw Host header, decoded only when a port-ful host asks
+        self.authority = authority if authority is not None else host  # the Host header, lower case
         self.port = port
         self.headers = headers or []
-        if peer is None:
-            peer = tls.Peer(principal) if principal else None
-        if peer is None:
-            self.principal, self.namespace, self.service_account = principal, None, None
-        else:
-            # "<trust domain>/ns/<ns>/sa/<sa>": the namespace and `<ns>/<sa>` (source.serviceAccount)
-            self.principal, self.namespace, self.service_account = peer.principal, peer.namespace, peer.service_account
+        self.principal = principal
         self.peer_ip = peer_ip
         self.auth = auth
         self._local_ip = local_ip
         self._sni = sni
         self._remote_ip: str | None = None
-        self._conn = conn
+        self._namespace: str | None | bool = False
 
     @property
-    def authority(self) -> str:
-        """The Host header, lower case (with its port, if any); `host` when none was given."""
-        authority = self._authority
-        if authority is None:
-            raw = self._host_header
-            authority = self._authority = raw.decode("latin-1").lower() if raw is not None else self.host
-        return authority
+    def namespace(self) -> str | None:
+        """The namespace in the peer's SPIFFE ID ("<trust domain>/ns/<ns>/sa/<sa>")."""
+        if self._namespace is False:
+            principal = self.principal
+            start = principal.find("/ns/") if principal else -1
+            if start < 0:
+                self._namespace = None
+            else:
+                end = principal.find("/", start + 4)
+                self._namespace = principal[start + 4:] if end < 0 else principal[start + 4:end]
+        return self._namespace
+
+    @property
+    def service_account(self) -> str | None:
+        """`<ns>/<sa>` of the peer's SPIFFE ID: what `when: source.serviceAccount` compares (compiled so)."""
+        principal, namespace = self.principal, self.namespace
+        start = principal.find("/sa/") if principal and namespace else -1
+        return f"{namespace}/{principal[start + 4:]}" if start >= 0 else None
 
     @property
     def remote_ip(self) -> str:
@@ -82,21 +82,15 @@ class Request:
 
     @property
     def local_ip(self) -> str:
-        local = self._local_ip
-        if local is None:
-            local = self._local_ip = self._conn.local_ip if self._conn is not None else ""
-        elif callable(local):
-            local = self._local_ip = local()
-        return local
+        if callable(self._local_ip):
+            self._local_ip = self._local_ip()
+        return self._local_ip
 
     @property
     def sni(self) -> str:
-        sni = self._sni
-        if sni is None:
-            sni = self._sni = (getattr(self._conn, "sni", "") or "") if self._conn is not None else ""
-        elif callable(sni):
-            sni = self._sni = sni()
-        return sni
+        if callable(self._sni):
+            self._sni = self._sni()
+        return self._sni
 
     def header(self, name: str) -> str | None:
         """Every value of a header, joined with "," as Envoy merges duplicates; None when absent."""
@@ -155,15 +149,10 @@ class Hosts:
     def __init__(self, values: Iterable[str]) -> None:
         values = tuple(values)
         self.bare = Strings((v for v in values if not _has_port(v)), fold=True)
-        with_port = tuple(v for v in values if _has_port(v))
-        # None without such values: the Host header is then never decoded
-        self.with_port = Strings(with_port, fold=True) if with_port else None
+        self.with_port = Strings((v for v in values if _has_port(v)), fold=True)
 
     def match(self, request: Request) -> bool:
-        if self.bare.match(request.host):
-            return True
-        with_port = self.with_port
-        return with_port is not None and with_port.match(request.authority)
+        return self.bare.match(request.host) or self.with_port.match(request.authority)
 
 
 def _has_port(host: str) -> bool:

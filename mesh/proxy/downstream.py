@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from mesh.proxy import replies, tls, upstream
+from mesh.proxy import replies, upstream
 from mesh.proxy.exchange import Exchange
 from mesh.proxy.matching import RequestHead
 
@@ -56,7 +56,7 @@ class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
-        "peer_identity", "secure", "_peer", "_local_ip",
+        "peer_identity", "secure",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -82,28 +82,6 @@ class DownstreamConnection(asyncio.Protocol):
         # (None: plaintext, or TLS without a client certificate) and whether the connection is TLS at all.
         self.peer_identity: str | None = None
         self.secure = False
-        self._peer = tls.NO_PEER  # `peer_identity` parsed (principal, namespace...), redone if it changes
-        self._local_ip: str | None = None  # the listening address, read when authorization first asks
-
-    @property
-    def peer(self) -> tls.Peer:
-        """The client's identity as authorization reads it: parsed once per connection, not per request."""
-        peer = self._peer
-        if peer.spiffe_id is not self.peer_identity:
-            peer = self._peer = tls.Peer.of(self.peer_identity)
-        return peer
-
-    @property
-    def local_ip(self) -> str:
-        """The address this connection was accepted on ("" without a transport): one syscall per connection."""
-        local = self._local_ip
-        if local is None:
-            transport = self.transport
-            if transport is None:
-                return ""
-            sockname = transport.get_extra_info("sockname")
-            local = self._local_ip = sockname[0] if sockname else ""
-        return local
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

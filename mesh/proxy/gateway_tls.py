@@ -28,11 +28,9 @@ if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
     from mesh.proxy.runtime import ProxyRuntime
 
-# `ssl.TLSVersion` is an IntEnum ordered by protocol: versions compare as they are, no rank table.
-VERSIONS = {"TLSV1_2": ssl.TLSVersion.TLSv1_2, "TLSV1_3": ssl.TLSVersion.TLSv1_3}  # min_protocol → version
-# `SSLObject.version()` → version; anything else (SSLv3, None) ranks below every minimum.
-_NEGOTIATED = {version.name.replace("_", "."): version for version in (
-    ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)}
+VERSIONS = {"TLSV1_2": ssl.TLSVersion.TLSv1_2, "TLSV1_3": ssl.TLSVersion.TLSv1_3}
+_ORDER = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
+_RANK = {ssl.TLSVersion.TLSv1_2: 2, ssl.TLSVersion.TLSv1_3: 3}
 DEFAULT_MIN = ssl.TLSVersion.TLSv1_2  # Envoy's server default
 
 
@@ -76,7 +74,7 @@ class ServerTlsSet:
         self.suffixes = tuple(suffixes)
         self.by_context = {id(s.context): s for s in self.servers if s.context is not None}
         base = self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        base.minimum_version = min(s.minimum for s in self.servers)
+        base.minimum_version = min((s.minimum for s in self.servers), key=_RANK.__getitem__)
         needs = [s.client_cert for s in self.servers]
         base.verify_mode = ssl.CERT_REQUIRED if all(needs) else ssl.CERT_OPTIONAL if any(needs) else ssl.CERT_NONE
         base.set_alpn_protocols(tls.ALPN)
@@ -112,7 +110,7 @@ class ServerTlsSet:
         server = self.by_context.get(id(ssl_object.context))
         if server is None:  # the workload context: an ISTIO_MUTUAL server
             server = next((s for s in self.servers if s.context is None), self.servers[0])
-        if _NEGOTIATED.get(ssl_object.version(), ssl.TLSVersion.MINIMUM_SUPPORTED) < server.minimum:
+        if _ORDER.get(ssl_object.version() or "", 0) < _RANK[server.minimum]:
             return f"protocol {ssl_object.version()} below {server.spec.min_protocol}"
         if not server.client_cert:
             return None

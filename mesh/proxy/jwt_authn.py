@@ -131,8 +131,7 @@ def _is_number(value) -> bool:
 
 
 class CompiledJwtRule:
-    __slots__ = ("spec", "keys", "headers", "token_prefixes", "params", "cookies", "audiences", "claim_headers",
-                 "payload_header")
+    __slots__ = ("spec", "keys", "headers", "params", "cookies", "audiences", "claim_headers", "payload_header")
 
     def __init__(self, spec: model.JwtRule) -> None:
         self.spec = spec
@@ -140,11 +139,6 @@ class CompiledJwtRule:
         configured = spec.from_headers or spec.from_params or spec.from_cookies
         self.headers = tuple((name.lower().encode("latin-1"), prefix) for name, prefix in (
             spec.from_headers if configured else DEFAULT_HEADERS))
-        # header name → its encoded prefixes: what `rewrite` drops after verification, precomputed
-        prefixes: dict[bytes, tuple[bytes, ...]] = {}
-        for name, prefix in self.headers:
-            prefixes[name] = prefixes.get(name, ()) + (prefix.encode("latin-1"),)
-        self.token_prefixes = prefixes
         self.params = spec.from_params if configured else DEFAULT_PARAMS
         self.cookies = spec.from_cookies
         self.audiences = frozenset(spec.audiences)
@@ -311,12 +305,9 @@ class JwtAuthenticator:
         rule = auth.rule
         spec = rule.spec
         drop = set()
-        if not spec.forward_original_token:  # every header this rule read a token from: one scan
-            prefixes = rule.token_prefixes
-            for k, v in head.headers:
-                wanted = prefixes.get(k)
-                if wanted is not None and v.startswith(wanted):
-                    drop.add(k)
+        if not spec.forward_original_token:  # every header this rule read a token from
+            drop.update(name for name, prefix in rule.headers if any(
+                k == name and v.startswith(prefix.encode("latin-1")) for k, v in head.headers))
         added = []
         if rule.payload_header:
             drop.add(rule.payload_header)

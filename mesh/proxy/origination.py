@@ -104,7 +104,8 @@ def build_context(settings: model.UpstreamTls) -> ssl.SSLContext:
     mutual = settings.mode == security.TLS_MUTUAL
     ctx = tls.client_context(roots, settings.cert_file if mutual else None, settings.key_file if mutual else None,
                              check_hostname=not settings.subject_alt_names and not settings.insecure_skip_verify)
-    if settings.insecure_skip_verify:  # check_hostname is already False (it must be, before CERT_NONE)
+    if settings.insecure_skip_verify:
+        ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
@@ -143,30 +144,27 @@ class Origination:
         self.entries.clear()
 
     def ready(self) -> bool:
-        """This proxy holds a workload certificate (`MeshTls.ready`): auto mTLS can start."""
         mesh = self.runtime.mesh_tls
-        return mesh is not None and mesh.ready
+        return mesh is not None and mesh.client is not None
 
     def target_pool(self, target) -> pool_mod.EndpointPool:
         """The pool of a forwarding.Target (set on it); when this proxy's certificate just arrived, the
         target's metric labels are recomputed too (they were chosen as plaintext)."""
-        if self.ready() is not self.mesh_ready:
+        mesh = self.runtime.mesh_tls
+        if (mesh is not None and mesh.client is not None) is not self.mesh_ready:
             self._refresh()
             view = self.runtime.view
             if target.cluster is not None and view is not None and target.cluster is not view.inbound_cluster:
                 target.peer = self.runtime.source_peer(target.cluster.spec, target.endpoint)
-        pool = target.pool = self._cached(target.cluster, target.endpoint)  # readiness checked just above
+        pool = target.pool = self.pool(target.cluster, target.endpoint)
         return pool
 
     def pool(self, cluster: CompiledCluster | None, endpoint: model.Endpoint) -> pool_mod.EndpointPool:
-        if cluster is not None and self.ready() is not self.mesh_ready:
-            self._refresh()
-        return self._cached(cluster, endpoint)
-
-    def _cached(self, cluster: CompiledCluster | None, endpoint: model.Endpoint) -> pool_mod.EndpointPool:
-        """The pool of (cluster, endpoint) decided under `mesh_ready`, which the caller has brought up to date."""
         if cluster is None:  # passthrough: the app's own destination, plaintext
             return self.runtime.pools.get((endpoint.address, endpoint.port))
+        mesh = self.runtime.mesh_tls
+        if (mesh is not None and mesh.client is not None) is not self.mesh_ready:
+            self._refresh()
         key = (id(cluster), id(endpoint))
         found = self.entries.get(key)
         if found is None:

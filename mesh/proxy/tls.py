@@ -110,39 +110,6 @@ def principal(spiffe_id: str | None) -> str:
     return spiffe_id[len(SPIFFE_PREFIX):] if spiffe_id.startswith(SPIFFE_PREFIX) else spiffe_id
 
 
-class Peer:
-    """A downstream peer's identity as authorization reads it, parsed once per connection (`of`).
-
-    `principal`: the SPIFFE ID without "spiffe://" (None without one); `namespace`: what follows "/ns/"
-    up to the next "/" (None when the principal has no "/ns/"); `service_account`: "<ns>/<sa>", what
-    `when: source.serviceAccount` compares (None without "/sa/" or with an empty namespace)."""
-
-    __slots__ = ("spiffe_id", "principal", "namespace", "service_account")
-
-    def __init__(self, principal_: str | None, spiffe_id: str | None = None) -> None:
-        self.principal = principal_
-        self.spiffe_id = spiffe_id
-        start = principal_.find("/ns/") if principal_ else -1
-        if start < 0:
-            self.namespace = self.service_account = None
-            return
-        end = principal_.find("/", start + 4)
-        namespace = self.namespace = principal_[start + 4:] if end < 0 else principal_[start + 4:end]
-        account = principal_.find("/sa/") if namespace else -1
-        self.service_account = f"{namespace}/{principal_[account + 4:]}" if account >= 0 else None
-
-    @classmethod
-    def of(cls, spiffe_id: str | None) -> Peer:
-        """The peer of a connection's verified SPIFFE ID (`peer_identity`; None: plaintext → NO_PEER)."""
-        return cls(principal(spiffe_id), spiffe_id) if spiffe_id else NO_PEER
-
-    def __repr__(self) -> str:
-        return f"<Peer {self.principal!r} ns={self.namespace!r} sa={self.service_account!r}>"
-
-
-NO_PEER = Peer(None)  # plaintext, or TLS without a client certificate
-
-
 def check_peer(ssl_object, expected: tuple[str, ...] | list[str]) -> str | None:
     """None when the peer's SPIFFE ID is one of `expected` (any when empty), else why not."""
     seen = peer_identity(ssl_object)
