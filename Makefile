@@ -6,21 +6,27 @@ PYTHON ?= python3
 
 .PHONY: up down status test e2e bench lint install clean
 
-$(VENV)/.installed: pyproject.toml
+# `make up` needs only the mesh's own dependencies (a first run stays under a minute); tests, lint and the
+# Pulumi program also need the `test` and `infra` extras.
+$(VENV)/.runtime: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install -q -e '.[test,infra]'
 	touch $@
 
 install: $(VENV)/.installed
 
-up: $(VENV)/.installed  ## start the whole mesh locally (control plane, ingress, bookinfo-lite with sidecars)
+up: $(VENV)/.runtime  ## start the whole mesh locally (control plane, ingress, bookinfo-lite with sidecars)
 	$(VENV)/bin/meshctl up --stack $(STACK)
 
 down:  ## stop everything `make up` started
 	@if [ -x $(VENV)/bin/meshctl ]; then $(VENV)/bin/meshctl down --stack $(STACK); fi
 
-status: $(VENV)/.installed
+status: $(VENV)/.runtime
 	$(VENV)/bin/meshctl status --stack $(STACK)
 
 test: $(VENV)/.installed  ## unit, simulation and end-to-end tests
