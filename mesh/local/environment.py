@@ -9,6 +9,7 @@ Starting and stopping live in mesh.local.runtime.
 from __future__ import annotations
 
 import collections
+import time
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +115,25 @@ class Environment:
     def proxies(self) -> list[dict[str, Any]]:
         return _rows(client.call("GET", f"{self.control_url}/v1/proxies").json(), "proxies")
 
+    def synced(self) -> bool:
+        """No change waits in the control plane's debounce or push queue, and every proxy has answered the
+        version it was last sent (ACKed, or NACKed: waiting longer would not change that)."""
+        push = client.call("GET", f"{self.control_url}/debug/push_status").json()
+        if push.get("pending") or push.get("queued"):
+            return False
+        rows = self.proxies()
+        return bool(rows) and all(str(row.get("status", "")).upper() in ANSWERED for row in rows)
+
+    def wait_synced(self, timeout: float, clock=time.monotonic, sleep=time.sleep) -> bool:
+        """Poll `synced` until true or `timeout` seconds passed; whether it got there."""
+        deadline = clock() + timeout
+        while True:
+            if self.synced():
+                return True
+            if clock() >= deadline:
+                return False
+            sleep(SYNC_POLL_S)
+
     # proxy admin API and app chaos switch
 
     def config_dump(self, workload: str, resource: str | None = None) -> Any:
@@ -150,6 +170,10 @@ class Environment:
                        "stale": sum(1 for row in proxies if str(row.get("status", "")).upper() != "SYNCED")},
             "controlPlane": {"url": self.control_url, "reachable": control_error is None, "error": control_error},
         }
+
+
+SYNC_POLL_S = 0.05  # how often `wait_synced` asks the control plane
+ANSWERED = ("SYNCED", "NACKED")  # proxy-status values of a proxy that answered its last push
 
 
 def _rows(doc: Any, key: str) -> list[dict[str, Any]]:

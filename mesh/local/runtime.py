@@ -47,6 +47,9 @@ class UpResult:
     routing: dict[str, Any]  # the control plane's answer to applying the stack's scenario
 
 
+SYNC_TIMEOUT = 10.0  # seconds `up` waits for every proxy to serve the applied routing
+
+
 def up(settings: StackSettings, *, plan: plan_mod.Plan | None = None, timeout: float = UP_TIMEOUT,
        on_progress: Progress | None = None) -> UpResult:
     """Start the stack's environment unless it runs, wait until ready, apply the stack's routing.
@@ -64,6 +67,9 @@ def up(settings: StackSettings, *, plan: plan_mod.Plan | None = None, timeout: f
     env = environment.Environment(stack=settings.name, state=state, pid=pid, doc=doc)
     scenario = settings.routing_file
     routing = env.push_config([(_display(scenario, settings.root), scenario.read_text())])
+    # Return only once the proxies serve the routing: the ingress binds its listener when the Gateway
+    # reaches it, a moment after the push (debounce + long poll). A slow sync is not an error of `up`.
+    env.wait_synced(SYNC_TIMEOUT)
     return UpResult(started=started, pid=pid, state_dir=state.path, urls=env.urls(), routing=routing)
 
 

@@ -141,6 +141,7 @@ def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = Non
     started = time.monotonic()
     mesh.meshctl("up")
     mesh.up_seconds = time.monotonic() - started
+    mesh.first_status = mesh.get("/gateway/books")[0]  # `up` returns once the ingress serves the routing
     mesh.started = mesh.pids()
     try:
         yield mesh

@@ -26,6 +26,7 @@ def versions(mesh, n: int, service: str) -> collections.Counter:
 
 def test_up_is_fast_and_idempotent(mesh):
     assert mesh.up_seconds < 60
+    assert mesh.first_status == 200  # asked the moment `up` returned: it waits for the proxies to sync
     result = mesh.meshctl("up")
     assert "unchanged" in result.stdout
     assert sorted(mesh.pids()) == sorted(mesh.started)

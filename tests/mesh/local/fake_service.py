@@ -1,7 +1,7 @@
 """A stand-in for Weir's processes in the local-runtime tests: a tiny HTTP server on loopback.
 
 It answers what the supervisor and meshctl ask of the real ones: `/healthz` (apps), `/ready` (proxies,
-control plane), the control plane's `/v1/config` and `/v1/proxies`, a proxy's `/config_dump` (and its `secrets`) and
+control plane), the control plane's `/v1/config`, `/v1/proxies` and `/debug/push_status`, a proxy's `/config_dump` (and its `secrets`) and
 `/stats/prometheus`, an app's `/chaos`, and `/env` (its environment, to check what the plan passes).
 Port: `--port`, else `$PORT`. `--child-pid-file F` starts a grandchild in the same process group and
 writes its pid to F; `--never-ready` answers 503 on readiness URLs.
@@ -55,6 +55,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(503 if self.never_ready else 200, "not ready" if self.never_ready else "ok", "text/plain")
         elif url.path == "/v1/proxies":
             self._send(200, {"proxies": PROXIES})
+        elif url.path == "/debug/push_status":
+            self._send(200, {"pending": 0, "queued": 0})
         elif url.path == "/v1/config":
             self._send(200, {"resources": [{"kind": "VirtualService", "metadata": {"name": "books",
                                                                                   "namespace": "bookinfo"},
