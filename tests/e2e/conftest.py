@@ -80,6 +80,11 @@ class Mesh:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def sidecar_ports(self) -> dict[str, dict[str, int]]:
+        """Each workload's sidecar ports ("inbound", "outbound", "admin"), from `meshctl status`."""
+        processes = self.meshctl_json("status")["processes"]
+        return {p["workload"]: p["ports"] for p in processes if p["role"] == "sidecar"}
+
     def books(self) -> dict:
         status, body = self.get("/gateway/books")
         assert status == 200, body

@@ -7,40 +7,28 @@ handshake; Istio's authorization task (deny-all, then allow step by step) on boo
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
 
 import pytest
 
-from mesh.local import expectations
+from mesh.local import expectations, probes
 
 pytestmark = pytest.mark.e2e
 
 SPIFFE = "spiffe://cluster.local/ns/bookinfo/sa/{}"
 
 
-def sidecar_ports(mesh) -> dict[str, dict[str, int]]:
-    processes = mesh.meshctl_json("status")["processes"]
-    return {p["workload"]: p["ports"] for p in processes if p["role"] == "sidecar"}
-
-
 def root_cert(mesh) -> str:
     return str(mesh.root / "state" / mesh.stack / "ca" / "root-cert.pem")
 
 
-def plaintext_get(port: int, path: str, host: str) -> tuple[int | None, str]:
-    """(status, body) of a plaintext GET, or (None, why) when the connection was refused or closed."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Host": host})
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    except (OSError, http.client.HTTPException) as exc:
-        return None, repr(exc)
-    finally:
-        conn.close()
+def plaintext_get(mesh, workload: str, path: str) -> tuple[int | None, str]:
+    """(status, body) of a plaintext GET straight to the workload's inbound port (mesh.local.probes), or
+    (None, why) when the connection was refused or closed."""
+    result = probes.send(probes.Probe(direct=workload, path=path, status=200), mesh.sidecar_ports())
+    return result.status, result.body if result.status is not None else result.error
 
 
 def tls_handshake(mesh, port: int) -> tuple[dict, ssl.SSLSocket]:
@@ -61,6 +49,8 @@ def requests_seen(stats: str, **labels: str) -> float:
 
 
 def test_sidecars_talk_mutual_tls_by_default(mesh):
+    mesh.apply("all-v1")  # every request to books-v1, whatever ran before (the stack starts round-robin)
+    mesh.wait_synced()
     labels = {"reporter": "destination", "connection_security_policy": "mutual_tls",
               "source_principal": SPIFFE.format("gw")}
     before = requests_seen(mesh.meshctl("stats", "books-v1").stdout, **labels)
@@ -71,7 +61,7 @@ def test_sidecars_talk_mutual_tls_by_default(mesh):
 
 
 def test_inbound_port_presents_the_workload_identity_and_asks_for_a_client_certificate(mesh):
-    port = sidecar_ports(mesh)["books-v1"]["inbound"]
+    port = mesh.sidecar_ports()["books-v1"]["inbound"]
     cert, sock = tls_handshake(mesh, port)
     try:
         assert spiffe_of(cert) == [SPIFFE.format("books")]
@@ -86,21 +76,20 @@ def test_inbound_port_presents_the_workload_identity_and_asks_for_a_client_certi
 
 
 def test_permissive_accepts_plaintext_and_strict_refuses_it_at_the_handshake(mesh):
-    port = sidecar_ports(mesh)["books-v1"]["inbound"]
     scenario = str(mesh.root / "stacks" / "routing" / "mtls-strict.yaml")
-    status, body = plaintext_get(port, "/books", "books")
+    status, body = plaintext_get(mesh, "books-v1", "/books")
     assert status == 200, body  # PERMISSIVE (the default): a client outside the mesh is served
     mesh.meshctl("apply", "-f", scenario)
     mesh.wait_synced()
     try:
-        status, why = plaintext_get(port, "/books", "books")
+        status, why = plaintext_get(mesh, "books-v1", "/books")
         assert status is None, f"STRICT served plaintext: {status} {why}"
         assert mesh.books()["versions"]["books"] == "v1"  # the mesh itself still works, all mTLS
     finally:
         mesh.meshctl("delete", "-f", scenario)
         mesh.apply("all-v1")
         mesh.wait_synced()
-    status, body = plaintext_get(port, "/books", "books")
+    status, body = plaintext_get(mesh, "books-v1", "/books")
     assert status == 200, body  # back to PERMISSIVE
 
 
@@ -139,8 +128,7 @@ def test_istio_authorization_task_step_by_step(mesh, tmp_path):
         _apply_policy(mesh, tmp_path, "ratings", policies["ratings-from-books"])
         assert mesh.books()["books"][0]["rating"]["presentation"] == ":-)"  # the whole chain is allowed
 
-        ports = sidecar_ports(mesh)
-        status, body = plaintext_get(ports["books-v1"]["inbound"], "/books", "books")
+        status, body = plaintext_get(mesh, "books-v1", "/books")
         assert (status, body) == (403, "RBAC: access denied")  # no identity: not gw
         stats = mesh.meshctl("stats", "books-v1").stdout
         assert requests_seen(stats, reporter="destination", response_code="403", response_flags="RBAC") >= 1

@@ -46,8 +46,7 @@ def scrape(mesh, workloads) -> dict[str, str]:
 def send_probes(mesh, expectation) -> list[probes.ProbeResult]:
     if not expectation.probes:
         return []
-    processes = mesh.meshctl_json("status")["processes"]
-    ports = {p["workload"]: p["ports"] for p in processes if p["role"] == "sidecar"}
+    ports = mesh.sidecar_ports()
     return [probes.send(probe, ports) for probe in expectation.probes]
 
 
