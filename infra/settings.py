@@ -19,6 +19,7 @@ from typing import Any
 
 import mesh.manifests.settings as manifest_settings
 from mesh.api.types import parse_duration
+from mesh.manifests import releases, routing
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTING_DIR = ROOT / "stacks" / "routing"
@@ -77,12 +78,9 @@ class StackSettings:
     registry: str  # Artifact Registry repository id
     mtls_mode: str
     outbound_policy: str
-    routing: str
+    routing: str  # the pinned release (`all-v1@v1`), or an unreleased scenario's name
+    routing_resources: tuple[dict[str, Any], ...]  # its custom resources, validated (and digest-checked)
     workload_cert_ttl: str  # weir:security.workloadCertTtl, Istio's 24h when unset
-
-    @property
-    def routing_file(self) -> Path:
-        return ROUTING_DIR / f"{self.routing}.yaml"
 
     @property
     def workload_pool(self) -> str:
@@ -93,7 +91,7 @@ class StackSettings:
         return manifest_settings.ManifestSettings(
             stack=self.stack,
             image=self.image,
-            routing_file=str(self.routing_file),
+            routing=self.routing_resources,
             admin_users=self.admin_users,
             mtls_mode=self.mtls_mode,
             outbound_policy=self.outbound_policy,
@@ -223,13 +221,24 @@ def _admin_users(read: Reader) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _routing(read: Reader) -> str:
+def _routing(read: Reader) -> dict[str, Any]:
+    """The pinned release (`weir:release` + `weir:releaseDigest`), verified; else a scenario (`weir:routing`)."""
+    config = {k: v for k in (releases.RELEASE_KEY, releases.DIGEST_KEY) if (v := read(k)) is not _MISSING}
+    if config:
+        if read("weir:routing") is not _MISSING:
+            raise SettingsError(releases.RELEASE_KEY, "set `weir:release` or `weir:routing`, not both")
+        try:
+            pin = releases.parse_pin(config, "stack config")
+            release = releases.ReleaseStore(ROOT).resolve(pin.ref, pin.digest, where="stack config")
+        except releases.ReleaseError as exc:
+            raise SettingsError(releases.RELEASE_KEY, str(exc).removeprefix("stack config: ")) from None
+        return {"routing": release.ref, "routing_resources": release.resources}
     key = "weir:routing"
     name = _str(_get(read, key), key)
     if not (ROUTING_DIR / f"{name}.yaml").is_file():
         known = sorted(p.stem for p in ROUTING_DIR.glob("*.yaml"))
         raise SettingsError(key, f"no stacks/routing/{name}.yaml (known: {', '.join(known)})")
-    return name
+    return {"routing": name, "routing_resources": tuple(routing.custom_resources(ROUTING_DIR / f"{name}.yaml"))}
 
 
 def _outbound_policy(read: Reader) -> str:
@@ -274,7 +283,7 @@ def from_reader(read: Reader, stack: str) -> StackSettings:
         mtls_mode=_choice(_get(read, "weir:mtlsMode", "PERMISSIVE"), "weir:mtlsMode",
                           manifest_settings.MTLS_MODES),
         outbound_policy=_outbound_policy(read),
-        routing=_routing(read),
+        **_routing(read),
         workload_cert_ttl=_workload_cert_ttl(read),
     )
 

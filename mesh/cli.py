@@ -291,14 +291,24 @@ def render(stack: str, output_dir: str) -> None:
 def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list[dict]]:
     from mesh.manifests.settings import ManifestSettings
 
-    manifest_settings = ManifestSettings(
-        stack=settings.name, image=settings.image, routing_file=str(settings.routing_file),
-        admin_users=settings.admin_users, mtls_mode=settings.mtls_mode, outbound_policy=settings.outbound_policy,
-        workload_cert_ttl=settings.workload_cert_ttl or "24h")
     try:
+        manifest_settings = ManifestSettings(
+            stack=settings.name, image=settings.image, routing=settings.routing_resources(),
+            admin_users=settings.admin_users, mtls_mode=settings.mtls_mode,
+            outbound_policy=settings.outbound_policy, workload_cert_ttl=settings.workload_cert_ttl or "24h")
         return manifests.render(manifest_settings)
     except _api().ConfigError as exc:
         raise errors.WeirError(f"stack {settings.name}: routing {settings.routing_file}: {exc}") from None
+
+
+def _register_commands() -> None:
+    from mesh import cli_releases
+
+    main.add_command(cli_releases.release_group)
+    main.add_command(cli_releases.diff_command)
+
+
+_register_commands()
 
 
 def _attach(stack: str) -> environment.Environment:

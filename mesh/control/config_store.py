@@ -9,6 +9,7 @@ is read-only for the HTTP API: the cluster's custom resources are the truth ther
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 CREATED = "created"
 CONFIGURED = "configured"
 UNCHANGED = "unchanged"
+DELETED = "deleted"
+LABEL_FILE = "label.json"  # beside the resources: what the last replacing apply said it was
 
 # Kind aliases accepted by `select` (what users type after `meshctl get`).
 _KIND_ALIASES = {
@@ -46,7 +49,7 @@ class StoreError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Change:
     key: str
-    action: str  # CREATED | CONFIGURED | UNCHANGED | "deleted" | "not found"
+    action: str  # CREATED | CONFIGURED | UNCHANGED | DELETED
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,9 @@ class ConfigStore:
         self.revision = 0  # bumped on every effective change
         self.read_only = read_only  # when set, why apply/delete are refused (config comes from elsewhere)
         self.rejected: Mapping[str, str] = MappingProxyType({})  # key → why a source refused it
+        # What the whole set is, as told by the last replacing apply (a routing release: {"release":
+        # "ratings-50@v2", "digest": …}); cleared by any other change, since the set then is no release.
+        self.label: Mapping[str, Any] | None = None
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -125,6 +131,10 @@ class ConfigStore:
             for r in loaded:
                 self._resources[r.key] = r
                 keys.append(r.key)
+        try:
+            self.label = json.loads((self.config_dir / LABEL_FILE).read_text())
+        except (OSError, ValueError):
+            self.label = None
         self._changed(bool(keys))
         return keys
 
@@ -141,9 +151,12 @@ class ConfigStore:
     # -- changes ---------------------------------------------------------------------------------------
 
     def apply(
-        self, files: Sequence[tuple[str, str]], *, dry_run: bool = False, default_namespace: str | None = None
+        self, files: Sequence[tuple[str, str]], *, dry_run: bool = False, default_namespace: str | None = None,
+        replace: bool = False, label: Mapping[str, Any] | None = None,
     ) -> ApplyResult:
-        """Validate every document, then apply all of them or none (ConfigError/StoreError)."""
+        """Validate every document, then apply all of them or none (ConfigError/StoreError). With `replace`,
+        the documents become the whole set (every other resource is deleted, in the same change) and
+        `label` says what that set is, e.g. the routing release it came from."""
         self._check_writable()
         incoming = parse(files, default_namespace, admit=True)
         batch = {r.key: r for r in incoming}  # a later document with the same key wins, as in kubectl
@@ -152,13 +165,21 @@ class ConfigStore:
             old = self._resources.get(key)
             action = CREATED if old is None else UNCHANGED if old == resource else CONFIGURED
             changes.append(Change(key, action))
-        after = {**self._resources, **batch}
+        removed = sorted(set(self._resources) - set(batch)) if replace else []
+        changes.extend(Change(key, DELETED) for key in removed)
+        after = dict(batch) if replace else {**self._resources, **batch}
         warnings = _warnings(after, list(batch.values()))
         if not dry_run:
-            changed = {c.key: batch[c.key] for c in changes if c.action != UNCHANGED}
-            self._persist(changed, ())
+            changed = {c.key: batch[c.key] for c in changes if c.action in (CREATED, CONFIGURED)}
+            if replace:
+                new_label = dict(label) if label else None
+            else:  # a merge that changes the set leaves whatever release it was
+                new_label = None if changed else self.label
+            self._persist(changed, removed, label=new_label)
             self._resources = after
-            self._changed(bool(changed))
+            relabelled = new_label != self.label
+            self.label = new_label
+            self._changed(bool(changed or removed) or relabelled)
         return ApplyResult(tuple(changes), tuple(warnings))
 
     def delete(
@@ -173,9 +194,10 @@ class ConfigStore:
         found = tuple(k for k in wanted if k in self._resources)
         missing = tuple(k for k in wanted if k not in self._resources)
         if found and not dry_run:
-            self._persist({}, found)
+            self._persist({}, found, label=None)
             for key in found:
                 del self._resources[key]
+            self.label = None
             self._changed(True)
         return DeleteResult(found, missing)
 
@@ -192,7 +214,8 @@ class ConfigStore:
         for callback in self._listeners:
             callback()
 
-    def _persist(self, written: dict[str, Any], removed: Iterable[str]) -> None:
+    def _persist(self, written: dict[str, Any], removed: Iterable[str], *, label: Mapping[str, Any] | None
+                 ) -> None:
         """Write every file to a temp name first, then rename: a failure leaves the old files in place."""
         if self.config_dir is None:
             return
@@ -204,6 +227,10 @@ class ConfigStore:
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(yaml.safe_dump(api.dump(resource), sort_keys=False))
                 staged.append((tmp, path))
+            label_path = self.config_dir / LABEL_FILE
+            label_tmp = label_path.with_suffix(".tmp")
+            label_tmp.write_text(json.dumps(label))
+            staged.append((label_tmp, label_path))
             for tmp, path in staged:
                 os.replace(tmp, path)
             for key in removed:

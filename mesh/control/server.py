@@ -89,8 +89,12 @@ async def apply_config(request: web.Request) -> web.Response:
     body = await read_json(request)
     files = _files(body)
     dry_run = bool(body.get("dryRun"))
+    label = body.get("label")
+    if label is not None and not isinstance(label, dict):
+        return error(400, "label must be a JSON object")
     try:
-        result = store.apply(files, dry_run=dry_run, default_namespace=body.get("namespace") or None)
+        result = store.apply(files, dry_run=dry_run, default_namespace=body.get("namespace") or None,
+                             replace=bool(body.get("replace")), label=label)
     except api.ConfigError as exc:
         return _configerror(exc)
     except config_store.StoreError as exc:
@@ -101,6 +105,7 @@ async def apply_config(request: web.Request) -> web.Response:
             "changes": [{"key": c.key, "action": c.action} for c in result.changes],
             "warnings": list(result.warnings),
             "dryRun": dry_run,
+            "label": store.label,
         }
     )
 
@@ -125,7 +130,7 @@ async def get_config(request: web.Request) -> web.Response:
     store = request.app[PLANE].store
     q = request.query
     selected = store.select(q.get("kind") or None, q.get("namespace") or None, q.get("name") or None)
-    return web.json_response({"resources": [api.dump(r) for r in selected]})
+    return web.json_response({"resources": [api.dump(r) for r in selected], "label": store.label})
 
 
 # -- status --------------------------------------------------------------------------------------------

@@ -108,6 +108,17 @@ class Environment:
         body = {"files": [{"name": name, "text": text} for name, text in files], "dryRun": False}
         return client.call("DELETE" if delete else "POST", f"{self.control_url}/v1/config", body).json()
 
+    def replace_config(self, name: str, text: str, label: dict[str, Any]) -> dict[str, Any]:
+        """Make `text` the whole config, in one change (what was there and is not in it is deleted), and
+        label the set (the routing release it is)."""
+        body = {"files": [{"name": name, "text": text}], "replace": True, "label": label, "dryRun": False}
+        return client.call("POST", f"{self.control_url}/v1/config", body).json()
+
+    def config_label(self) -> dict[str, Any] | None:
+        """What the control plane's whole config set is (the release a replacing apply named), if known."""
+        doc = client.call("GET", f"{self.control_url}/v1/config").json()
+        return doc.get("label") if isinstance(doc, dict) else None
+
     def config(self, kind: str | None = None) -> list[dict[str, Any]]:
         query = f"?{urllib.parse.urlencode({'kind': kind})}" if kind else ""
         return _rows(client.call("GET", f"{self.control_url}/v1/config{query}").json(), "resources")

@@ -2,8 +2,9 @@
 
 `up`: when a live supervisor already runs the stack, nothing is started (idempotent); otherwise the
 plan's ports are checked free, the plan is written to `plan.json` and mesh.local.supervisor is spawned
-detached with it. Then `up` waits (bounded) until every process is ready and applies the stack's routing
-scenario through the control plane, which converges the routing to the stack file on every `up`.
+detached with it. Then `up` waits (bounded) until every process is ready and makes the stack's pinned
+routing release (or its scenario) the control plane's whole config, so every `up` converges the routing to
+the stack file: what an earlier `apply` added and the release does not hold is deleted.
 `down`: SIGTERM to the supervisor (which stops its processes in reverse order), SIGKILL if it does not
 exit in time, then any process still alive from `state.json` is stopped, and the pid file removed.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from mesh.local import environment, errors, process, statedir
 from mesh.local import plan as plan_mod
 from mesh.local.stack import StackSettings
+from mesh.manifests import releases
 
 UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 25.0  # the supervisor stops three stages, each up to STOP_GRACE
@@ -65,12 +67,20 @@ def up(settings: StackSettings, *, plan: plan_mod.Plan | None = None, timeout: f
             pid = _start(state, plan or _bookinfo_plan(settings))
     doc = _wait_ready(state, settings.name, pid, timeout, on_progress)
     env = environment.Environment(stack=settings.name, state=state, pid=pid, doc=doc)
-    scenario = settings.routing_file
-    routing = env.push_config([(_display(scenario, settings.root), scenario.read_text())])
+    routing = deploy(env, settings)
     # Return only once the proxies serve the routing: the ingress binds its listener when the Gateway
     # reaches it, a moment after the push (debounce + long poll). A slow sync is not an error of `up`.
     env.wait_synced(SYNC_TIMEOUT)
     return UpResult(started=started, pid=pid, state_dir=state.path, urls=env.urls(), routing=routing)
+
+
+def deploy(env: environment.Environment, settings: StackSettings) -> dict[str, Any]:
+    """Make the stack's routing (its pinned release, or its scenario) the control plane's whole config."""
+    resources = settings.routing_resources()
+    label = {"release": settings.routing,
+             "digest": settings.release.digest if settings.release else releases.digest_of(resources)}
+    text = releases.dump_yaml(list(resources), documents=True)
+    return env.replace_config(_display(settings.routing_file, settings.root), text, label)
 
 
 def down(stack: str, state_dir: Path, timeout: float = DOWN_TIMEOUT) -> str:

@@ -1,6 +1,8 @@
 """Stack settings for the local runtime, read once from `stacks/Pulumi.<env>.yaml` into a frozen object.
 
-Keys (Pulumi config, under `config:`): `weir:routing` names a scenario `stacks/routing/<name>.yaml`;
+Keys (Pulumi config, under `config:`): `weir:release` + `weir:releaseDigest` pin the routing release the
+environment runs (mesh.manifests.releases; `stacks/releases/<name>/v<N>.yaml`); a development stack may
+instead name a scenario file with `weir:routing` (`stacks/routing/<name>.yaml`, unreleased); exactly one;
 `weir:local` holds `ingressPort`, `controlPlanePort` (meshctl's HTTP API), `portBase` and optionally
 `controlPlaneTlsPort` (the proxies' TLS mesh channel; default controlPlanePort + 2, as Istio's 15010 and
 15012) and `ingressTlsPort` (where Gateway servers on port 443 listen; default ingressPort + 363: 8443).
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 
 from mesh.local import errors
+from mesh.manifests import releases
 from mesh.manifests.settings import DEFAULT_IMAGE, MTLS_MODES, OUTBOUND_POLICIES
 
 STACKS_DIR = "stacks"
@@ -39,8 +42,8 @@ class StackSettings:
     name: str
     root: Path  # project root: processes run here, so `python -m mesh…` and `-m bookinfo…` import
     state_dir: Path
-    routing: str
-    routing_file: Path
+    routing: str  # what runs: the pinned release (`ratings-50@v2`) or the scenario's name
+    routing_file: Path  # the release record or the scenario file
     ingress_port: int
     control_plane_port: int
     port_base: int
@@ -51,6 +54,25 @@ class StackSettings:
     image: str = DEFAULT_IMAGE  # weir:image (Kubernetes manifests only)
     admin_users: tuple[str, ...] = ()  # weir:adminUsers
     mtls_mode: str = "PERMISSIVE"  # weir:mtlsMode: the mesh-wide PeerAuthentication
+    release: releases.Pin | None = None  # weir:release + weir:releaseDigest; None: an unreleased scenario
+    source: Path | None = None  # the stack file
+
+    def routing_resources(self) -> tuple[dict[str, Any], ...]:
+        """The resources this environment runs, as custom resources (validated; a release is verified
+        against its recorded and its pinned digest)."""
+        if self.release is not None:
+            store = releases.ReleaseStore(self.root)
+            try:
+                return store.resolve(self.release.ref, self.release.digest, where=str(self.source)).resources
+            except releases.ReleaseError as exc:
+                raise errors.StackError(str(exc)) from None
+        from mesh.manifests import routing  # loads mesh.api: only when a scenario file is deployed
+
+        return tuple(routing.custom_resources(self.routing_file))
+
+    def routing_text(self) -> str:
+        """The same resources as one Istio YAML text (what the local control plane is sent)."""
+        return releases.dump_yaml(list(self.routing_resources()), documents=True)
 
     @property
     def ingress_tls_port(self) -> int:
@@ -101,14 +123,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
     config = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(config, dict):
         raise errors.StackError(f"{source}: missing key `config` (a mapping of Pulumi config keys)")
-    routing = config.get("weir:routing")
-    if not isinstance(routing, str) or not routing.strip():
-        raise errors.StackError(f"{source}: key `weir:routing` must name a scenario in stacks/routing/, "
-                                f"got {routing!r}")
-    routing_file = root / STACKS_DIR / "routing" / f"{routing}.yaml"
-    if not routing_file.is_file():
-        raise errors.StackError(f"{source}: key `weir:routing` names scenario {routing!r}, "
-                                f"but {routing_file} does not exist")
+    pin, routing, routing_file = _routing(config, root, source)
     local = config.get("weir:local")
     if not isinstance(local, dict):
         raise errors.StackError(f"{source}: missing key `weir:local` (a mapping with "
@@ -131,8 +146,35 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         control_plane_tls_port=tls_port,
         workload_cert_ttl=_workload_cert_ttl(config.get("weir:security"), source),
         ingress_tls_port_setting=ingress_tls,
+        release=pin,
+        source=source,
         **_kubernetes(config, source),
     )
+
+
+def _routing(config: dict[str, Any], root: Path, source: Path) -> tuple[releases.Pin | None, str, Path]:
+    """`weir:release` (+ digest), checked against the release store, or else `weir:routing` (a scenario)."""
+    try:
+        pin = releases.parse_pin(config, str(source))
+        if pin is not None:
+            if config.get("weir:routing") is not None:
+                raise errors.StackError(f"{source}: set `weir:release` or `weir:routing`, not both")
+            store = releases.ReleaseStore(root)
+            store.resolve(pin.ref, pin.digest, where=str(source))
+            name, version = releases.parse_ref(pin.ref)
+            return pin, pin.ref, store.path(name, version)
+    except releases.ReleaseError as exc:
+        raise errors.StackError(str(exc)) from None
+    routing = config.get("weir:routing")
+    if not isinstance(routing, str) or not routing.strip():
+        raise errors.StackError(f"{source}: key `weir:release` must pin a release (NAME@vN, with "
+                                f"`weir:releaseDigest`), or `weir:routing` name a scenario in stacks/routing/; "
+                                f"got neither")
+    routing_file = root / STACKS_DIR / "routing" / f"{routing}.yaml"
+    if not routing_file.is_file():
+        raise errors.StackError(f"{source}: key `weir:routing` names scenario {routing!r}, "
+                                f"but {routing_file} does not exist")
+    return None, routing, routing_file
 
 
 def _kubernetes(config: dict[str, Any], source: Path) -> dict[str, Any]:

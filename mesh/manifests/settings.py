@@ -7,6 +7,7 @@ One frozen object, built by the Pulumi program (`infra.settings`, from Pulumi co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 OUTBOUND_POLICIES = ("ALLOW_ANY", "REGISTRY_ONLY")  # meshConfig.outboundTrafficPolicy.mode
@@ -17,7 +18,7 @@ DEFAULT_IMAGE = "ghcr.io/weir-mesh/weir:0.1.0"  # when the stack sets no `weir:i
 class ManifestSettings:
     stack: str
     image: str  # the one image holding the mesh and bookinfo-lite (control plane, proxy, apps)
-    routing_file: str  # the scenario / release YAML applied as custom resources
+    routing: tuple[dict[str, Any], ...]  # the pinned release's resources (mesh.manifests.releases), as dumped
     admin_users: tuple[str, ...] = ()  # cluster-admin ClusterRoleBinding subjects (the article's step 1)
     mtls_mode: str = "PERMISSIVE"  # the mesh-wide PeerAuthentication in the root namespace
     outbound_policy: str = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy.mode

@@ -10,16 +10,17 @@ multi-document YAML file). Groups, in apply order:
   established).
 - `bookinfo`: Namespace `bookinfo`, ServiceAccounts, Services, Deployments with the sidecar injected, and
   the NetworkPolicy that lets only the sidecars' inbound and health ports in.
-- `routing`: the stack's routing file as custom resources (each depends on its CRD).
+- `routing`: the stack's pinned routing release as custom resources (each depends on its CRD).
 
 Pure: every call returns fresh dicts.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from mesh.manifests import bookinfo, crds, gateway, injection, platform, routing
+from mesh.manifests import bookinfo, crds, gateway, injection, platform
 from mesh.manifests.settings import ManifestSettings
 
 GROUPS = ("platform", "bookinfo", "routing")
@@ -47,5 +48,5 @@ def render(settings: ManifestSettings) -> dict[str, list[Obj]]:
             platform.mesh_peer_authentication(settings),
         ],
         "bookinfo": [*meshed_bookinfo(settings), injection.sidecar_only_ingress(bookinfo.NAMESPACE)],
-        "routing": routing.custom_resources(settings.routing_file),
+        "routing": copy.deepcopy(list(settings.routing)),
     }

@@ -22,11 +22,11 @@ def config(stack: str = "dev") -> dict:
 def test_stack_files_load(stack):
     s = settings.from_mapping(config(stack), stack)
     assert s.stack == stack and s.cluster_name == f"weir-{stack}"
-    assert s.routing_file.is_file()
+    assert s.routing.endswith("@v1") and s.routing_resources
     m = s.manifests
     assert isinstance(m, manifest_settings.ManifestSettings)
     assert (m.stack, m.image, m.mtls_mode, m.admin_users) == (stack, s.image, s.mtls_mode, s.admin_users)
-    assert m.routing_file == str(s.routing_file)
+    assert m.routing == s.routing_resources
 
 
 def test_stacks_differ_only_in_parameters():
@@ -63,7 +63,11 @@ BAD = [
     ("weir:image", ..., "weir:image", "missing"),
     ("weir:mtlsMode", "LOOSE", "weir:mtlsMode", "STRICT, PERMISSIVE, DISABLE"),
     ("weir:releaseChannel", "latest", "weir:releaseChannel", "RAPID, REGULAR, STABLE"),
-    ("weir:routing", "no-such-scenario", "weir:routing", "no stacks/routing/no-such-scenario.yaml"),
+    ("weir:release", "no-such@v1", "weir:release", "release no-such@v1 not found"),
+    ("weir:release", "all-v1", "weir:release", "NAME@vN"),
+    ("weir:releaseDigest", "sha256:" + "0" * 64, "weir:release", "but the stack pins sha256:000"),
+    ("weir:releaseDigest", ..., "weir:release", "`weir:releaseDigest` must be"),
+    ("weir:routing", "all-v1", "weir:release", "not both"),
     ("weir:deletionProtection", "yes", "weir:deletionProtection", "true or false"),
     ("weir:deletionProtection", ..., "weir:deletionProtection", "missing"),
     ("weir:autopilot", 1, "weir:autopilot", "true or false"),
@@ -93,6 +97,15 @@ def test_bad_or_missing_key_is_named(path, value, key, says):
         settings.from_mapping(_set(config(), path, value), "dev")
     assert err.value.key == key
     assert str(err.value).startswith(f"stack config {key}: ") and says in str(err.value)
+
+
+def test_an_unreleased_scenario_may_be_deployed_by_name():
+    raw = {k: v for k, v in config("dev").items() if k not in ("weir:release", "weir:releaseDigest")}
+    s = settings.from_mapping({**raw, "weir:routing": "ratings-50"}, "dev")
+    assert s.routing == "ratings-50" and len(s.routing_resources) == 10
+    with pytest.raises(settings.SettingsError, match="no stacks/routing/no-such.yaml") as err:
+        settings.from_mapping({**raw, "weir:routing": "no-such"}, "dev")
+    assert err.value.key == "weir:routing"
 
 
 def test_load_reads_pulumi_config(monkeypatch):

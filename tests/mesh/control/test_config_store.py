@@ -68,7 +68,7 @@ def test_dry_run_changes_nothing(tmp_path):
 def test_persisted_and_reloaded_by_a_new_store(tmp_path):
     store = config_store.ConfigStore(tmp_path)
     store.apply([("x.yaml", VS + "---" + DR)])
-    files = sorted(p.name for p in (tmp_path / "config").iterdir())
+    files = sorted(p.name for p in (tmp_path / "config").glob("*.yaml"))
     assert files == ["DestinationRule_default_books.yaml", "VirtualService_bookinfo_books.yaml"]
     again = config_store.ConfigStore(tmp_path)
     assert again.load_persisted() == ["DestinationRule/default/books", "VirtualService/bookinfo/books"]
@@ -113,3 +113,40 @@ def test_initial_files(tmp_path):
 ])
 def test_kind_plurals_and_aliases(kind, normal):
     assert config_store.normalize_kind(kind) == normal
+
+
+def test_replace_makes_the_batch_the_whole_set_in_one_change_and_labels_it(tmp_path):
+    store = config_store.ConfigStore(tmp_path)
+    store.apply([("x.yaml", VS + "---" + DR)])
+    notified = []
+    store.subscribe(lambda: notified.append(store.revision))
+    result = store.apply([("release.yaml", VS)], replace=True, label={"release": "books@v2", "digest": "sha256:x"})
+    assert [(c.key, c.action) for c in result.changes] == [
+        ("VirtualService/bookinfo/books", config_store.UNCHANGED), ("DestinationRule/default/books", "deleted")]
+    assert [r.key for r in store.resources()] == ["VirtualService/bookinfo/books"]
+    assert len(notified) == 1 and store.label == {"release": "books@v2", "digest": "sha256:x"}
+    again = config_store.ConfigStore(tmp_path)
+    again.load_persisted()
+    assert [r.key for r in again.resources()] == ["VirtualService/bookinfo/books"]
+    assert again.label == store.label
+
+
+def test_a_change_outside_a_release_clears_its_label_and_a_no_op_keeps_it(tmp_path):
+    store = config_store.ConfigStore(tmp_path)
+    store.apply([("release.yaml", VS)], replace=True, label={"release": "books@v1"})
+    store.apply([("same.yaml", VS)])
+    assert store.label == {"release": "books@v1"}
+    store.apply([("more.yaml", DR)])
+    assert store.label is None
+    store.apply([("release.yaml", VS)], replace=True, label={"release": "books@v1"})
+    store.delete_keys(["VirtualService/bookinfo/books"])
+    assert store.label is None and store.resources() == ()
+
+
+def test_a_bad_document_in_a_replacing_apply_changes_nothing(tmp_path):
+    store = config_store.ConfigStore(tmp_path)
+    store.apply([("x.yaml", VS + "---" + DR)])
+    before = store.resources()
+    with pytest.raises(api.ConfigError):
+        store.apply([("bad.yaml", VS + "---\nkind: Nope\napiVersion: v1\nmetadata: {name: x}\n")], replace=True)
+    assert store.resources() == before and store.label is None

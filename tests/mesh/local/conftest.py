@@ -43,7 +43,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str =
 
 def settings_for(tmp_path: Path, name: str = "t") -> StackSettings:
     routing = tmp_path / "routing.yaml"
-    routing.write_text("kind: VirtualService\n")
+    routing.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                       "metadata: {name: routing, namespace: bookinfo}\n"
+                       "spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}]}]}\n")
     cp, ingress = free_ports(2)
     return StackSettings(name=name, root=REPO, state_dir=tmp_path / name, routing="fake", routing_file=routing,
                          ingress_port=ingress, control_plane_port=cp, port_base=20000)

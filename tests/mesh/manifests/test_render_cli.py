@@ -24,7 +24,7 @@ def test_render_writes_the_three_groups_in_apply_order(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["bookinfo.yaml", "platform.yaml", "routing.yaml"]
     settings = stack_mod.load("staging", ROOT)
     expected = stack.render(ManifestSettings(stack="staging", image=settings.image,
-                                             routing_file=str(settings.routing_file),
+                                             routing=settings.routing_resources(),
                                              admin_users=settings.admin_users, mtls_mode=settings.mtls_mode,
                                              outbound_policy=settings.outbound_policy,
                                              workload_cert_ttl=settings.workload_cert_ttl or "24h"))

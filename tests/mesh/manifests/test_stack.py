@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from mesh.local import stack as stack_mod
-from mesh.manifests import injection, stack
+from mesh.manifests import releases, injection, stack
 from mesh.manifests.settings import ManifestSettings
 
 from .schema_check import cr_errors
@@ -24,7 +24,7 @@ ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/")
 
 def settings_of(name: str, **overrides) -> ManifestSettings:
     s = stack_mod.load(name, ROOT)
-    values = dict(stack=name, image=IMAGE, routing_file=str(s.routing_file), admin_users=("alice@example.com",),
+    values = dict(stack=name, image=IMAGE, routing=s.routing_resources(), admin_users=("alice@example.com",),
                   mtls_mode=s.mtls_mode, outbound_policy=s.outbound_policy)
     return ManifestSettings(**{**values, **overrides})
 
@@ -182,11 +182,12 @@ def test_mesh_wide_peer_authentication(mode: str) -> None:
 
 
 @pytest.mark.parametrize("name", STACKS)
-def test_routing_is_the_stacks_routing_file(name: str) -> None:
-    import mesh.api as api
-
-    expected = [api.dump(r) for r in api.load_files([stack_mod.load(name, ROOT).routing_file], "bookinfo")]
-    assert RENDERED[name]["routing"] == expected
+def test_routing_is_the_stacks_pinned_release(name: str) -> None:
+    settings = stack_mod.load(name, ROOT)
+    assert settings.release is not None, "every environment pins a release"
+    release = releases.ReleaseStore(ROOT).get(settings.release.ref)
+    assert RENDERED[name]["routing"] == list(release.resources)
+    assert release.digest == settings.release.digest == releases.digest_of(RENDERED[name]["routing"])
     assert all(o["metadata"]["namespace"] == "bookinfo" for o in RENDERED[name]["routing"])
 
 

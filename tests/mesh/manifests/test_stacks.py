@@ -186,9 +186,13 @@ def test_loads_through_mesh_api(name: str) -> None:
 @pytest.mark.parametrize("stack", sorted(STACK_FILES))
 def test_stack_file(stack: str) -> None:
     config = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())["config"]
-    routing, local = STACK_FILES[stack]
-    assert config["weir:routing"] == routing
-    assert (ROUTING / f"{routing}.yaml").is_file()
+    _, local = STACK_FILES[stack]
+    # the pin resolves: the release exists, matches its recorded digest and the pinned one
+    from mesh.manifests import releases
+
+    release = releases.ReleaseStore(STACKS.parent).resolve(config["weir:release"], config["weir:releaseDigest"],
+                                                          where=stack)
+    assert (STACKS.parent / release.source).is_file()
     assert config["weir:local"] == local
     for key in ("gcp:project", "gcp:region", "weir:clusterName", "weir:nodePool", "weir:image"):
         assert config[key], key
