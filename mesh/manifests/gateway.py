@@ -38,7 +38,7 @@ def _args() -> list[str]:
         "--control-plane", injection.DEFAULT_CONTROL_PLANE,
         "--control-plane-sni", injection.CONTROL_PLANE_HOST,
         "--ca-file", f"{injection.ROOT_CERT_MOUNT}/{injection.ROOT_CERT_KEY}",
-        "--cert-dir", injection.CERT_MOUNT,
+        "--cert-dir", injection.CERT_DIR,
         "--port-map", ",".join(f"{port}={target}" for port, target, _ in PORTS),
         "--admin-port", str(injection.ADMIN_PORT),
         "--inbound-bind", "0.0.0.0",

@@ -36,6 +36,9 @@ ROOT_CERT_MOUNT = "/var/run/secrets/weir"
 ROOT_CERT_KEY = "root-cert.pem"
 CERT_VOLUME = "weir-certs"
 CERT_MOUNT = "/var/run/weir/certs"
+# The proxy's --cert-dir: a directory it creates itself (0700, its own uid) inside the emptyDir, which the
+# kubelet makes 0777 and root-owned, and which the proxy could not tighten.
+CERT_DIR = f"{CERT_MOUNT}/proxy"
 
 Obj = dict[str, Any]
 
@@ -129,7 +132,7 @@ def _sidecar(
         "--control-plane", control_plane,
         "--control-plane-sni", control_plane.rpartition(":")[0],
         "--ca-file", f"{ROOT_CERT_MOUNT}/{ROOT_CERT_KEY}",
-        "--cert-dir", CERT_MOUNT,
+        "--cert-dir", CERT_DIR,
         "--inbound-port", str(INBOUND_PORT),
         "--outbound-port", str(OUTBOUND_PORT),
         "--app-port", str(app_port),

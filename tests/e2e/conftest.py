@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,9 +154,3 @@ def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = Non
         left = [pid for pid in mesh.started if alive(pid)]
         assert result.returncode == 0, result.stderr
         assert left == [], f"processes left after down: {left}"
-
-
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory) -> Iterator[Mesh]:
-    with running_mesh(tmp_path_factory.mktemp("weir-e2e")) as started:
-        yield started

@@ -57,7 +57,7 @@ def test_sidecar_wiring() -> None:
         "--control-plane", "cp.example:15012",
         "--control-plane-sni", "cp.example",
         "--ca-file", "/var/run/secrets/weir/root-cert.pem",
-        "--cert-dir", "/var/run/weir/certs",
+        "--cert-dir", "/var/run/weir/certs/proxy",
         "--inbound-port", "15006",
         "--outbound-port", "15001",
         "--app-port", "9080",
