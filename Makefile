@@ -38,8 +38,12 @@ e2e: $(VENV)/.installed
 bench: $(VENV)/.installed  ## throughput/latency/CPU/RSS against nginx (installs wrk and nginx when missing)
 	$(PY) -m bench.run $(BENCH_ARGS)  # BENCH_ARGS="--quick" or "--profile"
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed  ## ruff, then the playbooks: ansible-lint (production profile, offline) and --syntax-check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ansible-lint --nocolor playbooks/
+	for playbook in playbooks/*.yml; do \
+	  $(VENV)/bin/ansible-playbook --syntax-check -i playbooks/inventories/local.yml $$playbook || exit 1; \
+	done
 
 clean: down
 	rm -rf .weir build *.egg-info

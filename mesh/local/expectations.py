@@ -43,11 +43,14 @@ may say `requests` for the request count. Ratios must be given bands that a heal
 rarely for the request count: `miss_probability(n, p, band)` gives the binomial chance of a false failure
 (keep it under 1e-3; e.g. a 10/90 split over 200 requests: v2 in [0.82, 0.97], 2e-4).
 
-Runners: `load(path)` (the scenario is validated through `mesh.api` first), then for each `setup` step
-run `meshctl <step.meshctl_args()>`, scrape `meshctl stats W` for W in `expectation.workloads`, send the
-requests, scrape again, `check(expectation, Observations(...))` (an empty list means met; re-scrape for a
-moment when it is not, mirrors are fire-and-forget), and finally `meshctl <step.reset_args()>` per step.
-`Observations.from_dict` takes the same data as JSON-friendly dicts (for Ansible).
+Runners: `load(path)` (a scenario file) or `from_resources(release.resources, file=…)` (a routing release;
+both validate through `mesh.api` first), then for each `setup` step run `meshctl <step.meshctl_args()>`,
+scrape `meshctl stats W` for W in `expectation.workloads`, send the requests, scrape again,
+`check(expectation, Observations(...))` (an empty list means met; re-scrape for a moment when it is not,
+mirrors are fire-and-forget), and finally `meshctl <step.reset_args()>` per step. `check_rules` gives the
+same failures by rule (`RULES`: status, split, latency, mirrored, flags, counters, probes; only the rules
+the expectation states). The one runner is mesh.local.smoke (`exercise`); `Observations.from_dict` takes
+the same data as JSON-friendly dicts.
 """
 
 from __future__ import annotations
@@ -56,15 +59,16 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from mesh.api import ConfigError, load_files
+from mesh.api import ConfigError, load_document, load_files
 from mesh.api.errors import invalid, problems_of
+from mesh.api.resource import Resource
 from mesh.api.types import Duration, Model
 from mesh.local import probes as probes_mod
 
@@ -336,7 +340,17 @@ def load(scenario_path: str | os.PathLike[str]) -> Expectation:
     """The expectation of a scenario file. The file is loaded (and validated) through `mesh.api`; exactly
     one of its resources must carry the annotation."""
     file = os.fspath(scenario_path)
-    carriers = [r for r in load_files([file]) if ANNOTATION in r.metadata.annotations]
+    return _from_loaded(load_files([file]), file=file)
+
+
+def from_resources(resources: Iterable[Mapping[str, Any]], *, file: str) -> Expectation:
+    """The expectation of a set of dumped custom resources (a routing release's), each validated through
+    `mesh.api` as `load` validates a file's; `file` names where they come from in errors."""
+    return _from_loaded([load_document(dict(doc), file) for doc in resources], file=file)
+
+
+def _from_loaded(resources: Sequence[Resource], *, file: str) -> Expectation:
+    carriers = [r for r in resources if ANNOTATION in r.metadata.annotations]
     if not carriers:
         raise ExpectationError(f"no resource carries the {ANNOTATION} annotation", file=file)
     if len(carriers) > 1:
@@ -479,22 +493,51 @@ def _count(bound: float | str | None, requests: int) -> float | None:
     return float(requests) if bound == "requests" else bound  # type: ignore[return-value]
 
 
+RULES = ("status", "split", "latency", "mirrored", "flags", "counters", "probes")  # in the order judged
+
+
+def rules_of(expectation: Expectation) -> tuple[str, ...]:
+    """The rules an expectation states (`status` always), in `RULES` order."""
+    stated = {"status": True, "split": bool(expectation.split), "latency": bool(expectation.latency_ms),
+              "mirrored": expectation.mirrored is not None, "flags": bool(expectation.flags),
+              "counters": bool(expectation.counters), "probes": bool(expectation.probes)}
+    return tuple(rule for rule in RULES if stated[rule])
+
+
 def check(expectation: Expectation, observations: Observations) -> list[str]:
     """Every way the observations miss the expectation, in words; empty when it is met."""
-    exp, obs = expectation, observations
-    responses = list(obs.responses)
-    failures: list[str] = []
-    if len(responses) != exp.requests:
-        failures.append(f"requests: {len(responses)} responses collected, expected {exp.requests}")
-    if not responses:
-        return failures + ["no responses to judge"]
+    return [failure for failures in check_rules(expectation, observations).values() for failure in failures]
 
+
+def check_rules(expectation: Expectation, observations: Observations) -> dict[str, list[str]]:
+    """`check`, by rule: {rule: failures} for every rule the expectation states (an empty list: met)."""
+    judges = {"status": _check_status, "split": _check_split, "latency": _check_latency,
+              "mirrored": _check_mirrored, "flags": _check_flags, "counters": _check_counters,
+              "probes": _check_probes}
+    return {rule: judges[rule](expectation, observations) for rule in rules_of(expectation)}
+
+
+def _no_responses(obs: Observations) -> list[str]:
+    return [] if obs.responses else ["no responses to judge"]
+
+
+def _check_status(exp: Expectation, obs: Observations) -> list[str]:
+    failures = []
+    if len(obs.responses) != exp.requests:
+        failures.append(f"requests: {len(obs.responses)} responses collected, expected {exp.requests}")
+    if not obs.responses:
+        return failures + _no_responses(obs)
     codes: dict[int, int] = {}
-    for r in responses:
+    for r in obs.responses:
         codes[r.status] = codes.get(r.status, 0) + 1
-    failures += _shares("status", codes, len(responses), exp.status)
+    return failures + _shares("status", codes, len(obs.responses), exp.status)
 
-    ok = [r for r in responses if r.status == 200]
+
+def _check_split(exp: Expectation, obs: Observations) -> list[str]:
+    if not obs.responses:
+        return _no_responses(obs)
+    failures = []
+    ok = [r for r in obs.responses if r.status == 200]
     for field_path, bands in exp.split.items():
         if not ok:
             failures.append(f"split {field_path}: no 200 answers to measure")
@@ -504,38 +547,63 @@ def check(expectation: Expectation, observations: Observations) -> list[str]:
             value = field_value(r.body, field_path)
             values[value] = values.get(value, 0) + 1
         failures += _shares(f"split {field_path} =", values, len(ok), bands)
+    return failures
 
-    latencies = [r.latency_ms for r in responses]
+
+def _check_latency(exp: Expectation, obs: Observations) -> list[str]:
+    if not obs.responses:
+        return _no_responses(obs)
+    latencies = [r.latency_ms for r in obs.responses]
+    failures = []
     for stat, band in exp.latency_ms.items():
         value = percentile(latencies, stat)
         if not _in(value, band):
             failures.append(f"latency {stat}: {value:.0f} ms, expected {_band_text(band)} ms")
+    return failures
 
-    if exp.probes:
-        failures += probes_mod.check(exp.probes, obs.probe_results)
 
-    missing = [w for w in exp.workloads if w not in obs.stats_before or w not in obs.stats_after]
+def _check_probes(exp: Expectation, obs: Observations) -> list[str]:
+    return probes_mod.check(exp.probes, obs.probe_results)
+
+
+def _unscraped(obs: Observations, workloads: Sequence[str]) -> list[str]:
+    return [f"stats of {w} not scraped before and after the requests"
+            for w in workloads if w not in obs.stats_before or w not in obs.stats_after]
+
+
+def _check_mirrored(exp: Expectation, obs: Observations) -> list[str]:
+    m = exp.mirrored
+    assert m is not None  # only judged when stated
+    missing = _unscraped(obs, [m.workload])
     if missing:
-        return failures + [f"stats of {w} not scraped before and after the requests" for w in missing]
+        return missing
+    labels = {"reporter": "destination", "source_workload": m.source}
+    grown = (_total(obs.stats_after[m.workload], "istio_requests_total", labels)
+             - _total(obs.stats_before[m.workload], "istio_requests_total", labels))
+    band = tuple(_count(b, exp.requests) for b in m.count)
+    if _in(grown, band):
+        return []
+    return [f"mirrored: {m.workload} received {grown:g} requests from {m.source}, expected {_band_text(band)}"]
 
-    if exp.mirrored is not None:
-        m = exp.mirrored
-        labels = {"reporter": "destination", "source_workload": m.source}
-        grown = (_total(obs.stats_after[m.workload], "istio_requests_total", labels)
-                 - _total(obs.stats_before[m.workload], "istio_requests_total", labels))
-        band = tuple(_count(b, exp.requests) for b in m.count)
-        if not _in(grown, band):
-            failures.append(f"mirrored: {m.workload} received {grown:g} requests from {m.source}, "
-                            f"expected {_band_text(band)}")
 
+def _check_flags(exp: Expectation, obs: Observations) -> list[str]:
+    failures = _unscraped(obs, list(exp.flags))
     for workload, wanted in exp.flags.items():
+        if workload not in obs.stats_before or workload not in obs.stats_after:
+            continue
         seen = _new_flags(obs.stats_before[workload], obs.stats_after[workload])
         for flag in wanted:
             if flag not in seen:
                 failures.append(f"flags {workload}: no new response with flag {flag} "
                                 f"(new flags: {', '.join(sorted(seen)) or 'none'})")
+    return failures
 
+
+def _check_counters(exp: Expectation, obs: Observations) -> list[str]:
+    failures = _unscraped(obs, list(exp.counters))
     for workload, metrics in exp.counters.items():
+        if workload not in obs.stats_before or workload not in obs.stats_after:
+            continue
         for selector, count in metrics.items():
             name, labels = parse_selector(selector)
             grown = (_total(obs.stats_after[workload], name, labels)

@@ -137,6 +137,8 @@ def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = Non
     dev["config"]["weir:local"] = {"ingressPort": ingress, "ingressTlsPort": free_port(), "controlPlanePort": control,
                                    "controlPlaneTlsPort": free_port(),
                                    "portBase": free_port_base()}
+    if "weir:routing" in (extra_config or {}):  # a scenario instead of dev's pinned release
+        del dev["config"]["weir:release"], dev["config"]["weir:releaseDigest"]
     dev["config"].update(extra_config or {})
     (root / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(dev))
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}

@@ -11,8 +11,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from mesh.api import ConfigError
 from mesh.local import expectations as ex
 from mesh.local.expectations import Expectation, ExpectationError, Observations, Response
+from mesh.manifests import releases
 
 ROUTING = Path(__file__).resolve().parents[3] / "stacks" / "routing"
 SHARED = ("gateway", "destination-rules")
@@ -386,3 +388,31 @@ def test_probes_are_judged_with_the_rest() -> None:
                                        "probeResults": [{"status": 200, "body": "plaintext served"}]})
     assert ex.check(exp, answered) == [
         "probe direct to books-v1 GET /books: expected the connection refused, got 200 'plaintext served'"]
+
+
+# -- releases and rules ----------------------------------------------------------------------------------------
+
+
+def test_a_release_states_the_expectation_of_its_scenario() -> None:
+    release = releases.ReleaseStore(ROUTING.parents[1]).get("ratings-50@v1")
+    from_release = ex.from_resources(release.resources, file="stacks/releases/ratings-50/v1.yaml")
+    assert from_release == ex.load(ROUTING / "ratings-50.yaml")
+
+
+def test_resources_are_validated_naming_the_file() -> None:
+    bad = {**_carrier("all-v1"), "spec": {"hosts": ["*"], "http": "nope"}}
+    with pytest.raises(ConfigError, match="release.yaml"):
+        ex.from_resources([bad], file="release.yaml")
+    with pytest.raises(ExpectationError, match="no resource carries"):
+        ex.from_resources([], file="release.yaml")
+
+
+def test_check_rules_names_only_the_stated_rules(full) -> None:
+    by_rule = ex.check_rules(full, Observations(**_met()))
+    assert set(by_rule) == set(ex.rules_of(full)) and all(v == [] for v in by_rule.values())
+    observed = Observations([Response(500, b"", 9000.0)] * 10, {}, {})
+    failing = ex.check_rules(full, observed)
+    assert failing["status"] and failing["latency"]
+    assert sum(failing.values(), []) == ex.check(full, observed)
+    minimal = ex.parse(yaml.safe_dump({"requests": 1, "status": {"200": [1.0, 1.0]}}))
+    assert ex.rules_of(minimal) == ("status",)
