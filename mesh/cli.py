@@ -302,10 +302,12 @@ def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list
 
 
 def _register_commands() -> None:
-    from mesh import cli_releases
+    from mesh import cli_promote, cli_releases, cli_smoke
 
     main.add_command(cli_releases.release_group)
     main.add_command(cli_releases.diff_command)
+    main.add_command(cli_smoke.smoke_command)
+    main.add_command(cli_promote.promote_command)
 
 
 _register_commands()

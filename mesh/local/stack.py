@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from mesh.local import errors
+from mesh.local import errors, gates
 from mesh.manifests import releases
 from mesh.manifests.settings import DEFAULT_IMAGE, MTLS_MODES, OUTBOUND_POLICIES
 
@@ -56,6 +56,7 @@ class StackSettings:
     mtls_mode: str = "PERMISSIVE"  # weir:mtlsMode: the mesh-wide PeerAuthentication
     release: releases.Pin | None = None  # weir:release + weir:releaseDigest; None: an unreleased scenario
     source: Path | None = None  # the stack file
+    promotion: gates.PromotionPolicy = gates.PromotionPolicy()  # weir:promotion (mesh.local.gates)
 
     def routing_resources(self) -> tuple[dict[str, Any], ...]:
         """The resources this environment runs, as custom resources (validated; a release is verified
@@ -148,6 +149,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         ingress_tls_port_setting=ingress_tls,
         release=pin,
         source=source,
+        promotion=gates.parse_policy(config.get("weir:promotion"), str(source)),
         **_kubernetes(config, source),
     )
 

@@ -32,8 +32,6 @@ from typing import Any
 
 import yaml
 
-from mesh.manifests import routing
-
 RELEASES_DIR = Path("stacks") / "releases"
 RELEASE_KEY = "weir:release"
 DIGEST_KEY = "weir:releaseDigest"
@@ -140,6 +138,8 @@ class ReleaseStore:
                ) -> tuple[Release, bool]:
         """Record the scenario as the next version of release `name` (default: the file's stem); when the
         latest version already has this content, return it and False instead."""
+        from mesh.manifests import routing  # mesh.api loads slowly; reading releases does not need it
+
         name = name or scenario_file.stem
         parse_ref(f"{name}@v1")  # the name must be a DNS label
         resources = tuple(routing.custom_resources(scenario_file))  # validates (mesh.api.ConfigError)

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from mesh.local import stack as stack_mod
-from mesh.manifests import releases, injection, stack
+from mesh.manifests import injection, releases, stack
 from mesh.manifests.settings import ManifestSettings
 
 from .schema_check import cr_errors
