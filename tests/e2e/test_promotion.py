@@ -6,7 +6,8 @@ one second), each started only while it is needed. The story:
 2. dev passes smoke at ratings-50@v1; its canary (ratings-v2) fails in staging (chaos, every answer 500):
    the first step's gates fail, staging is rolled back to exactly what it ran, the command fails;
 3. with the canary healthy the same promotion succeeds: staging pins ratings-50@v1 and passed smoke there;
-4. prod refuses without --approve, then takes it with --approve; `--dry-run` only prints the plan.
+4. prod, through the Ansible playbook playbooks/promote.yml, refuses without approval, then takes it.
+`--dry-run` only prints the plan.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,23 @@ def write_stacks(root: Path) -> None:
             config["weir:release"], config["weir:releaseDigest"] = ratings_50["release"], ratings_50["digest"]
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
     (root / "stacks" / "promotions.log").unlink(missing_ok=True)
+
+
+def ansible_promote(project: Project, *extra: str) -> subprocess.CompletedProcess:
+    """playbooks/promote.yml against an inventory of the project's environments."""
+    hosts = {}
+    for name in STACKS:
+        local = yaml.safe_load((project.root / "stacks" / f"Pulumi.{name}.yaml").read_text())["config"]["weir:local"]
+        hosts[name] = {"weir_stack": name, "weir_ingress_url": f"http://127.0.0.1:{local['ingressPort']}",
+                       "weir_control_plane_url": f"http://127.0.0.1:{local['controlPlanePort']}"}
+    inventory = project.root / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"weir_local": {"vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "weir_platform": "local",
+        "weir_root": str(project.root), "weir_home": str(project.root / "state"),
+        "weir_meshctl": str(Path(sys.executable).parent / "meshctl")}, "hosts": hosts}}))
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+                           str(ROOT / "playbooks" / "promote.yml"), *extra], cwd=ROOT,
+                          env={**project.env, "ANSIBLE_NOCOLOR": "1"}, capture_output=True, text=True, timeout=300)
 
 
 class Project:
@@ -148,12 +167,14 @@ def test_a_healthy_canary_is_promoted_step_by_step_and_pinned(project: Project) 
     assert smoke["passed"] and smoke["release"] == "ratings-50@v1"
 
 
-def test_prod_requires_approval_then_takes_the_release(project: Project) -> None:
-    refused = project.meshctl("promote", "--from", "staging", "--to", "prod")
-    assert refused.returncode == 1 and "prod requires approval" in refused.stderr
+def test_prod_through_ansible_requires_approval_then_takes_the_release(project: Project) -> None:
+    refused = ansible_promote(project, "-e", "weir_from=staging", "-e", "weir_to=prod")
+    assert refused.returncode != 0
+    assert "promotion-preconditions" in refused.stdout and "prod requires approval" in refused.stdout
     with project.running("prod") as prod:
-        result = project.meshctl("promote", "--from", "staging", "--to", "prod", "--approve")
-        assert result.returncode == 0, result.stdout + result.stderr
+        result = ansible_promote(project, "-e", "weir_from=staging", "-e", "weir_to=prod", "-e", "weir_approve=true")
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "promoted ratings-50@v1 to prod in 2 steps" in result.stdout
         assert prod.books()["versions"]["gw"] == "v1"
     assert project.pin("prod") == "ratings-50@v1"
     diff = project.meshctl("diff", "staging", "prod")
