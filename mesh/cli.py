@@ -74,6 +74,8 @@ def up(stack: str, timeout: float) -> None:
     verb = "started" if result.started else "already running"
     click.echo(f"stack {stack} {verb} (supervisor pid {result.pid}, state {result.state_dir})")
     console.print_push(result.routing, delete=False)
+    label = result.routing.get("label") or {}
+    click.echo(f"{'release:':14} {label.get('release')} ({label.get('digest')})")
     for name, url in result.urls.items():
         click.echo(f"{name + ':':14} {url}")
 
@@ -94,6 +96,7 @@ def status(stack: str, output: str) -> None:
     doc = env.status()
     doc["certificates"] = certstatus.collect(env)
     doc["warnings"] = [warning for row in doc["certificates"] for warning in row["warnings"]]
+    doc["release"] = env.config_label() if doc["controlPlane"]["reachable"] else None
     if output == "json":
         return console.print_json(doc)
     sup = doc["supervisor"]
@@ -101,7 +104,9 @@ def status(stack: str, output: str) -> None:
     console.print_table(doc["processes"], ("name", "role", "pid", "status", "ready", "restarts", "ports"))
     if doc["controlPlane"]["reachable"]:
         console.print_proxies(doc["proxies"])
-        click.echo(f"config: {doc['config']['synced']} synced, {doc['config']['stale']} stale")
+        release = doc["release"] or {}
+        click.echo(f"config: {doc['config']['synced']} synced, {doc['config']['stale']} stale; release "
+                   f"{release.get('release', 'none (changed by hand since the last up)')}")
     else:
         click.echo(f"control plane unreachable: {doc['controlPlane']['error']}")
     valid = sum(1 for row in doc["certificates"] if row.get("state") == "ACTIVE")

@@ -209,7 +209,7 @@ def test_status_json_shape(home: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert set(doc) == {"stack", "stateDir", "supervisor", "urls", "processes", "proxies", "config", "controlPlane",
-                        "certificates", "warnings"}
+                        "certificates", "warnings", "release"}
     assert doc["stack"] == "dev"
     assert set(doc["urls"]) == {"ingress", "controlPlane", "meshChannel", "dashboard"}
     assert [(c["proxy"], c["spiffeId"], c["expiresIn"]) for c in doc["certificates"]] == [
