@@ -145,6 +145,14 @@ class Environment:
                 return False
             sleep(SYNC_POLL_S)
 
+    def probe(self, probe: Any) -> Any:
+        """Send one expectation probe (mesh.local.probes) through or to a workload's sidecar."""
+        from mesh.local import probes  # loads mesh.api: only scenarios with probes need it
+
+        ports = {row["workload"]: row["ports"] for row in self.processes.values()
+                 if row["role"] == plan_mod.ROLE_SIDECAR}
+        return probes.send(probe, ports)
+
     # proxy admin API and app chaos switch
 
     def config_dump(self, workload: str, resource: str | None = None) -> Any:

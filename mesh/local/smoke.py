@@ -24,7 +24,6 @@ from typing import Any
 
 from mesh.api import ConfigError
 from mesh.local import environment, expectations, statedir
-from mesh.local import plan as plan_mod
 from mesh.local import probes as probes_mod
 from mesh.local.expectations import Expectation, Observations, Response
 from mesh.local.stack import StackSettings
@@ -197,9 +196,7 @@ def exercise(env: environment.Environment, expectation: Expectation, *, ingress:
             env.chaos(step.chaos, {k: v for k, v in change.items() if v is not None})
         before = {w: env.stats(w) for w in expectation.workloads}
         responses = send(ingress, expectation, timeout)
-        ports = {row["workload"]: row["ports"] for row in env.processes.values()
-                 if row["role"] == plan_mod.ROLE_SIDECAR}
-        probe_results = [probes_mod.send(probe, ports) for probe in expectation.probes]
+        probe_results = [env.probe(probe) for probe in expectation.probes]
         deadline = time.monotonic() + settle
         while True:
             observed = Observations(responses, before, {w: env.stats(w) for w in expectation.workloads},
@@ -244,9 +241,11 @@ def _books(env: environment.Environment, expectation: Expectation | None, ref: s
     return judge_books(*get(env.urls()["ingress"] + BOOKS_PATH))
 
 
-def run(settings: StackSettings, *, scenario: bool = True, release_check: bool = True) -> SmokeReport:
-    """Smoke-check the stack's running environment (NotRunning when none runs)."""
-    env = environment.attach(settings.name, settings.state_dir)
+def run(settings: StackSettings, *, scenario: bool = True, release_check: bool = True,
+        env: Any = None) -> SmokeReport:
+    """Smoke-check the stack's running environment (NotRunning when none runs); `env` another one with
+    the same methods, such as a cluster's (mesh.local.cluster_env)."""
+    env = env or environment.attach(settings.name, settings.state_dir)
     ref, digest = pinned(settings)
     try:
         expectation, problem = expectation_of(settings), ""

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: Weir's smoke checks (mesh.local.smoke) against a stack's local environment.
+"""Ansible module: Weir's smoke checks (mesh.local.smoke) against a stack's local environment or its cluster.
 
 Run by playbooks/smoke.yml with the project's virtualenv python (`ansible_python_interpreter`), which
 imports the `mesh` package. It describes the stack's pinned release (ref, digest, the rules its
@@ -10,6 +10,7 @@ environment's configuration (chaos switches set for a scenario are reset) and ne
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 
@@ -45,6 +46,24 @@ options:
     description: Check that the control plane runs the pinned release's digest.
     type: bool
     default: true
+  platform:
+    description: local (the stack's local environment) or kubernetes (a cluster, through kubectl).
+    type: str
+    choices: [local, kubernetes]
+    default: local
+  ingress_url:
+    description: The cluster's ingress URL (kubernetes only).
+    type: str
+  kubectl:
+    description: The kubectl command and its options, e.g. [kubectl, --context, gke_p_r_weir-dev] (kubernetes only).
+    type: list
+    elements: str
+    default: [kubectl]
+  record_as:
+    description: >-
+      Where the result is recorded, as a state directory name under the state root (default the stack's
+      own, .weir/<stack>); a cluster's results go beside the local environment's, e.g. gke-dev.
+    type: str
   failed_check:
     description: Record a failed smoke run naming this check (found failing by a role), run nothing.
     type: str
@@ -102,6 +121,10 @@ def main() -> None:
             "run": {"type": "bool", "default": True},
             "scenario": {"type": "bool", "default": True},
             "release_check": {"type": "bool", "default": True},
+            "platform": {"type": "str", "default": "local", "choices": ["local", "kubernetes"]},
+            "ingress_url": {"type": "str"},
+            "kubectl": {"type": "list", "elements": "str", "default": ["kubectl"]},
+            "record_as": {"type": "str"},
             "failed_check": {"type": "str"},
             "failed_detail": {"type": "str", "default": ""},
         },
@@ -111,12 +134,21 @@ def main() -> None:
         from mesh.api import ConfigError
         from mesh.local import errors, expectations, smoke
         from mesh.local import stack as stack_mod
+        from mesh.local.cluster_env import ClusterEnvironment
     except ImportError as exc:
         module.fail_json(msg=f"smoke: weir_smoke needs the Weir virtualenv's python "
                              f"(ansible_python_interpreter): {exc}")
     params = module.params
     try:
         settings = stack_mod.load(params["stack"], Path(params["root"]))
+        if params["record_as"]:
+            settings = dataclasses.replace(settings, state_dir=settings.state_dir.parent / params["record_as"])
+        env, release_check = None, params["release_check"]
+        if params["platform"] == "kubernetes":
+            if not params["ingress_url"]:
+                module.fail_json(msg="smoke: ingress_url is required on kubernetes (the stack output ingressAddress)")
+            env = ClusterEnvironment(settings.name, params["ingress_url"], params["kubectl"])
+            release_check = False  # a cluster's config has no label: the release_in_effect role asks Pulumi
         release, digest = smoke.pinned(settings)
         try:
             expectation = smoke.expectation_of(settings)
@@ -128,7 +160,7 @@ def main() -> None:
         if params["failed_check"]:
             report = smoke.failed(settings, params["failed_check"], params["failed_detail"])
         elif params["run"] and not module.check_mode:
-            report = smoke.run(settings, scenario=params["scenario"], release_check=params["release_check"])
+            report = smoke.run(settings, scenario=params["scenario"], release_check=release_check, env=env)
         else:
             module.exit_json(**out)
         if not module.check_mode:
