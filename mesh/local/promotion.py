@@ -17,10 +17,12 @@ their gates, and the outcome. `dry_run` only returns the plan.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,31 +118,35 @@ def promote(source: stack_mod.StackSettings, target: stack_mod.StackSettings, *,
         outcome.result = "unchanged"
         return outcome
     env = environment.attach(target.name, target.state_dir)
-    label = env.config_label() or {}
-    if label.get("digest") != the_plan.old.digest:
-        raise PromotionRefused(f"{target.name} is not running its pinned release {the_plan.old.ref} (its control "
-                               f"plane runs {label.get('release', 'an unlabelled config')}): run "
-                               f"`meshctl up --stack {target.name}` first")
-    try:
-        for blend in the_plan.blends:
-            step = _step(env, target, the_plan, blend, log)
-            outcome.steps.append(step)
-            if not step["passed"]:
-                failed = [g["name"] for g in step["gates"] + step["checks"] if not g["passed"]]
-                raise PromotionFailed(f"step {blend.percent} % failed: {', '.join(failed)}")
-    except errors.WeirError as exc:  # a failed step, or the environment stopped answering
-        log(f"rolling {target.name} back to {the_plan.old.ref}")
-        _deploy(env, the_plan.old.resources, {"release": the_plan.old.ref, "digest": the_plan.old.digest},
-                the_plan.old.ref)
-        outcome.result, outcome.reason = "rolled-back", str(exc)
-        _append_log(target.root, outcome, who, now())
-        raise PromotionFailed(f"{exc}; {target.name} rolled back to {the_plan.old.ref}") from None
-    source_file = target.source or target.root / stack_mod.STACKS_DIR / f"Pulumi.{target.name}.yaml"
-    source_file.write_text(releases.pin_text(source_file.read_text(), the_plan.new))
-    outcome.result = "promoted"
-    at = now()
-    smoke.record(_pinned_to(target, the_plan.new), smoke_report(outcome), at=at)
-    _append_log(target.root, outcome, who, at)
+    with _exclusive(target):
+        label = env.config_label() or {}
+        if label.get("digest") != the_plan.old.digest:
+            raise PromotionRefused(f"{target.name} is not running its pinned release {the_plan.old.ref} (its "
+                                   f"control plane runs {label.get('release', 'an unlabelled config')}): run "
+                                   f"`meshctl up --stack {target.name}` first")
+        try:
+            for blend in the_plan.blends:
+                step = _step(env, target, the_plan, blend, log)
+                outcome.steps.append(step)
+                if not step["passed"]:
+                    failed = [g["name"] for g in step["gates"] + step["checks"] if not g["passed"]]
+                    raise PromotionFailed(f"step {blend.percent} % failed: {', '.join(failed)}")
+        except (errors.WeirError, KeyboardInterrupt) as exc:  # a failed step, a silent environment, Ctrl-C
+            reason = str(exc) or "interrupted"
+            log(f"rolling {target.name} back to {the_plan.old.ref}")
+            _deploy(env, the_plan.old.resources, {"release": the_plan.old.ref, "digest": the_plan.old.digest},
+                    the_plan.old.ref)
+            outcome.result, outcome.reason = "rolled-back", reason
+            _append_log(target.root, outcome, who, now())
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise PromotionFailed(f"{reason}; {target.name} rolled back to {the_plan.old.ref}") from None
+        source_file = target.source or target.root / stack_mod.STACKS_DIR / f"Pulumi.{target.name}.yaml"
+        source_file.write_text(releases.pin_text(source_file.read_text(), the_plan.new))
+        outcome.result = "promoted"
+        at = now()
+        smoke.record(_pinned_to(target, the_plan.new), smoke_report(outcome), at=at)
+        _append_log(target.root, outcome, who, at)
     return outcome
 
 
@@ -161,6 +167,17 @@ def _routes_changed(old: dict[str, dict], blend: canary.Blend) -> list[str]:
                 extras.append(f"mirror {rule.get('mirrorPercentage', {}).get('value', 100):g}%")
             out.append(f"{key} http[{index}]: {text}" + (f"; {', '.join(extras)}" if extras else ""))
     return out
+
+
+@contextlib.contextmanager
+def _exclusive(target: stack_mod.StackSettings) -> Iterator[None]:
+    """One promotion per target at a time: a second one is refused instead of interleaving its steps."""
+    with open(target.state_dir / "promotion.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PromotionRefused(f"another promotion into {target.name} is running") from None
+        yield
 
 
 def smoke_report(outcome: Outcome) -> smoke.SmokeReport:

@@ -81,3 +81,14 @@ def test_the_plan_shows_each_steps_split_and_the_way_back(root: Path) -> None:
     assert "VirtualService/bookinfo/ratings http[0]: ratings/v1 50%, ratings/v2 50%" in text  # step 100 %
     assert "on failure: staging returns to all-v1@v1; on success: staging pins ratings-50@v1" in text
     assert the_plan.blends[-1].resources == the_plan.new.resources
+
+
+def test_a_second_promotion_into_the_same_target_is_refused(root: Path) -> None:
+    target = settings(root, "staging")
+    target.state_dir.mkdir(parents=True, exist_ok=True)
+    with promotion._exclusive(target):
+        with pytest.raises(promotion.PromotionRefused, match="another promotion into staging is running"):
+            with promotion._exclusive(target):
+                pass
+    with promotion._exclusive(target):  # released: the next one may run
+        pass
