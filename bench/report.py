@@ -36,11 +36,14 @@ MAX_RESILIENCE_P50 = 1.1  # pair-resilience p50 ÷ pair's, at the fixed rate
 MIN_MTLS_THROUGHPUT = 0.7  # pair-mtls requests/s ÷ pair's
 MAX_MTLS_ADDED_P50_MS = 0.3  # pair-mtls p50 − pair's, at the fixed rate (issue 4)
 MIN_REQUESTS_PER_HANDSHAKE = 100.0  # keep-alive reuse: far more requests than handshakes
+# Issue 7: access log, tracing and metrics on cost at most 10% of the pair's throughput.
+MIN_TELEMETRY_THROUGHPUT = 0.9  # pair requests/s ÷ pair-no-telemetry's
 
 LABELS = {
     "direct": "direct (client → upstream)",
     "sidecar": "one Weir sidecar (inbound)",
     "pair": "Weir sidecar pair (out → in)",
+    "pair-no-telemetry": "Weir pair, telemetry off (out → in)",
     "pair-resilience": "Weir pair + resilience (out → in)",
     "pair-mtls": "Weir pair, mTLS between (out → in)",
     "nginx": "nginx as reverse proxy",
@@ -94,6 +97,10 @@ def evaluate(results: dict, connections: tuple[int, ...]) -> list[dict]:
     added = _get(results, "pair-mtls", "openloop", "p50_ms") - _get(results, "pair", "openloop", "p50_ms")
     rows.append({"target": "pair with mTLS: p50 added over the plaintext pair (ms)", "value": added,
                  "limit": f"≤ {MAX_MTLS_ADDED_P50_MS}", "pass": added <= MAX_MTLS_ADDED_P50_MS})
+    for c in connections:
+        ratio = _ratio(_get(results, "pair", "wrk", str(c), "rps"), _get(results, "pair-no-telemetry", "wrk", str(c), "rps"))
+        rows.append({"target": f"pair with telemetry ÷ telemetry off, throughput, {c} conns", "value": ratio,
+                     "limit": f"≥ {MIN_TELEMETRY_THROUGHPUT}", "pass": ratio >= MIN_TELEMETRY_THROUGHPUT})
     reuse = _get(results, "pair-mtls", "tls", "requests_per_handshake")
     rows.append({"target": "pair with mTLS: requests per TLS handshake", "value": reuse,
                  "limit": f"≥ {MIN_REQUESTS_PER_HANDSHAKE:.0f}", "pass": reuse >= MIN_REQUESTS_PER_HANDSHAKE})

@@ -82,11 +82,13 @@ def start_sidecar(procs: processes.Processes, ctx: Context) -> Target:
     return Target(one.inbound_port, None, {"sidecar": one.pid})
 
 
-def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False) -> Target:
+def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False,
+               extra: tuple[str, ...] = ()) -> Target:
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    server = sidecar.start(procs, "weir-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin)
+    server = sidecar.start(procs, "weir-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin,
+                           extra=extra)
     view = sidecar.outbound_view(server.inbound_port, resilience=resilience)
-    client = sidecar.start(procs, "weir-client", view, ctx.workdir, pin)
+    client = sidecar.start(procs, "weir-client", view, ctx.workdir, pin, extra=extra)
     return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid})
 
 
@@ -94,6 +96,12 @@ def start_pair_resilience(procs: processes.Processes, ctx: Context) -> Target:
     """The pair again, the client sidecar's outbound route and cluster carrying issue 3's settings (the server
     sidecar's inbound listener has no route or upstream cluster policy to carry them)."""
     return start_pair(procs, ctx, resilience=True)
+
+
+def start_pair_no_telemetry(procs: processes.Processes, ctx: Context) -> Target:
+    """The pair with `--telemetry off` (metrics only): the base of issue 7's cost of telemetry. `pair` itself
+    runs as deployed: JSON access log on stdout, trace headers and spans (Istio's 1 % sampling)."""
+    return start_pair(procs, ctx, extra=("--telemetry", "off"))
 
 
 def start_pair_mtls(procs: processes.Processes, ctx: Context) -> Target:
@@ -120,7 +128,7 @@ def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
 
 
 SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "pair": start_pair,
-             "pair-resilience": start_pair_resilience, "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
+             "pair-no-telemetry": start_pair_no_telemetry, "pair-resilience": start_pair_resilience, "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
 
 
 # -- measuring one path --------------------------------------------------------------------------------------

@@ -133,21 +133,21 @@ class Sidecar:
 
 
 def command(name: str, view_path: Path, inbound: int, outbound: int, admin: int,
-            identity: Identity | None = None) -> list[str]:
+            identity: Identity | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "mesh.proxy", "--role", "sidecar", "--id", name, "--workload", name,
             "--labels", f"app={name},version=v1", "--bootstrap", str(view_path),
             "--inbound-port", str(inbound), "--outbound-port", str(outbound), "--admin-port", str(admin),
-            "--log-level", "warning", *(identity.flags() if identity is not None else ())]
+            "--log-level", "warning", *(identity.flags() if identity is not None else ()), *extra]
 
 
 def start(procs: processes.Processes, name: str, view: model.ProxyView, workdir: Path,
-          cpus: list[str], identity: Identity | None = None) -> Sidecar:
+          cpus: list[str], identity: Identity | None = None, extra: tuple[str, ...] = ()) -> Sidecar:
     """Write the view, start the sidecar pinned to `cpus`, return once its admin `/ready` says 200."""
     model.check_references(view)
     view_path = workdir / f"{name}.view.json"
     view_path.write_text(json.dumps(wire.to_dict(view)))
     inbound, outbound, admin = (processes.free_port() for _ in range(3))
-    proc = procs.start(name, command(name, view_path, inbound, outbound, admin, identity), cpus=cpus,
+    proc = procs.start(name, command(name, view_path, inbound, outbound, admin, identity, extra), cpus=cpus,
                        cwd=str(REPO_ROOT))
     try:
         processes.wait_until(lambda: processes.http_ok(f"http://127.0.0.1:{admin}/ready"), proc, name)

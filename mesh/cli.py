@@ -307,12 +307,16 @@ def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list
 
 
 def _register_commands() -> None:
-    from mesh import cli_promote, cli_releases, cli_smoke
+    from mesh import cli_dashboard, cli_promote, cli_releases, cli_smoke, cli_top, cli_trace
 
     main.add_command(cli_releases.release_group)
     main.add_command(cli_releases.diff_command)
     main.add_command(cli_smoke.smoke_command)
     main.add_command(cli_promote.promote_command)
+    main.add_command(cli_dashboard.dashboard_command)
+    main.add_command(cli_top.top_command)
+    main.add_command(cli_top.prometheus_config_command)
+    main.add_command(cli_trace.trace_command)
 
 
 _register_commands()

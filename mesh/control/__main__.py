@@ -6,7 +6,8 @@
         [--ca-root-cert FILE --ca-root-key FILE] [--workload-cert-ttl 24h] [--log-level info]
 
 Two listeners, like istiod: meshctl's plain HTTP API on loopback (`--port`, `mesh.control.server`) and
-the TLS mesh channel for proxies (`--tls-port`, `mesh.control.channel`: discovery and CSRs).
+the TLS mesh channel for proxies (`--tls-port`, `mesh.control.channel`: discovery and CSRs); the service
+graph dashboard on its own loopback port (`--dashboard-port`, 20001; 0: off; a taken port only disables it).
 Startup: the mesh CA (local: D/ca/, created on first start; kubernetes: the Secret weir-system/weir-ca),
 then the `--config` files (a bad one stops the process with exit code 2), then the resources persisted
 under D/config/, the registry watch, serve. CA material that cannot be used also exits with 2.
@@ -48,6 +49,7 @@ from mesh.control import (
     serving,
     snapshot,
 )
+from mesh.control.dashboard import app as dashboard
 
 log = logging.getLogger("mesh.control")
 
@@ -95,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kube-context", metavar="NAME", help="kubernetes: the kubeconfig context (default: current)")
     p.add_argument("--serving-host", action="append", default=[], metavar="NAME",
                    help="another name or address of the mesh channel for its certificate (repeatable)")
+    p.add_argument("--dashboard-port", type=int, default=dashboard.DEFAULT_PORT, metavar="PORT",
+                   help="the service graph dashboard on loopback (mesh.control.dashboard); 0: off")
     p.add_argument("--log-level", default="info")
     p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -213,6 +217,8 @@ async def serve(args: argparse.Namespace) -> int:
     if None in runners:
         await _stop(control, [r for r in runners if r is not None], None, inputs, api_server)
         return 1
+    board = await dashboard.start(control, args.host, args.dashboard_port)  # None: off or port taken
+    runners += [board] if board is not None else []
     renewal = asyncio.create_task(identity.run(), name="serving-cert")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

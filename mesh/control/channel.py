@@ -1,11 +1,13 @@
 """The mesh channel: the control plane's TLS listener for proxies (Istio's port 15012).
 
-Two endpoints, served with the certificate of `mesh.control.serving` (client certificate optional):
+Three endpoints, served with the certificate of `mesh.control.serving` (client certificate optional):
 - `POST /v1/certificates`: a CSR, authenticated by a token or by the client certificate of this
   connection, signed by `mesh.control.certificates`; 400/401/403/503 answer `{"error": ...}`.
 - `POST /v1/discovery`: the xDS-style long poll of docs/architecture.md. It requires a client certificate
   from the mesh CA whose SPIFFE namespace and service account are the node's: 401 without one, 403
   when they differ, so a proxy only ever receives the view of an identity it holds.
+- `POST /v1/spans`: a batch of trace spans for the collector (mesh.control.traces), from any workload
+  certificate of the mesh (401 without one).
 Decisions live in `mesh.control.discovery` and `mesh.control.authn`; this module moves bytes.
 """
 
@@ -16,7 +18,7 @@ import logging
 
 from aiohttp import web
 
-from mesh.control import authn, certificates, node, plane, server
+from mesh.control import authn, certificates, node, plane, server, traces
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def make_app(control: plane.ControlPlane, certs: certificates.CertificateService
     app[HOLD] = hold
     app.router.add_post("/v1/discovery", discovery)
     app.router.add_post("/v1/certificates", create_certificate)
+    app.router.add_post("/v1/spans", collect_spans)
     return app
 
 
@@ -53,6 +56,20 @@ async def create_certificate(request: web.Request) -> web.Response:
     except (certificates.RequestError, authn.AuthnError) as exc:
         return server.error(exc.status, str(exc))
     return web.json_response(issued.to_json())
+
+
+async def collect_spans(request: web.Request) -> web.Response:
+    """A proxy's batch of spans (mesh.control.traces), from any workload certificate of the mesh."""
+    try:
+        caller = request.app[CERTS].peers.authenticate(peer_der(request))
+    except authn.AuthnError as exc:
+        return server.error(exc.status, f"spans: {exc}")
+    body = await server.read_json(request)
+    try:
+        kept = request.app[PLANE].traces.add(str(body.get("proxy") or caller.spiffe_id), body.get("spans") or [])
+    except traces.SpanError as exc:
+        return server.error(400, str(exc))
+    return web.json_response({"kept": kept})
 
 
 def authorize(certs: certificates.CertificateService, proxy: node.Node, der: bytes | None) -> web.Response | None:

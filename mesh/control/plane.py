@@ -13,7 +13,17 @@ import logging
 import time
 from collections.abc import Callable
 
-from mesh.control import builder, certificates, config_store, discovery, jwks, push, registry, snapshot
+from mesh.control import (
+    builder,
+    certificates,
+    config_store,
+    discovery,
+    jwks,
+    push,
+    registry,
+    snapshot,
+    traces,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,7 @@ class ControlPlane:
             raise ValueError(f"outbound policy must be one of {', '.join(snapshot.OUTBOUND_POLICIES)}")
         self.store = store
         self.registry = source
+        self.traces = traces.TraceStore()  # spans the proxies send (meshctl trace)
         self.outbound_policy = outbound_policy
         self.certificates = certs
         self.settings = settings

@@ -40,6 +40,7 @@ def make_app(control: plane.ControlPlane) -> web.Application:
     app.router.add_delete("/v1/config", delete_config)
     app.router.add_get("/v1/config", get_config)
     app.router.add_get("/v1/proxies", proxies)
+    app.router.add_get("/v1/traces", get_traces)
     app.router.add_get("/ready", ready)
     app.router.add_get("/debug/list", debug_list)
     app.router.add_get("/debug/syncz", syncz)
@@ -134,6 +135,24 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 # -- status --------------------------------------------------------------------------------------------
+
+
+async def get_traces(request: web.Request) -> web.Response:
+    """`?request_id=R` or `?trace_id=T`: that trace's spans, in start order; neither: the recent traces."""
+    store = request.app[PLANE].traces
+    trace_id = request.query.get("trace_id") or None
+    request_id = request.query.get("request_id") or None
+    if request_id is not None:
+        trace_id = store.trace_of_request(request_id)
+        if trace_id is None:
+            return error(404, f"no trace recorded for request id {request_id} (sampled out, or older than the "
+                              f"last {store.max_traces} traces)")
+    if trace_id is None:
+        return web.json_response({"traces": store.recent()})
+    spans = store.trace(trace_id)
+    if not spans:
+        return error(404, f"no trace {trace_id}")
+    return web.json_response({"traceId": trace_id, "spans": spans})
 
 
 async def proxies(request: web.Request) -> web.Response:

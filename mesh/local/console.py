@@ -126,3 +126,35 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)
+
+
+def trace_tree(spans: list[dict[str, Any]]) -> list[str]:
+    """A trace's spans as an indented tree, children under their parent in start order: workload, direction,
+    method, where, status (flags), duration, and start offset from the trace's first span."""
+    if not spans:
+        return []
+    ids = {s["spanId"] for s in spans}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        parent = span["parentSpanId"] if span["parentSpanId"] in ids else ""
+        children.setdefault(parent, []).append(span)
+    origin = min(s["startTimeUnixNano"] for s in spans)
+    lines: list[str] = []
+
+    def walk(span: dict[str, Any], prefix: str, last: bool, depth: int) -> None:
+        a = span["attributes"]
+        flags = a.get("response_flags")
+        status = f"{a.get('http.status_code')}" + (f" ({flags})" if flags and flags != "-" else "")
+        took = (span["endTimeUnixNano"] - span["startTimeUnixNano"]) / 1e6
+        offset = (span["startTimeUnixNano"] - origin) / 1e6
+        branch = "" if depth == 0 else ("└─ " if last else "├─ ")
+        lines.append(f"{prefix}{branch}{a.get('workload', '?')} {a.get('direction', '?')}  {a.get('http.method', '')} "
+                     f"{span['name']}  {status}  {took:.1f} ms  (+{offset:.1f} ms)")
+        kids = sorted(children.get(span["spanId"], ()), key=lambda s: s["startTimeUnixNano"])
+        for i, kid in enumerate(kids):
+            walk(kid, prefix + ("" if depth == 0 else ("   " if last else "│  ")), i == len(kids) - 1, depth + 1)
+
+    roots = sorted(children.get("", ()), key=lambda s: s["startTimeUnixNano"])
+    for root in roots:
+        walk(root, "", True, 0)
+    return lines

@@ -82,7 +82,8 @@ class Environment:
         return self.doc["urls"]["controlPlane"]
 
     def urls(self) -> dict[str, str]:
-        return {**self.doc["urls"], "dashboard": f"{self.control_url}/debug/list"}
+        # an environment started before the dashboard existed: its debug list is the closest thing
+        return {"dashboard": f"{self.control_url}/debug/list", **self.doc["urls"]}
 
     def workloads(self) -> list[str]:
         return [row["workload"] for row in self.processes.values() if row["role"] == plan_mod.ROLE_APP]

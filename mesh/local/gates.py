@@ -109,8 +109,10 @@ def parse_policy(raw: Any, source: str) -> PromotionPolicy:
     )
 
 
-def _growth(before: str, after: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Per label set, how much the counters `name` matching `match` grew between two scrapes."""
+def growth(before: str, after: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Per label set, how much the counters `name` matching `match` grew between two scrapes: 0 for a series
+    that did not grow (histogram_quantile needs the empty buckets below the rank for their bounds), none for
+    one that shrank (its proxy restarted: its counters started again)."""
     from mesh.local.expectations import samples  # the one Prometheus text parser; it loads mesh.api
 
     def totals(text: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -121,13 +123,13 @@ def _growth(before: str, after: str, name: str, **match: str) -> dict[tuple[tupl
         return out
 
     old, new = totals(before), totals(after)
-    return {labels: value - old.get(labels, 0.0) for labels, value in new.items() if value - old.get(labels, 0.0) > 0}
+    return {labels: value - old.get(labels, 0.0) for labels, value in new.items() if value >= old.get(labels, 0.0)}
 
 
-def _success(before: str, after: str, **match: str) -> tuple[float, float]:
+def success(before: str, after: str, **match: str) -> tuple[float, float]:
     """(requests, non-5xx) grown between the scrapes."""
     total = ok = 0.0
-    for labels, grown in _growth(before, after, REQUESTS, **match).items():
+    for labels, grown in growth(before, after, REQUESTS, **match).items():
         total += grown
         if not dict(labels).get("response_code", "").startswith("5"):
             ok += grown
@@ -151,15 +153,24 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float:
     return lower_bound
 
 
+def quantile_growth(q: float, before: str, after: str, **match: str) -> float:
+    """The q-quantile (ms) of the requests matching `match` between two scrapes: Prometheus'
+    `histogram_quantile(q, sum by (le) (increase(istio_request_duration_milliseconds_bucket[...])))`."""
+    buckets: dict[float, float] = defaultdict(float)
+    for labels, grown in growth(before, after, BUCKETS, **match).items():
+        buckets[float(dict(labels)["le"])] += grown
+    return histogram_quantile(q, buckets)
+
+
 def evaluate(policy: PromotionPolicy, before: Mapping[str, str], after: Mapping[str, str]) -> list[Gate]:
     """The gates of one step from each workload's stats text scraped before and after it (workload → text;
     the ingress under "istio-ingressgateway")."""
     gates = []
     for workload in sorted(after):
         if workload == INGRESS:
-            total, ok = _success(before.get(workload, ""), after[workload], reporter="source")
+            total, ok = success(before.get(workload, ""), after[workload], reporter="source")
         else:
-            total, ok = _success(before.get(workload, ""), after[workload], reporter="destination")
+            total, ok = success(before.get(workload, ""), after[workload], reporter="destination")
         judged = total >= policy.min_requests or (workload == INGRESS)
         if not judged:
             continue
@@ -168,10 +179,7 @@ def evaluate(policy: PromotionPolicy, before: Mapping[str, str], after: Mapping[
                           f"expected >= {policy.min_success_rate:.2%} of responses not 5xx, "
                           f"saw {rate:.2%} of {total:.0f}"))
     if INGRESS in after:
-        buckets: dict[float, float] = defaultdict(float)
-        for labels, grown in _growth(before.get(INGRESS, ""), after[INGRESS], BUCKETS, reporter="source").items():
-            buckets[float(dict(labels)["le"])] += grown
-        p99 = histogram_quantile(0.99, buckets)
+        p99 = quantile_growth(0.99, before.get(INGRESS, ""), after[INGRESS], reporter="source")
         gates.append(Gate(f"p99 {INGRESS}", not math.isnan(p99) and p99 <= policy.max_p99_ms,
                           f"expected p99 <= {policy.max_p99_ms:g} ms, saw "
                           + ("no requests" if math.isnan(p99) else f"{p99:.1f} ms")))

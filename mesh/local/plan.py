@@ -140,7 +140,8 @@ def build(settings: StackSettings, deployments: Sequence[Mapping[str, Any]],
         urls={"ingress": f"http://{LOOPBACK}:{settings.ingress_port}",
               "ingressTls": f"https://{LOOPBACK}:{settings.ingress_tls_port}",
               "controlPlane": f"http://{LOOPBACK}:{settings.control_plane_port}",
-              "meshChannel": f"https://{LOOPBACK}:{settings.mesh_channel_port}"},
+              "meshChannel": f"https://{LOOPBACK}:{settings.mesh_channel_port}",
+              "dashboard": f"http://{LOOPBACK}:{settings.dashboard_port}/"},
     )
     _check_distinct_ports(plan)
     return plan
@@ -153,10 +154,10 @@ def _control(settings: StackSettings, python: str) -> ProcessSpec:
         name="control", role=ROLE_CONTROL, stage=STAGE_CONTROL,
         command=(python, "-m", "mesh.control", "--port", str(port), "--tls-port", str(tls_port),
                  "--state-dir", str(state.path), "--registry", str(state.registry_file),
-                 "--outbound-policy", settings.outbound_policy,
+                 "--outbound-policy", settings.outbound_policy, "--dashboard-port", str(settings.dashboard_port),
                  *(("--workload-cert-ttl", settings.workload_cert_ttl) if settings.workload_cert_ttl else ())),
-        env={}, ports={"http": port, "mesh": tls_port}, ready_url=f"http://{LOOPBACK}:{port}/ready",
-        log="control.log",
+        env={}, ports={"http": port, "mesh": tls_port, "dashboard": settings.dashboard_port},
+        ready_url=f"http://{LOOPBACK}:{port}/ready", log="control.log",
     )
 
 
@@ -165,6 +166,11 @@ def _mesh_channel(settings: StackSettings, proxy_id: str) -> tuple[str, ...]:
     state = statedir.StateDir(settings.state_dir)
     return ("--control-plane", f"{LOOPBACK}:{settings.mesh_channel_port}", "--ca-file", str(state.root_cert_file),
             "--cert-dir", str(state.proxy_dir(proxy_id)))
+
+
+# Locally every request is traced (Istio samples 1 %): `meshctl trace REQUEST_ID` works for any request.
+# Access log lines go to the proxy's stdout, its log file (`meshctl logs W --proxy`).
+LOCAL_TELEMETRY = ("--trace-sampling", "100")
 
 
 def _identity(namespace: str, account: str, proxy_id: str) -> dict[str, str]:
@@ -179,6 +185,7 @@ def _gateway(settings: StackSettings, python: str) -> ProcessSpec:
                  "--id", GATEWAY_PROXY_ID, "--namespace", GATEWAY_NAMESPACE,
                  "--workload", GATEWAY_WORKLOAD, "--labels", GATEWAY_LABELS,
                  "--service-account", GATEWAY_SERVICE_ACCOUNT, *_mesh_channel(settings, GATEWAY_PROXY_ID),
+                 *LOCAL_TELEMETRY,
                  "--port-map", f"{GATEWAY_SERVICE_PORT}={settings.ingress_port},"
                                f"{GATEWAY_TLS_SERVICE_PORT}={settings.ingress_tls_port}",
                  "--admin-port", str(admin)),
@@ -206,7 +213,7 @@ def _workload(settings: StackSettings, index: int, deployment: Mapping[str, Any]
         command=(python, "-m", "mesh.proxy", "--role", "sidecar", "--id", proxy_id,
                  "--namespace", namespace, "--workload", name,
                  "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--service-account", account,
-                 *_mesh_channel(settings, proxy_id),
+                 *_mesh_channel(settings, proxy_id), *LOCAL_TELEMETRY,
                  "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                  "--app-port", str(ports["app"]), "--admin-port", str(ports["admin"])),
         env={}, ports={p: ports[p] for p in ("inbound", "outbound", "admin")},
@@ -275,5 +282,5 @@ def _check_distinct_ports(plan: Plan) -> None:
     for port, owner in plan.ports():
         if port in owners:
             raise errors.StackError(f"port {port} is planned twice: {owners[port]} and {owner}; check weir:local "
-                                    f"ingressPort, ingressTlsPort, controlPlanePort, controlPlaneTlsPort and portBase")
+                                    f"ingressPort, ingressTlsPort, controlPlanePort, controlPlaneTlsPort, dashboardPort and portBase")
         owners[port] = owner

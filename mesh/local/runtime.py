@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh.local import environment, errors, process, statedir
+from mesh.local import environment, errors, process, prometheus, statedir
 from mesh.local import plan as plan_mod
 from mesh.local.stack import StackSettings
 from mesh.manifests import releases
@@ -66,6 +66,7 @@ def up(settings: StackSettings, *, plan: plan_mod.Plan | None = None, timeout: f
         if started:
             pid = _start(state, plan or _bookinfo_plan(settings))
     doc = _wait_ready(state, settings.name, pid, timeout, on_progress)
+    prometheus.write(state)  # <state>/prometheus.yml: scrape targets of the plan that runs
     env = environment.Environment(stack=settings.name, state=state, pid=pid, doc=doc)
     routing = deploy(env, settings)
     # Return only once the proxies serve the routing: the ingress binds its listener when the Gateway

@@ -5,7 +5,8 @@ environment runs (mesh.manifests.releases; `stacks/releases/<name>/v<N>.yaml`); 
 instead name a scenario file with `weir:routing` (`stacks/routing/<name>.yaml`, unreleased); exactly one;
 `weir:local` holds `ingressPort`, `controlPlanePort` (meshctl's HTTP API), `portBase` and optionally
 `controlPlaneTlsPort` (the proxies' TLS mesh channel; default controlPlanePort + 2, as Istio's 15010 and
-15012) and `ingressTlsPort` (where Gateway servers on port 443 listen; default ingressPort + 363: 8443).
+15012), `ingressTlsPort` (where Gateway servers on port 443 listen; default ingressPort + 363: 8443) and
+`dashboardPort` (the control plane's service graph page; default controlPlanePort + 4991: 20001).
 For the Kubernetes manifests (`meshctl render`, the Pulumi program): `weir:image` (default
 ghcr.io/weir-mesh/weir:0.1.0), `weir:adminUsers` (list of users bound to cluster-admin) and `weir:mtlsMode`
 (STRICT|PERMISSIVE|DISABLE, default PERMISSIVE). The project root is the parent of the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
@@ -33,6 +34,8 @@ TLS_PORT_KEY = "controlPlaneTlsPort"
 TLS_PORT_OFFSET = 2  # derived mesh channel port: controlPlanePort + 2
 INGRESS_TLS_PORT_KEY = "ingressTlsPort"
 INGRESS_TLS_PORT_OFFSET = 363  # derived HTTPS ingress port: 8080 → 8443
+DASHBOARD_PORT_KEY = "dashboardPort"
+DASHBOARD_PORT_OFFSET = 4991  # derived dashboard port: 15010 → 20001 (Kiali's), 15110 → 20101, 15210 → 20201
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class StackSettings:
     control_plane_tls_port: int | None = None  # weir:local.controlPlaneTlsPort when the file sets it
     workload_cert_ttl: str | None = None  # weir:security.workloadCertTtl ("24h"); None: the CA's default
     ingress_tls_port_setting: int | None = None  # weir:local.ingressTlsPort when the file sets it
+    dashboard_port_setting: int | None = None  # weir:local.dashboardPort when the file sets it
     image: str = DEFAULT_IMAGE  # weir:image (Kubernetes manifests only)
     admin_users: tuple[str, ...] = ()  # weir:adminUsers
     mtls_mode: str = "PERMISSIVE"  # weir:mtlsMode: the mesh-wide PeerAuthentication
@@ -79,6 +83,11 @@ class StackSettings:
     def ingress_tls_port(self) -> int:
         """Where the ingress serves Gateway servers of port 443: ingressTlsPort, else ingressPort + 363."""
         return self.ingress_tls_port_setting or self.ingress_port + INGRESS_TLS_PORT_OFFSET
+
+    @property
+    def dashboard_port(self) -> int:
+        """The control plane's service graph page: dashboardPort, else controlPlanePort + 4991 (20001)."""
+        return self.dashboard_port_setting or self.control_plane_port + DASHBOARD_PORT_OFFSET
 
     @property
     def mesh_channel_port(self) -> int:
@@ -133,6 +142,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
     tls_port = _port(local, TLS_PORT_KEY, source) if local.get(TLS_PORT_KEY) is not None else None
     ingress_tls = (_port(local, INGRESS_TLS_PORT_KEY, source) if local.get(INGRESS_TLS_PORT_KEY) is not None
                    else None)
+    dashboard = _port(local, DASHBOARD_PORT_KEY, source) if local.get(DASHBOARD_PORT_KEY) is not None else None
     outbound_policy = _outbound_policy(config.get("weir:meshConfig"), source)
     return StackSettings(
         name=stack,
@@ -147,6 +157,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         control_plane_tls_port=tls_port,
         workload_cert_ttl=_workload_cert_ttl(config.get("weir:security"), source),
         ingress_tls_port_setting=ingress_tls,
+        dashboard_port_setting=dashboard,
         release=pin,
         source=source,
         promotion=gates.parse_policy(config.get("weir:promotion"), str(source)),

@@ -2,8 +2,8 @@
 `istio-ingressgateway` in weir-system, labelled `istio=ingressgateway` so the routing's Gateway selects it.
 
 The proxy (`python -m mesh.proxy --role gateway`) maps Gateway server ports 80/443 to 8080/8443 (no root,
-no NET_BIND_SERVICE), listens on the pod IP for them, keeps its admin on loopback and answers the kubelet on
-the health port. Identity, trust and key material come exactly as for sidecars: `mesh.manifests.injection`'s
+no NET_BIND_SERVICE), listens on the pod IP for them, keeps its admin on loopback and answers the kubelet and
+Prometheus (the pod's `prometheus.io/*` annotations) on the health port. Identity, trust and key material come exactly as for sidecars: `mesh.manifests.injection`'s
 proxy helpers.
 """
 
@@ -75,11 +75,7 @@ def deployment(settings: ManifestSettings) -> Obj:
             "template": {
                 "metadata": {
                     "labels": dict(LABELS),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(injection.ADMIN_PORT),
-                        "prometheus.io/path": "/stats/prometheus",
-                    },
+                    "annotations": injection.prometheus_annotations(),
                 },
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,

@@ -21,7 +21,8 @@ CONTROL_PLANE_HOST = "weir-control.weir-system.svc"
 DEFAULT_CONTROL_PLANE = f"{CONTROL_PLANE_HOST}:15012"  # the TLS mesh channel (discovery + certificates)
 
 ADMIN_PORT = 15000  # loopback only: stats, config dumps, /quitquitquit
-HEALTH_PORT = 15021  # pod IP: GET /healthz/ready only, for the kubelet (Istio's 15021)
+HEALTH_PORT = 15021  # pod IP: GET /healthz/ready for the kubelet (Istio's 15021), GET /stats/prometheus
+METRICS_PATH = "/stats/prometheus"  # served on HEALTH_PORT too: where the prometheus.io annotations point
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 PROXY_UID = 1337  # Istio's proxy uid, so existing PodSecurity and network policies recognise it
@@ -222,15 +223,19 @@ def _annotations(proxy_image: str, app_container: str) -> dict[str, str]:
     return {
         STATUS_ANNOTATION: json.dumps(status, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": app_container,
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(ADMIN_PORT),
-        "prometheus.io/path": "/stats/prometheus",
+        **prometheus_annotations(),
     }
+
+
+def prometheus_annotations() -> dict[str, str]:
+    """Istio's scrape annotations, pointing at the health port: the admin port is loopback-only in the pod,
+    the health port listens on the pod IP, serves the proxy's metrics and is let in by `sidecar_only_ingress`."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(HEALTH_PORT), "prometheus.io/path": METRICS_PATH}
 
 
 def sidecar_only_ingress(namespace: str) -> Obj:
     """A NetworkPolicy letting into a meshed namespace's pods only what goes through the sidecar: its
-    inbound port and the kubelet's health port. Weir redirects nothing with iptables, so without it a pod
+    inbound port and the health port (the kubelet's readiness probe and Prometheus' scrape). Weir redirects nothing with iptables, so without it a pod
     could call an app's own port directly and skip mTLS and authorization (GKE Dataplane V2 enforces it;
     the sidecar reaches its app over the pod's loopback, which no NetworkPolicy filters)."""
     return {

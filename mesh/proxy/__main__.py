@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 
-from mesh.proxy import certagent, channel, runtime, server, tls
+from mesh.proxy import certagent, channel, otlp, runtime, server, telemetry, tls, tracing
 from mesh.view import security, wire
 
 
@@ -48,12 +48,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inbound-bind", default=None,
                         help="inbound and gateway listeners and --health-port (default --bind; 0.0.0.0 in a pod)")
     parser.add_argument("--health-port", type=int, default=None,
-                        help="serve only GET /healthz/ready (the admin's ready latch) on --inbound-bind")
+                        help="serve only GET /healthz/ready (the admin's ready latch) and GET "
+                             "/stats/prometheus on --inbound-bind")
     parser.add_argument("--inbound-port", type=int, default=15006)
     parser.add_argument("--outbound-port", type=int, default=15001)
     parser.add_argument("--app-port", type=int, default=9080)
     parser.add_argument("--admin-port", type=int, default=15000)
     parser.add_argument("--port-map", default="", help="gateway: server port=local port, e.g. 80=8080")
+    parser.add_argument("--access-log", default="-",
+                        help="JSON access log: - (stdout, as Istio), a file path, or off")
+    parser.add_argument("--trace-sampling", type=float, default=1.0,
+                        help="percent of new traces sampled (Istio's default 1; a caller's decision is kept)")
+    parser.add_argument("--otlp-endpoint", default=None,
+                        help="also export spans to this OTLP/HTTP collector, e.g. http://otel-collector:4318")
+    parser.add_argument("--telemetry", choices=("on", "off"), default="on",
+                        help="off: metrics only (no access log, no spans, trace headers passed untouched)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if not args.control_plane and not args.bootstrap:
@@ -93,6 +102,30 @@ def _agent(args: argparse.Namespace, rt: runtime.ProxyRuntime,
                                grace_ratio=args.cert_grace_ratio, counters=rt.counters)
 
 
+def _telemetry(args: argparse.Namespace, rt: runtime.ProxyRuntime, control: channel.ControlChannel | None,
+               loop: asyncio.AbstractEventLoop) -> telemetry.Telemetry:
+    """Access log stream, tracer and span exporters from the flags (mesh.proxy.telemetry)."""
+    if args.telemetry == "off":
+        return telemetry.Telemetry(args.workload, loop, rt.counters, stream=None)
+    stream = None
+    if args.access_log == "-":
+        stream = sys.stdout
+    elif args.access_log != "off":
+        stream = open(args.access_log, "a", encoding="utf-8")  # noqa: SIM115 (open for the proxy's lifetime)
+    exporters = []
+    if control is not None:
+        async def to_control_plane(spans: list) -> None:
+            status, answer = await control.post_json("/v1/spans", {"proxy": args.id, "spans": spans})
+            if status != 200:
+                raise ConnectionError(f"control plane refused spans: {status} {answer}")
+
+        exporters.append(to_control_plane)
+    if args.otlp_endpoint:
+        exporters.append(otlp.exporter(args.otlp_endpoint, args.workload, args.namespace))
+    return telemetry.Telemetry(args.workload, loop, rt.counters, tracer=tracing.Tracer(args.trace_sampling),
+                               stream=stream, exporters=tuple(exporters))
+
+
 async def serve(args: argparse.Namespace) -> int:
     labels = _pairs(args.labels)
     identity = runtime.Identity(args.id, args.role, args.namespace, args.workload, labels, args.service_account)
@@ -117,6 +150,7 @@ async def serve(args: argparse.Namespace) -> int:
         with open(args.bootstrap, encoding="utf-8") as handle:
             bootstrap = wire.from_dict(json.load(handle))
     loop = asyncio.get_running_loop()
+    rt.telemetry = _telemetry(args, rt, control, loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(proxy.shutdown()))
     await proxy.start(args.admin_port, control, node, bootstrap, agent, health_port=args.health_port)

@@ -2,7 +2,9 @@
 
 Subsystems register handlers and dump callbacks by key; this module imports none of them. `/ready` is a
 latch: 503 until the first view is applied, 200 after, 503 again while draining. `serve_health` answers only
-`GET /healthz/ready` from the same latch (Istio's port 15021): safe to bind on the pod IP for the kubelet.
+`GET /healthz/ready` from the same latch (Istio's port 15021) and `GET /stats/prometheus` (read-only, the
+admin's own handler, as Istio serves merged metrics on 15020): safe to bind on the pod IP for the kubelet
+and for Prometheus.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mesh.proxy import replies
 log = logging.getLogger("weir.proxy.admin")
 
 HEALTH_PATH = "/healthz/ready"
+STATS_PATH = "/stats/prometheus"  # also served on the health port: the pod annotations point there
 
 Handler = Callable[[dict[str, list[str]]], "tuple[int, str, bytes] | asyncio.Future"]
 
@@ -76,8 +79,11 @@ class Admin:
         return await asyncio.get_running_loop().create_server(lambda: _AdminConnection(self), host, port)
 
     def dispatch_health(self, method: str, target: str) -> tuple[int, str, bytes]:
-        if method == "GET" and urlsplit(target).path == HEALTH_PATH:
+        path = urlsplit(target).path
+        if method == "GET" and path == HEALTH_PATH:
             return self._ready({})
+        if method == "GET" and path == STATS_PATH:
+            return self.dispatch(method, target)
         return 404, "text/plain", b"not found\n"
 
     async def serve_health(self, host: str, port: int) -> asyncio.AbstractServer:

@@ -56,7 +56,7 @@ class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
-        "peer_identity", "secure",
+        "peer_identity", "secure", "tcp_labels",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -82,11 +82,15 @@ class DownstreamConnection(asyncio.Protocol):
         # (None: plaintext, or TLS without a client certificate) and whether the connection is TLS at all.
         self.peer_identity: str | None = None
         self.secure = False
+        self.tcp_labels: tuple = ()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.registry.add(self)
+        runtime = self.forwarding.runtime
+        self.tcp_labels = runtime.tcp_labels(self.forwarding.direction, self.secure)
+        runtime.tcp.open(self.tcp_labels)
         upstream.no_delay(transport)
         peer = transport.get_extra_info("peername")
         if peer:
@@ -106,6 +110,8 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.registry.discard(self)
+        if self.tcp_labels:
+            self.forwarding.runtime.tcp.close(self.tcp_labels)
         if self.active is not None:
             self.active.abort()
             self.active = None

@@ -36,6 +36,7 @@ class Exchange:
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
         "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying", "access",
+        "trace",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -76,6 +77,7 @@ class Exchange:
         self.admitted = None  # circuit breaking: the cluster counting this request / its retries
         self.retrying = None
         self.access = None  # mesh.proxy.access.Verdict on a received request checked by JWT/authorization
+        self.trace = None  # (tracing.TraceContext, this hop's span id) once the upstream head is built
 
     # -- request side -----------------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:

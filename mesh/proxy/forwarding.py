@@ -375,5 +375,8 @@ class Forwarding:
         target = exchange.target
         peer = target.peer if target is not None else runtime.local_peer(self.direction, exchange.head,
                                                                           exchange.conn.peer_identity)
-        runtime.stats.record(peer, exchange.status, exchange.flag, (self.loop.time() - exchange.start) * 1000.0)
+        duration_s = self.loop.time() - exchange.start
+        runtime.stats.record(peer, exchange.status, exchange.flag, duration_s * 1000.0, exchange.body_size,
+                             exchange.bytes_sent)
+        runtime.telemetry.record(exchange, self.direction, duration_s)
 

@@ -13,7 +13,7 @@ import re
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
-from mesh.proxy import matching, replies
+from mesh.proxy import matching, replies, tracing
 from mesh.view import model
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
     append = parts.append
     has_request_id = False
     dropped = plan.dropped if plan is not None else ()
+    tracer = forwarding.runtime.telemetry.tracer
+    if tracer is not None:
+        if exchange.trace is None:  # a retry keeps its span
+            exchange.trace = tracer.start(head.headers)
+        dropped = tracing.TRACE_HEADERS.union(dropped) if dropped else tracing.TRACE_HEADERS
     for name, value in head.headers:
         if name in SKIP_UPSTREAM or name in dropped:
             continue
@@ -85,6 +90,8 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         rid = request_id()
         head.headers.append((REQUEST_ID, rid))
         append(b"x-request-id: " + rid + CRLF)
+    if tracer is not None:
+        append(tracing.upstream_lines(*exchange.trace))
     if forwarding.direction != model.INBOUND:
         append(forwarding.runtime.peer_header(target))
     if exchange.chunked_request:

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from mesh.proxy import forwarding, headers, origination, pool, replies, routing, stats, tls
+from mesh.proxy import forwarding, headers, origination, pool, replies, routing, stats, telemetry, tls
 from mesh.proxy.matching import RequestHead
 from mesh.view import model, wire
 
@@ -55,7 +55,12 @@ class ProxyRuntime:
         self.view: routing.CompiledView | None = None
         self.pools = pool.Pools()
         self.stats = stats.RequestStats()
+        self.tcp = stats.TcpStats()
+        self._tcp_labels: dict[tuple[str, bool], tuple] = {}
         self.counters = stats.Counters()
+        # Access log and spans: off until the server configures them (mesh.proxy.server); a bare runtime
+        # (tests, benchmarks) records metrics only.
+        self.telemetry = telemetry.Telemetry(identity.workload, None, self.counters, stream=None)
         self.connections: set = set()
         self.mirrors_in_flight = 0  # bounded by mesh.proxy.mirror.MAX_MIRRORS_IN_FLIGHT
         # The workload certificate's SSL contexts (`.server`, `.client`), kept fresh by mesh.proxy.certagent;
@@ -174,6 +179,17 @@ class ProxyRuntime:
             return self._inbound_peer(head.header(headers.PEER_HEADER), peer_identity)
         return self.source_peer(model.Cluster("none", service=head.host), None)
 
+    def tcp_labels(self, direction: str, secure: bool) -> tuple:
+        """The label set of a connection accepted on `direction`'s listener (stats.TCP_LABELS)."""
+        labels = self._tcp_labels.get((direction, secure))
+        if labels is None:
+            me = (self.identity.workload, self.identity.namespace)
+            policy = "mutual_tls" if secure and direction == model.INBOUND else "none"
+            labels = (("destination", UNKNOWN, UNKNOWN, *me, policy) if direction == model.INBOUND
+                      else ("source", *me, UNKNOWN, UNKNOWN, policy))
+            self._tcp_labels[(direction, secure)] = labels
+        return labels
+
     def peer_header(self, target: forwarding.Target) -> bytes:
         service = target.cluster.spec.service if target.cluster is not None else target.endpoint.address
         line = self._peer_lines.get(service)
@@ -202,7 +218,8 @@ class ProxyRuntime:
         }
 
     def prometheus(self) -> str:
-        return "\n".join(self.stats.render() + self.counters.render() + self._outlier_lines()) + "\n"
+        return "\n".join(self.stats.render() + self.tcp.render() + self.counters.render()
+                         + self._outlier_lines()) + "\n"
 
     def _outlier_lines(self) -> list[str]:
         lines = []

@@ -15,11 +15,21 @@ with a new bootstrap token.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
 from mesh.proxy import admin as admin_mod
-from mesh.proxy import certagent, discovery, downstream, forwarding, gateway_tls, inbound_tls, runtime
+from mesh.proxy import (
+    certagent,
+    discovery,
+    downstream,
+    forwarding,
+    gateway_tls,
+    inbound_tls,
+    runtime,
+    telemetry,
+)
 from mesh.proxy import channel as channel_mod
 from mesh.view import model
 
@@ -52,9 +62,19 @@ class ProxyServer:
         self.admin.handle("GET", "/stats/prometheus", lambda q: (200, "text/plain; version=0.0.4",
                                                                  rt.prometheus().encode()))
         self.admin.handle("GET", "/stats", lambda q: (200, "text/plain", rt.prometheus().encode()))
+        self.admin.handle("GET", "/access_log", self._access_log)
         self.admin.handle("POST", "/quitquitquit", self._quit)
         self.stopped = asyncio.Event()
         self.exit_code = 0
+
+    def _access_log(self, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        """The most recent requests this proxy handled (mesh.proxy.telemetry), newest last: `?limit=N`."""
+        try:
+            limit = int(query.get("limit", ["50"])[0])
+        except ValueError:
+            return 400, "text/plain", b"limit must be a number\n"
+        entries = self.runtime.telemetry.recent_dicts(min(max(limit, 0), telemetry.RECENT))
+        return 200, "application/json", json.dumps(entries).encode()
 
     # -- view ----------------------------------------------------------------------------------------------
     async def apply_view(self, spec: model.ProxyView, version: str) -> None:

@@ -34,6 +34,18 @@ PEER_LABELS = (
     "destination_principal",
 )
 RESPONSE_LABELS = ("response_code", "response_flags")
+# Derived from the peer labels when rendering (nothing more is kept per request): Istio's canonical service
+# and revision (the app / version labels), the cluster ids, and the gRPC status (Weir proxies HTTP/1.1).
+DERIVED_LABELS = ("source_canonical_service", "source_canonical_revision", "destination_canonical_service",
+                  "destination_canonical_revision", "source_cluster", "destination_cluster", "grpc_response_status")
+CLUSTER_ID = "Kubernetes"  # Istio's default cluster id (values.global.multiCluster.clusterName)
+UNKNOWN = "unknown"
+# Istio's buckets for istio_request_bytes / istio_response_bytes: 1 B to 1 GB, ×10 each.
+SIZE_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
+# The labels of istio_tcp_connections_opened_total / _closed_total: a connection is counted before any
+# request on it is routed, so only what the accepting proxy knows of itself.
+TCP_LABELS = ("reporter", "source_workload", "source_workload_namespace", "destination_workload",
+              "destination_workload_namespace", "connection_security_policy")
 
 
 def _escape(value: str) -> str:
@@ -44,13 +56,32 @@ def label_text(names: Iterable[str], values: Iterable[object]) -> str:
     return ",".join(f'{name}="{_escape(str(value))}"' for name, value in zip(names, values))
 
 
+def _canonical(workload: str, app: str, version: str) -> tuple[str, str, str]:
+    """(canonical service, canonical revision, cluster) of one side, as Istio derives them from the pod's
+    `app` and `version` labels (else the workload name and "latest"); all "unknown" for an unknown peer."""
+    if workload == UNKNOWN:
+        return UNKNOWN, "latest", UNKNOWN
+    return (app if app != UNKNOWN else workload), (version if version != UNKNOWN else "latest"), CLUSTER_ID
+
+
+def derived_labels(peer: tuple) -> tuple:
+    """DERIVED_LABELS' values for a peer tuple (PEER_LABELS order)."""
+    src = _canonical(peer[1], peer[3], peer[4])
+    dst = _canonical(peer[5], peer[7], peer[8])
+    return src[0], src[1], dst[0], dst[1], src[2], dst[2], ""
+
+
 class Series:
-    __slots__ = ("count", "total_ms", "buckets")
+    __slots__ = ("count", "total_ms", "buckets", "request_bytes", "request_sizes", "response_bytes", "response_sizes")
 
     def __init__(self) -> None:
         self.count = 0
         self.total_ms = 0.0
         self.buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
+        self.request_bytes = 0
+        self.request_sizes = [0] * (len(SIZE_BUCKETS) + 1)
+        self.response_bytes = 0
+        self.response_sizes = [0] * (len(SIZE_BUCKETS) + 1)
 
 
 class RequestStats:
@@ -61,7 +92,8 @@ class RequestStats:
     def __init__(self) -> None:
         self.series: dict[tuple, Series] = {}
 
-    def record(self, peer: tuple, code: int, flags: str, duration_ms: float) -> None:
+    def record(self, peer: tuple, code: int, flags: str, duration_ms: float, request_bytes: int = 0,
+               response_bytes: int = 0) -> None:
         key = (peer, code, flags)
         series = self.series.get(key)
         if series is None:
@@ -69,22 +101,62 @@ class RequestStats:
         series.count += 1
         series.total_ms += duration_ms
         series.buckets[bisect.bisect_left(DURATION_BUCKETS_MS, duration_ms)] += 1
+        series.request_bytes += request_bytes
+        series.request_sizes[bisect.bisect_left(SIZE_BUCKETS, request_bytes)] += 1
+        series.response_bytes += response_bytes
+        series.response_sizes[bisect.bisect_left(SIZE_BUCKETS, response_bytes)] += 1
 
     def render(self) -> list[str]:
         lines = ["# TYPE istio_requests_total counter"]
-        histogram = ["# TYPE istio_request_duration_milliseconds histogram"]
-        names = PEER_LABELS + RESPONSE_LABELS
+        durations = ["# TYPE istio_request_duration_milliseconds histogram"]
+        requests = ["# TYPE istio_request_bytes histogram"]
+        responses = ["# TYPE istio_response_bytes histogram"]
+        names = PEER_LABELS + DERIVED_LABELS + RESPONSE_LABELS
         for (peer, code, flags), series in sorted(self.series.items(), key=lambda item: str(item[0])):
-            labels = label_text(names, (*peer, code, flags))
+            labels = label_text(names, (*peer, *derived_labels(peer), code, flags))
             lines.append(f"istio_requests_total{{{labels}}} {series.count}")
-            running = 0
-            for bound, count in zip(DURATION_BUCKETS_MS, series.buckets):
-                running += count
-                histogram.append(f'istio_request_duration_milliseconds_bucket{{{labels},le="{bound}"}} {running}')
-            histogram.append(f'istio_request_duration_milliseconds_bucket{{{labels},le="+Inf"}} {series.count}')
-            histogram.append(f"istio_request_duration_milliseconds_sum{{{labels}}} {series.total_ms:.3f}")
-            histogram.append(f"istio_request_duration_milliseconds_count{{{labels}}} {series.count}")
-        return lines + histogram
+            _histogram(durations, "istio_request_duration_milliseconds", labels, DURATION_BUCKETS_MS,
+                       series.buckets, series.count, f"{series.total_ms:.3f}")
+            _histogram(requests, "istio_request_bytes", labels, SIZE_BUCKETS, series.request_sizes, series.count,
+                       str(series.request_bytes))
+            _histogram(responses, "istio_response_bytes", labels, SIZE_BUCKETS, series.response_sizes,
+                       series.count, str(series.response_bytes))
+        return lines + durations + requests + responses
+
+
+def _histogram(out: list[str], name: str, labels: str, bounds: tuple, counts: list[int], total: int,
+               total_sum: str) -> None:
+    running = 0
+    for bound, count in zip(bounds, counts):
+        running += count
+        out.append(f'{name}_bucket{{{labels},le="{bound}"}} {running}')
+    out.append(f'{name}_bucket{{{labels},le="+Inf"}} {total}')
+    out.append(f"{name}_sum{{{labels}}} {total_sum}")
+    out.append(f"{name}_count{{{labels}}} {total}")
+
+
+class TcpStats:
+    """`istio_tcp_connections_opened_total` / `_closed_total` per label set (see TCP_LABELS)."""
+
+    __slots__ = ("opened", "closed")
+
+    def __init__(self) -> None:
+        self.opened: dict[tuple, int] = {}
+        self.closed: dict[tuple, int] = {}
+
+    def open(self, labels: tuple) -> None:
+        self.opened[labels] = self.opened.get(labels, 0) + 1
+
+    def close(self, labels: tuple) -> None:
+        self.closed[labels] = self.closed.get(labels, 0) + 1
+
+    def render(self) -> list[str]:
+        lines = []
+        for name, table in (("istio_tcp_connections_opened_total", self.opened),
+                            ("istio_tcp_connections_closed_total", self.closed)):
+            lines.append(f"# TYPE {name} counter")
+            lines.extend(f"{name}{{{label_text(TCP_LABELS, labels)}}} {count}" for labels, count in sorted(table.items()))
+        return lines
 
 
 class Counters:

@@ -135,7 +135,7 @@ def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = Non
     ingress, control = free_port(), free_port()
     dev = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
     dev["config"]["weir:local"] = {"ingressPort": ingress, "ingressTlsPort": free_port(), "controlPlanePort": control,
-                                   "controlPlaneTlsPort": free_port(),
+                                   "controlPlaneTlsPort": free_port(), "dashboardPort": free_port(),
                                    "portBase": free_port_base()}
     if "weir:routing" in (extra_config or {}):  # a scenario instead of dev's pinned release
         del dev["config"]["weir:release"], dev["config"]["weir:releaseDigest"]

@@ -44,7 +44,7 @@ def write_stacks(root: Path) -> None:
         config = doc["config"]
         config["weir:local"] = {"ingressPort": free_port(), "ingressTlsPort": free_port(),
                                 "controlPlanePort": free_port(), "controlPlaneTlsPort": free_port(),
-                                "portBase": free_port_base()}
+                                "dashboardPort": free_port(), "portBase": free_port_base()}
         config["weir:promotion"] = {**FAST, "requireApproval": name == "prod"}
         config["weir:meshConfig"] = {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}
         if name == "dev":

@@ -96,3 +96,11 @@ def test_bad_policies_name_the_key(raw, says: str) -> None:
     with pytest.raises(errors.StackError, match=None) as err:
         gates.parse_policy(raw, "Pulumi.staging.yaml")
     assert says in str(err.value) and str(err.value).startswith("Pulumi.staging.yaml: ")
+
+
+def test_buckets_that_did_not_grow_still_bound_the_quantile() -> None:
+    """As Prometheus: all 40 requests in (10, 25] put the median at 17.5, not at 12.5 as if the bucket
+    started at 0 (a bucket with no growth is still a bucket)."""
+    before = histogram({"10": 5, "25": 5, "+Inf": 5})
+    after = histogram({"10": 5, "25": 45, "+Inf": 45})
+    assert gates.quantile_growth(0.5, before, after, reporter="source") == 17.5

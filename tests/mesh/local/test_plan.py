@@ -59,27 +59,28 @@ def test_ports_follow_port_base_per_workload(plan: plan_mod.Plan) -> None:
     assert plan.process("books-v2").ports == {"app": 21010, "chaos": 21014}
     assert plan.process("books-v2.proxy").ports == {"inbound": 21011, "outbound": 21012, "admin": 21013}
     assert plan.process("ingress").ports == {"http": 8080, "https": 8443, "admin": 21009}
-    assert plan.process("control").ports == {"http": 15010, "mesh": 15012}
+    assert plan.process("control").ports == {"http": 15010, "mesh": 15012, "dashboard": 20001}  # 15010 + 4991
 
 
 def test_commands(plan: plan_mod.Plan, settings: StackSettings) -> None:
     state = settings.state_dir
     assert plan.process("control").command == (
         "/py", "-m", "mesh.control", "--port", "15010", "--tls-port", "15012", "--state-dir", str(state),
-        "--registry", str(state / "registry.json"), "--outbound-policy", "ALLOW_ANY")
+        "--registry", str(state / "registry.json"), "--outbound-policy", "ALLOW_ANY", "--dashboard-port", "20001")
     assert plan.process("books-v2").command == ("/py", "-m", "bookinfo.books", "--version", "v2")
     assert plan.process("books-v2.proxy").command == (
         "/py", "-m", "mesh.proxy", "--role", "sidecar", "--id", "books-v2.bookinfo", "--namespace", "bookinfo",
         "--workload", "books-v2", "--labels", "app=books,version=v2", "--service-account", "books",
         "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
-        "--cert-dir", str(state / "proxies" / "books-v2.bookinfo"), "--inbound-port", "21011", "--outbound-port", "21012",
+        "--cert-dir", str(state / "proxies" / "books-v2.bookinfo"), "--trace-sampling", "100",
+        "--inbound-port", "21011", "--outbound-port", "21012",
         "--app-port", "21010", "--admin-port", "21013")
     assert plan.process("ingress").command == (
         "/py", "-m", "mesh.proxy", "--role", "gateway", "--id", "istio-ingressgateway.weir-system",
         "--namespace", "weir-system", "--workload", "istio-ingressgateway", "--labels", "istio=ingressgateway",
         "--service-account", "istio-ingressgateway-service-account",
         "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
-        "--cert-dir", str(state / "proxies" / "istio-ingressgateway.weir-system"),
+        "--cert-dir", str(state / "proxies" / "istio-ingressgateway.weir-system"), "--trace-sampling", "100",
         "--port-map", "80=8080,443=8443", "--admin-port", "21009")
 
 
@@ -133,6 +134,7 @@ def test_proxies_carry_the_identity_they_get_a_bootstrap_token_for(plan: plan_mo
                                                  "proxyId": "istio-ingressgateway.weir-system"}
     assert plan.process("books-v2").identity is None and plan.process("control").identity is None
     assert plan.urls["meshChannel"] == "https://127.0.0.1:15012"
+    assert plan.urls["dashboard"] == "http://127.0.0.1:20001/"
 
 
 def test_plan_round_trips_through_json(plan: plan_mod.Plan) -> None:

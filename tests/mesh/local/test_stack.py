@@ -78,6 +78,15 @@ def test_ingress_tls_port_is_set_or_derived(root: Path) -> None:
     assert stack.load("dev", root).ingress_tls_port == 9443
 
 
+def test_dashboard_port_is_set_or_derived(root: Path) -> None:
+    write_stack(root, GOOD)
+    control = stack.load("dev", root).control_plane_port
+    assert stack.load("dev", root).dashboard_port == control + 4991  # 15010 → 20001, Kiali's port
+    doc = {"config": {**GOOD["config"], "weir:local": {**GOOD["config"]["weir:local"], "dashboardPort": 20555}}}
+    write_stack(root, doc)
+    assert stack.load("dev", root).dashboard_port == 20555
+
+
 def test_workload_cert_ttl_reaches_the_control_plane(root: Path) -> None:
     from mesh.local import plan
 
@@ -140,6 +149,8 @@ def test_port_strings_from_pulumi_config_are_accepted(root: Path) -> None:
     ({**GOOD["config"], "weir:meshConfig": "REGISTRY_ONLY"}, "`weir:meshConfig.outboundTrafficPolicy.mode`"),
     ({"weir:routing": "baseline", "weir:local": {**GOOD["config"]["weir:local"], "ingressTlsPort": "https"}},
      "`weir:local.ingressTlsPort`"),
+    ({"weir:routing": "baseline", "weir:local": {**GOOD["config"]["weir:local"], "dashboardPort": 0}},
+     "`weir:local.dashboardPort`"),
     ({**GOOD["config"], "weir:security": {"workloadCertTtl": "1d"}}, "`weir:security.workloadCertTtl`"),
     ({**GOOD["config"], "weir:security": {"workloadCertTtl": "0s"}}, "`weir:security.workloadCertTtl`"),
     ({**GOOD["config"], "weir:security": {"workloadCertTtl": 30}}, "`weir:security.workloadCertTtl`"),

@@ -99,7 +99,8 @@ def test_pod_annotations_and_selector_untouched() -> None:
     injected = _inject(original)
     annotations = injected["spec"]["template"]["metadata"]["annotations"]
     assert json.loads(annotations["sidecar.weir.dev/status"])["containers"] == ["weir-proxy"]
-    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "15000")
+    # the health port: on the pod IP (the admin's 15000 is loopback-only) and serving /stats/prometheus
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "15021")
     assert annotations["prometheus.io/path"] == "/stats/prometheus"
     assert injected["spec"]["selector"] == original["spec"]["selector"]
     labels = injected["spec"]["template"]["metadata"]["labels"]

@@ -199,6 +199,30 @@ def test_meshed_namespace_lets_in_only_the_sidecar_ports() -> None:
     assert "from" not in rule  # any source, but only through the sidecar
 
 
+@pytest.mark.parametrize("name", STACKS)
+def test_every_proxy_pod_is_scraped_on_a_port_prometheus_can_reach(name: str) -> None:
+    """Istio's prometheus.io annotations on every pod with a proxy, naming a port the proxy container
+    declares, that listens on the pod IP (--health-port with --inbound-bind 0.0.0.0, not the loopback admin),
+    and that the namespace's NetworkPolicy, if any, lets in."""
+    policies = {obj["metadata"]["namespace"]: obj for _, obj in _all(name) if obj["kind"] == "NetworkPolicy"}
+    pods = [obj for _, obj in _all(name) if obj["kind"] == "Deployment"
+            and any(c["command"][-1:] == ["mesh.proxy"] for c in obj["spec"]["template"]["spec"]["containers"])]
+    assert {p["metadata"]["name"] for p in pods} >= {"istio-ingressgateway", "ratings-v2"}
+    for deployment in pods:
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/stats/prometheus"
+        port = int(annotations["prometheus.io/port"])
+        (proxy,) = [c for c in template["spec"]["containers"] if c["command"][-1:] == ["mesh.proxy"]]
+        flag = dict(zip(proxy["args"][::2], proxy["args"][1::2]))
+        assert (flag["--health-port"], flag["--inbound-bind"]) == (str(port), "0.0.0.0"), deployment["metadata"]
+        assert port in [p["containerPort"] for p in proxy["ports"]]
+        policy = policies.get(deployment["metadata"]["namespace"])
+        if policy is not None:
+            assert port in [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+
+
 def test_render_is_pure() -> None:
     first = stack.render(settings_of("dev"))
     snapshot = copy.deepcopy(first)

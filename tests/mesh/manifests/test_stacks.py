@@ -73,11 +73,11 @@ CHANGED_SHARED = {
 }
 STACK_FILES = {
     "dev": ("round-robin", {"ingressPort": 8080, "ingressTlsPort": 8443, "controlPlanePort": 15010, "controlPlaneTlsPort": 15012,
-                            "portBase": 21000}),
+                            "dashboardPort": 20001, "portBase": 21000}),
     "staging": ("all-v1", {"ingressPort": 8180, "ingressTlsPort": 8543, "controlPlanePort": 15110, "controlPlaneTlsPort": 15112,
-                           "portBase": 22000}),
+                           "dashboardPort": 20101, "portBase": 22000}),
     "prod": ("all-v1", {"ingressPort": 8280, "ingressTlsPort": 8643, "controlPlanePort": 15210, "controlPlaneTlsPort": 15212,
-                        "portBase": 23000}),
+                        "dashboardPort": 20201, "portBase": 23000}),
 }
 
 
@@ -206,6 +206,7 @@ def test_stacks_can_run_side_by_side() -> None:
             local["ingressTlsPort"],
             local["controlPlanePort"],
             local["controlPlaneTlsPort"],
+            local["dashboardPort"],
             *range(local["portBase"], local["portBase"] + 100),
         }
         for port in own:

@@ -105,7 +105,10 @@ def test_prometheus_text_is_valid_and_consistent():
     buckets = [float(m[3]) for m in uh if m[1] == "istio_request_duration_milliseconds_bucket"]
     assert buckets == sorted(buckets) and buckets[-1] == 5
     assert [float(m[3]) for m in uh if m[1] == "istio_requests_total"] == [5]
-    assert [float(m[3]) for m in uh if m[1].endswith("_count")] == [5]
+    # duration, request bytes, response bytes: one histogram each, five requests in each
+    assert [float(m[3]) for m in uh if m[1].endswith("_count")] == [5, 5, 5]
+    assert [m[1] for m in uh if m[1].endswith("_count")] == [
+        "istio_request_duration_milliseconds_count", "istio_request_bytes_count", "istio_response_bytes_count"]
 
 
 @pytest.mark.parametrize("line", ['x{a="1"} 1', "x 1.5e+06", 'x{a="q\\"b"} +Inf', "# TYPE x counter"])

@@ -35,13 +35,16 @@ async def get(host: str, port: int, path: str) -> bytes:
     return data.split(b"\r\n", 1)[0]
 
 
-def test_health_dispatch_serves_only_the_ready_latch():
+def test_health_dispatch_serves_only_the_ready_latch_and_the_metrics():
     proxy = sidecar(0, 0)
     assert proxy.admin.dispatch_health("GET", "/healthz/ready")[0] == 503
     proxy.admin.ready = True
     assert proxy.admin.dispatch_health("GET", "/healthz/ready")[:1] == (200,)
-    for method, path in (("GET", "/ready"), ("GET", "/config_dump"), ("GET", "/stats/prometheus"),
-                         ("POST", "/quitquitquit"), ("POST", "/healthz/ready")):
+    status, content_type, body = proxy.admin.dispatch_health("GET", "/stats/prometheus")
+    assert (status, content_type) == (200, "text/plain; version=0.0.4")
+    assert b"# TYPE istio_requests_total counter" in body
+    for method, path in (("GET", "/ready"), ("GET", "/config_dump"), ("GET", "/stats"),
+                         ("POST", "/quitquitquit"), ("POST", "/healthz/ready"), ("POST", "/stats/prometheus")):
         assert proxy.admin.dispatch_health(method, path)[0] == 404, (method, path)
 
 
@@ -54,6 +57,7 @@ async def test_inbound_and_health_on_inbound_bind_outbound_and_admin_on_loopback
         await proxy.apply_view(view(inbound, outbound), "v1")
         assert await get(INBOUND_HOST, health, "/healthz/ready") == b"HTTP/1.1 200 OK"
         assert await get(INBOUND_HOST, health, "/config_dump") == b"HTTP/1.1 404 Not Found"
+        assert await get(INBOUND_HOST, health, "/stats/prometheus") == b"HTTP/1.1 200 OK"
         assert await get("127.0.0.1", admin, "/ready") == b"HTTP/1.1 200 OK"
         assert proxy.servers[inbound][0].sock.getsockname()[0] == INBOUND_HOST
         assert proxy.servers[outbound][0].sockets[0].getsockname()[0] == "127.0.0.1"

@@ -1,0 +1,137 @@
+"""Distributed tracing in the proxy: W3C Trace Context and B3 in, one span per proxy hop, both formats out.
+
+Every proxy a request passes records one span, as Envoy does: the ingress gateway's, then on each hop the
+caller's sidecar (outbound, CLIENT) and the callee's sidecar (inbound, SERVER). The apps forward the trace
+headers they received (DESIGN.md), so a request through ingress → gw → books → ratings is one trace:
+
+    ingress (root)                 traceparent 00-T-A-01 sent to gw's sidecar
+      gw inbound   (parent A)      00-T-B-01 sent to the gw app, which forwards it on its call to books
+        gw outbound  (parent B)    00-T-C-01
+          books inbound (parent C) 00-T-D-01 …
+
+Extraction order: `traceparent` (W3C, version 00), then single-header `b3`, then `x-b3-traceid` /
+`x-b3-spanid` / `x-b3-sampled` (64-bit trace ids are left-padded to 128 bits, as Zipkin does). A request
+with none starts a new trace, sampled with the proxy's sampling percentage (Istio's default is 1 %;
+the local runtime samples every request); a caller's sampling decision is kept. Upstream, the incoming
+trace headers are replaced by `traceparent` (and `tracestate` passed on) plus the `x-b3-*` set, both
+naming this hop's span as parent. Unsampled requests still propagate (flags 00, x-b3-sampled: 0) but
+record nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import NamedTuple
+
+TRACEPARENT = b"traceparent"
+B3 = b"b3"
+B3_TRACE_ID = b"x-b3-traceid"
+B3_SPAN_ID = b"x-b3-spanid"
+B3_PARENT = b"x-b3-parentspanid"
+B3_SAMPLED = b"x-b3-sampled"
+B3_FLAGS = b"x-b3-flags"
+# Replaced on the way upstream (tracestate is vendor data: passed on as it came).
+TRACE_HEADERS = frozenset({TRACEPARENT, B3, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT, B3_SAMPLED, B3_FLAGS})
+_HEX = frozenset("0123456789abcdef")
+ZERO_TRACE = "0" * 32
+ZERO_SPAN = "0" * 16
+
+
+class TraceContext(NamedTuple):
+    trace_id: str  # 32 lower-case hex
+    parent_id: str  # the caller's span (16 hex), "" at a root
+    sampled: bool
+
+
+def _hex(value: str, length: int) -> bool:
+    return len(value) == length and set(value) <= _HEX
+
+
+def _from_traceparent(value: str) -> TraceContext | None:
+    parts = value.strip().split("-")  # W3C: lower-case hex only, exactly four fields in version 00
+    if len(parts) != 4 or parts[0] != "00" or not _hex(parts[1], 32) or not _hex(parts[2], 16) \
+            or not _hex(parts[3], 2) or parts[1] == ZERO_TRACE or parts[2] == ZERO_SPAN:
+        return None
+    return TraceContext(parts[1], parts[2], bool(int(parts[3], 16) & 1))
+
+
+def _trace_id_128(value: str) -> str | None:
+    value = value.strip().lower()
+    if _hex(value, 16):
+        value = "0" * 16 + value
+    return value if _hex(value, 32) and value != ZERO_TRACE else None
+
+
+def _from_b3_single(value: str) -> TraceContext | None:
+    parts = value.strip().lower().split("-")
+    if len(parts) < 2:  # "0"/"1"/"d" alone: a sampling decision without a trace: a new root that keeps it
+        return TraceContext("", "", parts[0] in ("1", "d")) if parts[0] in ("0", "1", "d") else None
+    trace_id = _trace_id_128(parts[0])
+    if trace_id is None or not _hex(parts[1], 16) or parts[1] == ZERO_SPAN:
+        return None
+    sampled = parts[2] in ("1", "d") if len(parts) > 2 else True
+    return TraceContext(trace_id, parts[1], sampled)
+
+
+def extract(headers: list[tuple[bytes, bytes]]) -> TraceContext | None:
+    """The caller's trace context from request headers, or None (start a new trace). A context with an
+    empty trace id carries only the caller's sampling decision (B3 `b3: 0`, `x-b3-sampled: 0`)."""
+    found: dict[bytes, str] = {}
+    for name, value in headers:
+        if name in TRACE_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    if not found:
+        return None
+    decision = None  # a sampling decision without ids, used only when no full context is found
+    if TRACEPARENT in found and (ctx := _from_traceparent(found[TRACEPARENT])) is not None:
+        return ctx
+    if B3 in found and (ctx := _from_b3_single(found[B3])) is not None:
+        if ctx.trace_id:
+            return ctx
+        decision = ctx
+    trace_id = _trace_id_128(found.get(B3_TRACE_ID, ""))
+    span_id = found.get(B3_SPAN_ID, "").strip().lower()
+    sampled_header = found.get(B3_SAMPLED, "").strip()
+    sampled = sampled_header in ("1", "true") or found.get(B3_FLAGS, "").strip() == "1"
+    if trace_id is not None and _hex(span_id, 16) and span_id != ZERO_SPAN:
+        return TraceContext(trace_id, span_id, sampled or not sampled_header)
+    if decision is None and (sampled_header in ("0", "1", "true", "false") or B3_FLAGS in found):
+        decision = TraceContext("", "", sampled)
+    return decision
+
+
+class Tracer:
+    """Span ids and sampling for one proxy; `rng` is injectable so tests are deterministic."""
+
+    __slots__ = ("sampling", "_rng")
+
+    def __init__(self, sampling_percent: float, rng: random.Random | None = None) -> None:
+        self.sampling = max(0.0, min(100.0, sampling_percent))
+        self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
+
+    def span_id(self) -> str:
+        return f"{self._rng.getrandbits(64) or 1:016x}"
+
+    def start(self, headers: list[tuple[bytes, bytes]]) -> tuple[TraceContext, str]:
+        """(the context this hop joins, this hop's span id): the caller's, or a new root."""
+        ctx = extract(headers)
+        if ctx is None or not ctx.trace_id:
+            if ctx is not None:
+                sampled = ctx.sampled  # the caller decided, without a trace of its own
+            else:
+                sampled = self.sampling >= 100.0 or self._rng.random() * 100.0 < self.sampling
+            ctx = TraceContext(f"{self._rng.getrandbits(128) or 1:032x}", "", sampled)
+        return ctx, self.span_id()
+
+
+def upstream_lines(ctx: TraceContext, span_id: str) -> bytes:
+    """The trace headers sent upstream: this hop's span is the callee's parent, in W3C and B3."""
+    flag = b"01" if ctx.sampled else b"00"
+    trace, span = ctx.trace_id.encode(), span_id.encode()
+    lines = [b"traceparent: 00-" + trace + b"-" + span + b"-" + flag + b"\r\n",
+             b"x-b3-traceid: " + trace + b"\r\nx-b3-spanid: " + span + b"\r\n",
+             b"x-b3-sampled: " + (b"1" if ctx.sampled else b"0") + b"\r\n"]
+    if ctx.parent_id:
+        lines.append(b"x-b3-parentspanid: " + ctx.parent_id.encode() + b"\r\n")
+    return b"".join(lines)

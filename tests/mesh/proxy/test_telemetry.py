@@ -1,0 +1,275 @@
+"""Per-request telemetry (mesh.proxy.telemetry) with fake exchanges, a fake loop that records timers and
+tasks, a StringIO access log and a frozen wall clock: nothing written before the flush, one JSON line per
+request after it, bounded pending lists that count what they drop, and spans exported only for sampled
+traces to the exporters there are."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from mesh.proxy import stats, telemetry, tracing
+from mesh.proxy.matching import RequestHead
+from mesh.view import model
+
+T = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+SPAN = "b7ad6b7169203331"
+CLUSTER = "outbound|9080|v1|books.bookinfo.svc.cluster.local"
+PRINCIPAL = "spiffe://cluster.local/ns/bookinfo/sa/gw"
+BASE = int(datetime.datetime(2026, 11, 26, 4, 0, tzinfo=datetime.UTC).timestamp())
+START = BASE + 0.125  # binary fractions: exact in a float
+DURATION = 0.25
+NOW = START + DURATION
+SAMPLED = (tracing.TraceContext(T, PARENT, True), SPAN)
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.timers: list[tuple[float, object]] = []
+        self.tasks: list = []
+
+    def call_later(self, delay, callback, *args):
+        self.timers.append((delay, callback))
+        return SimpleNamespace(cancel=lambda: None)
+
+    def create_task(self, coro):
+        self.tasks.append(coro)
+        return coro
+
+    def fire(self) -> None:
+        timers, self.timers = self.timers, []
+        for _, callback in timers:
+            callback()
+
+    def run_tasks(self) -> None:
+        tasks, self.tasks = self.tasks, []
+        for coro in tasks:
+            asyncio.run(coro)
+
+
+class BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    monkeypatch.setattr(telemetry, "time", SimpleNamespace(time=lambda: NOW))
+
+
+def exchange(path: str = "/books?id=1", *, trace=SAMPLED, status: int = 200,
+             upstream: bool = True, headers: list | None = None) -> SimpleNamespace:
+    if headers is None:
+        headers = [(b"host", b"books:9080"), (b"x-request-id", b"req-1"), (b"user-agent", b"curl/8")]
+    target = SimpleNamespace(endpoint=model.Endpoint("127.0.0.1", 21031),
+                             cluster=SimpleNamespace(spec=SimpleNamespace(name=CLUSTER))) if upstream else None
+    return SimpleNamespace(target=target, trace=trace, head=RequestHead("GET", path, "books", 9080, headers),
+                           method="GET", status=status, flag="-", body_size=7, bytes_sent=512,
+                           conn=SimpleNamespace(peer_identity=PRINCIPAL, peer_ip="10.0.0.9"), host_header=b"books:9080")
+
+
+def make(stream=None, exporters=(), tracer=None, workload="gw-v1"):
+    loop, counters = FakeLoop(), stats.Counters()
+    tel = telemetry.Telemetry(workload, loop, counters, tracer=tracer, stream=stream, exporters=exporters)
+    return tel, loop, counters
+
+
+def lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+# -- access log -------------------------------------------------------------------------------------------------
+
+def test_nothing_is_written_until_the_flush():
+    stream = io.StringIO()
+    tel, loop, _ = make(stream)
+    tel.record(exchange(), "outbound", DURATION)
+    tel.record(exchange("/other"), "outbound", DURATION)
+    assert stream.getvalue() == ""
+    assert [delay for delay, _ in loop.timers] == [telemetry.FLUSH_S]  # one timer for the batch
+    loop.fire()
+    assert [line["path"] for line in lines(stream)] == ["/books?id=1", "/other"]
+    assert stream.getvalue().count("\n") == 2 and loop.timers == []  # nothing left: no new timer
+
+
+def test_an_access_log_line_has_envoys_fields():
+    stream = io.StringIO()
+    tel, loop, _ = make(stream)
+    tel.record(exchange(), "outbound", DURATION)
+    loop.fire()
+    assert lines(stream) == [{
+        "start_time": "2026-11-26T04:00:00.125Z", "method": "GET", "path": "/books?id=1", "protocol": "HTTP/1.1",
+        "response_code": 200, "response_flags": "-", "bytes_received": 7, "bytes_sent": 512, "duration": 250,
+        "upstream_host": "127.0.0.1:21031", "upstream_cluster": CLUSTER, "authority": "books:9080",
+        "request_id": "req-1", "trace_id": T, "user_agent": "curl/8", "downstream_remote_address": "10.0.0.9",
+        "downstream_peer_principal": PRINCIPAL, "direction": "outbound", "workload": "gw-v1"}]
+
+
+def test_a_local_answer_without_upstream_or_trace_or_request_id():
+    stream = io.StringIO()
+    tel, loop, _ = make(stream)
+    tel.record(exchange(trace=None, upstream=False, status=404, headers=[]), "inbound", 0.0)
+    loop.fire()
+    line = lines(stream)[0]
+    assert line["upstream_host"] is None and line["upstream_cluster"] is None
+    assert line["request_id"] is None and line["trace_id"] is None and line["user_agent"] is None
+    assert line["response_code"] == 404 and line["duration"] == 0 and line["start_time"] == "2026-11-26T04:00:00.375Z"
+
+
+def test_no_stream_no_access_log_but_recent_entries_stay():
+    tel, loop, _ = make(stream=None)
+    tel.record(exchange(), "outbound", DURATION)
+    assert tel.logs == [] and loop.timers == []
+    assert [d["path"] for d in tel.recent_dicts(5)] == ["/books?id=1"]
+
+
+def test_recent_dicts_newest_last_and_bounded():
+    tel, _, _ = make(io.StringIO())
+    for i in range(telemetry.RECENT + 5):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    last = telemetry.RECENT + 4
+    assert [d["path"] for d in tel.recent_dicts(3)] == [f"/r{last - 2}", f"/r{last - 1}", f"/r{last}"]
+    everything = tel.recent_dicts(10_000)
+    assert len(everything) == telemetry.RECENT and everything[0]["path"] == "/r5"
+    assert tel.recent_dicts(0) == [] and tel.recent_dicts(-1) == []
+
+
+def test_pending_log_lines_are_bounded_and_drops_counted(monkeypatch):
+    monkeypatch.setattr(telemetry, "MAX_PENDING", 3)
+    stream = io.StringIO()
+    tel, loop, counters = make(stream)
+    for i in range(5):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    assert counters.get("telemetry_dropped_total", kind="access_log") == 2
+    loop.fire()
+    assert [line["path"] for line in lines(stream)] == ["/r0", "/r1", "/r2"]
+    tel.record(exchange("/after"), "outbound", DURATION)  # room again after the flush
+    loop.fire()
+    assert lines(stream)[-1]["path"] == "/after" and counters.get("telemetry_dropped_total", kind="access_log") == 2
+
+
+@pytest.mark.parametrize("broken", [BrokenStream, "closed"])
+def test_a_failing_stream_counts_drops_and_does_not_raise(broken):
+    stream = BrokenStream() if broken is BrokenStream else io.StringIO()
+    if broken == "closed":
+        stream.close()  # write raises ValueError
+    tel, loop, counters = make(stream)
+    for _ in range(3):
+        tel.record(exchange(), "outbound", DURATION)
+    loop.fire()
+    assert counters.get("telemetry_dropped_total", kind="access_log") == 3
+    assert tel.logs == [] and loop.timers == []
+
+
+# -- spans -------------------------------------------------------------------------------------------------------
+
+class Collector:
+    def __init__(self, fail: int = 0) -> None:
+        self.batches: list[list[dict]] = []
+        self.fail = fail
+
+    async def __call__(self, spans):
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("collector down")
+        self.batches.append(spans)
+
+
+def test_spans_only_for_sampled_traces_and_only_with_exporters():
+    collector = Collector()
+    tel, loop, _ = make(exporters=(collector,))
+    tel.record(exchange(trace=(tracing.TraceContext(T, PARENT, False), SPAN)), "outbound", DURATION)
+    tel.record(exchange(trace=None), "outbound", DURATION)  # no tracer: no trace
+    assert tel.spans == [] and loop.timers == []
+    without, wloop, _ = make(exporters=())
+    without.record(exchange(), "outbound", DURATION)
+    assert without.spans == [] and wloop.timers == []
+    tel.record(exchange(), "outbound", DURATION)
+    assert len(tel.spans) == 1 and len(loop.timers) == 1
+
+
+@pytest.mark.parametrize(("direction", "kind"), [("inbound", "SERVER"), ("outbound", "CLIENT")])
+def test_the_export_task_sends_span_dicts(direction, kind):
+    first, second = Collector(), Collector()
+    tel, loop, counters = make(exporters=(first, second))
+    tel.record(exchange(), direction, DURATION)
+    loop.fire()
+    assert len(loop.tasks) == 1 and first.batches == []  # nothing sent before the task runs
+    loop.run_tasks()
+    assert first.batches == second.batches and len(first.batches) == 1
+    [span] = first.batches[0]
+    start_ns = BASE * 10**9 + 125_000_000
+    assert abs(span.pop("startTimeUnixNano") - start_ns) <= 1_000
+    assert abs(span.pop("endTimeUnixNano") - (start_ns + 250_000_000)) <= 1_000
+    assert span == {
+        "traceId": T, "spanId": SPAN, "parentSpanId": PARENT, "name": "books:9080/books", "kind": kind,
+        "attributes": {"workload": "gw-v1", "direction": direction, "http.method": "GET", "http.url": "/books?id=1",
+                       "http.status_code": 200, "response_flags": "-", "upstream_cluster": CLUSTER,
+                       "guid:x-request-id": "req-1", "peer.address": "127.0.0.1:21031",
+                       "downstream_peer_principal": PRINCIPAL}}
+    assert counters.get("spans_exported_total") == 2  # once per exporter
+    assert loop.timers == [] and not tel._exporting
+
+
+def test_a_failing_exporter_costs_its_batch_and_the_next_flush_still_exports():
+    collector = Collector(fail=1)
+    tel, loop, counters = make(exporters=(collector,))
+    for _ in range(3):
+        tel.record(exchange(), "outbound", DURATION)
+    loop.fire()
+    loop.run_tasks()  # must not raise
+    assert counters.get("telemetry_dropped_total", kind="span") == 3 and collector.batches == []
+    tel.record(exchange("/next"), "outbound", DURATION)
+    loop.fire()
+    loop.run_tasks()
+    assert [[s["name"] for s in batch] for batch in collector.batches] == [["books:9080/next"]]
+    assert counters.get("spans_exported_total") == 1
+
+
+def test_one_export_at_a_time_in_batches(monkeypatch):
+    monkeypatch.setattr(telemetry, "EXPORT_BATCH", 2)
+    collector = Collector()
+    tel, loop, _ = make(exporters=(collector,))
+    for i in range(5):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    loop.fire()
+    assert len(loop.tasks) == 1 and len(loop.timers) == 1  # the rest waits for another flush
+    loop.fire()
+    assert len(loop.tasks) == 1  # still exporting: no second task
+    loop.run_tasks()
+    while loop.timers:
+        loop.fire()
+        loop.run_tasks()
+    assert [[s["name"][len("books:9080/"):] for s in b] for b in collector.batches] == [
+        ["r0", "r1"], ["r2", "r3"], ["r4"]]
+
+
+def test_pending_spans_are_bounded(monkeypatch):
+    monkeypatch.setattr(telemetry, "MAX_PENDING", 2)
+    tel, _, counters = make(exporters=(Collector(),))
+    for _ in range(5):
+        tel.record(exchange(), "outbound", DURATION)
+    assert len(tel.spans) == 2 and counters.get("telemetry_dropped_total", kind="span") == 3
+
+
+def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
+    stream, collector = io.StringIO(), Collector()
+    tel, loop, _ = make(stream, exporters=(collector,), tracer=tracing.Tracer(100.0, random.Random(5)))
+    expected_ctx, expected_span = tracing.Tracer(100.0, random.Random(5)).start([])
+    tel.record(exchange(trace=None, upstream=False), "inbound", DURATION)
+    caller = [(b"traceparent", f"00-{T}-{PARENT}-01".encode())]
+    tel.record(exchange(trace=None, upstream=False, headers=caller), "inbound", DURATION)
+    loop.fire()
+    loop.run_tasks()
+    assert [line["trace_id"] for line in lines(stream)] == [expected_ctx.trace_id, T]
+    root, joined = collector.batches[0]
+    assert (root["traceId"], root["spanId"], root["parentSpanId"]) == (expected_ctx.trace_id, expected_span, "")
+    assert (joined["traceId"], joined["parentSpanId"]) == (T, PARENT)
+    assert root["attributes"]["peer.address"] is None and root["attributes"]["upstream_cluster"] is None
