@@ -21,13 +21,12 @@ An access log line (Envoy's names)::
 from __future__ import annotations
 
 import asyncio
-import datetime
-import json
 import logging
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring_ascii as _quote  # the json module's C string encoder
 from typing import IO, TYPE_CHECKING, Any
 
 from mesh.proxy import tracing
@@ -37,7 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.25
+FLUSH_S = 0.1
+# Entries formatted per loop callback: a flush is cut into slices so that formatting never holds the event
+# loop for more than a fraction of a millisecond; requests are served between slices.
+FLUSH_SLICE = 128
 MAX_PENDING = 20_000  # access log entries or spans waiting for a flush / an export
 RECENT = 200  # entries kept for /access_log
 EXPORT_BATCH = 2_000  # spans per export request
@@ -45,8 +47,20 @@ EXPORT_BATCH = 2_000  # spans per export request
 Exporter = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
+_second = [-1, ""]  # the last whole second formatted, and its text: most entries share it
+_gmtime, _strftime = time.gmtime, time.strftime
+
+
 def _iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`2026-11-26T04:00:00.123Z`; the date and time part is formatted once per second."""
+    sec = int(wall)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
+    return f"{_second[1]}.{int((wall - sec) * 1000):03d}Z"
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 class Telemetry:
@@ -126,20 +140,44 @@ class Telemetry:
     def recent_dicts(self, limit: int) -> list[dict[str, Any]]:
         return [self.entry_dict(e) for e in list(self.recent)[-limit:]] if limit > 0 else []
 
+    def log_line(self, entry: tuple) -> str:
+        """`entry_dict` as one JSON line, built directly (a third of json.dumps' time on this shape)."""
+        (wall, duration_s, direction, method, head, status, flag, received, sent, endpoint, cluster, principal,
+         remote, trace, authority) = entry
+        upstream = f'"{endpoint.address}:{endpoint.port}"' if endpoint else "null"
+        return (f'{{"start_time":"{_iso(wall)}","method":{_quote(method)},"path":{_quote(head.path)},'
+                f'"protocol":"HTTP/1.1","response_code":{status},"response_flags":"{flag}",'
+                f'"bytes_received":{received},"bytes_sent":{sent},"duration":{round(duration_s * 1000)},'
+                f'"upstream_host":{upstream},"upstream_cluster":{_text(cluster or None)},'
+                f'"authority":{_quote(authority.decode("latin-1"))},'
+                f'"request_id":{_text(head.header(b"x-request-id"))},'
+                f'"trace_id":{_text(trace[0].trace_id if trace else None)},'
+                f'"user_agent":{_text(head.header(b"user-agent"))},'
+                f'"downstream_remote_address":{_text(remote or None)},'
+                f'"downstream_peer_principal":{_text(principal)},"direction":"{direction}",'
+                f'"workload":{_quote(self.workload)}}}\n')
+
     def flush(self) -> None:
+        """One slice of the waiting work; the rest is scheduled right after (call_soon), so requests that
+        arrive meanwhile are served between slices."""
         self._flush = None
-        logs, self.logs = self.logs, []
+        logs = self.logs
         if logs and self.stream is not None:
+            batch = logs[:FLUSH_SLICE]
+            del logs[:FLUSH_SLICE]
             try:
-                self.stream.write("".join(json.dumps(self.entry_dict(e), separators=(",", ":")) + "\n" for e in logs))
-                self.stream.flush()
+                self.stream.write("".join([self.log_line(e) for e in batch]))
+                if not logs:
+                    self.stream.flush()
             except (OSError, ValueError):  # a closed or full stream must not break the proxy
-                self.counters.inc("telemetry_dropped_total", amount=len(logs), kind="access_log")
+                self.counters.inc("telemetry_dropped_total", amount=len(batch), kind="access_log")
         if self.spans and not self._exporting:
             batch, self.spans = self.spans[:EXPORT_BATCH], self.spans[EXPORT_BATCH:]
             self._exporting = True
             self.loop.create_task(self._export([self.span_dict(e) for e in batch]))
-        if (self.logs or self.spans) and self._flush is None:
+        if self.logs:
+            self._flush = self.loop.call_soon(self.flush)
+        elif self.spans and not self._exporting:
             self._flush = self.loop.call_later(FLUSH_S, self.flush)
 
     async def _export(self, spans: list[dict[str, Any]]) -> None:

@@ -39,6 +39,10 @@ class FakeLoop:
         self.timers.append((delay, callback))
         return SimpleNamespace(cancel=lambda: None)
 
+    def call_soon(self, callback, *args):
+        self.timers.append((0.0, callback))
+        return SimpleNamespace(cancel=lambda: None)
+
     def create_task(self, coro):
         self.tasks.append(coro)
         return coro
@@ -240,7 +244,7 @@ def test_one_export_at_a_time_in_batches(monkeypatch):
     for i in range(5):
         tel.record(exchange(f"/r{i}"), "outbound", DURATION)
     loop.fire()
-    assert len(loop.tasks) == 1 and len(loop.timers) == 1  # the rest waits for another flush
+    assert len(loop.tasks) == 1 and loop.timers == []  # the rest waits: the export re-arms when it is done
     loop.fire()
     assert len(loop.tasks) == 1  # still exporting: no second task
     loop.run_tasks()
@@ -273,3 +277,24 @@ def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
     assert (root["traceId"], root["spanId"], root["parentSpanId"]) == (expected_ctx.trace_id, expected_span, "")
     assert (joined["traceId"], joined["parentSpanId"]) == (T, PARENT)
     assert root["attributes"]["peer.address"] is None and root["attributes"]["upstream_cluster"] is None
+
+
+def test_a_large_flush_is_cut_into_slices_served_between_requests(monkeypatch):
+    monkeypatch.setattr(telemetry, "FLUSH_SLICE", 3)
+    tel, loop, _ = make(stream=io.StringIO())
+    for i in range(7):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    slices = 0
+    while loop.timers:
+        loop.fire()
+        slices += 1
+    lines = tel.stream.getvalue().splitlines()
+    assert slices == 3 and [json.loads(line)["path"] for line in lines] == [f"/r{i}" for i in range(7)]
+
+
+def test_the_fast_log_line_is_the_json_of_the_entry_dict():
+    tel, _, _ = make()
+    for path in ("/plain", '/quote"and\\back', "/uni\u00e9"):
+        tel.record(exchange(path), "inbound", DURATION)
+    for entry in tel.recent:
+        assert json.loads(tel.log_line(entry)) == tel.entry_dict(entry)
