@@ -109,9 +109,9 @@ def _telemetry(args: argparse.Namespace, rt: runtime.ProxyRuntime, control: chan
         return telemetry.Telemetry(args.workload, loop, rt.counters, stream=None)
     stream = None
     if args.access_log == "-":
-        stream = sys.stdout
+        stream = telemetry.ThreadedWriter(sys.stdout, rt.counters)
     elif args.access_log != "off":
-        stream = open(args.access_log, "a", encoding="utf-8")  # noqa: SIM115 (open for the proxy's lifetime)
+        stream = telemetry.ThreadedWriter(open(args.access_log, "a", encoding="utf-8"), rt.counters)  # noqa: SIM115
     exporters = []
     if control is not None:
         async def to_control_plane(spans: list) -> None:

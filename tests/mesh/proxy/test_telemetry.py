@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import random
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -298,3 +299,29 @@ def test_the_fast_log_line_is_the_json_of_the_entry_dict():
         tel.record(exchange(path), "inbound", DURATION)
     for entry in tel.recent:
         assert json.loads(tel.log_line(entry)) == tel.entry_dict(entry)
+
+
+class SlowStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.gate.wait(10)  # a disk or pipe that does not take the bytes yet
+        return super().write(text)
+
+
+def test_the_threaded_writer_never_blocks_and_bounds_what_waits():
+    slow, counters = SlowStream(), stats.Counters()
+    writer = telemetry.ThreadedWriter(slow, counters, max_bytes=10)
+    writer.write("aaaa\n")  # queued at once although the stream blocks
+    writer.write("bbbb\n")
+    writer.write("cccc\n")  # 15 bytes would wait: dropped and counted
+    assert counters.get("telemetry_dropped_total", kind="access_log") == 1
+    slow.gate.set()
+    deadline = threading.Event()
+    for _ in range(100):
+        if slow.getvalue() == "aaaa\nbbbb\n":
+            break
+        deadline.wait(0.01)
+    assert slow.getvalue() == "aaaa\nbbbb\n"
