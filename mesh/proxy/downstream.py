@@ -183,7 +183,7 @@ class DownstreamConnection(asyncio.Protocol):
             if len(_HOSTS) < MAX_CACHED_HOSTS:
                 _HOSTS[host_header] = split
         head = RequestHead(method, path, split[0], split[1], headers, "http", self.peer_ip)
-        exchange = Exchange(self, head, method, chunked, parser.should_keep_alive(), self.loop.time(),
+        exchange = Exchange(self, head, method, chunked, parser.should_keep_alive(), self.forwarding.runtime.request_clock(),
                             host_header)
         # A request without a body is complete now: a local reply to it need not close the connection.
         exchange.request_complete = not has_body

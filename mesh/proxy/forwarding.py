@@ -375,7 +375,7 @@ class Forwarding:
         target = exchange.target
         peer = target.peer if target is not None else runtime.local_peer(self.direction, exchange.head,
                                                                           exchange.conn.peer_identity)
-        duration_s = self.loop.time() - exchange.start
+        duration_s = runtime.request_clock() - exchange.start
         runtime.stats.record(peer, exchange.status, exchange.flag, duration_s * 1000.0, exchange.body_size,
                              exchange.bytes_sent)
         runtime.telemetry.record(exchange, self.direction, duration_s)

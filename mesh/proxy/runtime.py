@@ -52,6 +52,9 @@ class ProxyRuntime:
         self.identity = identity
         self.rng = rng or random.Random()
         self.clock = time.monotonic  # outlier detection's clock; tests set a fake one
+        # Requests' start and end, for their duration (metrics, access log, spans): the monotonic clock, not
+        # the event loop's, which uvloop caches per iteration at millisecond resolution. Tests set a fake one.
+        self.request_clock = time.monotonic
         self.view: routing.CompiledView | None = None
         self.pools = pool.Pools()
         self.stats = stats.RequestStats()

@@ -191,6 +191,7 @@ class Proxy:
         self.net = FakeNetwork()
         self.forwarding = forwarding.Forwarding(self.runtime, direction, table)
         self.forwarding.loop = self.net
+        self.runtime.request_clock = self.net.time
 
     def client(self, peer: tuple[str, int] = ("10.0.0.99", 40000)) -> Client:
         conn = downstream.DownstreamConnection(self.forwarding, 15001, self.runtime.connections)
