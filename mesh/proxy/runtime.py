@@ -76,6 +76,13 @@ class ProxyRuntime:
         ident = identity
         self._self_labels = (ident.workload, ident.namespace, ident.app, ident.version)
         self._peer_prefix = f"{ident.namespace};{ident.workload};{ident.app};{ident.version};"
+        self.view_applied_at = 0.0  # wall clock of the last view applied (weir_config_last_applied_timestamp_seconds)
+        # Gauges read on scrape: the config in force, the pools, the downstream connections.
+        gauge = self.counters.gauge
+        gauge("config_last_applied_timestamp_seconds", lambda: self.view_applied_at)
+        gauge("upstream_cx_active", lambda: sum(p.active for p in self.pools.by_endpoint.values()))
+        gauge("upstream_cx_idle", lambda: sum(len(p.idle) for p in self.pools.by_endpoint.values()))
+        gauge("downstream_cx_active", lambda: len(self.connections))
 
     # -- view ----------------------------------------------------------------------------------------------
     def apply(self, spec: model.ProxyView, version: str) -> routing.CompiledView:
@@ -94,6 +101,8 @@ class ProxyRuntime:
                 if cluster.detector is not None and previous is not None and previous.detector is not None:
                     cluster.detector.adopt(previous.detector)
         self.view = compiled
+        self.view_applied_at = time.time()
+        self.counters.inc("config_applied_total")
         self._source_peers.clear()
         self._inbound_peers.clear()  # labels of callers without a peer header name our service: may change
         return compiled

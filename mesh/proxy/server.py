@@ -78,6 +78,14 @@ class ProxyServer:
 
     # -- view ----------------------------------------------------------------------------------------------
     async def apply_view(self, spec: model.ProxyView, version: str) -> None:
+        """Bind what the view needs and swap it in, or raise ViewError (NACK) with the old view untouched."""
+        try:
+            await self._apply_view(spec, version)
+        except model.ViewError:
+            self.runtime.counters.inc("config_rejected_total")
+            raise
+
+    async def _apply_view(self, spec: model.ProxyView, version: str) -> None:
         model.check_references(spec)
         # Gateway server certificates load before anything is bound: a bad file NACKs the view untouched.
         gateways = (gateway_tls.compile_listeners(self.runtime, spec, self.port_map)

@@ -143,3 +143,24 @@ def test_admin_connection_answers_keep_alive_and_close():
 def test_stats_label_names_are_istios():
     assert {"reporter", "source_workload", "destination_workload", "destination_service", "response_code",
             "response_flags", "connection_security_policy"} <= set(stats.PEER_LABELS + stats.RESPONSE_LABELS)
+
+
+def test_config_and_connection_gauges_and_a_rejected_view_is_counted():
+    import asyncio
+    import dataclasses
+
+    rt = runtime.ProxyRuntime(GW, random.Random(1))
+    proxy = server.ProxyServer(rt, bind="127.0.0.1")
+
+    def metric(name: str) -> float:
+        text = proxy.admin.dispatch("GET", "/stats/prometheus")[2].decode()
+        return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), -1.0)
+
+    assert metric("weir_config_last_applied_timestamp_seconds") == 0.0
+    rt.apply(bookinfo_view(), "v1")
+    assert metric("weir_config_applied_total") == 1 and metric("weir_config_last_applied_timestamp_seconds") > 0
+    assert metric("weir_upstream_cx_active") == 0 and metric("weir_downstream_cx_active") == 0
+    broken = dataclasses.replace(bookinfo_view(), clusters=())  # routes name clusters it no longer has
+    with pytest.raises(model.ViewError):
+        asyncio.run(proxy.apply_view(broken, "v2"))
+    assert metric("weir_config_rejected_total") == 1 and metric("weir_config_applied_total") == 1
