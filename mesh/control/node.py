@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -30,6 +31,7 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     service_account: str = "default"
     ports: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # "app", "inbound", "outbound", "admin", ...
+    address: str = ""  # the proxy's pod IP in a cluster ("" locally: everything is on loopback)
 
     @property
     def app_port(self) -> int | None:
@@ -44,6 +46,7 @@ class Node:
             "labels": dict(self.labels),
             "serviceAccount": self.service_account,
             "ports": dict(self.ports),
+            **({"address": self.address} if self.address else {}),
         }
 
 
@@ -55,6 +58,7 @@ def make_node(
     labels: Mapping[str, str] | None = None,
     service_account: str = "default",
     ports: Mapping[str, int] | None = None,
+    address: str = "",
 ) -> Node:
     return Node(
         id=id,
@@ -64,6 +68,7 @@ def make_node(
         labels=MappingProxyType(dict(sorted((labels or {}).items()))),
         service_account=service_account,
         ports=MappingProxyType(dict(sorted((ports or {}).items()))),
+        address=address,
     )
 
 
@@ -84,6 +89,12 @@ def parse_node(data: Any) -> Node:
         port_map = {str(k): int(v) for k, v in ports.items() if v is not None}  # a gateway has no app port
     except (TypeError, ValueError):
         raise NodeError("node.ports: every value must be a port number") from None
+    address = data.get("address") or ""
+    if address:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise NodeError(f"node.address: expected an IP address, got {address!r}") from None
     return make_node(
         id=node_id,
         role=role,
@@ -92,4 +103,5 @@ def parse_node(data: Any) -> Node:
         labels={str(k): str(v) for k, v in labels.items()},
         service_account=str(data.get("serviceAccount") or "default"),
         ports=port_map,
+        address=address,
     )

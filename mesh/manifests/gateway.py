@@ -42,6 +42,7 @@ def _args() -> list[str]:
         "--port-map", ",".join(f"{port}={target}" for port, target, _ in PORTS),
         "--admin-port", str(injection.ADMIN_PORT),
         "--inbound-bind", "0.0.0.0",
+        "--address", "$(INSTANCE_IP)",
         "--health-port", str(injection.HEALTH_PORT),
     ]  # fmt: skip
 

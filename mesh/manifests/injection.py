@@ -139,6 +139,7 @@ def _sidecar(
         "--app-port", str(app_port),
         "--admin-port", str(ADMIN_PORT),
         "--inbound-bind", "0.0.0.0",
+        "--address", "$(INSTANCE_IP)",
         "--health-port", str(HEALTH_PORT),
     ]  # fmt: skip
     return {

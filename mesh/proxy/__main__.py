@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--health-port", type=int, default=None,
                         help="serve only GET /healthz/ready (the admin's ready latch) and GET "
                              "/stats/prometheus on --inbound-bind")
+    parser.add_argument("--address", default=None,
+                        help="this proxy's address on the pod network (node metadata: the control plane's "
+                             "dashboard scrapes the health port's /stats/prometheus there)")
     parser.add_argument("--inbound-port", type=int, default=15006)
     parser.add_argument("--outbound-port", type=int, default=15001)
     parser.add_argument("--app-port", type=int, default=9080)
@@ -139,7 +142,9 @@ async def serve(args: argparse.Namespace) -> int:
     node = {"id": args.id, "role": args.role, "namespace": args.namespace, "workload": args.workload,
             "labels": labels, "serviceAccount": args.service_account,
             "ports": {"app": args.app_port, "inbound": args.inbound_port, "outbound": args.outbound_port,
-                      "admin": args.admin_port}}
+                      "admin": args.admin_port, "health": args.health_port}}
+    if args.address:
+        node["address"] = args.address
     control = agent = None
     if args.control_plane:
         host, _, port = args.control_plane.rpartition(":")

@@ -56,8 +56,16 @@ class Dashboard:
         return [discovery.proxies[pid].node for pid in discovery.connected() if pid in discovery.proxies]
 
     def targets(self) -> list[scrape.Target]:
-        return [scrape.Target(n.id, f"http://{ADMIN_HOST}:{n.ports['admin']}/stats/prometheus")
-                for n in self.proxies() if n.ports.get("admin")]
+        """Each proxy's stats: in a cluster on its pod IP's health port (its admin API is on the pod's
+        loopback), locally on its admin port."""
+        out = []
+        for n in self.proxies():
+            if n.address and n.ports.get("health"):
+                host = f"[{n.address}]" if ":" in n.address else n.address
+                out.append(scrape.Target(n.id, f"http://{host}:{n.ports['health']}/stats/prometheus"))
+            elif n.ports.get("admin"):
+                out.append(scrape.Target(n.id, f"http://{ADMIN_HOST}:{n.ports['admin']}/stats/prometheus"))
+        return out
 
     def workloads(self) -> list[graph.Workload]:
         found = {w.name: graph.Workload(w.name, w.namespace, w.labels.get("app", ""), w.labels.get("version", ""))

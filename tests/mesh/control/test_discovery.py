@@ -87,7 +87,11 @@ def test_parse_node_as_the_proxy_sends_it():
                          "labels": {"istio": "ingressgateway"}, "serviceAccount": "x",
                          "ports": {"app": None, "inbound": None, "outbound": None, "admin": 15000}})
     assert n.role == "gateway" and dict(n.ports) == {"admin": 15000} and n.app_port is None
-    for bad in (None, {}, {"id": "x", "role": "router"}, {"id": "x", "ports": {"app": "eighty"}}):
+    assert n.address == "" and "address" not in n.to_dict()
+    pod = node.parse_node({"id": "books-v1-5f7c9.bookinfo", "address": "10.20.1.7", "ports": {"health": 15021}})
+    assert pod.address == "10.20.1.7" and pod.to_dict()["address"] == "10.20.1.7"
+    for bad in (None, {}, {"id": "x", "role": "router"}, {"id": "x", "ports": {"app": "eighty"}},
+                {"id": "x", "address": "$(INSTANCE_IP)"}):
         try:
             node.parse_node(bad)
         except node.NodeError:

@@ -63,6 +63,7 @@ def test_sidecar_wiring() -> None:
         "--app-port", "9080",
         "--admin-port", "15000",
         "--inbound-bind", "0.0.0.0",
+        "--address", "$(INSTANCE_IP)",  # node metadata: where the dashboard scrapes the health port
         "--health-port", "15021",
     ]  # fmt: skip
     assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {

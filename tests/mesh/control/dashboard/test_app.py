@@ -133,3 +133,20 @@ def test_a_proxy_that_does_not_answer_costs_one_timeout_and_keeps_the_rest() -> 
         assert scraper.failures == 3 and scraper.history == {}
 
     asyncio.run(go())
+
+
+def test_in_a_cluster_stats_are_scraped_on_the_pods_health_port_locally_on_the_admin_port() -> None:
+    nodes = [
+        node.make_node("books-v1-5f7c9.bookinfo", "sidecar", "bookinfo", "books-v1",
+                       ports={"admin": 15000, "health": 15021}, address="10.20.1.7"),
+        node.make_node("ratings-v1.bookinfo", "sidecar", "bookinfo", "ratings-v1", ports={"admin": 21033}),
+        node.make_node("gw-v1.bookinfo", "sidecar", "bookinfo", "gw-v1", ports={"admin": 15000, "health": 15021},
+                       address="fd00::7"),
+    ]
+    control = SimpleNamespace(discovery=FakeDiscovery(nodes), snapshot=None, store=SimpleNamespace(label=None))
+    board = dashboard_app.Dashboard(control)
+    assert sorted(board.targets()) == [
+        ("books-v1-5f7c9.bookinfo", "http://10.20.1.7:15021/stats/prometheus"),
+        ("gw-v1.bookinfo", "http://[fd00::7]:15021/stats/prometheus"),
+        ("ratings-v1.bookinfo", "http://127.0.0.1:21033/stats/prometheus"),
+    ]
