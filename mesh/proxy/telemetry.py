@@ -171,7 +171,7 @@ class Telemetry:
     def span_dict(self, entry: tuple) -> dict[str, Any]:
         (wall, duration_s, direction, method, head, status, flag, _, _, endpoint, cluster, principal, _,
          trace, host) = entry
-        ctx, span_id = trace
+        ctx, span_id = trace[0], trace[1]
         authority = host.decode("latin-1")
         return {
             "traceId": ctx.trace_id, "spanId": span_id, "parentSpanId": ctx.parent_id,

@@ -13,8 +13,8 @@ Extraction order: `traceparent` (W3C, version 00), then single-header `b3`, then
 `x-b3-spanid` / `x-b3-sampled` (64-bit trace ids are left-padded to 128 bits, as Zipkin does). A request
 with none starts a new trace, sampled with the proxy's sampling percentage (Istio's default is 1 %;
 the local runtime samples every request); a caller's sampling decision is kept. Upstream, the incoming
-trace headers are replaced by `traceparent` (and `tracestate` passed on) plus the `x-b3-*` set, both
-naming this hop's span as parent. Unsampled requests still propagate (flags 00, x-b3-sampled: 0) but
+trace headers are replaced by `traceparent` (and `tracestate` passed on), plus the `x-b3-*` set when the
+caller used B3, naming this hop's span as parent. Unsampled requests still propagate (flags 00, x-b3-sampled: 0) but
 record nothing.
 """
 
@@ -74,13 +74,21 @@ def _from_b3_single(value: str) -> TraceContext | None:
     return TraceContext(trace_id, parts[1], sampled)
 
 
-def extract(headers: list[tuple[bytes, bytes]]) -> TraceContext | None:
-    """The caller's trace context from request headers, or None (start a new trace). A context with an
-    empty trace id carries only the caller's sampling decision (B3 `b3: 0`, `x-b3-sampled: 0`)."""
+def _trace_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
     found: dict[bytes, str] = {}
     for name, value in headers:
         if name in TRACE_HEADERS and name not in found:
             found[name] = value.decode("latin-1")
+    return found
+
+
+def extract(headers: list[tuple[bytes, bytes]]) -> TraceContext | None:
+    """The caller's trace context from request headers, or None (start a new trace). A context with an
+    empty trace id carries only the caller's sampling decision (B3 `b3: 0`, `x-b3-sampled: 0`)."""
+    return _context(_trace_headers(headers))
+
+
+def _context(found: dict[bytes, str]) -> TraceContext | None:
     if not found:
         return None
     decision = None  # a sampling decision without ids, used only when no full context is found
@@ -113,24 +121,30 @@ class Tracer:
     def span_id(self) -> str:
         return f"{self._rng.getrandbits(64) or 1:016x}"
 
-    def start(self, headers: list[tuple[bytes, bytes]]) -> tuple[TraceContext, str]:
-        """(the context this hop joins, this hop's span id): the caller's, or a new root."""
-        ctx = extract(headers)
+    def start(self, headers: list[tuple[bytes, bytes]]) -> tuple[TraceContext, str, bool]:
+        """(the context this hop joins, this hop's span id, whether the caller speaks B3): the caller's
+        context, or a new root."""
+        found = _trace_headers(headers)
+        ctx = _context(found)
+        b3 = any(name != TRACEPARENT for name in found)
         if ctx is None or not ctx.trace_id:
             if ctx is not None:
                 sampled = ctx.sampled  # the caller decided, without a trace of its own
             else:
                 sampled = self.sampling >= 100.0 or self._rng.random() * 100.0 < self.sampling
             ctx = TraceContext(f"{self._rng.getrandbits(128) or 1:032x}", "", sampled)
-        return ctx, self.span_id()
+        return ctx, self.span_id(), b3
 
 
-def upstream_lines(ctx: TraceContext, span_id: str) -> bytes:
-    """The trace headers sent upstream: this hop's span is the callee's parent, in W3C and B3."""
+def upstream_lines(ctx: TraceContext, span_id: str, b3: bool = True) -> bytes:
+    """The trace headers sent upstream: this hop's span is the callee's parent. Always W3C; B3 too when
+    the caller used B3 (`b3`), so a Zipkin-instrumented chain keeps its format."""
     flag = b"01" if ctx.sampled else b"00"
     trace, span = ctx.trace_id.encode(), span_id.encode()
-    lines = [b"traceparent: 00-" + trace + b"-" + span + b"-" + flag + b"\r\n",
-             b"x-b3-traceid: " + trace + b"\r\nx-b3-spanid: " + span + b"\r\n",
+    traceparent = b"traceparent: 00-" + trace + b"-" + span + b"-" + flag + b"\r\n"
+    if not b3:
+        return traceparent
+    lines = [traceparent, b"x-b3-traceid: " + trace + b"\r\nx-b3-spanid: " + span + b"\r\n",
              b"x-b3-sampled: " + (b"1" if ctx.sampled else b"0") + b"\r\n"]
     if ctx.parent_id:
         lines.append(b"x-b3-parentspanid: " + ctx.parent_id.encode() + b"\r\n")

@@ -267,7 +267,7 @@ def test_pending_spans_are_bounded(monkeypatch):
 def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
     stream, collector = io.StringIO(), Collector()
     tel, loop, _ = make(stream, exporters=(collector,), tracer=tracing.Tracer(100.0, random.Random(5)))
-    expected_ctx, expected_span = tracing.Tracer(100.0, random.Random(5)).start([])
+    expected_ctx, expected_span, _ = tracing.Tracer(100.0, random.Random(5)).start([])
     tel.record(exchange(trace=None, upstream=False), "inbound", DURATION)
     caller = [(b"traceparent", f"00-{T}-{PARENT}-01".encode())]
     tel.record(exchange(trace=None, upstream=False, headers=caller), "inbound", DURATION)

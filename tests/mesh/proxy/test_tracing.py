@@ -178,17 +178,25 @@ def is_id(value: str, length: int) -> bool:
 
 
 def test_a_caller_context_is_joined_with_a_new_span_id():
-    ctx, span = tracing.Tracer(0.0, random.Random(1)).start(h(traceparent=f"00-{T}-{S}-01"))
+    ctx, span, b3 = tracing.Tracer(0.0, random.Random(1)).start(h(traceparent=f"00-{T}-{S}-01"))
     assert ctx == TraceContext(T, S, True)  # the caller's decision is kept even at 0 %
-    assert is_id(span, 16) and span != S
+    assert is_id(span, 16) and span != S and not b3  # a W3C caller gets W3C only
+
+
+def test_a_b3_caller_gets_b3_headers_too_and_a_w3c_caller_only_traceparent():
+    tracer = tracing.Tracer(100.0, random.Random(1))
+    ctx, span, b3 = tracer.start(h(x_b3_traceid=T, x_b3_spanid=S))
+    assert b3 and b"x-b3-traceid: " + T.encode() in tracing.upstream_lines(ctx, span, b3)
+    ctx, span, b3 = tracer.start(h(traceparent=f"00-{T}-{S}-01"))
+    assert tracing.upstream_lines(ctx, span, b3) == f"traceparent: 00-{T}-{span}-01\r\n".encode()
 
 
 def test_a_new_root_has_fresh_ids_and_no_parent():
     tracer = tracing.Tracer(100.0, random.Random(7))
     roots = [tracer.start([]) for _ in range(200)]
-    assert all(ctx.parent_id == "" and ctx.sampled for ctx, _ in roots)
-    assert all(is_id(ctx.trace_id, 32) and is_id(span, 16) for ctx, span in roots)
-    assert len({ctx.trace_id for ctx, _ in roots}) == 200 and len({span for _, span in roots}) == 200
+    assert all(ctx.parent_id == "" and ctx.sampled for ctx, _, _ in roots)
+    assert all(is_id(ctx.trace_id, 32) and is_id(span, 16) for ctx, span, _ in roots)
+    assert len({ctx.trace_id for ctx, _, _ in roots}) == 200 and len({span for _, span, _ in roots}) == 200
 
 
 def test_same_seed_same_ids():
@@ -202,7 +210,7 @@ class ZeroRandom(random.Random):
 
 
 def test_ids_are_never_zero_even_when_the_rng_draws_zero():
-    ctx, span = tracing.Tracer(100.0, ZeroRandom(0)).start([])
+    ctx, span, _ = tracing.Tracer(100.0, ZeroRandom(0)).start([])
     assert ctx.trace_id == "0" * 31 + "1" and span == "0" * 15 + "1"
 
 
@@ -227,7 +235,7 @@ def test_sampling_is_clamped():
 
 @pytest.mark.parametrize("headers", [{"b3": "0"}, {"x_b3_sampled": "0"}])
 def test_a_callers_deny_without_ids_is_kept_on_the_new_root(headers):
-    ctx, _ = tracing.Tracer(100.0, random.Random(1)).start(h(**headers))
+    ctx, _, _ = tracing.Tracer(100.0, random.Random(1)).start(h(**headers))
     assert not ctx.sampled
 
 
