@@ -21,6 +21,7 @@ An access log line (Envoy's names)::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import sys
@@ -156,17 +157,9 @@ class Telemetry:
 
     # -- formatting and output (every FLUSH_S, not per request) -----------------------------------------------
     def entry_dict(self, entry: tuple) -> dict[str, Any]:
-        (wall, duration_s, direction, method, head, status, flag, received, sent, endpoint, cluster, principal,
-         remote, trace, authority) = entry
-        return {
-            "start_time": _iso(wall), "method": method, "path": head.path, "protocol": "HTTP/1.1",
-            "response_code": status, "response_flags": flag, "bytes_received": received, "bytes_sent": sent,
-            "duration": round(duration_s * 1000), "upstream_host": f"{endpoint.address}:{endpoint.port}" if endpoint
-            else None, "upstream_cluster": cluster or None, "authority": authority.decode("latin-1"),
-            "request_id": head.header(b"x-request-id"), "trace_id": trace[0].trace_id if trace else None,
-            "user_agent": head.header(b"user-agent"), "downstream_remote_address": remote or None,
-            "downstream_peer_principal": principal, "direction": direction, "workload": self.workload,
-        }
+        """An access log entry as a dict (the admin `/access_log`, the dashboard): its line, parsed, so the
+        fields are defined once, in `log_line`."""
+        return json.loads(self.log_line(entry))
 
     def span_dict(self, entry: tuple) -> dict[str, Any]:
         (wall, duration_s, direction, method, head, status, flag, _, _, endpoint, cluster, principal, _,

@@ -293,12 +293,16 @@ def test_a_large_flush_is_cut_into_slices_served_between_requests(monkeypatch):
     assert slices == 3 and [json.loads(line)["path"] for line in lines] == [f"/r{i}" for i in range(7)]
 
 
-def test_the_fast_log_line_is_the_json_of_the_entry_dict():
+def test_the_log_line_is_valid_json_whatever_the_client_sent():
     tel, _, _ = make()
-    for path in ("/plain", '/quote"and\\back', "/uni\u00e9"):
-        tel.record(exchange(path), "inbound", DURATION)
-    for entry in tel.recent:
-        assert json.loads(tel.log_line(entry)) == tel.entry_dict(entry)
+    paths = ("/plain", '/quote"and\\back', "/uni\u00e9", "/ctl\x01")
+    agents = ('a"b', "tab\there", "x\\y", "plain")
+    for path, agent in zip(paths, agents, strict=True):
+        head = [(b"host", b"books:9080"), (b"x-request-id", b'r"1'), (b"user-agent", agent.encode("latin-1"))]
+        tel.record(exchange(path, headers=head), "inbound", DURATION)
+    parsed = [json.loads(tel.log_line(entry)) for entry in tel.recent]
+    assert [p["path"] for p in parsed] == list(paths) and [p["user_agent"] for p in parsed] == list(agents)
+    assert {p["request_id"] for p in parsed} == {'r"1'} and parsed == [tel.entry_dict(e) for e in tel.recent]
 
 
 class SlowStream(io.StringIO):
