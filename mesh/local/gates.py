@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.control.dashboard import metrics
 from mesh.local import errors
 
 REQUESTS = "istio_requests_total"
@@ -137,20 +138,10 @@ def success(before: str, after: str, **match: str) -> tuple[float, float]:
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float:
-    """Prometheus' histogram_quantile over cumulative bucket counts {upper bound: count}; NaN when empty."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] <= 0:
-        return math.nan
-    rank = q * buckets[bounds[-1]]
-    lower_bound, lower_count = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):  # the rank lies above the last finite bucket: its bound is the answer
-                return lower_bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-12)
-        lower_bound, lower_count = bound, count
-    return lower_bound
+    """Prometheus' histogram_quantile over cumulative bucket counts {upper bound: count}; NaN when empty.
+    The one implementation is the dashboard's (mesh.control.dashboard.metrics.quantile)."""
+    value = metrics.quantile(q, tuple(sorted(buckets.items())))
+    return math.nan if value is None else value
 
 
 def quantile_growth(q: float, before: str, after: str, **match: str) -> float:
