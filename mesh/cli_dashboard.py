@@ -7,13 +7,11 @@ environment (its plan's `dashboard` URL), else from the stack file (`weir:local.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 import webbrowser
 
 import click
 
-from mesh.local import environment, errors
+from mesh.local import client, environment, errors
 from mesh.local import stack as stack_mod
 
 PROBE_TIMEOUT = 2.0  # seconds
@@ -40,9 +38,4 @@ def dashboard_command(stack: str, open_browser: bool) -> None:
 
 
 def _answers(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-    try:
-        with opener.open(url, timeout=PROBE_TIMEOUT) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return client.probe(url, PROBE_TIMEOUT)

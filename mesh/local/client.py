@@ -11,6 +11,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +34,11 @@ class Response:
         return self.body.decode("utf-8", "replace")
 
 
-def request(method: str, url: str, body: Any = None, timeout: float = TIMEOUT) -> Response:
+def request(method: str, url: str, body: Any = None, timeout: float = TIMEOUT,
+            headers: Mapping[str, str] | None = None) -> Response:
     """Send a request (a JSON body when given); any HTTP status is a Response, no answer is Unreachable."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:

@@ -12,18 +12,15 @@ pinned digest. The `judge_*` functions are pure; `run`, `exercise` and `record` 
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from mesh.api import ConfigError
-from mesh.local import environment, expectations, statedir
+from mesh.local import client, environment, errors, expectations, statedir
 from mesh.local import probes as probes_mod
 from mesh.local.expectations import Expectation, Observations, Response
 from mesh.local.stack import StackSettings
@@ -39,7 +36,6 @@ POLL_S = 0.1
 STATS_RULES = ("mirrored", "flags", "counters")
 RULE_FIELDS = {"status": "status", "split": "split", "latency": "latencyMs", "mirrored": "mirrored",
                "flags": "flags", "counters": "counters", "probes": "probes"}
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via http_proxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +159,11 @@ def probe_outcomes(expectation: Expectation, observed: Observations) -> tuple[di
 
 def get(url: str, headers: Mapping[str, str] | None = None, timeout: float = CLIENT_TIMEOUT) -> tuple[int, bytes | str]:
     """One GET straight to the URL (never via http_proxy): (status, body); (NO_RESPONSE, error) without an answer."""
-    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with _DIRECT.open(request, timeout=timeout) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (OSError, http.client.HTTPException) as exc:
+        answer = client.request("GET", url, timeout=timeout, headers=headers)
+    except errors.Unreachable as exc:
         return expectations.NO_RESPONSE, str(exc)
+    return answer.status, answer.body
 
 
 def send(ingress: str, expectation: Expectation, timeout: float = CLIENT_TIMEOUT) -> list[Response]:
