@@ -85,6 +85,8 @@ def wait_for(driver, script: str, done, timeout: float, what: str):
 
 
 def test_dashboard_draws_the_mesh_and_follows_a_live_weight_change(mesh: Mesh, traffic, browser) -> None:
+    mesh.meshctl("up")  # the pinned release (round robin), whatever an earlier test applied by hand
+    mesh.wait_synced()
     url = mesh.meshctl("dashboard").stdout.strip()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/"), url
     browser.get(url)
