@@ -19,6 +19,7 @@ from typing import Any
 
 from mesh.local import client, errors, process, statedir
 from mesh.local import plan as plan_mod
+from mesh.manifests import releases
 
 SUPERVISOR_MODULE = "mesh.local.supervisor"
 GATEWAY_ALIASES = (plan_mod.GATEWAY_NAME, plan_mod.GATEWAY_WORKLOAD,
@@ -109,9 +110,10 @@ class Environment:
         body = {"files": [{"name": name, "text": text} for name, text in files], "dryRun": False}
         return client.call("DELETE" if delete else "POST", f"{self.control_url}/v1/config", body).json()
 
-    def replace_config(self, name: str, text: str, label: dict[str, Any]) -> dict[str, Any]:
-        """Make `text` the whole config, in one change (what was there and is not in it is deleted), and
-        label the set (the routing release it is)."""
+    def replace_config(self, name: str, resources: Sequence[dict[str, Any]], label: dict[str, Any]) -> dict[str, Any]:
+        """Make `resources` (custom resources as dicts) the whole config, in one change (what was there and is
+        not among them is deleted), and label the set (the routing release it is)."""
+        text = releases.dump_yaml(list(resources), documents=True)
         body = {"files": [{"name": name, "text": text}], "replace": True, "label": label, "dryRun": False}
         return client.call("POST", f"{self.control_url}/v1/config", body).json()
 

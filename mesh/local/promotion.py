@@ -212,7 +212,7 @@ def _pinned_to(target: stack_mod.StackSettings, release: releases.Release) -> st
 
 
 def _deploy(env: environment.Environment, resources: tuple[dict, ...], label: dict[str, Any], name: str) -> None:
-    env.replace_config(name, releases.dump_yaml(list(resources), documents=True), label)
+    env.replace_config(name, resources, label)
     if not env.wait_synced(SYNC_TIMEOUT_S):
         raise errors.WeirError(f"the proxies did not all serve {name} within {SYNC_TIMEOUT_S:g} s")
 

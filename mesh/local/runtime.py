@@ -26,7 +26,6 @@ from typing import Any
 from mesh.local import environment, errors, process, prometheus, statedir
 from mesh.local import plan as plan_mod
 from mesh.local.stack import StackSettings
-from mesh.manifests import releases
 
 UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 25.0  # the supervisor stops three stages, each up to STOP_GRACE
@@ -77,11 +76,9 @@ def up(settings: StackSettings, *, plan: plan_mod.Plan | None = None, timeout: f
 
 def deploy(env: environment.Environment, settings: StackSettings) -> dict[str, Any]:
     """Make the stack's routing (its pinned release, or its scenario) the control plane's whole config."""
-    resources = settings.routing_resources()
-    label = {"release": settings.routing,
-             "digest": settings.release.digest if settings.release else releases.digest_of(resources)}
-    text = releases.dump_yaml(list(resources), documents=True)
-    return env.replace_config(_display(settings.routing_file, settings.root), text, label)
+    ref, digest = settings.pinned()
+    return env.replace_config(_display(settings.routing_file, settings.root), settings.routing_resources(),
+                              {"release": ref, "digest": digest})
 
 
 def down(stack: str, state_dir: Path, timeout: float = DOWN_TIMEOUT) -> str:

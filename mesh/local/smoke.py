@@ -24,7 +24,6 @@ from mesh.local import client, environment, errors, expectations, statedir
 from mesh.local import probes as probes_mod
 from mesh.local.expectations import Expectation, Observations, Response
 from mesh.local.stack import StackSettings
-from mesh.manifests import releases
 
 BOOKS_PATH = "/gateway/books"
 SMOKE_FILE = "smoke.json"
@@ -206,13 +205,6 @@ def exercise(env: environment.Environment, expectation: Expectation, *, ingress:
 # -- the smoke run -----------------------------------------------------------------------------------------
 
 
-def pinned(settings: StackSettings) -> tuple[str, str]:
-    """(ref, digest) the environment must run: the pin, or an unreleased scenario's content digest."""
-    if settings.release is not None:
-        return settings.release.ref, settings.release.digest
-    return settings.routing, releases.digest_of(settings.routing_resources())
-
-
 def expectation_of(settings: StackSettings) -> Expectation:
     """The pinned release's expectation (ExpectationError / ConfigError when it states none or a bad one)."""
     return expectations.from_resources(settings.routing_resources(), file=str(settings.routing_file))
@@ -239,7 +231,7 @@ def run(settings: StackSettings, *, scenario: bool = True, release_check: bool =
     """Smoke-check the stack's running environment (NotRunning when none runs); `env` another one with
     the same methods, such as a cluster's (mesh.local.cluster_env)."""
     env = env or environment.attach(settings.name, settings.state_dir)
-    ref, digest = pinned(settings)
+    ref, digest = settings.pinned()
     try:
         expectation, problem = expectation_of(settings), ""
     except ConfigError as exc:
@@ -261,7 +253,7 @@ def run(settings: StackSettings, *, scenario: bool = True, release_check: bool =
 
 def failed(settings: StackSettings, check: str, detail: str) -> SmokeReport:
     """A failed run that found one failing check elsewhere (an Ansible role), to record."""
-    ref, digest = pinned(settings)
+    ref, digest = settings.pinned()
     return SmokeReport(settings.name, ref, digest, (Check(check, False, detail),))
 
 

@@ -75,9 +75,12 @@ class StackSettings:
 
         return tuple(routing.custom_resources(self.routing_file))
 
-    def routing_text(self) -> str:
-        """The same resources as one Istio YAML text (what the local control plane is sent)."""
-        return releases.dump_yaml(list(self.routing_resources()), documents=True)
+    def pinned(self) -> tuple[str, str]:
+        """(ref, digest) the environment must run: the pin, or an unreleased scenario's content digest; what
+        `up` labels the control plane's config with and what smoke's release-in-effect expects."""
+        if self.release is not None:
+            return self.release.ref, self.release.digest
+        return self.routing, releases.digest_of(self.routing_resources())
 
     @property
     def ingress_tls_port(self) -> int:

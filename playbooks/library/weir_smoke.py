@@ -149,7 +149,7 @@ def main() -> None:
                 module.fail_json(msg="smoke: ingress_url is required on kubernetes (the stack output ingressAddress)")
             env = ClusterEnvironment(settings.name, params["ingress_url"], params["kubectl"])
             release_check = False  # a cluster's config has no label: the release_in_effect role asks Pulumi
-        release, digest = smoke.pinned(settings)
+        release, digest = settings.pinned()
         try:
             expectation = smoke.expectation_of(settings)
         except ConfigError:

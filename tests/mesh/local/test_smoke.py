@@ -185,7 +185,7 @@ def test_an_unreleased_stack_must_run_its_scenario_content(tmp_path) -> None:
     scenario = REPO / "stacks" / "routing" / "all-v1.yaml"
     settings = stack_mod.StackSettings(name="s", root=REPO, state_dir=tmp_path, routing="all-v1",
                                        routing_file=scenario, ingress_port=1, control_plane_port=2, port_base=3)
-    assert smoke.pinned(settings) == ("all-v1", releases.digest_of(settings.routing_resources()))
+    assert settings.pinned() == ("all-v1", releases.digest_of(settings.routing_resources()))
     assert smoke.expectation_of(settings).requests > 0
 
 
