@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesh.local import client, environment, errors, gates, smoke
-from mesh.local import plan as plan_mod
+from mesh.local import client, environment, errors, gates, smoke, top
 from mesh.local import stack as stack_mod
 from mesh.manifests import canary, releases
 
@@ -191,7 +190,7 @@ def _step(env: environment.Environment, target: stack_mod.StackSettings, the_pla
              {"release": f"{the_plan.new.ref} at {blend.percent}%", "digest": releases.digest_of(blend.resources)})
     log(f"step {blend.percent} %: applying {label['release']}")
     _deploy(env, blend.resources, label, label["release"])
-    workloads = [*env.workloads(), plan_mod.GATEWAY_WORKLOAD]
+    workloads = top.targets(env)  # every app workload and the ingress
     before = _scrape(env, workloads)
     sent = _send(env.urls()["ingress"], target.promotion)
     verdicts = gates.evaluate(target.promotion, before, _scrape(env, workloads))
@@ -218,8 +217,12 @@ def _deploy(env: environment.Environment, resources: tuple[dict, ...], label: di
 
 
 def _scrape(env: environment.Environment, workloads: list[str]) -> dict[str, str]:
-    with ThreadPoolExecutor(SENDERS) as pool:
-        return dict(zip(workloads, pool.map(env.stats, workloads), strict=True))
+    """Every proxy's stats (mesh.local.top's concurrent scrape); one that does not answer fails the step."""
+    scraped = top.scrape(env, workloads)
+    silent = sorted(w for w, text in scraped.items() if text is None)
+    if silent:
+        raise errors.WeirError(f"no stats from {', '.join(silent)}")
+    return scraped
 
 
 def _send(ingress: str, policy: gates.PromotionPolicy, clock=time.monotonic, sleep=time.sleep) -> int:
