@@ -16,7 +16,7 @@ def promote_command(source: str, target: str, dry_run: bool, approve: bool) -> N
     """Shift TARGET to SOURCE's release by the steps of TARGET's weir:promotion, gated on its sidecar
     metrics and the smoke checks; roll back and exit 1 when a step fails, pin the release when all pass."""
     from mesh import cli_releases
-    from mesh.local import promotion
+    from mesh.local import promotion, statedir
 
     if source == target:
         raise click.UsageError("--from and --to name the same environment")
@@ -34,7 +34,7 @@ def promote_command(source: str, target: str, dry_run: bool, approve: bool) -> N
             raise refused
         return
     outcome = promotion.promote(source_settings, target_settings, approve=approve, who=cli_releases.who(),
-                                now=cli_releases.utc_now, log=lambda line: click.echo(line, err=True))
+                                now=statedir.utc_now, log=lambda line: click.echo(line, err=True))
     if outcome.result == "unchanged":
         click.echo(f"{target} already runs {outcome.plan.new.ref}: nothing to promote")
         return

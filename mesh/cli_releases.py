@@ -6,7 +6,6 @@ Registered on mesh.cli's group (its error mapping applies). Releases are files u
 
 from __future__ import annotations
 
-import datetime
 import getpass
 import json
 import socket
@@ -15,6 +14,7 @@ import click
 
 from mesh.local import errors
 from mesh.local import stack as stack_mod
+from mesh.local.statedir import utc_now
 from mesh.manifests import release_diff, releases
 
 
@@ -25,10 +25,6 @@ def _store() -> releases.ReleaseStore:
 def who() -> str:
     """`user@host`, recorded with releases and promotions."""
     return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _checked(call, *args, **kwargs):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import click
 
-from mesh.cli_releases import utc_now
 from mesh.local import console
 from mesh.local import stack as stack_mod
+from mesh.local.statedir import utc_now
 
 
 @click.command("smoke")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,11 @@ class StateDir:
 
     def read_state(self) -> dict[str, Any] | None:
         return read_json(self.state_file)
+
+
+def utc_now() -> str:
+    """`2026-11-26T04:00:00Z`: when a record (smoke result, release, promotion) was made."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_text(path: Path, text: str) -> None:

@@ -11,7 +11,6 @@ environment's configuration (chaos switches set for a scenario are reset) and ne
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -109,9 +108,6 @@ checks:
 """
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
 
 def main() -> None:
     module = AnsibleModule(
@@ -132,7 +128,7 @@ def main() -> None:
     )
     try:
         from mesh.api import ConfigError
-        from mesh.local import errors, expectations, smoke
+        from mesh.local import errors, expectations, smoke, statedir
         from mesh.local import stack as stack_mod
         from mesh.local.cluster_env import ClusterEnvironment
     except ImportError as exc:
@@ -164,7 +160,7 @@ def main() -> None:
         else:
             module.exit_json(**out)
         if not module.check_mode:
-            smoke.record(settings, report, at=_now())
+            smoke.record(settings, report, at=statedir.utc_now())
     except errors.WeirError as exc:
         module.fail_json(msg=f"smoke: {exc}")
     doc = report.as_dict()
