@@ -227,10 +227,11 @@ class ConfigStore:
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(yaml.safe_dump(api.dump(resource), sort_keys=False))
                 staged.append((tmp, path))
-            label_path = self.config_dir / LABEL_FILE
-            label_tmp = label_path.with_suffix(".tmp")
-            label_tmp.write_text(json.dumps(label))
-            staged.append((label_tmp, label_path))
+            if label != self.label:  # most applies leave the label as it is: no write then
+                label_path = self.config_dir / LABEL_FILE
+                label_tmp = label_path.with_suffix(".tmp")
+                label_tmp.write_text(json.dumps(label))
+                staged.append((label_tmp, label_path))
             for tmp, path in staged:
                 os.replace(tmp, path)
             for key in removed:
