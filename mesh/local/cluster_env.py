@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from mesh.local import errors
 from mesh.manifests import bookinfo, injection, platform
@@ -147,8 +148,6 @@ class ClusterEnvironment:
 
         if probe.via is not None:
             namespace, target = self.workload_target(probe.via)
-            from urllib.parse import urlsplit
-
             answer = self._request(namespace, target, injection.SIDECAR_CONTAINER, "GET", injection.OUTBOUND_PORT,
                                    probe.url, host_header=urlsplit(probe.url).netloc)
         else:
