@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK ?= dev
 PYTHON ?= python3
 
-.PHONY: up down status test e2e bench lint install clean
+.PHONY: up down status test e2e bench soak fuzz lint install clean
 
 # `make up` needs only the mesh's own dependencies (a first run stays under a minute); tests, lint and the
 # Pulumi program also need the `test` and `infra` extras.
@@ -37,6 +37,10 @@ e2e: $(VENV)/.installed
 
 bench: $(VENV)/.installed  ## throughput/latency/CPU/RSS against nginx (installs wrk and nginx when missing)
 	$(PY) -m bench.run $(BENCH_ARGS)  # BENCH_ARGS="--quick" or "--profile"
+
+soak: $(VENV)/.installed  ## 10 min at 1000 rps through the running stack's ingress (starts it when needed); not in CI
+	$(VENV)/bin/meshctl up --stack $(STACK)
+	$(PY) -m bench.soak --stack $(STACK) $(SOAK_ARGS)  # SOAK_ARGS="--rate 200 --path /gateway/books --duration 600"
 
 lint: $(VENV)/.installed  ## ruff, then the playbooks: ansible-lint (production profile, offline) and --syntax-check
 	$(VENV)/bin/ruff check .
