@@ -3,7 +3,7 @@ that signs workload certificates with SPIFFE identities from CSRs, and the contr
 
 Signing is pure: `sign_workload(csr_pem, spiffe_id)` checks the CSR (its signature, a key type we accept)
 and returns the PEM chain; the caller has authenticated who may ask for `spiffe_id` (mesh.control.authn).
-The SPIFFE ID is the CA's decision: whatever SANs the CSR asks for are ignored, as in istiod.
+The SPIFFE ID is the caller's (mesh.control.certificates refuses a CSR asking for another one); this module never reads the CSR's SANs.
 Keys are EC P-256 (a proxy makes its own key and CSR: `mesh.proxy.certagent.make_csr`). Storage (0600 key file, or a Kubernetes Secret) is `mesh.control.ca_store`'s job.
 
 Example:

@@ -3,7 +3,9 @@
 A request is `{"csr": PEM, "token": "...", "ttlSeconds": N}`. The CSR is checked first (400), so a bad one
 never uses up a one-time token; then the caller is authenticated, by its token (bootstrap or
 service-account, `mesh.control.authn`) or, for a renewal, by the client certificate it presents on the
-mesh channel; then the CA signs the CALLER's SPIFFE ID, whatever the CSR asks for. The lifetime is the
+mesh channel; then the CA signs the caller's SPIFFE ID. A CSR that names an identity (a URI SAN) other than
+the caller's is refused (403, counter `refused_identity`): a caller gets a certificate only for the identity
+it holds, whatever it asks (the one-time token it spent on the attempt stays spent). The lifetime is the
 requested one, at most the CA's workload TTL (`--workload-cert-ttl`). The answer is
 `{"certChain", "rootCert", "notAfter", "serial", "spiffeId"}`. `mesh.control.channel` moves the bytes.
 """
@@ -65,7 +67,7 @@ class CertificateService:
         """Sign the request's CSR for the authenticated caller; RequestError or authn.AuthnError if not."""
         try:
             csr_pem, token, ttl = _parse(body)
-            ca_mod.load_csr(csr_pem)
+            asked = requested_identities(ca_mod.load_csr(csr_pem))
         except (RequestError, ca_mod.CAError) as exc:
             self.stats["refused_bad_request"] += 1
             raise RequestError(str(exc)) from None
@@ -75,6 +77,14 @@ class CertificateService:
             self.stats[f"refused_{exc.status}"] += 1
             log.warning("certificate refused (%d): %s", exc.status, exc)
             raise
+        foreign = [uri for uri in asked if uri != caller.spiffe_id]
+        if foreign:
+            self.stats["refused_identity"] += 1
+            log.warning("certificate refused (403): the CSR asks for %s, the caller is %s (%s)",
+                        ", ".join(foreign), caller.spiffe_id, caller.via)
+            raise authn.Forbidden(f"the CSR asks for identity {', '.join(foreign)}, but the caller is authenticated "
+                                  f"as {caller.spiffe_id} ({caller.via}): a certificate is issued only for the "
+                                  f"caller's own identity")
         return self._sign(csr_pem, caller, ttl)
 
     def _sign(self, csr_pem: bytes, caller: authn.Caller, ttl: float | None) -> Issued:
@@ -101,6 +111,15 @@ class CertificateService:
                 "root": {"subject": authority.root.subject.rfc4514_string(),
                          "fingerprintSha256": fingerprint(authority.root)},
                 "workloadCertTtlSeconds": authority.workload_ttl_s, "counters": dict(sorted(self.stats.items()))}
+
+
+def requested_identities(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+    """The URI SANs a CSR asks for (a proxy's CSR names its SPIFFE ID; none is fine too)."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def fingerprint(cert: x509.Certificate) -> str:

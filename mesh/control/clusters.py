@@ -4,7 +4,10 @@ connection pool and outlier detection (compiled by `mesh.control.resilience`), u
 
 One cluster per (service, port), one per (service, port, subset) of the DestinationRule that applies to
 this proxy, and one for every destination a route names (so a view never points at a missing cluster:
-an unknown host or subset gets a cluster with no endpoints, i.e. a 503 like Istio's missing cluster).
+an unknown host or subset, or a ServiceEntry host not exported to the proxy's namespace, gets a cluster
+with no endpoints, i.e. a 503 like Istio's missing cluster). exportTo (`visible`) is applied here to
+ServiceEntries and DestinationRules, in `mesh.control.builder` and `mesh.control.gateways` to
+VirtualServices.
 Endpoints of workloads that run a Weir sidecar (every registry workload) carry its SPIFFE identity and
 whether its sidecar accepts mTLS on the endpoint's port (its PeerAuthentication is not DISABLE there);
 ServiceEntry endpoints have no sidecar. Called by `mesh.control.builder` after `mesh.control.routes`
@@ -146,11 +149,14 @@ def wanted_clusters(
     return sorted(out, key=lambda r: r.name)
 
 
+def exported(svc: snapshot.Service, namespace: str) -> bool:
+    """Whether proxies in `namespace` see the service: a ServiceEntry's exportTo; registry Services are
+    exported everywhere (Kubernetes' `networking.istio.io/exportTo` annotation is not read)."""
+    return svc.entry is None or visible(svc.entry.spec.export_to, svc.namespace, namespace)
+
+
 def visible_services(snap: snapshot.Snapshot, node: node_mod.Node) -> list[snapshot.Service]:
-    return [
-        s for s in snap.services
-        if s.entry is None or visible(s.entry.spec.export_to, s.namespace, node.namespace)
-    ]
+    return [s for s in snap.services if exported(s, node.namespace)]
 
 
 def build_clusters(
@@ -176,8 +182,8 @@ def _cluster(
     snap: snapshot.Snapshot, node: node_mod.Node, ref: ClusterRef, rules: dict[str, Rule | None]
 ) -> tuple[model.Cluster, tuple[model.Endpoint, ...]]:
     svc = snap.services_by_host.get(ref.host)
-    if svc is None:
-        log.debug("%s: no such service; the cluster has no endpoints", ref.name)
+    if svc is None or not exported(svc, node.namespace):  # a route to a host not exported here: Istio's 503
+        log.debug("%s: no such service here; the cluster has no endpoints", ref.name)
         return model.Cluster(ref.name, model.EDS, ref.host, ref.port, ref.subset), ()
     rule = _rule(snap, svc, node, rules)
     subset = rule.subset(ref.subset) if rule and ref.subset else None

@@ -145,7 +145,8 @@ def _virtual_hosts(
         bound = routes.bound_gateways(vs)
         for gw, server in entries:
             gw_key = f"{gw.namespace}/{gw.name}"
-            if gw_key not in bound or not clusters.visible(vs.spec.export_to, vs.namespace, gw.namespace):
+            # exportTo is checked against the gateway proxy's namespace, not the Gateway resource's (Istio)
+            if gw_key not in bound or not clusters.visible(vs.spec.export_to, vs.namespace, node.namespace):
                 continue
             domains = [d for d in _domains(snap, vs, server, gw) if (vs.key, d) not in done]
             if not domains:

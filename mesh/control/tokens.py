@@ -4,8 +4,8 @@ The local runtime's supervisor (`mesh.local.supervisor`) mints a fresh random to
 sidecar or gateway, writes a record `<dir>/<sha256(token)>.json` (0600) naming the identity the proxy runs
 as, and hands the token to the process in `TOKEN_ENV` (never on its command line). The control plane
 (`mesh.control.authn.BootstrapTokens`) consumes the record on first use: the record is claimed by an atomic
-rename and deleted, so a token works once, even under concurrent use. The identity signed is the record's,
-never what the CSR asks for. Only the hash is on disk: reading the directory does not reveal a token.
+rename and deleted, so a token works once, even under concurrent use. The identity signed is the record's
+(a CSR asking for another is refused). Only the hash is on disk: reading the directory does not reveal a token.
 
 Standard library only: the supervisor imports this module without the control plane's dependencies.
 

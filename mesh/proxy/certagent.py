@@ -73,7 +73,7 @@ def retry_delay(failures: int, rng: random.Random, base: float = RETRY_BASE_S, c
 def make_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Weir")]))
-    if spiffe_id:  # a hint only: the CA signs the identity it authenticated
+    if spiffe_id:  # the identity the proxy expects: the CA refuses the CSR unless the caller holds it
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
                                         critical=False)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

@@ -1,5 +1,6 @@
-"""The certificate service: the identity signed is the authenticated caller's, never the CSR's; bad CSRs,
-reused or expired tokens, expired or foreign client certificates are refused with the right status."""
+"""The certificate service: the identity signed is the authenticated caller's; a CSR asking for another
+identity, bad CSRs, reused or expired tokens, expired or foreign client certificates are refused with the
+right status."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from mesh.control import authn, certificates, tokens
 from mesh.control import ca as ca_mod
@@ -38,7 +39,13 @@ def service(tmp_path, clock) -> certificates.CertificateService:
                                            authn.BootstrapTokens(tmp_path, clock=clock), clock=clock)
 
 
-def csr(spiffe: str = "spiffe://cluster.local/ns/bookinfo/sa/ratings") -> str:
+BOOKS = "spiffe://cluster.local/ns/bookinfo/sa/books"
+RATINGS = "spiffe://cluster.local/ns/bookinfo/sa/ratings"
+ADMIN = "spiffe://cluster.local/ns/kube-system/sa/admin"
+
+
+def csr(spiffe: str = "") -> str:
+    """A proxy's CSR; `spiffe` names the identity it asks for (none: whatever the caller holds)."""
     return certagent.make_csr(ca_mod.new_key(), spiffe).decode()
 
 
@@ -59,9 +66,10 @@ def der(issued: certificates.Issued) -> bytes:
     return leaf_of(issued).public_bytes(serialization.Encoding.DER)
 
 
-def test_a_token_gets_its_records_identity_whatever_the_csr_asks(service, tmp_path):
+@pytest.mark.parametrize("asked", [BOOKS, ""])
+def test_a_token_gets_its_records_identity(service, tmp_path, asked):
     token = tokens.mint(tmp_path, "bookinfo", "books", "books-v1.bookinfo", now=START)
-    issued = issue(service, {"csr": csr("spiffe://cluster.local/ns/kube-system/sa/admin"), "token": token})
+    issued = issue(service, {"csr": csr(asked), "token": token})
     assert uris(leaf_of(issued)) == ["spiffe://cluster.local/ns/bookinfo/sa/books"]
     assert issued.spiffe_id == "spiffe://cluster.local/ns/bookinfo/sa/books"
     assert issued.root_cert == service.authority.root_pem and issued.serial == f"{leaf_of(issued).serial_number:x}"
@@ -120,11 +128,47 @@ def test_a_csr_whose_signature_does_not_verify_is_400(service, tmp_path):
         issue(service, {"csr": tampered.decode(), "token": token})
 
 
+@pytest.mark.parametrize("asked", [ADMIN, BOOKS])
+def test_a_token_cannot_get_an_identity_its_record_does_not_hold(service, tmp_path, asked):
+    token = tokens.mint(tmp_path, "bookinfo", "ratings", "ratings-v1.bookinfo", now=START)
+    with pytest.raises(authn.AuthnError, match=f"asks for identity {asked}, but the caller is authenticated as "
+                                               f"{RATINGS} \\(bootstrap-token\\)") as caught:
+        issue(service, {"csr": csr(asked), "token": token})
+    assert caught.value.status == 403
+    assert service.stats["refused_identity"] == 1 and "issued_bootstrap_token" not in service.stats
+    with pytest.raises(authn.AuthnError, match="already used"):  # the token was spent on the attempt
+        issue(service, {"csr": csr(RATINGS), "token": token})
+
+
+def test_a_csr_naming_its_identity_and_another_is_refused(service, tmp_path):
+    key = ca_mod.new_key()
+    both = (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(RATINGS),
+                                                        x509.UniformResourceIdentifier(ADMIN)]), critical=False)
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    token = tokens.mint(tmp_path, "bookinfo", "ratings", "p", now=START)
+    with pytest.raises(authn.AuthnError, match=f"asks for identity {ADMIN},") as caught:
+        issue(service, {"csr": both, "token": token})
+    assert caught.value.status == 403
+
+
+def test_renewal_cannot_switch_identity(service, clock):
+    chain, _, _ = pki.workload(service.authority, "bookinfo", "ratings", now=START)
+    current = x509.load_pem_x509_certificate(chain).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(authn.AuthnError, match=f"asks for identity {BOOKS}, but the caller is authenticated as "
+                                               f"{RATINGS} \\(client-certificate\\)") as caught:
+        issue(service, {"csr": csr(BOOKS)}, peer=current)
+    assert caught.value.status == 403
+    assert service.stats["refused_identity"] == 1 and "issued_client_certificate" not in service.stats
+    assert service.dump()["counters"]["refused_identity"] == 1
+
+
 def test_renewal_by_client_certificate_keeps_its_identity(service, clock):
     chain, _, _ = pki.workload(service.authority, "bookinfo", "ratings", now=START)
     current = x509.load_pem_x509_certificate(chain).public_bytes(serialization.Encoding.DER)
     clock.now = START + 1800
-    renewed = issue(service, {"csr": csr("spiffe://cluster.local/ns/bookinfo/sa/books")}, peer=current)
+    renewed = issue(service, {"csr": csr(RATINGS)}, peer=current)
     assert uris(leaf_of(renewed)) == ["spiffe://cluster.local/ns/bookinfo/sa/ratings"]
     assert renewed.not_after == pytest.approx(START + 1800 + 3600, abs=1)
     assert service.stats["issued_client_certificate"] == 1

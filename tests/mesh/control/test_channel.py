@@ -50,19 +50,31 @@ def test_a_certificate_of_another_root_does_not_get_through_the_handshake(tmp_pa
     meshchannel.run(scenario, tmp_path)
 
 
+GW = "spiffe://cluster.local/ns/bookinfo/sa/gw"
+
+
+async def ask(client, csr_pem: bytes, token: str | None = None) -> tuple[int, dict]:
+    resp = await client.post("/v1/certificates", json={"csr": csr_pem.decode(), **({"token": token} if token else {})})
+    return resp.status, await resp.json()
+
+
 def test_first_certificate_by_token_then_renewal_by_that_certificate(tmp_path):
     async def scenario(h: meshchannel.Harness):
-        token = tokens.mint(tmp_path / "tokens", "bookinfo", "gw", "gw-v1.bookinfo", now=time.time())
+        def mint() -> str:
+            return tokens.mint(tmp_path / "tokens", "bookinfo", "gw", "gw-v1.bookinfo", now=time.time())
+
         key = ca_mod.new_key()
         newcomer = await h.client(None)
-        resp = await newcomer.post("/v1/certificates", json={
-            "csr": certagent.make_csr(key, "spiffe://cluster.local/ns/weir-system/sa/istio-ingressgateway").decode(),
-            "token": token})
-        first = await resp.json()
-        assert resp.status == 200 and first["spiffeId"] == "spiffe://cluster.local/ns/bookinfo/sa/gw"
+        ingress = "spiffe://cluster.local/ns/weir-system/sa/istio-ingressgateway"
+        status, doc = await ask(newcomer, certagent.make_csr(key, ingress), mint())
+        assert status == 403 and doc["error"].startswith(f"the CSR asks for identity {ingress}, but the caller is "
+                                                         f"authenticated as {GW} (bootstrap-token)")
+        token = mint()
+        status, first = await ask(newcomer, certagent.make_csr(key, GW), token)
+        assert status == 200 and first["spiffeId"] == GW
         assert first["rootCert"] == h.ca.root_pem.decode()
-        again = await newcomer.post("/v1/certificates", json={"csr": certagent.make_csr(key, "x").decode(), "token": token})
-        assert again.status == 401 and "already used" in (await again.json())["error"]
+        status, again = await ask(newcomer, certagent.make_csr(key, GW), token)
+        assert status == 401 and "already used" in again["error"]
         bad = await newcomer.post("/v1/certificates", json={"csr": "nope", "token": token})
         assert bad.status == 400 and "not a PEM" in (await bad.json())["error"]
 
@@ -72,9 +84,12 @@ def test_first_certificate_by_token_then_renewal_by_that_certificate(tmp_path):
         holder = TestClient(h.mesh_server, connector=aiohttp.TCPConnector(ssl=ctx, force_close=True))
         await holder.start_server()
         h.clients.append(holder)
-        resp = await holder.post("/v1/certificates", json={"csr": certagent.make_csr(ca_mod.new_key(), "x").decode()})
-        renewed = await resp.json()
-        assert resp.status == 200 and renewed["spiffeId"] == first["spiffeId"] and renewed["serial"] != first["serial"]
+        books = "spiffe://cluster.local/ns/bookinfo/sa/books"
+        status, refused = await ask(holder, certagent.make_csr(ca_mod.new_key(), books))
+        assert status == 403 and refused["error"].startswith(f"the CSR asks for identity {books}, but the caller is "
+                                                             f"authenticated as {GW} (client-certificate)")
+        status, renewed = await ask(holder, certagent.make_csr(ca_mod.new_key(), GW))
+        assert status == 200 and renewed["spiffeId"] == first["spiffeId"] and renewed["serial"] != first["serial"]
         assert (await discover(holder))[0] == 200
 
     meshchannel.run(scenario, tmp_path)
