@@ -57,8 +57,9 @@ def upstream_conf(workdir: Path, port: int, root: Path) -> str:
 """
 
 
-def proxy_conf(workdir: Path, port: int, upstream_port: int) -> str:
-    return _common(workdir, "proxy") + f"""    upstream up {{
+def proxy_conf(workdir: Path, port: int, upstream_port: int, extra: str = "") -> str:
+    """`extra`: more `http` directives (bench.hostile sets nginx's client timeouts and body limit)."""
+    return _common(workdir, "proxy") + extra + f"""    upstream up {{
         server 127.0.0.1:{upstream_port};
         keepalive {UPSTREAM_KEEPALIVE};
         keepalive_requests 100000000;

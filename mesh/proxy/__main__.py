@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 
-from mesh.proxy import certagent, channel, otlp, runtime, server, telemetry, tls, tracing
+from mesh.proxy import certagent, channel, otlp, request_limits, runtime, server, telemetry, tls, tracing
 from mesh.view import security, wire
 
 
@@ -66,6 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also export spans to this OTLP/HTTP collector, e.g. http://otel-collector:4318")
     parser.add_argument("--telemetry", choices=("on", "off"), default="on",
                         help="off: metrics only (no access log, no spans, trace headers passed untouched)")
+    parser.add_argument("--drain-timeout", type=float, default=server.DRAIN_TIMEOUT_S,
+                        help="on SIGTERM, seconds in-flight requests get to finish before their connections are "
+                             "closed (Istio's terminationDrainDuration, default 5)")
+    parser.add_argument("--request-headers-timeout", type=float, default=request_limits.REQUEST_HEADERS_TIMEOUT_S,
+                        help="seconds a client has to send a request's headers, from their first byte (from the "
+                             "accept for a connection's first request): 408 and close (default 10; 0 = off)")
+    parser.add_argument("--request-body-timeout", type=float, default=request_limits.REQUEST_BODY_TIMEOUT_S,
+                        help="seconds a request body may stall: 408 and close (default 30; 0 = off)")
+    parser.add_argument("--idle-timeout", type=float, default=request_limits.IDLE_TIMEOUT_S,
+                        help="seconds a downstream keep-alive connection may sit with no request before it is "
+                             "closed (Envoy's idle_timeout; default 120; 0 = off)")
+    parser.add_argument("--max-request-body-bytes", type=int, default=request_limits.MAX_REQUEST_BODY_BYTES,
+                        help="refuse request bodies larger than this with 413 (default 0 = no limit)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if not args.control_plane and not args.bootstrap:
@@ -77,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tls-cert, --tls-key and --tls-roots go together")
     if all(static) and args.control_plane:
         parser.error("--tls-cert/--tls-key/--tls-roots replace the CA: use them with --bootstrap only")
+    if args.drain_timeout < 0:
+        parser.error("--drain-timeout must not be negative")
+    if min(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
+           args.max_request_body_bytes) < 0:
+        parser.error("request timeouts and --max-request-body-bytes must not be negative")
     if not 0.0 < args.cert_grace_ratio < 1.0:
         parser.error("--cert-grace-ratio must be between 0 and 1")
     return args
@@ -134,11 +152,14 @@ async def serve(args: argparse.Namespace) -> int:
     identity = runtime.Identity(args.id, args.role, args.namespace, args.workload, labels, args.service_account)
     rt = runtime.ProxyRuntime(identity)
     rt.mesh_tls = _mesh_tls(args)
+    rt.limits = request_limits.Limits(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
+                                      args.max_request_body_bytes)
     if args.tls_cert:
         certagent.install_static(rt.mesh_tls, args.tls_cert, args.tls_key, args.tls_roots)
     port_map = {int(k): int(v) for k, v in _pairs(args.port_map).items()}
     proxy = server.ProxyServer(rt, bind=args.bind, inbound_port=args.inbound_port,
-                               outbound_port=args.outbound_port, port_map=port_map, inbound_bind=args.inbound_bind)
+                               outbound_port=args.outbound_port, port_map=port_map, inbound_bind=args.inbound_bind,
+                               drain_timeout=args.drain_timeout)
     node = {"id": args.id, "role": args.role, "namespace": args.namespace, "workload": args.workload,
             "labels": labels, "serviceAccount": args.service_account,
             "ports": {"app": args.app_port, "inbound": args.inbound_port, "outbound": args.outbound_port,

@@ -38,10 +38,10 @@ def overflow(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluste
 
 def admit(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> bool:
     """A new request to `cluster`: counted in flight until it ends, or refused (False, answered)."""
-    if cluster.active_requests >= cluster.spec.pool.max_requests:
+    if cluster.breaker.active_requests >= cluster.spec.pool.max_requests:
         overflow(forwarding, exchange, cluster, "requests")
         return False
-    cluster.active_requests += 1
+    cluster.breaker.active_requests += 1
     exchange.admitted = cluster
     return True
 
@@ -50,11 +50,11 @@ def admit_retry(forwarding: Forwarding, exchange: Exchange, cluster: CompiledClu
     """May this exchange retry? Its first retry counts against maxRetries until it ends."""
     if exchange.retrying is not None:
         return True
-    if cluster.active_retries >= cluster.spec.pool.max_retries:
+    if cluster.breaker.active_retries >= cluster.spec.pool.max_retries:
         forwarding.runtime.counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name,
                                         kind="retries")
         return False
-    cluster.active_retries += 1
+    cluster.breaker.active_retries += 1
     exchange.retrying = cluster
     return True
 
@@ -62,10 +62,10 @@ def admit_retry(forwarding: Forwarding, exchange: Exchange, cluster: CompiledClu
 def released(exchange: Exchange) -> None:
     """The exchange ended: give back what admit / admit_retry counted."""
     if exchange.admitted is not None:
-        exchange.admitted.active_requests -= 1
+        exchange.admitted.breaker.active_requests -= 1
         exchange.admitted = None
     if exchange.retrying is not None:
-        exchange.retrying.active_retries -= 1
+        exchange.retrying.breaker.active_retries -= 1
         exchange.retrying = None
 
 
@@ -97,13 +97,14 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
 def wait_for_connection(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> None:
     forwarding.runtime.counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name,
                                     kind="connections")
-    if len(cluster.pending) >= cluster.spec.pool.max_pending_requests:
+    pending = cluster.breaker.pending
+    if len(pending) >= cluster.spec.pool.max_pending_requests:
         # Requests that gave up (timeout, client gone) still sit in the queue: count only live ones.
-        live = [(f, e, t) for f, e, t in cluster.pending if not e.done and e.tries == t]
-        cluster.pending.clear()
-        cluster.pending.extend(live)
-    if len(cluster.pending) >= cluster.spec.pool.max_pending_requests:
+        live = [(f, e, t) for f, e, t in pending if not e.done and e.tries == t]
+        pending.clear()
+        pending.extend(live)
+    if len(pending) >= cluster.spec.pool.max_pending_requests:
         cluster.balancer.finished(exchange.target.endpoint)
         overflow(forwarding, exchange, cluster, "pending")
         return
-    cluster.pending.append((forwarding, exchange, exchange.tries))
+    pending.append((forwarding, exchange, exchange.tries))

@@ -2,7 +2,9 @@
 
 Owns HTTP/1.1 keep-alive and pipelining (exchanges are served one at a time, in order; later ones wait
 with their bodies buffered up to a bound), request limits (URL length, header bytes and count: 414/431),
-malformed input (400 and close, never forwarded), and flow control toward the upstream connection.
+malformed input (4xx/5xx and close, never forwarded: the checks are `mesh.proxy.request_limits`'s, which
+also owns the connection's timeouts), and flow control toward the upstream connection. An `Upgrade`
+request goes upstream as plain HTTP (the header is hop-by-hop); the bytes after it are the next request.
 What happens to a request is decided by `mesh.proxy.forwarding`; `mesh.proxy.exchange` carries it.
 """
 
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from mesh.proxy import replies, upstream
+from mesh.proxy import replies, request_limits, upstream
 from mesh.proxy.exchange import Exchange
 from mesh.proxy.matching import RequestHead
 
@@ -56,7 +58,7 @@ class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
-        "peer_identity", "secure", "tcp_labels",
+        "peer_identity", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -76,6 +78,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer_ip = ""
         self.http11 = True
         self.loop = forwarding.loop
+        limits = forwarding.runtime.limits
+        self.max_body = limits.max_body_bytes  # 0: no limit
+        self.in_headers = False  # a request's first bytes are in, its headers are not complete yet
+        self.timeouts = request_limits.ConnectionTimer(self, limits, self.loop)
         # A malformed request pipelined behind one in flight: answered after the earlier ones, in order.
         self.deferred_error: replies.ProxyError | None = None
         # Set by the TLS layer (mesh.proxy.tls) once the handshake is done: the client's verified SPIFFE ID
@@ -83,6 +89,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer_identity: str | None = None
         self.secure = False
         self.tcp_labels: tuple = ()
+        self.draining = False  # the proxy is shutting down: the last response says `Connection: close`
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,20 +102,31 @@ class DownstreamConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0]
+        self.timeouts.start()
 
     def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            self._protocol_error(cause if isinstance(cause, replies.ProxyError) else replies.BadRequest())
-        except httptools.HttpParserUpgrade:
-            pass  # the request was already dispatched as plain HTTP; upgrades are not proxied
-        except httptools.HttpParserError:
-            self._protocol_error(replies.BadRequest())
+        while True:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                self._protocol_error(cause if isinstance(cause, replies.ProxyError) else replies.BadRequest())
+            except httptools.HttpParserUpgrade as exc:
+                # The upgrade request went upstream as plain HTTP (Upgrade is hop-by-hop), so what follows
+                # it is parsed as the next request, whichever read it arrived in, never passed on raw.
+                offset = exc.args[0]
+                if offset < len(data) and not self.closed:
+                    data = data[offset:]
+                    continue
+            except httptools.HttpParserError:
+                self._protocol_error(replies.BadRequest())
+            break
+        if not self.closed:
+            self.timeouts.update()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.timeouts.cancel()
         self.registry.discard(self)
         if self.tcp_labels:
             self.forwarding.runtime.tcp.close(self.tcp_labels)
@@ -130,6 +148,9 @@ class DownstreamConnection(asyncio.Protocol):
             active.upstream.resume_reading()
 
     # -- httptools callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_headers = True
+
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_URL_BYTES:
@@ -143,48 +164,28 @@ class DownstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        self.http11 = parser.get_http_version() == "1.1"
+        self.in_headers = False
+        version = parser.get_http_version()
+        self.http11 = version == "1.1"
         method = parser.get_method().decode("latin-1")
         headers = self.headers
-        host_header = b""
-        chunked = expect_continue = has_body = False
-        for name, value in headers:
-            if name == b"host":
-                host_header = value
-            elif name == b"transfer-encoding":
-                chunked = has_body = b"chunked" in value.lower()
-            elif name == b"content-length":
-                has_body = value.strip() != b"0"
-            elif name == b"expect":
-                expect_continue = value.lower() == b"100-continue"
         url = self.url
-        # Reset for the next message here rather than in on_message_begin: one callback less per request.
         self.url = b""
         self.headers = []
         self.header_bytes = 0
-        if url[:1] == b"/" or url == b"*":
-            path = url.decode("latin-1")
-        elif url[:7].lower() == b"http://":
-            # Absolute form: the app uses us as its HTTP_PROXY; the URL's authority is the destination.
-            parsed = httptools.parse_url(url)
-            authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
-            host_header = authority
-            path = (parsed.path or b"/").decode("latin-1")
-            if parsed.query:
-                path += "?" + parsed.query.decode("latin-1")
-        else:
-            raise replies.BadRequest()
-        if not host_header and self.http11:
-            raise replies.BadRequest()  # RFC 9112: a 1.1 request without Host is invalid
+        host_header, path, chunked, has_body, expect_continue = request_limits.read_head(
+            method, version, url, headers, self.max_body)
         split = _HOSTS.get(host_header)
         if split is None:
+            if host_header and not request_limits.valid_host(host_header):
+                raise replies.BadRequest()
             host, port = split_host(host_header.decode("latin-1"), 80)
             split = (host.lower(), port)
             if len(_HOSTS) < MAX_CACHED_HOSTS:
                 _HOSTS[host_header] = split
         head = RequestHead(method, path, split[0], split[1], headers, "http", self.peer_ip)
-        exchange = Exchange(self, head, method, chunked, parser.should_keep_alive(), self.forwarding.runtime.request_clock(),
-                            host_header)
+        exchange = Exchange(self, head, method, chunked, parser.should_keep_alive() and not self.draining,
+                            self.forwarding.runtime.request_clock(), host_header)
         # A request without a body is complete now: a local reply to it need not close the connection.
         exchange.request_complete = not has_body
         self.current = exchange
@@ -202,6 +203,10 @@ class DownstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         current = self.current
         if current is not None and not current.done:
+            if self.max_body and current.body_size + len(body) > self.max_body:
+                # Before forwarding: 413, nothing sent. After (chunked, upstream attached): the upstream
+                # connection is closed mid-body, and the client gets 413 unless its answer had started.
+                raise replies.PayloadTooLarge()
             current.request_body(body)
 
     def on_message_complete(self) -> None:
@@ -221,7 +226,7 @@ class DownstreamConnection(asyncio.Protocol):
         if exchange is not self.active:
             return
         self.active = None
-        if not exchange.keep_alive:
+        if not exchange.keep_alive or (self.draining and not self.queue):
             self.close()
             return
         if self.queue:
@@ -232,6 +237,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.forwarding.start(nxt)
         elif self.deferred_error is not None:
             self._reject(self.deferred_error)
+        if not self.closed:
+            self.timeouts.update()
 
     def pause_reading(self) -> None:
         if not self.paused and not self.closed:
@@ -243,14 +250,53 @@ class DownstreamConnection(asyncio.Protocol):
         if self.paused and not self.closed and self.deferred_error is None:
             self.paused = False
             self.transport.resume_reading()
+            self.timeouts.update()  # a body's stall clock restarts: the wait was ours
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.timeouts.cancel()
             self.transport.close()
+
+    # -- timeouts (mesh.proxy.request_limits.ConnectionTimer) ------------------------------------------------
+    def phase(self) -> int:
+        active = self.active
+        if active is not None:
+            return request_limits.BUSY if active.request_complete else request_limits.BODY
+        return request_limits.HEADERS if self.in_headers else request_limits.IDLE
+
+    def timed_out(self, phase: int) -> None:
+        counters = self.forwarding.runtime.counters
+        if phase == request_limits.IDLE:
+            counters.inc("downstream_cx_idle_timeout_total")
+            self.close()
+        elif phase == request_limits.HEADERS:
+            counters.inc("downstream_rq_header_timeout_total")
+            if self.in_headers:
+                self._reject(replies.RequestTimeout())
+            else:
+                self.close()  # a connection that never sent a byte: nothing to answer
+        else:
+            counters.inc("downstream_rq_body_timeout_total")
+            self._protocol_error(replies.RequestTimeout())
 
     def idle(self) -> bool:
         return self.active is None
+
+    def drain(self) -> bool:
+        """Graceful shutdown (mesh.proxy.drain): an idle connection is closed now (True); a busy one
+        finishes the requests it has accepted, the last answer carrying `Connection: close`, then closes.
+        A request whose head is still arriving counts as accepted: its answer closes the connection."""
+        if self.active is None and not self.in_headers:
+            self.close()
+            return True
+        self.draining = True
+        if self.active is None:
+            return False
+        last = self.current if self.current is not None and not self.current.done else self.active
+        if not last.response_started:
+            last.keep_alive = False
+        return False
 
     def _protocol_error(self, error: replies.ProxyError) -> None:
         """Malformed or oversized input: never forwarded; answered with 4xx and the connection closed.

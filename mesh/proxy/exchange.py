@@ -213,11 +213,11 @@ class Exchange:
     def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"") -> None:
         self.status = status
         self.flag = flag
-        self.bytes_sent = len(body)
+        self.bytes_sent = 0 if self.is_head else len(body)
         if not self.request_complete:
             self.keep_alive = False
         self.conn.write(replies.local_reply(status, body, self.keep_alive,
-                                            extra_headers + self.extra_response_headers))
+                                            extra_headers + self.extra_response_headers, head=self.is_head))
         self.finish()
 
     def _cancel_timers(self) -> None:

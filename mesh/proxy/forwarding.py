@@ -129,7 +129,7 @@ class Forwarding:
             conn.reused = True
             exchange.attach(conn)
             return
-        if cluster is not None and cluster.connections >= cluster.spec.pool.max_connections:
+        if cluster is not None and cluster.breaker.connections >= cluster.spec.pool.max_connections:
             conn = breaker.idle_elsewhere(self, exchange, cluster)
             if conn is not None:
                 conn.reused = True
@@ -310,7 +310,7 @@ class Forwarding:
         if pool.origin is not None:
             pool.connecting += 1
         if cluster is not None:
-            cluster.connections += 1
+            cluster.breaker.connections += 1
         timeout = cluster.spec.pool.connect_timeout_s if cluster is not None else CONNECT_TIMEOUT_S
         # TCP, then TLS when the pool's connections are secured (mesh.proxy.origination): a refused
         # handshake or a peer with the wrong identity fails here, like a refused connection.
@@ -360,7 +360,7 @@ class Forwarding:
         if pool.waiting and not upstream.closed:
             pool.wake()  # an idle connection for a request waiting on a TLS pool
         cluster = upstream.cluster
-        if cluster is not None and cluster.pending and not upstream.closed:
+        if cluster is not None and cluster.breaker.pending and not upstream.closed:
             cluster.wake_pending()  # an idle connection for a request that waits
 
     def _finished(self, exchange: Exchange) -> None:

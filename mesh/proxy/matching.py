@@ -52,9 +52,14 @@ class RequestHead:
         return path if cut < 0 else path[:cut]
 
     def query(self) -> dict[str, str]:
+        """Query parameters; a repeated one keeps its first value, as Envoy's matchers and hash policy do."""
         if self._query is None:
+            query: dict[str, str] = {}
             cut = self.path.find("?")
-            self._query = dict(parse_qsl(self.path[cut + 1 :], keep_blank_values=True)) if cut >= 0 else {}
+            if cut >= 0:
+                for name, value in parse_qsl(self.path[cut + 1 :], keep_blank_values=True):
+                    query.setdefault(name, value)
+            self._query = query
         return self._query
 
 

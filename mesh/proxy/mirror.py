@@ -4,7 +4,7 @@ The copy goes out when the original's first try does, with "-shadow" appended to
 does), through the same keep-alive pools. Its answer is read and thrown away; its failures are counted,
 never seen by the caller. Copies in flight are bounded (`MAX_MIRRORS_IN_FLIGHT`) and each is cut after
 `MIRROR_TIMEOUT_S`, so a slow mirror target cannot hold memory or sockets: past the bound a copy is
-skipped and counted (`weir_mirror_overflow_total`).
+skipped and counted (`weir_mirror_overflow_total`); `weir_mirror_requests_active` is the number in flight.
 
 Example: a ratings route to v1 with `mirror: {host: ratings, subset: v2}` and no percentage sends every
 request to v1 (whose answer the caller gets) and a copy with `Host: ratings-shadow:9080` to v2.

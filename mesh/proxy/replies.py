@@ -94,10 +94,42 @@ class UriTooLong(ProxyError):
     status, flag, body = 414, "DPE", "URI Too Long"
 
 
+class RequestTimeout(ProxyError):
+    """The client took too long to send the request's headers or body (mesh.proxy.request_limits)."""
+
+    status, flag, body = 408, "DPE", "Request Timeout"
+
+
+class PayloadTooLarge(ProxyError):
+    status, flag, body = 413, "DPE", "Payload Too Large"
+
+
+class ExpectationFailed(ProxyError):
+    status, flag, body = 417, "DPE", "Expectation Failed"
+
+
+class TransferEncodingNotImplemented(ProxyError):
+    status, flag, body = 501, "DPE", "Not Implemented"
+
+
+class MethodNotImplemented(ProxyError):
+    """CONNECT: the proxy does not tunnel."""
+
+    status, flag, body = 501, "DPE", "Not Implemented"
+
+
+class VersionNotSupported(ProxyError):
+    status, flag, body = 505, "DPE", "HTTP Version Not Supported"
+
+
 def local_reply(
-    status: int, body: bytes, keep_alive: bool, extra_headers: bytes = b"", content_type: bytes = b"text/plain"
+    status: int, body: bytes, keep_alive: bool, extra_headers: bytes = b"", content_type: bytes = b"text/plain",
+    head: bool = False,
 ) -> bytes:
-    """A complete HTTP/1.1 response in one buffer: one write."""
+    """A complete HTTP/1.1 response in one buffer: one write.
+
+    `head`: the answer to a HEAD request: the same head (content-length of the body a GET would get), no
+    body, or a keep-alive client would read the body as the start of its next response."""
     return b"".join(
         (
             status_line(status),
@@ -109,6 +141,6 @@ def local_reply(
             extra_headers,
             b"" if keep_alive else b"connection: close\r\n",
             b"\r\n",
-            body,
+            b"" if head else body,
         )
     )

@@ -135,11 +135,29 @@ class CompiledTable:
         return self.star
 
 
+class BreakerState:
+    """What a cluster's circuit breakers count (mesh.proxy.breaker), per client proxy. One per cluster
+    name, handed from each compiled view to the next (`mesh.proxy.runtime.ProxyRuntime.apply`): requests
+    and connections opened under the old view still count under the new one, as Envoy keeps a cluster
+    that a push did not change; otherwise every push would reset maxConnections and http2MaxRequests."""
+
+    __slots__ = ("connections", "active_requests", "active_retries", "pending")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.active_requests = 0
+        self.active_retries = 0
+        self.pending: deque = deque()  # (forwarding, exchange, try number) waiting for a connection
+
+    def __repr__(self) -> str:
+        return (f"<BreakerState connections={self.connections} requests={self.active_requests} "
+                f"retries={self.active_retries} pending={len(self.pending)}>")
+
+
 class CompiledCluster:
     """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
-    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "connections",
-                 "active_requests", "active_retries", "pending", "peers")
+    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "breaker", "peers")
 
     def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -150,10 +168,7 @@ class CompiledCluster:
         self._healthy: balancer.Balancer | None = self.balancer
         self._healthy_version = 0
         # Circuit-breaker state (mesh.proxy.breaker): per client proxy per cluster, as in Envoy.
-        self.connections = 0
-        self.active_requests = 0
-        self.active_retries = 0
-        self.pending: deque = deque()  # (forwarding, exchange, try number) waiting for a connection
+        self.breaker = BreakerState()
         self.peers: dict[int, tuple] = {}  # id(endpoint) → metric labels (mesh.proxy.runtime.source_peer)
 
     def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
@@ -182,13 +197,14 @@ class CompiledCluster:
             self.detector.report(endpoint, status)
 
     def connection_closed(self) -> None:
-        self.connections -= 1
+        self.breaker.connections -= 1
         self.wake_pending()
 
     def wake_pending(self) -> None:
         """Capacity came back: let the oldest request still waiting for a connection try again."""
-        while self.pending:
-            forwarding, exchange, tries = self.pending.popleft()
+        pending = self.breaker.pending
+        while pending:
+            forwarding, exchange, tries = pending.popleft()
             if not exchange.done and exchange.tries == tries:
                 forwarding.loop.call_soon(forwarding.dispatch_pending, exchange, tries)
                 return

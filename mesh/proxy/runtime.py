@@ -13,7 +13,18 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from mesh.proxy import forwarding, headers, origination, pool, replies, routing, stats, telemetry, tls
+from mesh.proxy import (
+    forwarding,
+    headers,
+    origination,
+    pool,
+    replies,
+    request_limits,
+    routing,
+    stats,
+    telemetry,
+    tls,
+)
 from mesh.proxy.matching import RequestHead
 from mesh.view import model, wire
 
@@ -65,6 +76,7 @@ class ProxyRuntime:
         # (tests, benchmarks) records metrics only.
         self.telemetry = telemetry.Telemetry(identity.workload, None, self.counters, stream=None)
         self.connections: set = set()
+        self.limits = request_limits.Limits()  # downstream timeouts and body limit (proxy flags)
         self.mirrors_in_flight = 0  # bounded by mesh.proxy.mirror.MAX_MIRRORS_IN_FLIGHT
         # The workload certificate's SSL contexts (`.server`, `.client`), kept fresh by mesh.proxy.certagent;
         # None when the proxy runs without mesh TLS (a --bootstrap view without --tls-cert).
@@ -83,6 +95,7 @@ class ProxyRuntime:
         gauge("upstream_cx_active", lambda: sum(p.active for p in self.pools.by_endpoint.values()))
         gauge("upstream_cx_idle", lambda: sum(len(p.idle) for p in self.pools.by_endpoint.values()))
         gauge("downstream_cx_active", lambda: len(self.connections))
+        gauge("mirror_requests_active", lambda: self.mirrors_in_flight)
 
     # -- view ----------------------------------------------------------------------------------------------
     def apply(self, spec: model.ProxyView, version: str) -> routing.CompiledView:
@@ -95,10 +108,13 @@ class ProxyRuntime:
             raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None
         self.origination.apply(spec)  # SIMPLE/MUTUAL files that cannot be loaded: ViewError (NACK)
         old = self.view
-        if old is not None:  # outlier state of hosts that stay survives config pushes
+        if old is not None:  # circuit-breaker counts and outlier state of what stays survive config pushes
             for name, cluster in compiled.clusters.items():
                 previous = old.clusters.get(name)
-                if cluster.detector is not None and previous is not None and previous.detector is not None:
+                if previous is None:
+                    continue
+                cluster.breaker = previous.breaker
+                if cluster.detector is not None and previous.detector is not None:
                     cluster.detector.adopt(previous.detector)
         self.view = compiled
         self.view_applied_at = time.time()

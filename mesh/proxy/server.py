@@ -3,8 +3,11 @@
 A sidecar binds its inbound and outbound listeners once its first view arrives; a gateway binds one
 listener per Gateway server port in its view (mapped to local ports with `--port-map`) and re-binds as
 views change. A listener that cannot be bound makes the view fail: it is NACKed, like Envoy's LDS, and
-the previous view stays in force. Shutdown is a sequence: stop accepting → not ready → drain in-flight
-exchanges up to the drain timeout → close what is left → close the pools.
+the previous view stays in force. Shutdown (SIGTERM, `POST /quitquitquit`) is a sequence: not ready (the
+admin's `/ready` answers 503 DRAINING) → stop accepting → drain the downstream connections up to the drain
+timeout (`mesh.proxy.drain`: idle ones closed at once, in-flight exchanges finish with `Connection:
+close`) → cancel what is left → close the pools → exit 0. Views still arrive while draining: retries of
+in-flight requests see endpoints leave.
 
 With a control plane, the certificate agent (`mesh.proxy.certagent`) runs first: discovery starts once
 the proxy holds its workload certificate, over the TLS mesh channel (`mesh.proxy.channel`). An agent
@@ -24,6 +27,7 @@ from mesh.proxy import (
     certagent,
     discovery,
     downstream,
+    drain,
     forwarding,
     gateway_tls,
     inbound_tls,
@@ -35,7 +39,7 @@ from mesh.view import model
 
 log = logging.getLogger("weir.proxy")
 
-DRAIN_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = drain.DRAIN_TIMEOUT_S
 # How often idle upstream connections are swept (closed past their idle timeout, or when their endpoint
 # left the view): bounds sockets and pools held for passthrough hosts and removed endpoints.
 POOL_SWEEP_INTERVAL_S = 30.0
@@ -44,13 +48,16 @@ EXIT_NO_CREDENTIALS = 3  # the certificate expired and no credential is left to 
 
 class ProxyServer:
     def __init__(self, rt: runtime.ProxyRuntime, *, bind: str, inbound_port: int = 0, outbound_port: int = 0,
-                 port_map: dict[int, int] | None = None, inbound_bind: str | None = None) -> None:
+                 port_map: dict[int, int] | None = None, inbound_bind: str | None = None,
+                 drain_timeout: float = DRAIN_TIMEOUT_S) -> None:
         self.runtime = rt
         self.bind = bind  # the outbound listener (the app's HTTP_PROXY): loopback
         self.inbound_bind = inbound_bind or bind  # inbound and gateway listeners, health: the pod IP in a pod
         self.inbound_port = inbound_port
         self.outbound_port = outbound_port
         self.port_map = port_map or {}
+        self.drain_timeout = drain_timeout
+        self.drained: drain.DrainResult | None = None  # how the last shutdown's drain ended
         self.admin = admin_mod.Admin()
         self.discovery: discovery.DiscoveryClient | None = None
         self.servers: dict[int, tuple[asyncio.AbstractServer, forwarding.Forwarding]] = {}
@@ -78,8 +85,12 @@ class ProxyServer:
 
     # -- view ----------------------------------------------------------------------------------------------
     async def apply_view(self, spec: model.ProxyView, version: str) -> None:
-        """Bind what the view needs and swap it in, or raise ViewError (NACK) with the old view untouched."""
+        """Bind what the view needs and swap it in, or raise ViewError (NACK) with the old view untouched.
+        While draining nothing is bound any more: the view only replaces the routing in force."""
         try:
+            if self.admin.draining:
+                self.runtime.apply(spec, version)
+                return
             await self._apply_view(spec, version)
         except model.ViewError:
             self.runtime.counters.inc("config_rejected_total")
@@ -200,15 +211,11 @@ class ProxyServer:
     async def shutdown(self) -> None:
         if self.admin.draining:
             return
-        self.admin.draining = True
+        self.admin.draining = True  # /ready: 503 DRAINING
         for server, _ in self.servers.values():
             server.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DRAIN_TIMEOUT_S
-        while loop.time() < deadline and any(not c.idle() for c in self.runtime.connections):
-            await asyncio.sleep(0.05)
-        for conn in list(self.runtime.connections):
-            conn.close()
+        self.drained = await drain.drain(self.runtime.connections, self.runtime.counters,
+                                         timeout=self.drain_timeout)
         for task in self._tasks:
             task.cancel()
         self.runtime.pools.close()

@@ -9,6 +9,7 @@ the downstream reader.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
     from mesh.proxy.pool import EndpointPool
 
+
+# A 1xx or 204 head that frames a body (Transfer-Encoding, or a non-zero Content-Length): httptools would read
+# that body for a 1xx and the client would not for a 204, so either side may desync. Refused, like Envoy
+# (require_strict_1xx_and_204_response_headers).
+_BODY_FRAMING = re.compile(rb"\r\n(?:transfer-encoding[ \t]*:|content-length[ \t]*:[ \t]*0*[1-9])", re.IGNORECASE)
 
 
 def no_delay(transport: asyncio.BaseTransport) -> None:
@@ -120,12 +126,16 @@ class UpstreamConnection(asyncio.Protocol):
     # No on_header: httptools then parses headers in C without a Python call per header; the head is
     # rewritten from its raw bytes (mesh.proxy.headers), which costs a few regex passes per response.
     def on_headers_complete(self) -> None:
-        buf = self.head
+        # httptools skips empty lines before a status line; the raw head must too, or the status line
+        # would be copied to the client as a header line (mesh.proxy.headers keeps what follows the first CRLF).
+        buf = self.head.lstrip(b"\r\n")
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             raise replies.UpstreamProtocolError()  # bare-LF line endings: never forwarded ambiguously
         raw, self.head = buf[:end], buf[end + 4 :]
         status = self.parser.get_status_code()
+        if status < 100 or ((status < 200 or status == 204) and _BODY_FRAMING.search(raw) is not None):
+            raise replies.UpstreamProtocolError()  # httptools reads "050" as 50, with a body up to EOF
         if status < 200:
             self.interim = True  # like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded
             return

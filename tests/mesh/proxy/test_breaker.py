@@ -40,7 +40,7 @@ async def test_the_articles_rule_one_connection_one_waiting_the_rest_overflow():
     assert [c.responses()[0].first for c in clients[:2]] == ["200", "200"]
     assert flags(proxy) == [(200, "-"), (503, "UO")]
     cluster = proxy.runtime.view.clusters[BOOKS]
-    assert (cluster.active_requests, cluster.connections, len(cluster.pending)) == (0, 0, 0)
+    assert (cluster.breaker.active_requests, cluster.breaker.connections, len(cluster.breaker.pending)) == (0, 0, 0)
 
 
 async def test_max_requests_in_flight_overflow_at_once():
@@ -93,3 +93,28 @@ async def test_idle_timeout_from_the_destination_rule_closes_instead_of_reusing(
     client.send(GET_BOOKS)
     await settle()
     assert len(proxy.upstreams) == 2 and proxy.upstreams[0].transport.closed
+
+
+async def test_limits_hold_across_a_config_push():
+    """Any push recompiles every cluster; requests and connections opened under the old view still count
+    under the new one (Envoy keeps an unchanged cluster), or each push would reset the limits."""
+    proxy = limited(max_connections=1, max_requests=1)
+    first = proxy.client()
+    first.send(GET_BOOKS)
+    await settle()
+    proxy.runtime.apply(proxy.runtime.view.spec, "v2")  # an unrelated change elsewhere: a new view
+    second = proxy.client()
+    second.send(GET_BOOKS)
+    await settle()
+    assert [r.first for r in second.responses()] == ["503"] and overflows(proxy, "requests") == 1
+    assert len(proxy.upstreams) == 1
+    proxy.upstreams[0].respond(OK)
+    await settle()
+    assert first.responses()[0].first == "200"
+    cluster = proxy.runtime.view.clusters[BOOKS]
+    assert (cluster.breaker.active_requests, cluster.breaker.connections) == (0, 1)  # pooled: still counted
+    third = proxy.client()
+    third.send(GET_BOOKS)  # capacity is back, on the same connection
+    await settle()
+    proxy.upstreams[0].respond(OK)
+    assert third.responses()[0].first == "200" and len(proxy.upstreams) == 1

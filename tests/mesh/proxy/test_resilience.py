@@ -245,6 +245,7 @@ async def test_mirror_percentage_and_in_flight_bound(monkeypatch):
     await settle()
     assert full.runtime.counters.get("mirror_requests_total") == 3
     assert full.runtime.counters.get("mirror_overflow_total") == 2
+    assert "weir_mirror_requests_active 3" in full.runtime.counters.render()  # the copies in flight, scraped
 
 
 async def test_a_mirror_that_never_answers_is_cut_after_its_timeout():

@@ -1,0 +1,225 @@
+"""What a client's request must be before the proxy forwards it, and how long a client may take to send it.
+
+`read_head` checks a parsed request head (called by `mesh.proxy.downstream` when its headers are complete):
+framing (one Transfer-Encoding, exactly `chunked`, and only on HTTP/1.1; Content-Length under the
+configured body limit), the request target (origin form, `OPTIONS *`, or absolute `http://` form without
+userinfo), the Host (one, and a valid authority), the HTTP version and the expectation. A request that
+fails is refused with Envoy's answer (400, 413, 417, 501, 505) and never forwarded; everything else is
+normalised by `mesh.proxy.headers` (hop-by-hop headers dropped, chunked bodies re-encoded, trailers and
+chunk extensions dropped), so what goes upstream has one framing only. httptools (llhttp, strict mode)
+refuses the rest before we see it: CL with TE, duplicate or malformed Content-Length, obs-fold, bad chunk
+sizes, whitespace before a colon, bare CR/LF, NUL and control bytes (docs/hostile-http.md has the table).
+
+`ConnectionTimer` is each downstream connection's one timer (slowloris): the request headers must be
+complete within `headers_timeout_s` of their first byte (of the accept, for a connection's first request),
+a request body may not stall longer than `body_timeout_s`, a keep-alive connection with nothing in flight
+is closed after `idle_timeout_s`. The timer is rescheduled only when the connection changes phase.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import httptools
+
+from mesh.proxy import replies
+
+if TYPE_CHECKING:
+    from mesh.proxy.downstream import DownstreamConnection
+
+# Headers of a request must be complete this long after their first byte (a new connection: after the
+# accept), or 408 and close: a slowloris trickling a header a minute holds a connection 10 s, not forever.
+REQUEST_HEADERS_TIMEOUT_S = 10.0
+# A request body that stalls this long (no byte while we are reading) is 408: frees a slow-body client's
+# slot; time the proxy itself is not reading (flow control) does not count.
+REQUEST_BODY_TIMEOUT_S = 30.0
+# A keep-alive connection with no request in flight is closed after this long (Envoy's idle_timeout is 1 h;
+# idle sockets are what a flood leaves). Twice the upstream pools' 60 s (mesh.proxy.pool.IDLE_TIMEOUT_S):
+# a peer sidecar's pool gives a connection up before we close it under a request it is sending.
+IDLE_TIMEOUT_S = 120.0
+# No request body limit by default (Envoy sets none for a streamed body either).
+MAX_REQUEST_BODY_BYTES = 0
+
+# Connection phases (ConnectionTimer.phase).
+IDLE, HEADERS, BODY, BUSY = 0, 1, 2, 3
+
+# RFC 3986 authority as a Host carries it: a reg-name or IPv4 (unreserved, pct-encoded, sub-delims) or an
+# IP literal, then an optional port. No userinfo, path, whitespace or control bytes.
+# Connection options that name no header; any other token names a hop-by-hop header, dropped before
+# forwarding (RFC 9110 §7.6.1), except the ones framing and routing rest on: nominating those is refused.
+_CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive", b"upgrade"})
+_NEVER_NOMINATED = frozenset({b"host", b"content-length", b"transfer-encoding"})
+_AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+
+
+class Limits:
+    """The proxy's request limits and downstream timeouts (flags of `python -m mesh.proxy`); 0 = off."""
+
+    __slots__ = ("headers_timeout_s", "body_timeout_s", "idle_timeout_s", "max_body_bytes")
+
+    def __init__(self, headers_timeout_s: float = REQUEST_HEADERS_TIMEOUT_S,
+                 body_timeout_s: float = REQUEST_BODY_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 max_body_bytes: int = MAX_REQUEST_BODY_BYTES) -> None:
+        self.headers_timeout_s = headers_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_body_bytes = max_body_bytes
+
+    def __repr__(self) -> str:
+        return (f"<Limits headers={self.headers_timeout_s}s body={self.body_timeout_s}s "
+                f"idle={self.idle_timeout_s}s max_body={self.max_body_bytes or 'off'}>")
+
+
+def valid_host(value: bytes) -> bool:
+    return _AUTHORITY.fullmatch(value) is not None
+
+
+def read_head(method: str, version: str, url: bytes, headers: list[tuple[bytes, bytes]],
+              max_body: int) -> tuple[bytes, str, bool, bool, bool]:
+    """(Host, path, chunked, has a body, expects 100-continue) of a request head, or a ProxyError."""
+    if version != "1.1" and version != "1.0":
+        raise replies.VersionNotSupported() if version > "1.1" else replies.BadRequest()  # HTTP/0.9: 400
+    if method == "CONNECT":
+        raise replies.MethodNotImplemented()  # no tunnels: Weir proxies HTTP only
+    host = transfer = length = expect = connection = None
+    for name, value in headers:
+        if name == b"host":
+            if host is not None:
+                raise replies.BadRequest()  # RFC 9112 §3.2: more than one Host
+            host = value
+        elif name == b"transfer-encoding":
+            transfer = value if transfer is None else transfer + b"," + value
+        elif name == b"content-length":
+            length = value  # one, digits only: llhttp refuses the rest
+        elif name == b"expect":
+            expect = value
+        elif name == b"connection":
+            connection = value if connection is None else connection + b"," + value
+    if connection is not None:
+        _drop_nominated(connection, headers)
+    chunked, has_body = _framing(version, transfer, length, max_body)
+    expect_continue = False
+    if expect is not None:
+        if expect.strip().lower() != b"100-continue":
+            raise replies.ExpectationFailed()
+        expect_continue = version == "1.1"  # RFC 9110 §10.1.1: ignored from an HTTP/1.0 client
+    authority, path = _target(method, url)
+    if authority is not None:
+        host = authority
+    elif not host:
+        if version == "1.1":
+            raise replies.BadRequest()  # RFC 9112 §3.2: a 1.1 request without Host
+        host = b""
+    return host, path, chunked, has_body, expect_continue
+
+
+def _framing(version: str, transfer: bytes | None, length: bytes | None, max_body: int) -> tuple[bool, bool]:
+    """(chunked, has a body)."""
+    if transfer is not None:
+        if version == "1.0":
+            raise replies.BadRequest()  # RFC 9112 §6.1: Transfer-Encoding in 1.0 is faulty framing
+        if transfer.strip().lower() != b"chunked":
+            raise replies.TransferEncodingNotImplemented()  # Envoy: 501 for any other coding
+        return True, True
+    if length is not None:
+        size = int(length)
+        if max_body and size > max_body:
+            raise replies.PayloadTooLarge()
+        return False, size > 0
+    return False, False
+
+
+def _target(method: str, url: bytes) -> tuple[bytes | None, str]:
+    """(the authority of an absolute-form target, or None; the origin-form path)."""
+    if url[:1] == b"/":
+        if b"#" in url:
+            raise replies.BadRequest()  # a fragment is never sent (Envoy refuses it too)
+        return None, url.decode("latin-1")
+    if url == b"*":
+        if method != "OPTIONS":
+            raise replies.BadRequest()
+        return None, "*"
+    if url[:7].lower() != b"http://":
+        raise replies.BadRequest()  # authority form without CONNECT, https:// (use CONNECT), garbage
+    # Absolute form: the app uses us as its HTTP_PROXY; the URL's authority is the destination.
+    parsed = httptools.parse_url(url)
+    if parsed.userinfo or not parsed.host or parsed.fragment:
+        raise replies.BadRequest()
+    host = parsed.host if b":" not in parsed.host else b"[" + parsed.host + b"]"  # IPv6: bracketed again
+    if parsed.port:
+        host += b":%d" % parsed.port
+    path = (parsed.path or b"/").decode("latin-1")
+    if parsed.query:
+        path += "?" + parsed.query.decode("latin-1")
+    return host, path
+
+
+def _drop_nominated(connection: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    nominated = {token.strip().lower() for token in connection.split(b",")} - _CONNECTION_OPTIONS
+    if nominated:
+        if not nominated.isdisjoint(_NEVER_NOMINATED):
+            raise replies.BadRequest()  # `Connection: content-length` would unframe the body upstream
+        headers[:] = [(name, value) for name, value in headers if name not in nominated]
+
+
+class ConnectionTimer:
+    """One timer per downstream connection, rescheduled when the connection changes phase (uvicorn/Envoy
+    style: a keep-alive request costs one cancel and one `call_later`). The body phase is checked lazily:
+    reads only note the time, and the timer, when it fires early, sleeps again for what is left."""
+
+    __slots__ = ("conn", "limits", "loop", "handle", "phase", "last_read")
+
+    def __init__(self, conn: DownstreamConnection, limits: Limits, loop) -> None:
+        self.conn = conn
+        self.limits = limits
+        self.loop = loop  # asyncio's loop, or tests' fake network
+        self.handle = None
+        self.phase = -1
+        self.last_read = 0.0
+
+    def start(self) -> None:
+        """A new connection: its first request's headers are due `headers_timeout_s` after the accept."""
+        self._enter(HEADERS, self.limits.headers_timeout_s)
+
+    def update(self) -> None:
+        """After a read or a finished exchange: re-arm if the phase changed."""
+        phase = self.conn.phase()
+        if phase != self.phase:
+            limits = self.limits
+            timeout = (limits.idle_timeout_s if phase == IDLE else limits.headers_timeout_s if phase == HEADERS
+                       else limits.body_timeout_s if phase == BODY else 0.0)
+            self._enter(phase, timeout)
+        elif phase == BODY:
+            self.last_read = self.loop.time()
+
+    def _enter(self, phase: int, timeout: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.phase = phase
+        if timeout:
+            self.last_read = self.loop.time()
+            self.handle = self.loop.call_later(timeout, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        conn = self.conn
+        if conn.closed:
+            return
+        if self.phase == BODY:
+            timeout = self.limits.body_timeout_s
+            now = self.loop.time()
+            if conn.paused:  # we stopped reading (flow control): the client is not the slow one
+                self.last_read = now
+            left = self.last_read + timeout - now
+            if left > 0:
+                self.handle = self.loop.call_later(left, self._fire)
+                return
+        conn.timed_out(self.phase)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.phase = -1
