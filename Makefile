@@ -42,6 +42,24 @@ soak: $(VENV)/.installed  ## 10 min at 1000 rps through the running stack's ingr
 	$(VENV)/bin/meshctl up --stack $(STACK)
 	$(PY) -m bench.soak --stack $(STACK) $(SOAK_ARGS)  # SOAK_ARGS="--rate 200 --path /gateway/books --duration 600"
 
+# Fuzzing (docs/fuzzing.md): an atheris/libFuzzer campaign on one target, FUZZ_TARGET=codec (the proxy's HTTP/1.1
+# codec) or yaml (the Istio YAML loader), for FUZZ_TIME seconds. New inputs go to FUZZ_WORK, the checked-in seeds
+# in fuzz/corpus/<target> are only read; a crash or hang leaves its input in FUZZ_WORK and fails the target.
+FUZZ_TARGET ?= codec
+FUZZ_TIME ?= 300
+FUZZ_WORK ?= .weir/fuzz/$(FUZZ_TARGET)
+FUZZ_ARGS ?=
+
+$(VENV)/.fuzz: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.fuzz  ## fuzz FUZZ_TARGET (codec|yaml) for FUZZ_TIME seconds (default 300)
+	mkdir -p $(FUZZ_WORK)
+	$(PY) fuzz/$(FUZZ_TARGET)_target.py $(FUZZ_WORK) fuzz/corpus/$(FUZZ_TARGET) \
+	  $(addprefix -dict=,$(wildcard fuzz/$(FUZZ_TARGET).dict)) -max_total_time=$(FUZZ_TIME) -timeout=10 \
+	  -print_final_stats=1 -artifact_prefix=$(FUZZ_WORK)/ $(FUZZ_ARGS)
+
 lint: $(VENV)/.installed  ## ruff, then the playbooks: ansible-lint (production profile, offline) and --syntax-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --nocolor playbooks/

@@ -34,6 +34,60 @@ KINDS: dict[str, type[Resource]] = {
 }
 
 
+# Nesting depth of a YAML document: Istio resources nest about a dozen levels; deeper input would only make
+# the (recursive) composer and validators slow, then fail with RecursionError.
+MAX_YAML_DEPTH = 64
+# Nodes of one document once aliases are expanded: bounds the "billion laughs" (a few lines of anchors and
+# aliases that expand to 10^9 nodes for the validators to walk). Generous: a large AuthorizationPolicy has a
+# few thousand.
+MAX_YAML_NODES = 200_000
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than MAX_YAML_DEPTH, expanding to more than
+    MAX_YAML_NODES nodes, or holding a recursive alias (a structure that contains itself)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) → nodes it expands to; aliases share their anchor's node
+
+    def compose_document(self) -> yaml.Node:
+        self._sizes = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            anchored = self.anchors.get(event.anchor)
+            if anchored is not None and id(anchored) not in self._sizes:  # its anchor is still being composed
+                raise yaml.composer.ComposerError(None, None, "recursive alias: a node that contains itself", mark)
+            return super().compose_node(parent, index)  # the anchor's node, already counted
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        sizes = self._sizes
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = ()
+        size = 1
+        for child in children:
+            size += sizes[id(child)]
+        if size > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases expand to more than {MAX_YAML_NODES} nodes", mark)
+        sizes[id(node)] = size
+        return node
+
+
 def _key(doc: dict[str, Any], namespace: str) -> str:
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
@@ -100,7 +154,7 @@ def _yaml_error(exc: yaml.YAMLError, filename: str) -> ConfigError:
 def load_text(text: str, filename: str = "<stdin>", default_namespace: str | None = None) -> list[Resource]:
     """Parse multi-document YAML; empty and null documents are skipped."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_GuardedLoader))
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, filename) from None
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
