@@ -75,7 +75,9 @@ def one_sidecar(typ: str, props: Props) -> list[str]:
               or STATUS_ANNOTATION in (_get(template, "metadata", "annotations") or {}))
     if not meshed:
         return []
-    containers = _get(template, "spec", "containers") or []
+    spec = _get(template, "spec") or {}
+    # a native sidecar (initContainers, restartPolicy Always) or a classic one
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
     count = sum(1 for c in containers if isinstance(c, Mapping) and c.get("name") == SIDECAR_CONTAINER)
     if count != 1:
         return [f"meshed Deployment {_get(props, 'metadata', 'name')} has {count} {SIDECAR_CONTAINER} "

@@ -307,7 +307,7 @@ def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list
 
 
 def _register_commands() -> None:
-    from mesh import cli_dashboard, cli_promote, cli_releases, cli_smoke, cli_top, cli_trace
+    from mesh import cli_dashboard, cli_lifecycle, cli_promote, cli_releases, cli_smoke, cli_top, cli_trace
 
     main.add_command(cli_releases.release_group)
     main.add_command(cli_releases.diff_command)
@@ -317,6 +317,9 @@ def _register_commands() -> None:
     main.add_command(cli_top.top_command)
     main.add_command(cli_top.prometheus_config_command)
     main.add_command(cli_trace.trace_command)
+    main.add_command(cli_lifecycle.restart_command)
+    main.add_command(cli_lifecycle.stop_command)
+    main.add_command(cli_lifecycle.start_command)
 
 
 _register_commands()

@@ -138,7 +138,9 @@ def _workloads(s: dict[str, Any], pods: Mapping[str, dict]) -> Iterable[registry
 
 
 def _inbound_port(pod: dict[str, Any]) -> int | None:
-    for container in (pod.get("spec") or {}).get("containers") or ():
+    spec = pod.get("spec") or {}
+    # the sidecar is a native one (initContainers, restartPolicy Always) since Kubernetes 1.29, else a container
+    for container in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ())):
         for p in container.get("ports") or ():
             if p.get("name") == SIDECAR_INBOUND_PORT_NAME and p.get("containerPort"):
                 return int(p["containerPort"])

@@ -56,6 +56,9 @@ class ProcessSpec:
     # Proxies: {"namespace", "serviceAccount", "proxyId"}; the supervisor hands the process a bootstrap token
     # for this identity (never in the plan or on the command line).
     identity: Mapping[str, str] | None = None
+    # A process that must be ready before this one starts, and that stops after it (an app: its sidecar;
+    # mesh.local.lifecycle).
+    after: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,8 @@ def _mesh_channel(settings: StackSettings, proxy_id: str) -> tuple[str, ...]:
 # Locally every request is traced (Istio samples 1 %): `meshctl trace REQUEST_ID` works for any request.
 # Access log lines go to the proxy's stdout, its log file (`meshctl logs W --proxy`).
 LOCAL_TELEMETRY = ("--trace-sampling", "100")
+# A sidecar's drain on SIGTERM ends below the supervisor's 5 s stop grace, so the proxy exits on its own.
+LOCAL_DRAIN_TIMEOUT = ("--drain-timeout", "4")
 
 
 def _identity(namespace: str, account: str, proxy_id: str) -> dict[str, str]:
@@ -185,7 +190,7 @@ def _gateway(settings: StackSettings, python: str) -> ProcessSpec:
                  "--id", GATEWAY_PROXY_ID, "--namespace", GATEWAY_NAMESPACE,
                  "--workload", GATEWAY_WORKLOAD, "--labels", GATEWAY_LABELS,
                  "--service-account", GATEWAY_SERVICE_ACCOUNT, *_mesh_channel(settings, GATEWAY_PROXY_ID),
-                 *LOCAL_TELEMETRY,
+                 *LOCAL_TELEMETRY, *LOCAL_DRAIN_TIMEOUT,
                  "--port-map", f"{GATEWAY_SERVICE_PORT}={settings.ingress_port},"
                                f"{GATEWAY_TLS_SERVICE_PORT}={settings.ingress_tls_port}",
                  "--admin-port", str(admin)),
@@ -206,6 +211,7 @@ def _workload(settings: StackSettings, index: int, deployment: Mapping[str, Any]
         name=name, role=ROLE_APP, stage=STAGE_WORKLOADS, command=_app_command(container, name, python),
         env=env, ports={"app": ports["app"], "chaos": ports["chaos"]},
         ready_url=f"http://{LOOPBACK}:{ports['app']}/healthz", log=app_log(name), workload=name,
+        after=f"{name}.proxy",  # Istio's holdApplicationUntilProxyStarts
     )
     proxy_id = f"{name}.{namespace}"
     sidecar = ProcessSpec(
@@ -213,7 +219,7 @@ def _workload(settings: StackSettings, index: int, deployment: Mapping[str, Any]
         command=(python, "-m", "mesh.proxy", "--role", "sidecar", "--id", proxy_id,
                  "--namespace", namespace, "--workload", name,
                  "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--service-account", account,
-                 *_mesh_channel(settings, proxy_id), *LOCAL_TELEMETRY,
+                 *_mesh_channel(settings, proxy_id), *LOCAL_TELEMETRY, *LOCAL_DRAIN_TIMEOUT,
                  "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                  "--app-port", str(ports["app"]), "--admin-port", str(ports["admin"])),
         env={}, ports={p: ports[p] for p in ("inbound", "outbound", "admin")},

@@ -1,8 +1,8 @@
 """Starting and stopping a stack's local environment: meshctl's `up` and `down`.
 
-`up`: when a live supervisor already runs the stack, nothing is started (idempotent); otherwise the
-plan's ports are checked free, the plan is written to `plan.json` and mesh.local.supervisor is spawned
-detached with it. Then `up` waits (bounded) until every process is ready and makes the stack's pinned
+`up`: when a live supervisor already runs the stack, nothing is started (idempotent) but the workloads
+`meshctl stop` left stopped (mesh.local.lifecycle); otherwise the plan's ports are checked free, the plan
+is written to `plan.json` and mesh.local.supervisor is spawned detached with it. Then `up` waits (bounded) until every process is ready and makes the stack's pinned
 routing release (or its scenario) the control plane's whole config, so every `up` converges the routing to
 the stack file: what an earlier `apply` added and the release does not hold is deleted.
 `down`: SIGTERM to the supervisor (which stops its processes in reverse order), SIGKILL if it does not
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh.local import environment, errors, process, prometheus, statedir
+from mesh.local import environment, errors, mailbox, process, prometheus, statedir
 from mesh.local import plan as plan_mod
 from mesh.local.stack import StackSettings
 
@@ -64,6 +64,8 @@ def up(settings: StackSettings, *, plan: plan_mod.Plan | None = None, timeout: f
         started = pid is None
         if started:
             pid = _start(state, plan or _bookinfo_plan(settings))
+        else:
+            _start_stopped(state, pid)
     doc = _wait_ready(state, settings.name, pid, timeout, on_progress)
     prometheus.write(state)  # <state>/prometheus.yml: scrape targets of the plan that runs
     env = environment.Environment(stack=settings.name, state=state, pid=pid, doc=doc)
@@ -119,6 +121,18 @@ def _start(state: statedir.StateDir, plan: plan_mod.Plan) -> int:
     _spawned.append(proc)
     state.write_pid(proc.pid)
     return proc.pid
+
+
+def _start_stopped(state: statedir.StateDir, pid: int) -> None:
+    """`up` converges: workloads left stopped by `meshctl stop` are started again (mesh.local.lifecycle)."""
+    doc = state.read_state() or {}
+    if doc.get("supervisor", {}).get("status") != "running":
+        return
+    rows = doc.get("processes", {})
+    for workload in sorted({row["workload"] for row in rows.values() if row["status"] == "stopped"}):
+        result = mailbox.wait_result(state, mailbox.submit(state, "start", workload), lambda: process.alive(pid))
+        if not result["ok"]:
+            raise errors.StartupError(f"cannot start {workload}: {result['error']}")
 
 
 def _bookinfo_plan(settings: StackSettings) -> plan_mod.Plan:

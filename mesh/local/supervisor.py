@@ -2,10 +2,12 @@
 
 `python -m mesh.local.supervisor --plan FILE` (meshctl up writes `plan.json` and starts this detached)
 or `--stack S [--root DIR]` (builds the plan from the stack itself). It starts the plan's processes
-stage by stage (control plane → apps + sidecars → ingress gateway), each in its own process group with
-stdout/stderr appended to `logs/<log>`; polls readiness URLs; restarts a crashed process with
-exponential backoff, counting restarts; and publishes `state.json` and `registry.json` (atomically,
-only when they change). On SIGTERM/SIGINT it stops the stages in reverse: SIGTERM, up to 5 s, SIGKILL.
+stage by stage (control plane → sidecars, then each app once its sidecar is ready → ingress gateway),
+each in its own process group with stdout/stderr appended to `logs/<log>`; polls readiness URLs;
+restarts a crashed process with exponential backoff, counting restarts; carries out `meshctl
+restart|stop|start WORKLOAD` (mesh.local.lifecycle); and publishes `state.json` and `registry.json`
+(atomically, only when they change). On SIGTERM/SIGINT it stops the stages in reverse, apps before their
+sidecars: SIGTERM, up to 5 s, SIGKILL.
 
 Each (re)start of a proxy (a spec with an `identity`) gets a fresh one-time bootstrap token for its
 certificate: the record goes to `<state>/ca/tokens/` (mesh.control.tokens), the token to the process in
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.control import tokens
-from mesh.local import client, errors, process, registry, stack, statedir
+from mesh.local import client, errors, lifecycle, mailbox, process, registry, stack, statedir
 from mesh.local import plan as plan_mod
 
 TICK = 0.1  # seconds between checks for exits, due restarts and stage progress
@@ -52,8 +54,11 @@ class Child:
 
     spec: plan_mod.ProcessSpec
     proc: subprocess.Popen[bytes] | None = None
-    status: str = "pending"  # pending → starting → ready; crashed (waiting to restart); stopping → stopped
+    # pending → (waiting: for the process it starts after) → starting → ready; crashed (waiting to restart);
+    # stopping → stopped
+    status: str = "pending"
     ready: bool = False
+    held: bool = False  # a lifecycle operation owns it: not restarted by the supervisor, not in the registry
     restarts: int = 0
     crashes: int = 0  # consecutive crashes, for the backoff
     started: float = 0.0  # monotonic
@@ -86,6 +91,7 @@ class Supervisor:
         self._published: tuple[Any, Any] = (None, None)
         self._env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
         self._env["PYTHONUNBUFFERED"] = "1"  # logs show up as they are written
+        self.operations = lifecycle.Operations(self, self.state)  # meshctl restart|stop|start
 
     def request_stop(self, signum: int = 0, frame: object = None) -> None:
         self._stop = True
@@ -98,6 +104,7 @@ class Supervisor:
             log.error("another supervisor (pid %s) already runs stack %s", other, self.plan.stack)
             return 1
         self.state.write_pid(os.getpid())
+        mailbox.clear(self.state)
         log.info("supervisor pid %s: stack %s, %d processes", os.getpid(), self.plan.stack, len(self.children))
         with ThreadPoolExecutor(max_workers=min(32, len(self.children) or 1)) as self._pool:
             try:
@@ -114,13 +121,17 @@ class Supervisor:
             now = time.monotonic()
             self._reap(now)
             self._restart_due(now)
+            self._start_waiting()
+            self.operations.take(self.children, self.launched < len(self.stages), now)
             if now >= self._next_probe:
                 self._probe()
-                all_ready = all(child.ready for child in self.children)
+                # stopped on request (held, no process) is settled too
+                all_ready = all(child.ready or (child.held and not child.proc) for child in self.children)
                 # probe every tick until all are ready; a crash or spawn resets this
                 self._next_probe = now + (READY_PROBE_INTERVAL if all_ready else 0.0)
             if self.launched < len(self.stages) and (self._stage_ready(self.launched - 1) or now >= stage_deadline):
                 stage_deadline = self._launch_next_stage()
+            self.operations.advance(now)
             self._publish()
             time.sleep(TICK)
 
@@ -131,10 +142,21 @@ class Supervisor:
         return all(child.ready for child in self._stage(index))
 
     def _launch_next_stage(self) -> float:
-        for child in self._stage(self.launched):
-            self._spawn(child)
+        for child in lifecycle.start_order(self._stage(self.launched), _after):
+            if self._blocked(child):
+                child.status = "waiting"  # started by _start_waiting once what it runs after is ready
+            else:
+                self._spawn(child)
         self.launched += 1
         return time.monotonic() + STAGE_WAIT
+
+    def _blocked(self, child: Child) -> bool:
+        return lifecycle.waiting_for(child.spec.after, {c.spec.name: c.ready for c in self.children})
+
+    def _start_waiting(self) -> None:
+        for child in self.children:
+            if child.status == "waiting" and not child.held and not self._blocked(child):
+                self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
         spec = child.spec
@@ -174,7 +196,7 @@ class Supervisor:
 
     def _reap(self, now: float) -> None:
         for child in self.children:
-            if child.proc is None or child.proc.poll() is None:
+            if child.held or child.proc is None or child.proc.poll() is None:
                 continue
             child.exit_code = child.proc.returncode
             # its group may hold children that still own its ports
@@ -191,7 +213,7 @@ class Supervisor:
 
     def _restart_due(self, now: float) -> None:
         for child in self.children:
-            if child.restart_at is not None and now >= child.restart_at:
+            if child.restart_at is not None and now >= child.restart_at and not self._blocked(child):
                 child.restarts += 1
                 self._spawn(child)
 
@@ -201,7 +223,18 @@ class Supervisor:
         for child, ready in zip(running, results, strict=True):
             if ready != child.ready:
                 log.info("%s: %s", child.spec.name, "ready" if ready else "not ready")
-            child.ready, child.status = ready, "ready" if ready else "starting"
+            child.ready = ready
+            if not child.held:  # a held one's status is its operation's to say
+                child.status = "ready" if ready else "starting"
+
+    # the host side of lifecycle.steps (with spawn, publish and crashed below)
+    def stopped(self, child: Child) -> None:
+        child.exit_code = process.exit_code(child.proc)
+        child.proc, child.status, child.ready = None, "stopped", False
+        self._revoke(child)
+
+    def push_acked(self) -> bool:
+        return lifecycle.push_acked(self.plan.urls.get("controlPlane", ""))
 
     def _publish(self) -> None:
         """Rewrite state.json and registry.json when, and only when, their content changed."""
@@ -211,7 +244,7 @@ class Supervisor:
             "urls": dict(self.plan.urls),
             "processes": {child.spec.name: child.row(self.state.logs) for child in self.children},
         }
-        ready = {child.spec.name: child.ready for child in self.children}
+        ready = {child.spec.name: child.ready and not child.held for child in self.children}
         if state != self._published[0]:
             statedir.write_json(self.state.state_file, state)
         if ready != self._published[1]:
@@ -228,17 +261,24 @@ class Supervisor:
                 child.ready, child.restart_at = False, None
                 child.status = "stopping" if child.proc else "stopped"
             self._publish()
-            left = process.stop_groups([c.proc.pid for c in children if c.proc], self.grace)
-            if left:
-                log.error("still alive after SIGKILL: %s", sorted(left))
-            for child in children:
-                if child.proc is not None:
-                    child.exit_code = process.exit_code(child.proc)
-                child.proc, child.status = None, "stopped"
-                self._revoke(child)
+            for wave in lifecycle.stop_waves(children, _after):  # apps before their sidecars
+                left = process.stop_groups([c.proc.pid for c in wave if c.proc], self.grace)
+                if left:
+                    log.error("still alive after SIGKILL: %s", sorted(left))
+                for child in wave:
+                    if child.proc is not None:
+                        child.exit_code = process.exit_code(child.proc)
+                    child.proc, child.status = None, "stopped"
+                    self._revoke(child)
         self.status = "stopped"
         self._publish()
         log.info("stopped stack %s", self.plan.stack)
+
+    spawn, publish, crashed = _spawn, _publish, _crashed  # for mesh.local.lifecycle's operations
+
+
+def _after(child: Child) -> str:
+    return child.spec.after
 
 
 def load_plan(args: argparse.Namespace) -> plan_mod.Plan:

@@ -1,7 +1,11 @@
 """Sidecar injection, the one function that turns a Deployment into a meshed one: `inject_sidecar`.
 
 Adds the `weir-proxy` container (`python -m mesh.proxy --role sidecar …`, the flags of
-docs/architecture.md with the pod's ports 15006/15001/15000), points the app at it through `HTTP_PROXY`,
+docs/architecture.md with the pod's ports 15006/15001/15000) as a Kubernetes native sidecar (the first
+`initContainers` entry with `restartPolicy: Always`, Kubernetes ≥ 1.29, GKE included): its startupProbe on
+the health port holds the app until the proxy is ready (Istio's holdApplicationUntilProxyStarts), and on
+termination the kubelet stops the app first and the proxy after it, which then drains (mesh.proxy.drain).
+It points the app at the proxy through `HTTP_PROXY`,
 mounts an audience-bound service-account token for the CA (TokenReview proves the pod's identity), the
 mesh root certificate (ConfigMap `weir-ca-root-cert`, Istio's `istio-ca-root-cert`: the only trust for the
 control plane's TLS mesh channel) and a memory-backed directory for the proxy's own key and certificate
@@ -47,8 +51,15 @@ Obj = dict[str, Any]
 def is_injected(deployment: Obj) -> bool:
     template = deployment.get("spec", {}).get("template", {})
     annotations = template.get("metadata", {}).get("annotations") or {}
-    containers = template.get("spec", {}).get("containers") or []
-    return STATUS_ANNOTATION in annotations or any(c.get("name") == SIDECAR_CONTAINER for c in containers)
+    return STATUS_ANNOTATION in annotations or sidecar_of(template.get("spec", {})) is not None
+
+
+def sidecar_of(pod_spec: Obj) -> Obj | None:
+    """The pod's weir-proxy container: a native sidecar in `initContainers` (or, as before, in `containers`)."""
+    for container in [*(pod_spec.get("initContainers") or ()), *(pod_spec.get("containers") or ())]:
+        if container.get("name") == SIDECAR_CONTAINER:
+            return container
+    return None
 
 
 def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DEFAULT_CONTROL_PLANE) -> Obj:
@@ -66,17 +77,16 @@ def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DE
     app = _app_container(containers)
     labels = dict(template.get("metadata", {}).get("labels") or {})
     _set_env(app, "HTTP_PROXY", f"http://127.0.0.1:{OUTBOUND_PORT}")
-    containers.append(
-        _sidecar(
-            proxy_image,
-            control_plane,
-            workload=out["metadata"]["name"],
-            labels=labels,
-            service_account=pod.get("serviceAccountName", "default"),
-            app_port=_app_port(app),
-        )
+    sidecar = _sidecar(
+        proxy_image,
+        control_plane,
+        workload=out["metadata"]["name"],
+        labels=labels,
+        service_account=pod.get("serviceAccountName", "default"),
+        app_port=_app_port(app),
     )
-    pod["containers"] = containers  # app stays first: `mesh.local.plan` and `kubectl logs` rely on it
+    # First: the kubelet starts init containers in order, so later ones (and the app) find the proxy ready.
+    pod["initContainers"] = [sidecar, *(pod.get("initContainers") or ())]
     pod.setdefault("volumes", []).extend(proxy_volumes())
     meta = template.setdefault("metadata", {})
     meta.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
@@ -155,6 +165,8 @@ def _sidecar(
             {"name": "weir-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
             {"name": "weir-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
         ],
+        "restartPolicy": "Always",  # a native sidecar: runs beside the app, started before, stopped after it
+        "startupProbe": startup_probe(),
         "readinessProbe": readiness_probe(),
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -189,6 +201,17 @@ def readiness_probe() -> Obj:
     }
 
 
+def startup_probe() -> Obj:
+    """Until it succeeds the app container is not started: the proxy is ready (view applied, listeners
+    bound) before the app's first outbound call. Istio's values: every second, for up to 10 minutes."""
+    return {
+        "httpGet": {"path": "/healthz/ready", "port": HEALTH_PORT},
+        "periodSeconds": 1,
+        "timeoutSeconds": 3,
+        "failureThreshold": 600,
+    }
+
+
 def proxy_security_context() -> Obj:
     return {
         "runAsNonRoot": True,
@@ -219,7 +242,7 @@ def proxy_volumes() -> list[Obj]:
 
 
 def _annotations(proxy_image: str, app_container: str) -> dict[str, str]:
-    status = {"containers": [SIDECAR_CONTAINER], "volumes": [TOKEN_VOLUME, ROOT_CERT_VOLUME, CERT_VOLUME],
+    status = {"initContainers": [SIDECAR_CONTAINER], "volumes": [TOKEN_VOLUME, ROOT_CERT_VOLUME, CERT_VOLUME],
               "image": proxy_image}
     return {
         STATUS_ANNOTATION: json.dumps(status, separators=(",", ":")),

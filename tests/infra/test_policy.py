@@ -23,6 +23,11 @@ MESHED = {
     "metadata": {"name": "books-v1", "namespace": "bookinfo"},
     "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "app"}, {"name": "weir-proxy"}]}}},
 }
+NATIVE = {
+    "metadata": {"name": "books-v1", "namespace": "bookinfo"},
+    "spec": {"template": {"metadata": {}, "spec": {"initContainers": [{"name": "weir-proxy", "restartPolicy": "Always"}],
+                                                   "containers": [{"name": "app"}]}}},
+}
 INGRESS = {"metadata": {"name": "istio-ingressgateway", "namespace": "weir-system"}, "spec": {"type": "LoadBalancer"}}
 
 
@@ -59,6 +64,9 @@ CASES = [  # (policy name, type, props, violated?)
      changed(changed(GOOD_CLUSTER, "deletionProtection", False), "resourceLabels.weir-stack", "dev"), False),
     ("one-sidecar", policy.DEPLOYMENT, MESHED, False),
     ("one-sidecar", policy.DEPLOYMENT, changed(MESHED, "spec.template.spec.containers", [{"name": "app"}]), True),
+    ("one-sidecar", policy.DEPLOYMENT, NATIVE, False),  # injection's native sidecar (initContainers)
+    ("one-sidecar", policy.DEPLOYMENT, changed(NATIVE, "spec.template.spec.containers",
+                                               [{"name": "app"}, {"name": "weir-proxy"}]), True),
     ("one-sidecar", policy.DEPLOYMENT, changed(MESHED, "spec.template.spec.containers",
                                                [{"name": "weir-proxy"}, {"name": "weir-proxy"}]), True),
     ("one-sidecar", policy.DEPLOYMENT, changed(changed(MESHED, "metadata.namespace", "weir-system"),

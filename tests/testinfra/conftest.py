@@ -96,7 +96,7 @@ def meshed_pods() -> dict[str, str]:
     pods = {}
     for pod in json.loads(result.stdout)["items"]:
         labels = pod["metadata"].get("labels") or {}
-        containers = {c["name"] for c in pod["spec"]["containers"]}
+        containers = {c["name"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]}
         if pod["status"].get("phase") == "Running" and "weir-proxy" in containers:
             pods.setdefault(f"{labels.get('app')}-{labels.get('version')}", pod["metadata"]["name"])
     if not pods:

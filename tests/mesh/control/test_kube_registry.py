@@ -20,17 +20,22 @@ def service(name: str, target: int | str = 9080) -> dict:
                 {"name": "dns", "port": 53, "protocol": "UDP"}]}}
 
 
-def pod(name: str, app: str, version: str, *, sidecar: bool = True, rs_hash: str = "5d8f") -> dict:
+def pod(name: str, app: str, version: str, *, sidecar: bool = True, rs_hash: str = "5d8f",
+        native: bool = True) -> dict:
+    """A pod as injection makes it: the sidecar a native one (initContainers), or with `native=False` a
+    classic second container (pods injected before native sidecars)."""
     ports = [{"name": "http", "containerPort": 9080}]
-    containers = [{"name": "app", "ports": ports}]
+    containers, init = [{"name": "app", "ports": ports}], []
     if sidecar:
-        containers.append({"name": "weir-proxy", "ports": [{"name": "weir-inbound", "containerPort": 15006}]})
+        proxy = {"name": "weir-proxy", "restartPolicy": "Always",
+                 "ports": [{"name": "weir-inbound", "containerPort": 15006}]}
+        (init if native else containers).append(proxy)
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "bookinfo",
                          "labels": {"app": app, "version": version, "pod-template-hash": rs_hash},
                          "ownerReferences": [{"kind": "ReplicaSet", "name": f"{app}-{version}-{rs_hash}",
                                               "controller": True}]},
-            "spec": {"serviceAccountName": app, "containers": containers}}
+            "spec": {"serviceAccountName": app, "initContainers": init, "containers": containers}}
 
 
 def endpoint_slice(name: str, service_name: str, endpoints: list[tuple[str, str, bool | None]]) -> dict:
@@ -48,7 +53,7 @@ def endpoint_slice(name: str, service_name: str, endpoints: list[tuple[str, str,
 def books_cluster(kube: FakeKube) -> None:
     kube.put(SVC, service("books", target="http"))  # a named targetPort, resolved through the slice
     kube.put(PODS, pod("books-v1-5d8f-abcde", "books", "v1"))
-    kube.put(PODS, pod("books-v2-77aa-fghij", "books", "v2", rs_hash="77aa"))
+    kube.put(PODS, pod("books-v2-77aa-fghij", "books", "v2", rs_hash="77aa", native=False))
     kube.put(PODS, pod("books-v2-77aa-klmno", "books", "v2", rs_hash="77aa"))
     kube.put(EPS, endpoint_slice("books-x1", "books", [
         ("10.0.0.1", "books-v1-5d8f-abcde", True),

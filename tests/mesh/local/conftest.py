@@ -51,8 +51,12 @@ def settings_for(tmp_path: Path, name: str = "t") -> StackSettings:
                          ingress_port=ingress, control_plane_port=cp, port_base=20000)
 
 
-def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file: Path | None = None) -> plan_mod.Plan:
-    """control → books-v1 (app) + books-v1.proxy → ingress, all fake services, on free ports."""
+def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file: Path | None = None,
+              events: Path | None = None, proxy_ready_after: float = 0.0, app_stop_delay: float = 0.0,
+              ) -> plan_mod.Plan:
+    """control → books-v1.proxy, then books-v1 (app) once its sidecar is ready → ingress, all fake services,
+    on free ports. `events`: the workload's processes log start, sigterm and exit there (fake_service.py);
+    the app calls its sidecar's readiness URL as it starts."""
     app, inbound, outbound, admin, gw_admin = free_ports(5)
     cp = settings.control_plane_port
 
@@ -63,9 +67,16 @@ def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file:
             args.append("--never-ready")
         if child_pid_file and role == plan_mod.ROLE_APP:
             args += ["--child-pid-file", str(child_pid_file)]
+        if events and workload == "books-v1":
+            args += ["--events", str(events), "--name", name]
+        if role == plan_mod.ROLE_APP:  # its first outbound call, through the sidecar's outbound port
+            args += ["--call-at-start", "http://ratings.bookinfo:9080/ready", "--stop-delay", str(app_stop_delay)]
+        if role == plan_mod.ROLE_SIDECAR:
+            args += ["--ready-after", str(proxy_ready_after), "--also-port", str(outbound)]
         return plan_mod.ProcessSpec(name=name, role=role, stage=stage, command=(sys.executable, *FAKE, *args),
                                     env=env or {}, ports=ports, ready_url=f"http://127.0.0.1:{port}{path}",
-                                    log=log, workload=workload, identity=identity)
+                                    log=log, workload=workload, identity=identity,
+                                    after="books-v1.proxy" if role == plan_mod.ROLE_APP else "")
 
     processes = (
         fake("control", plan_mod.ROLE_CONTROL, 0, cp, "/ready", {"http": cp}, "control.log"),

@@ -4,7 +4,12 @@ It answers what the supervisor and meshctl ask of the real ones: `/healthz` (app
 control plane), the control plane's `/v1/config`, `/v1/proxies` and `/debug/push_status`, a proxy's `/config_dump` (and its `secrets`) and
 `/stats/prometheus`, an app's `/chaos`, and `/env` (its environment, to check what the plan passes).
 Port: `--port`, else `$PORT`. `--child-pid-file F` starts a grandchild in the same process group and
-writes its pid to F; `--never-ready` answers 503 on readiness URLs.
+writes its pid to F; `--never-ready` answers 503 on readiness URLs, `--ready-after S` for its first S
+seconds. Lifecycle tests: `--events F --name N` appends "start N", "sigterm N" and "exit N" lines to F;
+`--call-at-start URL` GETs URL (through $HTTP_PROXY, as an app calls out through its sidecar) before
+serving and appends "call N STATUS" (0: no answer); `--also-port P` serves on P too (a sidecar's outbound
+port, answering absolute-form proxy requests by path); `--stop-delay S`
+takes S seconds to exit after SIGTERM, like an app finishing its in-flight requests.
 """
 
 from __future__ import annotations
@@ -12,8 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -32,6 +42,7 @@ PROXIES = [  # the shape of mesh.control's rows, trimmed
 
 class Handler(BaseHTTPRequestHandler):
     never_ready = False
+    ready_at = 0.0  # monotonic time from which readiness URLs answer 200
     chaos: dict = {"error_rate": 0.0, "delay": 0.0}
 
     def log_message(self, format: str, *args: object) -> None:
@@ -52,7 +63,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path in ("/healthz", "/ready"):
-            self._send(503 if self.never_ready else 200, "not ready" if self.never_ready else "ok", "text/plain")
+            ready = not self.never_ready and time.monotonic() >= self.ready_at
+            self._send(200 if ready else 503, "ok" if ready else "not ready", "text/plain")
         elif url.path == "/v1/proxies":
             self._send(200, {"proxies": PROXIES})
         elif url.path == "/debug/push_status":
@@ -103,15 +115,57 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")))
     parser.add_argument("--child-pid-file")
     parser.add_argument("--never-ready", action="store_true")
+    parser.add_argument("--ready-after", type=float, default=0.0)
+    parser.add_argument("--events")
+    parser.add_argument("--name", default="")
+    parser.add_argument("--call-at-start")
+    parser.add_argument("--stop-delay", type=float, default=0.0)
+    parser.add_argument("--also-port", type=int)
     args = parser.parse_args()
     Handler.never_ready = args.never_ready
+    Handler.ready_at = time.monotonic() + args.ready_after
+    _lifecycle(args)
     if args.child_pid_file:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         with open(args.child_pid_file, "w") as handle:
             handle.write(str(child.pid))
+    if args.also_port:
+        also = ThreadingHTTPServer(("127.0.0.1", args.also_port), Handler)
+        threading.Thread(target=also.serve_forever, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"fake service on {args.port}", flush=True)
     server.serve_forever()
+
+
+def _event(args: argparse.Namespace, what: str) -> None:
+    if args.events:
+        with open(args.events, "a") as handle:
+            handle.write(f"{what} {args.name}\n")
+
+
+def _lifecycle(args: argparse.Namespace) -> None:
+    _event(args, "start")
+    if args.call_at_start:
+        try:
+            with urllib.request.urlopen(args.call_at_start, timeout=2) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            status = 0
+        _event(args, f"call {status}")
+
+    def stop(signum: int, frame: object) -> None:
+        _event(args, "sigterm")
+
+        def leave() -> None:
+            time.sleep(args.stop_delay)
+            _event(args, "exit")
+            os._exit(0)
+
+        threading.Thread(target=leave, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

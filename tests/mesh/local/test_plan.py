@@ -73,7 +73,7 @@ def test_commands(plan: plan_mod.Plan, settings: StackSettings) -> None:
         "--workload", "books-v2", "--labels", "app=books,version=v2", "--service-account", "books",
         "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
         "--cert-dir", str(state / "proxies" / "books-v2.bookinfo"), "--trace-sampling", "100",
-        "--inbound-port", "21011", "--outbound-port", "21012",
+        "--drain-timeout", "4", "--inbound-port", "21011", "--outbound-port", "21012",
         "--app-port", "21010", "--admin-port", "21013")
     assert plan.process("ingress").command == (
         "/py", "-m", "mesh.proxy", "--role", "gateway", "--id", "istio-ingressgateway.weir-system",
@@ -81,7 +81,14 @@ def test_commands(plan: plan_mod.Plan, settings: StackSettings) -> None:
         "--service-account", "istio-ingressgateway-service-account",
         "--control-plane", "127.0.0.1:15012", "--ca-file", str(state / "ca" / "root-cert.pem"),
         "--cert-dir", str(state / "proxies" / "istio-ingressgateway.weir-system"), "--trace-sampling", "100",
-        "--port-map", "80=8080,443=8443", "--admin-port", "21009")
+        "--drain-timeout", "4", "--port-map", "80=8080,443=8443", "--admin-port", "21009")
+
+
+def test_each_app_starts_after_its_sidecar_and_nothing_else_waits(plan: plan_mod.Plan) -> None:
+    assert {spec.name: spec.after for spec in plan.processes if spec.after} == {
+        "books-v1": "books-v1.proxy", "books-v2": "books-v2.proxy"}
+    round_trip = plan_mod.Plan.from_json(plan.to_json())
+    assert round_trip.process("books-v1").after == "books-v1.proxy"
 
 
 def test_default_python_is_this_interpreter(settings: StackSettings) -> None:

@@ -43,8 +43,9 @@ def test_sidecar_wiring() -> None:
     books_v2 = bookinfo.deployments()[3]
     injected = _inject(books_v2, control_plane="cp.example:15012")
     pod = injected["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["containers"]] == ["app", "weir-proxy"]
-    proxy = _by_name(pod["containers"], "weir-proxy")
+    assert [c["name"] for c in pod["containers"]] == ["app"]
+    assert [c["name"] for c in pod["initContainers"]] == ["weir-proxy"]
+    proxy = _by_name(pod["initContainers"], "weir-proxy")
     assert proxy["image"] == PROXY_IMAGE
     assert proxy["command"] == ["python", "-m", "mesh.proxy"]
     assert proxy["args"] == [
@@ -99,7 +100,7 @@ def test_pod_annotations_and_selector_untouched() -> None:
     original = bookinfo.deployments()[0]
     injected = _inject(original)
     annotations = injected["spec"]["template"]["metadata"]["annotations"]
-    assert json.loads(annotations["sidecar.weir.dev/status"])["containers"] == ["weir-proxy"]
+    assert json.loads(annotations["sidecar.weir.dev/status"])["initContainers"] == ["weir-proxy"]
     # the health port: on the pod IP (the admin's 15000 is loopback-only) and serving /stats/prometheus
     assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "15021")
     assert annotations["prometheus.io/path"] == "/stats/prometheus"
@@ -115,6 +116,36 @@ def test_existing_http_proxy_is_replaced_not_duplicated() -> None:
     )
     env = _inject(deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert [e["value"] for e in env if e["name"] == "HTTP_PROXY"] == ["http://127.0.0.1:15001"]
+
+
+def test_the_sidecar_is_native_started_before_the_app_and_stopped_after_it() -> None:
+    """Kubernetes native sidecars (1.29+): an initContainers entry with restartPolicy Always; the kubelet
+    starts the app only once its startupProbe passed (holdApplicationUntilProxyStarts) and, on termination,
+    stops it after the app containers."""
+    pod = _inject(bookinfo.deployments()[2])["spec"]["template"]["spec"]
+    proxy = injection.sidecar_of(pod)
+    assert proxy is pod["initContainers"][0]
+    assert proxy["restartPolicy"] == "Always"
+    assert proxy["startupProbe"]["httpGet"] == {"path": "/healthz/ready", "port": 15021}
+    assert proxy["startupProbe"]["periodSeconds"] * proxy["startupProbe"]["failureThreshold"] >= 600
+    # the default grace period covers the app's drain and then the proxy's (5 s each)
+    assert pod.get("terminationGracePeriodSeconds", 30) >= 10
+
+
+def test_user_init_containers_run_after_the_sidecar_and_keep_their_order() -> None:
+    deployment = bookinfo.deployments()[0]
+    deployment["spec"]["template"]["spec"]["initContainers"] = [{"name": "migrate", "image": "m"},
+                                                                {"name": "seed", "image": "s"}]
+    pod = _inject(deployment)["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["weir-proxy", "migrate", "seed"]
+    kubernetes_validate.validate(_inject(deployment), K8S_VERSION, strict=True)
+
+
+def test_a_deployment_injected_the_classic_way_is_recognised() -> None:
+    deployment = bookinfo.deployments()[0]
+    deployment["spec"]["template"]["spec"]["containers"].append({"name": "weir-proxy", "image": PROXY_IMAGE})
+    assert injection.is_injected(deployment)
+    assert _inject(deployment) == deployment
 
 
 def test_deployment_without_containers_is_refused() -> None:

@@ -78,9 +78,10 @@ def test_sidecar_injected_exactly_once_per_bookinfo_deployment(name: str) -> Non
     assert [d["metadata"]["name"] for d in deployments] == ["ui-v1", "gw-v1", "books-v1", "books-v2",
                                                             "ratings-v1", "ratings-v2"]
     for deployment in deployments:
-        containers = deployment["spec"]["template"]["spec"]["containers"]
-        assert [c["name"] for c in containers] == ["app", "weir-proxy"]
-        assert {c["image"] for c in containers} == {IMAGE}
+        pod = deployment["spec"]["template"]["spec"]
+        assert [c["name"] for c in pod["containers"]] == ["app"]
+        assert [c["name"] for c in pod["initContainers"]] == ["weir-proxy"]  # a native sidecar
+        assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {IMAGE}
         assert injection.inject_sidecar(deployment, proxy_image=IMAGE) == deployment
     system = [o for o in RENDERED[name]["platform"] if o["kind"] == "Deployment"]
     assert all("weir-proxy" not in str(d) for d in system)
@@ -206,7 +207,7 @@ def test_every_proxy_pod_is_scraped_on_a_port_prometheus_can_reach(name: str) ->
     and that the namespace's NetworkPolicy, if any, lets in."""
     policies = {obj["metadata"]["namespace"]: obj for _, obj in _all(name) if obj["kind"] == "NetworkPolicy"}
     pods = [obj for _, obj in _all(name) if obj["kind"] == "Deployment"
-            and any(c["command"][-1:] == ["mesh.proxy"] for c in obj["spec"]["template"]["spec"]["containers"])]
+            and any(c["command"][-1:] == ["mesh.proxy"] for c in _containers(obj["spec"]["template"]["spec"]))]
     assert {p["metadata"]["name"] for p in pods} >= {"istio-ingressgateway", "ratings-v2"}
     for deployment in pods:
         template = deployment["spec"]["template"]
@@ -214,13 +215,18 @@ def test_every_proxy_pod_is_scraped_on_a_port_prometheus_can_reach(name: str) ->
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/path"] == "/stats/prometheus"
         port = int(annotations["prometheus.io/port"])
-        (proxy,) = [c for c in template["spec"]["containers"] if c["command"][-1:] == ["mesh.proxy"]]
+        (proxy,) = [c for c in _containers(template["spec"]) if c["command"][-1:] == ["mesh.proxy"]]
         flag = dict(zip(proxy["args"][::2], proxy["args"][1::2]))
         assert (flag["--health-port"], flag["--inbound-bind"]) == (str(port), "0.0.0.0"), deployment["metadata"]
         assert port in [p["containerPort"] for p in proxy["ports"]]
         policy = policies.get(deployment["metadata"]["namespace"])
         if policy is not None:
             assert port in [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+
+
+def _containers(pod_spec: dict) -> list[dict]:
+    """Every container of a pod: native sidecars (initContainers) and the others."""
+    return pod_spec.get("initContainers", []) + pod_spec["containers"]
 
 
 def test_render_is_pure() -> None:
