@@ -36,11 +36,16 @@ def free_port() -> int:
 
 
 def free_port_base(span: int = 100) -> int:
-    """A base for `span` consecutive free ports (the runtime lays workloads out from it)."""
-    for base in range(31000, 60000, 1000):
+    """A base for `span` consecutive free ports (the runtime lays workloads out from it). Bases below the
+    kernel's ephemeral range (32768+) come first: there, client sockets' TIME_WAIT left by a test that
+    opened thousands of connections cannot block a whole range (nor can a client take a port the mesh is
+    about to bind). Probed with SO_REUSEADDR, as the mesh's servers bind: their own ports' old connections
+    lingering in TIME_WAIT do not make them busy. 24000+ stays clear of the dev/staging/prod stacks."""
+    for base in (*range(24000, 32000, 1000), *range(32000, 60000, 1000)):
         taken = False
         for port in range(base, base + span):
             with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:

@@ -1,0 +1,86 @@
+"""What the fault tests observe besides the client's answers: a process of the mesh (from `meshctl status`),
+its descriptors, sockets and memory (/proc), and a proxy's counters (its admin `/stats/prometheus`).
+Figures go to stdout with `report` (`pytest -s` shows them) so a run records what it measured.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tests.e2e.conftest import DIRECT
+
+RESTART_S = 20.0  # the supervisor's 0.5 s backoff plus a Python process start on a busy CI machine
+
+
+def process(mesh, name: str) -> dict:
+    (row,) = [p for p in mesh.meshctl_json("status")["processes"] if p["name"] == name]
+    return row
+
+
+def wait_restarted(mesh, name: str, old_pid: int, timeout: float = RESTART_S) -> dict:
+    """The status row of `name` once the supervisor has restarted it (new pid) and it is ready."""
+    deadline = time.monotonic() + timeout
+    row = None
+    while time.monotonic() < deadline:
+        row = process(mesh, name)
+        if row["pid"] not in (None, old_pid) and row["ready"]:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"{name} not restarted and ready after {timeout}s: {row}")
+
+
+def scrape(mesh, workload: str) -> str:
+    ports = {p["workload"]: p["ports"] for p in mesh.meshctl_json("status")["processes"] if "admin" in p["ports"]}
+    with DIRECT.open(f"http://127.0.0.1:{ports[workload]['admin']}/stats/prometheus", timeout=5) as response:
+        return response.read().decode()
+
+
+def metric(text: str, name: str, *labels: str) -> float:
+    """Sum of the samples of `name` whose labels contain every one of `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in "{ " and all(label in line for label in labels):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def sockets_to(pid: int, port: int) -> int:
+    """TCP sockets of `pid` connected to 127.0.0.1:`port` (its own connections to that upstream)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as table:
+        lines = table.readlines()[1:]
+    for line in lines:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def settle(pid: int, target: int, timeout: float = 10.0) -> int:
+    """The descriptor count of `pid` once it is at most `target` (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while (count := fds(pid)) > target and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return count
+
+
+def report(label: str, **figures) -> None:
+    print(f"\n[faults] {label}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
