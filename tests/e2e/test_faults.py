@@ -27,7 +27,7 @@ from tests.e2e.observe import metric, process, report, rss, scrape, wait_restart
 
 pytestmark = pytest.mark.e2e
 
-CP_AWAY_S = float(os.environ.get("WEIR_CP_AWAY_S", "15"))  # 60 for the figure; 15 keeps CI fast
+CP_AWAY_S = float(os.environ.get("WEIR_CP_AWAY_S", "10"))  # 60 for the figure; 10 keeps CI fast
 RATE = 50.0  # requests per second through the ingress, the whole chain ingress → gw → books → ratings
 RSS_GROWTH = 16 * 2**20  # bytes a proxy may grow while the control plane is away (its queues are bounded)
 RESYNC_S = 20.0  # a proxy reconnects within its 5 s backoff cap; the rest is the restart on a busy CI machine

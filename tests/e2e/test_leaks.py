@@ -33,7 +33,7 @@ from tests.e2e.observe import fds, metric, process, report, rss, scrape, settle,
 
 pytestmark = pytest.mark.e2e
 
-CONNECTIONS = int(os.environ.get("WEIR_LEAK_CONNECTIONS", "20000"))
+CONNECTIONS = int(os.environ.get("WEIR_LEAK_CONNECTIONS", "12000"))
 CONCURRENCY = 32  # clients at a time during the churn
 WARMUP = 2000  # connections before the baseline: pools, caches and the allocator reach their steady state
 RSS_SLACK = 10 * 1024 * 1024  # bytes a sidecar may grow over its warm baseline after the churn

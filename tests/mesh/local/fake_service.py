@@ -9,7 +9,8 @@ seconds. Lifecycle tests: `--events F --name N` appends "start N", "sigterm N" a
 `--call-at-start URL` GETs URL (through $HTTP_PROXY, as an app calls out through its sidecar) before
 serving and appends "call N STATUS" (0: no answer); `--also-port P` serves on P too (a sidecar's outbound
 port, answering absolute-form proxy requests by path); `--stop-delay S`
-takes S seconds to exit after SIGTERM, like an app finishing its in-flight requests.
+takes S seconds to exit after SIGTERM, like an app finishing its in-flight requests; `--synced` reports every
+proxy SYNCED (a control plane whose pushes are all acked).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ PROXIES = [  # the shape of mesh.control's rows, trimmed
 
 class Handler(BaseHTTPRequestHandler):
     never_ready = False
+    synced = False  # /v1/proxies: every proxy SYNCED instead of the sample with a NACK
     ready_at = 0.0  # monotonic time from which readiness URLs answer 200
     chaos: dict = {"error_rate": 0.0, "delay": 0.0}
 
@@ -66,7 +68,7 @@ class Handler(BaseHTTPRequestHandler):
             ready = not self.never_ready and time.monotonic() >= self.ready_at
             self._send(200 if ready else 503, "ok" if ready else "not ready", "text/plain")
         elif url.path == "/v1/proxies":
-            self._send(200, {"proxies": PROXIES})
+            self._send(200, {"proxies": PROXIES[:1] if self.synced else PROXIES})
         elif url.path == "/debug/push_status":
             self._send(200, {"pending": 0, "queued": 0})
         elif url.path == "/v1/config":
@@ -121,8 +123,10 @@ def main() -> None:
     parser.add_argument("--call-at-start")
     parser.add_argument("--stop-delay", type=float, default=0.0)
     parser.add_argument("--also-port", type=int)
+    parser.add_argument("--synced", action="store_true")
     args = parser.parse_args()
     Handler.never_ready = args.never_ready
+    Handler.synced = args.synced
     Handler.ready_at = time.monotonic() + args.ready_after
     _lifecycle(args)
     if args.child_pid_file:

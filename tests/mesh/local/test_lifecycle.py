@@ -52,6 +52,36 @@ def test_an_operation_logs_its_steps_and_a_failed_step_ends_it():
                       "seconds": 2.0, "steps": [{"step": "one", "at": 0.5}]}
 
 
+class SettleHost:
+    """The supervisor as `_leave_registry` sees it: publish, and whether the push is acked yet."""
+
+    def __init__(self, acked: bool) -> None:
+        self.acked, self.published = acked, 0
+
+    def publish(self) -> None:
+        self.published += 1
+
+    def push_acked(self) -> bool:
+        return self.acked
+
+
+@pytest.mark.parametrize("acked, last, waited", [
+    (True, "endpoint removal pushed and acked", lifecycle.SETTLE_MIN_S),
+    (False, f"push not acked after {lifecycle.SETTLE_MAX_S:g} s; stopping anyway", lifecycle.SETTLE_MAX_S),
+])
+def test_leaving_the_registry_waits_for_the_ack_at_least_the_minimum_and_at_most_the_cap(acked, last, waited):
+    now = [0.0]
+    host = SettleHost(acked)
+    lines = []
+    for line in lifecycle._leave_registry(host, lambda: now[0]):
+        if line:
+            lines.append((line, now[0]))
+        now[0] += 0.1  # one supervisor tick
+    assert host.published == 1
+    assert [text for text, _ in lines] == ["left the registry", last]
+    assert waited <= lines[-1][1] - lines[0][1] <= waited + 0.25  # within a tick or two of the bound
+
+
 def test_the_mailbox_carries_a_request_and_its_answer(tmp_path: Path):
     state = statedir.StateDir(tmp_path)
     request_id = mailbox.submit(state, "restart", "books-v1")
@@ -124,8 +154,8 @@ def test_restart_leaves_the_registry_stops_app_then_sidecar_starts_sidecar_then_
     doc = json.loads(result.output)
     assert doc["ok"] and doc["workload"] == "books-v1"
     steps = [step["step"] for step in doc["steps"]]
-    # the fake control plane reports a NACKed proxy: the settle gives up after SETTLE_MAX_S and goes on
-    assert steps == ["left the registry", "push not acked after 5 s; stopping anyway",
+    # the fake control plane reports every proxy synced: the settle ends on the ack (after SETTLE_MIN_S)
+    assert steps == ["left the registry", "endpoint removal pushed and acked",
                      "stopped books-v1 exit 0", "stopped books-v1.proxy exit 0",
                      "books-v1.proxy ready", "books-v1 ready", "back in the registry"]
     assert events(lifecycle_env)[3:] == ["sigterm books-v1", "exit books-v1", "sigterm books-v1.proxy",
