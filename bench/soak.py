@@ -9,7 +9,8 @@ telemetry on. The run is cut into windows; the verdict asks what the issue asks:
 - zero errors (a non-2xx/3xx answer or no answer at all, in any window after the warm-up);
 - a stable p99: the worst window's p99 at most `P99_DRIFT` × the median window's p99;
 - RSS growth under `MAX_RSS_GROWTH` for every process, from the end of the first window (interpreter
-  and allocator warm-up) to the end of the run.
+  and allocator warm-up) to the end of the run;
+- no process of the stack gone or restarted meanwhile (its pid stops answering).
 
 The figures go to `bench/results/soak-latest.json` and to stdout as a table; the exit status is 0 only when
 every verdict passes. The windows are computed from the one load run afterwards (pure, `windows()`).
@@ -96,7 +97,13 @@ def rss_growth(samples: list[dict], baseline_at: float) -> dict[str, dict]:
     return out
 
 
-def verdicts(figures: list[dict], memory: dict[str, dict]) -> list[dict]:
+def gone(samples: list[dict]) -> list[str]:
+    """Processes that stopped answering after the first sample: exited, killed or restarted (new pid)."""
+    names = [k for k in samples[0] if k != "t"] if samples else []
+    return sorted(name for name in names if samples[0][name] and any(row.get(name) is None for row in samples))
+
+
+def verdicts(figures: list[dict], memory: dict[str, dict], lost: list[str] = ()) -> list[dict]:
     errors = sum(w["errors"] for w in figures)
     p99s = [w["p99_ms"] for w in figures if w["completed"]]
     median = statistics.median(p99s) if p99s else float("nan")
@@ -109,6 +116,8 @@ def verdicts(figures: list[dict], memory: dict[str, dict]) -> list[dict]:
          "limit": f"≤ {P99_DRIFT}", "pass": bool(p99s) and worst <= P99_DRIFT * median},
         {"check": f"RSS growth, worst process ({grower})", "value": round(growth, 3),
          "limit": f"< {MAX_RSS_GROWTH}", "pass": growth < MAX_RSS_GROWTH},
+        {"check": "processes gone or restarted", "value": ", ".join(lost) or "none", "limit": "none",
+         "pass": not lost},
     ]
 
 
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler.join()
     figures = windows(result.schedule, result.sent, result.completed, result.ok, WARMUP_S, args.window)
     memory = rss_growth(sampler.samples, WARMUP_S + args.window)
-    checks = verdicts(figures, memory)
+    checks = verdicts(figures, memory, gone(sampler.samples))
     report = {"stack": args.stack, "path": args.path, "rate_rps": args.rate, "duration_s": args.duration,
               "window_s": args.window, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
               "timer": result.timer, "connections_opened": result.connections_opened,

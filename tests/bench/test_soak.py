@@ -49,6 +49,10 @@ def test_rss_growth_is_measured_from_the_first_sample_after_the_baseline_time():
     memory = soak.rss_growth(samples, baseline_at=10.0)
     assert memory["proxy"] == {"baseline_kib": 40_000, "final_kib": 43_000, "growth": pytest.approx(0.075),
                                "baseline_fds": 12, "final_fds": 12}
+    assert soak.gone(samples) == ["proxy"]  # the gap at t=20: a crash (or restart) fails the soak
+    assert soak.gone([samples[0], samples[1], samples[3]]) == []
+    checks = {c["check"].split(",")[0]: c for c in soak.verdicts([], memory, soak.gone(samples))}
+    assert not checks["processes gone or restarted"]["pass"]
     checks = {c["check"].split(",")[0]: c for c in soak.verdicts([], memory)}
     assert checks["RSS growth"]["pass"]
     memory["proxy"]["growth"] = 0.2
@@ -59,7 +63,7 @@ def test_no_completed_request_fails_rather_than_passing_on_nan():
     schedule, sent, completed, ok = run_of(100, 4, 0.002, failed=set(range(400)))
     figures = soak.windows(schedule, sent, completed, ok, warmup_s=0, window_s=2)
     checks = soak.verdicts(figures, {})
-    assert [c["pass"] for c in checks] == [False, False, False]
+    assert [c["pass"] for c in checks] == [False, False, False, True]
     assert math.isnan(figures[0]["p99_ms"])
 
 
