@@ -86,9 +86,13 @@ class Workload:
 class RegistryState:
     services: tuple[Service, ...] = ()
     workloads: tuple[Workload, ...] = ()
+    # The writer's counter (registry.json's `generation`; 0 when the source has none): a snapshot built
+    # from this state shows it in /debug/push_status, so a writer can tell its change has been read.
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "generation": self.generation,
             "services": [
                 {
                     "name": s.name,
@@ -239,9 +243,10 @@ def parse_registry(data: Any) -> RegistryState:
     try:
         services = tuple(sorted((_service(s) for s in data.get("services") or []), key=_key))
         workloads = tuple(sorted((_workload(w) for w in data.get("workloads") or []), key=_key))
+        generation = int(data.get("generation") or 0)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise RegistryError(f"malformed registry entry: {exc!r}") from None
-    return RegistryState(services=services, workloads=workloads)
+    return RegistryState(services=services, workloads=workloads, generation=generation)
 
 
 def _key(item: Service | Workload) -> tuple[str, str]:

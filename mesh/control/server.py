@@ -27,7 +27,7 @@ DEBUG_ENDPOINTS = {
     "/debug/syncz": "per proxy: current, sent and ACKed version, last nonce, last NACK (Istio's syncz)",
     "/debug/config_dump?proxy=ID": "the view built for one connected proxy, as sent on the wire",
     "/debug/registry": "the service registry: services and workloads as the control plane sees them",
-    "/debug/push_status": "debounce and push counters, current snapshot revision",
+    "/debug/push_status": "debounce and push counters, current snapshot revision and its registry generation",
     "/debug/config": "resource keys in the current snapshot",
     "/debug/ca": "the mesh CA: signing certificate, root fingerprint, workload TTL, certificates issued/refused",
 }
@@ -206,6 +206,8 @@ async def push_status(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "revision": control.snapshot.revision,
+            # what the current snapshot was built from: a registry writer waits for its own generation here
+            "registryGeneration": control.snapshot.registry.generation,
             "pending": pusher.debouncer.pending,
             "queued": len(pusher.queue),
             **pusher.stats.to_dict(),

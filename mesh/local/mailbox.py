@@ -4,11 +4,13 @@ A directory, `<state>/requests/`: meshctl writes `<id>.json` ({"action", "worklo
 supervisor takes requests on its next tick (deleting them), carries them out (mesh.local.lifecycle) and
 writes `<id>.result.json`, which meshctl waits for and deletes. Plain files: no port, no socket to
 secure beyond the state directory's permissions, and a request survives a slow supervisor tick. A new
-supervisor clears what an earlier one left.
+supervisor clears what an earlier one left. The supervisor's side never raises over one bad file: a file
+that vanishes while being taken is skipped, one that is not a request is taken and answered with an error.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +30,7 @@ class Request:
     id: str
     action: str
     workload: str
+    error: str = ""  # why the file is not a request (the supervisor answers with it)
 
 
 def requests_dir(state: statedir.StateDir) -> Path:
@@ -46,16 +49,42 @@ def submit(state: statedir.StateDir, action: str, workload: str) -> str:
 def take(state: statedir.StateDir) -> list[Request]:
     """The requests waiting, oldest first, removed from the directory (the supervisor's side)."""
     directory = requests_dir(state)
-    if not directory.is_dir():
+    try:
+        names = [p for p in directory.iterdir() if _is_request(p.name)]
+    except OSError:  # no directory yet (or unreadable: the next tick retries)
         return []
+    waiting = []
+    for path in names:
+        try:
+            waiting.append((path.stat().st_mtime, path.name, path))
+        except OSError:
+            continue  # gone since listed (meshctl gave up on it, or `clear`)
     found = []
-    for path in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime):
-        if path.name.endswith(".result.json") or path.name.startswith("."):
+    for _, _, path in sorted(waiting):
+        try:
+            text = path.read_text()
+            path.unlink(missing_ok=True)
+        except OSError:
             continue
-        doc = statedir.read_json(path) or {}
-        path.unlink(missing_ok=True)
-        found.append(Request(path.stem, str(doc.get("action")), str(doc.get("workload"))))
+        found.append(_parse(path.name.removesuffix(".json"), text))
     return found
+
+
+def _is_request(name: str) -> bool:
+    """`<id>.json`; not a result, not a hidden (temporary) file."""
+    return name.endswith(".json") and not name.endswith(".result.json") and not name.startswith(".")
+
+
+def _parse(request_id: str, text: str) -> Request:
+    """The request in a file's `text`; one carrying an `error` when it is not {"action", "workload"}."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        return Request(request_id, "", "", f"malformed request {request_id}: not JSON ({exc})")
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(key), str) for key in ("action", "workload")):
+        return Request(request_id, "", "", f"malformed request {request_id}: expected a JSON object with "
+                                           f"string fields action and workload, got {str(doc)[:80]}")
+    return Request(request_id, doc["action"], doc["workload"])
 
 
 def clear(state: statedir.StateDir) -> None:

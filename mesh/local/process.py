@@ -17,6 +17,7 @@ from pathlib import Path
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 POLL = 0.05  # seconds between liveness checks while waiting
+KILL_WAIT = 1.0  # seconds a group gets to be gone after SIGKILL
 
 
 # Exit codes of children that `alive` reaped: Popen can no longer see them (its poll() would say 0).
@@ -95,7 +96,7 @@ def wait_gone(pids: Iterable[int], timeout: float) -> set[int]:
 
 def stop_groups(pids: Iterable[int], grace: float = STOP_GRACE) -> set[int]:
     """SIGTERM each group, wait up to `grace`, SIGKILL every group (its stragglers too); the pids that
-    SIGKILL did not stop within a second (should be none)."""
+    SIGKILL did not stop within KILL_WAIT (should be none)."""
     pids = list(pids)
     for pid in pids:
         signal_group(pid, signal.SIGTERM)
@@ -103,7 +104,7 @@ def stop_groups(pids: Iterable[int], grace: float = STOP_GRACE) -> set[int]:
     for pid in pids:
         # the whole group: a leader that exited may leave children behind
         signal_group(pid, signal.SIGKILL)
-    return wait_gone(pids, 1.0)
+    return wait_gone(pids, KILL_WAIT)
 
 
 def busy_ports(ports: Iterable[tuple[int, str]], host: str = "127.0.0.1") -> list[str]:

@@ -28,7 +28,10 @@ from mesh.local import plan as plan_mod
 from mesh.local.stack import StackSettings
 
 UP_TIMEOUT = 60.0
-DOWN_TIMEOUT = 25.0  # the supervisor stops three stages, each up to STOP_GRACE
+# The supervisor stops in waves, each SIGTERM, up to STOP_GRACE, SIGKILL, up to KILL_WAIT: the gateway,
+# the apps, their sidecars, the control plane (mesh.local.supervisor; lifecycle.stop_waves per stage).
+STOP_WAVES = 4
+DOWN_TIMEOUT = STOP_WAVES * (process.STOP_GRACE + process.KILL_WAIT) + 5.0  # + its own exit, with margin
 POLL = 0.1
 LOG_TAIL_LINES = 15
 

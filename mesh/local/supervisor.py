@@ -6,8 +6,8 @@ stage by stage (control plane → sidecars, then each app once its sidecar is re
 each in its own process group with stdout/stderr appended to `logs/<log>`; polls readiness URLs;
 restarts a crashed process with exponential backoff, counting restarts; carries out `meshctl
 restart|stop|start WORKLOAD` (mesh.local.lifecycle); and publishes `state.json` and `registry.json`
-(atomically, only when they change). On SIGTERM/SIGINT it stops the stages in reverse, apps before their
-sidecars: SIGTERM, up to 5 s, SIGKILL.
+(atomically, only when they change; each registry.json write has the next `generation`). On
+SIGTERM/SIGINT it stops the stages in reverse, apps before their sidecars: SIGTERM, up to 5 s, SIGKILL.
 
 Each (re)start of a proxy (a spec with an `identity`) gets a fresh one-time bootstrap token for its
 certificate: the record goes to `<state>/ca/tokens/` (mesh.control.tokens), the token to the process in
@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +89,7 @@ class Supervisor:
         self._stop = False
         self._next_probe = 0.0  # monotonic time of the next readiness probe round
         self._published: tuple[Any, Any] = (None, None)
+        self.generation = 0  # of the registry.json last written
         self._env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS}
         self._env["PYTHONUNBUFFERED"] = "1"  # logs show up as they are written
         self.operations = lifecycle.Operations(self, self.state)  # meshctl restart|stop|start
@@ -106,7 +107,8 @@ class Supervisor:
         self.state.write_pid(os.getpid())
         mailbox.clear(self.state)
         log.info("supervisor pid %s: stack %s, %d processes", os.getpid(), self.plan.stack, len(self.children))
-        with ThreadPoolExecutor(max_workers=min(32, len(self.children) or 1)) as self._pool:
+        # a worker per probe, and one for a lifecycle operation's push check
+        with ThreadPoolExecutor(max_workers=min(32, len(self.children)) + 1) as self._pool:
             try:
                 self._publish()
                 self._loop()
@@ -131,7 +133,7 @@ class Supervisor:
                 self._next_probe = now + (READY_PROBE_INTERVAL if all_ready else 0.0)
             if self.launched < len(self.stages) and (self._stage_ready(self.launched - 1) or now >= stage_deadline):
                 stage_deadline = self._launch_next_stage()
-            self.operations.advance(now)
+            self.operations.advance(time.monotonic())  # its steps are stamped: the time they completed
             self._publish()
             time.sleep(TICK)
 
@@ -142,7 +144,7 @@ class Supervisor:
         return all(child.ready for child in self._stage(index))
 
     def _launch_next_stage(self) -> float:
-        for child in lifecycle.start_order(self._stage(self.launched), _after):
+        for child in lifecycle.start_order(self._stage(self.launched), lifecycle.runs_after):
             if self._blocked(child):
                 child.status = "waiting"  # started by _start_waiting once what it runs after is ready
             else:
@@ -233,11 +235,13 @@ class Supervisor:
         child.proc, child.status, child.ready = None, "stopped", False
         self._revoke(child)
 
-    def push_acked(self) -> bool:
-        return lifecycle.push_acked(self.plan.urls.get("controlPlane", ""))
+    def check_push(self, generation: int) -> Future[bool]:
+        """lifecycle.push_acked on the pool: the operation polls the future on later ticks."""
+        return self._pool.submit(lifecycle.push_acked, self.plan.urls.get("controlPlane", ""), generation)
 
-    def _publish(self) -> None:
-        """Rewrite state.json and registry.json when, and only when, their content changed."""
+    def _publish(self) -> int:
+        """Rewrite state.json and registry.json when, and only when, their content changed; the registry
+        generation now on disk."""
         state = {
             "stack": self.plan.stack,
             "supervisor": {"pid": os.getpid(), "started_at": self.started_at, "status": self.status},
@@ -248,8 +252,10 @@ class Supervisor:
         if state != self._published[0]:
             statedir.write_json(self.state.state_file, state)
         if ready != self._published[1]:
-            registry.write(self.state.registry_file, self.plan, ready)
+            self.generation += 1
+            registry.write(self.state.registry_file, self.plan, ready, self.generation)
         self._published = (state, ready)
+        return self.generation
 
     def _shutdown(self) -> None:
         """Stop the stages in reverse start order; each gets SIGTERM, the grace period, then SIGKILL."""
@@ -261,7 +267,7 @@ class Supervisor:
                 child.ready, child.restart_at = False, None
                 child.status = "stopping" if child.proc else "stopped"
             self._publish()
-            for wave in lifecycle.stop_waves(children, _after):  # apps before their sidecars
+            for wave in lifecycle.stop_waves(children, lifecycle.runs_after):  # apps before their sidecars
                 left = process.stop_groups([c.proc.pid for c in wave if c.proc], self.grace)
                 if left:
                     log.error("still alive after SIGKILL: %s", sorted(left))
@@ -275,10 +281,6 @@ class Supervisor:
         log.info("stopped stack %s", self.plan.stack)
 
     spawn, publish, crashed = _spawn, _publish, _crashed  # for mesh.local.lifecycle's operations
-
-
-def _after(child: Child) -> str:
-    return child.spec.after
 
 
 def load_plan(args: argparse.Namespace) -> plan_mod.Plan:

@@ -3,7 +3,9 @@
 `Load(url, rate)` runs in background threads (`with Load(...) as load:`), each on its own keep-alive
 connection, sending request i at `start + i / rate` (a worker that falls behind catches up, so a stall
 shows as latency, not as fewer requests). Every answer is recorded as (seconds since start, status,
-books version); a connection error or timeout is recorded with its exception name instead of a status.
+books version, when its request was sent); a connection error or timeout is recorded with its exception
+name instead of a status. Seconds since start are `time.monotonic() - load.start_at`: another process's
+time.monotonic() stamps (system-wide on Linux) compare after subtracting `start_at`.
 The fault tests assert on `failures()` (anything but a 200) and on when a version was seen again.
 """
 
@@ -26,6 +28,7 @@ class Answer:
     at: float  # seconds since the load started (when the answer came)
     status: int | str  # HTTP status, or the exception name when there was no answer
     books: str | None  # versions.books of a 200 from /gateway/books
+    sent: float = 0.0  # seconds since the load started (when its request was sent)
 
 
 class Load:
@@ -83,19 +86,20 @@ class Load:
             conn.close()
 
     def _one(self, conn: http.client.HTTPConnection) -> tuple[Answer, bool]:
+        sent = self.now()
         try:
             conn.request("GET", self.path)
             response = conn.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            return Answer(self.now(), type(exc).__name__, None), False
+            return Answer(self.now(), type(exc).__name__, None, sent), False
         books = None
         if response.status == 200:
             try:
                 books = json.loads(body).get("versions", {}).get("books")
             except (ValueError, AttributeError):
                 pass
-        return Answer(self.now(), response.status, books), not response.will_close
+        return Answer(self.now(), response.status, books, sent), not response.will_close
 
     # -- what the tests read ----------------------------------------------------------------------------
     def snapshot(self) -> list[Answer]:

@@ -36,6 +36,24 @@ def test_parse_rejects_malformed_entries():
         registry.parse_registry([])
 
 
+def test_the_writers_generation_is_part_of_the_state():
+    assert registry.parse_registry(BOOKINFO).generation == 0  # a writer without one
+    state = registry.parse_registry({**BOOKINFO, "generation": 12})
+    assert state.generation == 12 and state.to_dict()["generation"] == 12
+    with pytest.raises(registry.RegistryError):
+        registry.parse_registry({**BOOKINFO, "generation": "twelve"})
+
+
+def test_a_new_generation_with_the_same_entries_is_a_change(tmp_path):
+    # the snapshot taken after it reports the generation: the writer learns its change was read
+    path = tmp_path / "registry.json"
+    reg = registry.LocalRegistry(path)
+    write(path, {**BOOKINFO, "generation": 1})
+    assert reg.poll() is True and reg.current().generation == 1
+    write(path, {**BOOKINFO, "generation": 2})
+    assert reg.poll() is True and reg.current().generation == 2
+
+
 def test_poll_notices_changes_and_keeps_last_good(tmp_path, caplog):
     path = tmp_path / "registry.json"
     reg = registry.LocalRegistry(path)

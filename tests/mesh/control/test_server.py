@@ -151,6 +151,24 @@ def test_ready_and_debug_endpoints(tmp_path):
     run(scenario, tmp_path)
 
 
+def test_push_status_reports_the_registry_generation_its_snapshot_was_built_from(tmp_path):
+    async def scenario(client, mesh, control, source):
+        async def push_status():
+            return await (await client.get("/debug/push_status")).json()
+
+        assert (await push_status())["registryGeneration"] == 0
+        source.set(registry.parse_registry({**BOOKINFO, "generation": 7}))
+        assert (await push_status())["registryGeneration"] == 0, "read, but no snapshot taken from it yet"
+        for _ in range(100):  # the debounce: a snapshot within MAX_DELAY
+            status = await push_status()
+            if status["registryGeneration"] == 7:
+                break
+            await asyncio.sleep(0.02)
+        assert status["registryGeneration"] == 7 and status["pending"] == 0, status
+
+    run(scenario, tmp_path)
+
+
 def test_proxies_gone_long_ago_leave_the_status_table(tmp_path):
     async def scenario(client, mesh, control, source):
         await poll(mesh)

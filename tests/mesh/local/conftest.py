@@ -70,7 +70,8 @@ def fake_plan(settings: StackSettings, *, never_ready: str = "", child_pid_file:
         if events and workload == "books-v1":
             args += ["--events", str(events), "--name", name]
         if events and role == plan_mod.ROLE_CONTROL:
-            args.append("--synced")  # restarts settle on the push ack, not on the lifecycle's 5 s cap
+            # restarts settle on the push ack, not on the lifecycle's 5 s cap
+            args += ["--synced", "--registry", str(settings.state_dir / "registry.json")]
         if role == plan_mod.ROLE_APP:  # its first outbound call, through the sidecar's outbound port
             args += ["--call-at-start", "http://ratings.bookinfo:9080/ready", "--stop-delay", str(app_stop_delay)]
         if role == plan_mod.ROLE_SIDECAR:

@@ -10,7 +10,8 @@ seconds. Lifecycle tests: `--events F --name N` appends "start N", "sigterm N" a
 serving and appends "call N STATUS" (0: no answer); `--also-port P` serves on P too (a sidecar's outbound
 port, answering absolute-form proxy requests by path); `--stop-delay S`
 takes S seconds to exit after SIGTERM, like an app finishing its in-flight requests; `--synced` reports every
-proxy SYNCED (a control plane whose pushes are all acked).
+proxy SYNCED (a control plane whose pushes are all acked); `--registry F`: push_status reports F's
+`generation` as its snapshot's (a control plane that reads registry.json at once).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ PROXIES = [  # the shape of mesh.control's rows, trimmed
 class Handler(BaseHTTPRequestHandler):
     never_ready = False
     synced = False  # /v1/proxies: every proxy SYNCED instead of the sample with a NACK
+    registry = ""  # registry.json, whose generation push_status reports
     ready_at = 0.0  # monotonic time from which readiness URLs answer 200
     chaos: dict = {"error_rate": 0.0, "delay": 0.0}
 
@@ -70,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/v1/proxies":
             self._send(200, {"proxies": PROXIES[:1] if self.synced else PROXIES})
         elif url.path == "/debug/push_status":
-            self._send(200, {"pending": 0, "queued": 0})
+            self._send(200, {"pending": 0, "queued": 0, "registryGeneration": self._generation()})
         elif url.path == "/v1/config":
             self._send(200, {"resources": [{"kind": "VirtualService", "metadata": {"name": "books",
                                                                                   "namespace": "bookinfo"},
@@ -87,6 +89,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, dict(os.environ))
         else:
             self._send(404, {"error": f"no {url.path}"})
+
+    def _generation(self) -> int:
+        try:
+            with open(self.registry) as handle:
+                return json.load(handle).get("generation", 0)
+        except (OSError, ValueError):
+            return 0
 
     def do_POST(self) -> None:
         files = self._body().get("files", [])
@@ -124,9 +133,11 @@ def main() -> None:
     parser.add_argument("--stop-delay", type=float, default=0.0)
     parser.add_argument("--also-port", type=int)
     parser.add_argument("--synced", action="store_true")
+    parser.add_argument("--registry", default="")
     args = parser.parse_args()
     Handler.never_ready = args.never_ready
     Handler.synced = args.synced
+    Handler.registry = args.registry
     Handler.ready_at = time.monotonic() + args.ready_after
     _lifecycle(args)
     if args.child_pid_file:
