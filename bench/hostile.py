@@ -69,7 +69,8 @@ def run(workdir: Path) -> str:
         for vector in VECTORS:
             cells = []
             for port in (weir.inbound_port, nginx_port):
-                result = hostile_probe.probe(port, vector.data, upstream)
+                result = hostile_probe.probe(port, vector.data, upstream,
+                                             finals=vector.requests if vector.expect == FORWARDED else 1)
                 cells.append((result, result.describe()))
             rows[vector.name] = [weir_cell(vector, cells[0][1], matches(vector, cells[0][0])), cells[1][1]]
         for name, check in hostile_probe.SLOW_CLIENTS.items():

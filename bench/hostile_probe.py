@@ -2,8 +2,8 @@
 
 `RecordingUpstream` is an HTTP/1.1 server on loopback (asyncio in a thread, parsed with httptools) that
 answers every complete request `200 ok` and records its request line and framing, so a probe can say what a
-proxy forwarded. `probe` sends one vector on a fresh connection and reads until the proxy closes or goes
-quiet. `SLOW_CLIENTS` are the slowloris checks: each returns a table cell with what happened and when.
+proxy forwarded. `probe` sends one vector on a fresh connection and reads until the proxy closes or has sent
+the answers the vector expects. `SLOW_CLIENTS` are the slowloris checks: each returns a table cell with what happened and when.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import httptools
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-QUIET_S = 0.6  # a proxy that sent nothing more for this long (connection open) has answered
-FIRST_BYTE_S = 3.0  # the longest a probe waits for a first answer
+# A probe reads until the answers it expects are complete (or the proxy closes): on a loaded machine a
+# pipelined or 100-continue answer can come well after the first. This long bounds a proxy that never does.
+READ_TIMEOUT_S = 15.0
+QUIET_S = 0.6  # once the expected answers are in: anything more (a 400 after them, the close) comes this soon
 HOST = b"Host: up:9080\r\n"
 
 
@@ -119,45 +121,65 @@ class Result:
 
 def statuses(data: bytes) -> list[int]:
     """Status codes of the responses in `data` (as far as they parse)."""
+    return _parse(data)[0]
+
+
+def _parse(data: bytes) -> tuple[list[int], int]:
+    """(status codes of the responses in `data`, how many final (non-1xx) responses are complete)."""
     found: list[int] = []
+    finals = 0
 
     class Collector:
         def on_headers_complete(self) -> None:
             found.append(parser.get_status_code())
+
+        def on_message_complete(self) -> None:
+            nonlocal finals
+            finals += found[-1] >= 200
 
     parser = httptools.HttpResponseParser(Collector())
     try:
         parser.feed_data(data)
     except httptools.HttpParserError:
         pass
-    return found
+    return found, finals
 
 
-def _read(sock: socket.socket, first_wait: float = FIRST_BYTE_S, quiet: float = QUIET_S) -> tuple[bytes, bool]:
-    """Read until EOF (closed: True) or until the peer is quiet."""
+def _read(sock: socket.socket, finals: int, closes: bool) -> tuple[bytes, bool]:
+    """Read until EOF (closed: True); or, unless `closes`, until `finals` final responses are complete and
+    the peer is then quiet; or until READ_TIMEOUT_S."""
     data = b""
-    sock.settimeout(first_wait)
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    answered = False
     while True:
+        wait = QUIET_S if answered else deadline - time.monotonic()
+        if wait <= 0:
+            return data, False
+        sock.settimeout(wait)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
-            return data, False
+            if answered:
+                return data, False
+            continue
         except ConnectionResetError:
             return data, True
         if not chunk:
             return data, True
         data += chunk
-        sock.settimeout(quiet)
+        answered = not closes and _parse(data)[1] >= finals
 
 
-def probe(port: int, data: bytes, upstream: RecordingUpstream) -> Result:
+def probe(port: int, data: bytes, upstream: RecordingUpstream, finals: int = 1, closes: bool = False) -> Result:
+    """Send `data` on a fresh connection; read the `finals` final answers it should get (and, if `closes`,
+    until the proxy closes the connection)."""
     upstream.requests.clear()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         try:
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        received, closed = _read(sock)
+        received, closed = _read(sock, finals, closes)
     time.sleep(0.05)
     return Result(statuses(received), closed, len(received), list(upstream.requests))
 

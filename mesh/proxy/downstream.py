@@ -121,8 +121,16 @@ class DownstreamConnection(asyncio.Protocol):
             except httptools.HttpParserError:
                 self._protocol_error(replies.BadRequest())
             break
-        if not self.closed:
-            self.timeouts.update()
+        if self.closed:
+            return
+        # The connection's timer is lazy (request_limits.ConnectionTimer): only a head left incomplete by
+        # this read, or a body being read, is noted; a request whose head came whole costs nothing here.
+        active = self.active
+        if active is None:
+            if self.in_headers and self.timeouts.phase != request_limits.HEADERS:
+                self.timeouts.begin(request_limits.HEADERS)  # a request's first bytes: its headers are due
+        elif not active.request_complete:
+            self.timeouts.body_read()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -238,7 +246,7 @@ class DownstreamConnection(asyncio.Protocol):
         elif self.deferred_error is not None:
             self._reject(self.deferred_error)
         if not self.closed:
-            self.timeouts.update()
+            self.timeouts.begin(self.phase())
 
     def pause_reading(self) -> None:
         if not self.paused and not self.closed:
@@ -250,7 +258,9 @@ class DownstreamConnection(asyncio.Protocol):
         if self.paused and not self.closed and self.deferred_error is None:
             self.paused = False
             self.transport.resume_reading()
-            self.timeouts.update()  # a body's stall clock restarts: the wait was ours
+            active = self.active
+            if active is not None and not active.request_complete:
+                self.timeouts.body_read()  # a body's stall clock restarts: the wait was ours
 
     def close(self) -> None:
         if not self.closed:
@@ -301,18 +311,23 @@ class DownstreamConnection(asyncio.Protocol):
     def _protocol_error(self, error: replies.ProxyError) -> None:
         """Malformed or oversized input: never forwarded; answered with 4xx and the connection closed.
 
-        When the bad bytes start a later pipelined request, the earlier ones are served first (reading
-        stops: the parser cannot go on); when they are part of the request in flight, it is aborted."""
+        When the bad bytes start a later pipelined request, or are the body of one still queued, the earlier
+        ones are served first (reading stops: the parser cannot go on; a queued bad request is dropped, never
+        forwarded); when they are part of the request in flight, it is aborted."""
         current = self.current
-        if self.active is not None and current is not None and current.request_complete:
+        active = self.active
+        if active is not None and current is not None and (current.request_complete or current is not active):
+            if not current.request_complete:
+                self.queue.pop()  # the bad request is the last one parsed; it never started
+                self.current = self.queue[-1] if self.queue else active
             self.deferred_error = error
             self.pause_reading()
             return
-        if self.active is not None:
-            if self.active.response_started:
+        if active is not None:
+            if active.response_started:
                 self.close()
                 return
-            self.active.abort()
+            active.abort()
             self.active = None
         self._reject(error)
 

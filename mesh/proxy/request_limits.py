@@ -13,7 +13,7 @@ sizes, whitespace before a colon, bare CR/LF, NUL and control bytes (docs/hostil
 `ConnectionTimer` is each downstream connection's one timer (slowloris): the request headers must be
 complete within `headers_timeout_s` of their first byte (of the accept, for a connection's first request),
 a request body may not stall longer than `body_timeout_s`, a keep-alive connection with nothing in flight
-is closed after `idle_timeout_s`. The timer is rescheduled only when the connection changes phase.
+is closed after `idle_timeout_s`. The deadline is lazy: phase changes are noted, the timer rarely moves.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ MAX_REQUEST_BODY_BYTES = 0
 
 # Connection phases (ConnectionTimer.phase).
 IDLE, HEADERS, BODY, BUSY = 0, 1, 2, 3
+_NEVER = float("inf")
 
 # RFC 3986 authority as a Host carries it: a reg-name or IPv4 (unreserved, pct-encoded, sub-delims) or an
 # IP literal, then an optional port. No userinfo, path, whitespace or control bytes.
@@ -50,6 +51,8 @@ IDLE, HEADERS, BODY, BUSY = 0, 1, 2, 3
 # forwarding (RFC 9110 §7.6.1), except the ones framing and routing rest on: nominating those is refused.
 _CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive", b"upgrade"})
 _NEVER_NOMINATED = frozenset({b"host", b"content-length", b"transfer-encoding"})
+# The Connection values nearly every client sends, which nominate nothing: no token split per request.
+_PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
 
 
@@ -96,7 +99,7 @@ def read_head(method: str, version: str, url: bytes, headers: list[tuple[bytes, 
             expect = value
         elif name == b"connection":
             connection = value if connection is None else connection + b"," + value
-    if connection is not None:
+    if connection is not None and connection not in _PLAIN_CONNECTION:
         _drop_nominated(connection, headers)
     chunked, has_body = _framing(version, transfer, length, max_body)
     expect_continue = False
@@ -164,62 +167,77 @@ def _drop_nominated(connection: bytes, headers: list[tuple[bytes, bytes]]) -> No
 
 
 class ConnectionTimer:
-    """One timer per downstream connection, rescheduled when the connection changes phase (uvicorn/Envoy
-    style: a keep-alive request costs one cancel and one `call_later`). The body phase is checked lazily:
-    reads only note the time, and the timer, when it fires early, sleeps again for what is left."""
+    """One long-lived timer per downstream connection, with a lazy deadline: a phase change only notes the
+    phase and the time it began (plain stores; a keep-alive request does no timer work), and the timer is
+    moved only when a new deadline is earlier than the one it is set for, which a request whose head comes
+    in one read never has. When it fires it recomputes: acts if the phase's deadline has passed, else sleeps
+    for what is left. A connection busy with an answer has no deadline: its timer is not re-armed until the
+    exchange finishes. Reads of a body only restamp `since`."""
 
-    __slots__ = ("conn", "limits", "loop", "handle", "phase", "last_read")
+    __slots__ = ("conn", "loop", "handle", "due", "phase", "since", "timeouts")
 
     def __init__(self, conn: DownstreamConnection, limits: Limits, loop) -> None:
         self.conn = conn
-        self.limits = limits
         self.loop = loop  # asyncio's loop, or tests' fake network
         self.handle = None
-        self.phase = -1
-        self.last_read = 0.0
+        self.due = _NEVER  # when `handle` fires
+        self.phase = -1  # the phase `since` belongs to (a request in flight is BUSY without being noted)
+        self.since = 0.0
+        # Indexed by phase; 0 = off.
+        self.timeouts = (limits.idle_timeout_s, limits.headers_timeout_s, limits.body_timeout_s, 0.0)
 
     def start(self) -> None:
         """A new connection: its first request's headers are due `headers_timeout_s` after the accept."""
-        self._enter(HEADERS, self.limits.headers_timeout_s)
+        self.begin(HEADERS)
 
-    def update(self) -> None:
-        """After a read or a finished exchange: re-arm if the phase changed."""
-        phase = self.conn.phase()
-        if phase != self.phase:
-            limits = self.limits
-            timeout = (limits.idle_timeout_s if phase == IDLE else limits.headers_timeout_s if phase == HEADERS
-                       else limits.body_timeout_s if phase == BODY else 0.0)
-            self._enter(phase, timeout)
-        elif phase == BODY:
-            self.last_read = self.loop.time()
+    def begin(self, phase: int) -> None:
+        """The connection entered `phase` now."""
+        self.phase = phase
+        timeout = self.timeouts[phase]
+        if timeout:
+            now = self.since = self.loop.time()
+            if now + timeout < self.due:
+                self._arm(now, now + timeout)
 
-    def _enter(self, phase: int, timeout: float) -> None:
+    def body_read(self) -> None:
+        """Bytes of the active request's body arrived (or we resumed reading it): its stall clock restarts."""
+        if self.phase != BODY:
+            self.begin(BODY)
+        elif self.timeouts[BODY]:
+            self.since = self.loop.time()
+
+    def _arm(self, now: float, due: float) -> None:
         if self.handle is not None:
             self.handle.cancel()
-            self.handle = None
-        self.phase = phase
-        if timeout:
-            self.last_read = self.loop.time()
-            self.handle = self.loop.call_later(timeout, self._fire)
+        self.due = due
+        self.handle = self.loop.call_later(due - now, self._fire)
 
     def _fire(self) -> None:
         self.handle = None
+        self.due = _NEVER
         conn = self.conn
-        if conn.closed:
+        phase = self.phase
+        if conn.closed or phase == BUSY:
             return
-        if self.phase == BODY:
-            timeout = self.limits.body_timeout_s
-            now = self.loop.time()
-            if conn.paused:  # we stopped reading (flow control): the client is not the slow one
-                self.last_read = now
-            left = self.last_read + timeout - now
-            if left > 0:
-                self.handle = self.loop.call_later(left, self._fire)
-                return
-        conn.timed_out(self.phase)
+        active = conn.active
+        if active is not None and active.request_complete:
+            self.phase = BUSY  # an answer is on its way; `exchange_finished` begins the next phase
+            return
+        now = self.loop.time()
+        if phase == BODY and conn.paused:  # we stopped reading (flow control): the client is not the slow one
+            self.since = now
+        timeout = self.timeouts[phase]
+        if not timeout:
+            return
+        due = self.since + timeout
+        if due > now:
+            self._arm(now, due)
+        else:
+            conn.timed_out(phase)
 
     def cancel(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+        self.due = _NEVER
         self.phase = -1

@@ -35,6 +35,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# In a free_port_base block: the ingress, ingress TLS, control plane, its TLS and dashboard ports (the
+# workloads take the block's first 10 per workload, 6 of them in bookinfo-lite).
+STACK_PORTS_OFFSET = 90
+
+
 def free_port_base(span: int = 100) -> int:
     """A base for `span` consecutive free ports (the runtime lays workloads out from it). Bases below the
     kernel's ephemeral range (32768+) come first: there, client sockets' TIME_WAIT left by a test that
@@ -137,11 +142,14 @@ def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = Non
     """`meshctl up` on a copy of the project's stacks with a `stack` on free ports; `meshctl down` after,
     asserting that nothing is left running."""
     shutil.copytree(ROOT / "stacks", root / "stacks")
-    ingress, control = free_port(), free_port()
+    # Every port from one block below the ephemeral range (free_port_base): workloads from its start
+    # (PORT_STRIDE per workload), the stack's own listeners from its top, clear of a churn's TIME_WAIT.
+    base = free_port_base()
+    ingress, control = base + STACK_PORTS_OFFSET, base + STACK_PORTS_OFFSET + 2
     dev = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
-    dev["config"]["weir:local"] = {"ingressPort": ingress, "ingressTlsPort": free_port(), "controlPlanePort": control,
-                                   "controlPlaneTlsPort": free_port(), "dashboardPort": free_port(),
-                                   "portBase": free_port_base()}
+    dev["config"]["weir:local"] = {"ingressPort": ingress, "ingressTlsPort": ingress + 1, "controlPlanePort": control,
+                                   "controlPlaneTlsPort": control + 1, "dashboardPort": control + 2,
+                                   "portBase": base}
     if "weir:routing" in (extra_config or {}):  # a scenario instead of dev's pinned release
         del dev["config"]["weir:release"], dev["config"]["weir:releaseDigest"]
     dev["config"].update(extra_config or {})

@@ -29,7 +29,7 @@ import pytest
 from mesh.proxy import mirror
 from tests.e2e.conftest import running_mesh
 from tests.e2e.load import Load
-from tests.e2e.observe import fds, metric, process, report, rss, scrape, settle, sockets_to
+from tests.e2e.observe import SERVED_WITHIN_S, fds, metric, process, report, rss, scrape, settle, sockets_to
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +38,9 @@ CONCURRENCY = 32  # clients at a time during the churn
 WARMUP = 2000  # connections before the baseline: pools, caches and the allocator reach their steady state
 RSS_SLACK = 10 * 1024 * 1024  # bytes a sidecar may grow over its warm baseline after the churn
 FD_SLACK = 4  # descriptors over the baseline (an idle pooled connection more or less)
+# Churn connections a loaded CI machine may lose on the client side (a 10 s client timeout, a connect
+# refused at a full backlog): never an error answer, and the proxy still counts each one it accepted.
+CHURN_CLIENT_FAILURES = max(3, CONNECTIONS // 1000)
 MiB = 1024 * 1024
 
 
@@ -103,12 +106,21 @@ def unpooled_fds(mesh, workload: str, pid: int) -> tuple[int, int]:
     return fds(pid) - pooled, pooled
 
 
+def plain_inbound_connections(mesh, workload: str) -> tuple[float, float]:
+    """(opened, closed) plaintext connections the workload's sidecar accepted on its inbound listener."""
+    text = scrape(mesh, workload)
+    labels = ('reporter="destination"', 'connection_security_policy="none"')
+    return (metric(text, "istio_tcp_connections_opened_total", *labels),
+            metric(text, "istio_tcp_connections_closed_total", *labels))
+
+
 def test_opening_and_closing_many_connections_leaks_no_descriptor_and_little_memory(mesh):
     sidecar = process(mesh, "ratings-v1.proxy")
     pid, port = sidecar["pid"], sidecar["ports"]["inbound"]
     asyncio.run(churn(port, WARMUP))
     time.sleep(1)
     (fd_base, _), rss_base = unpooled_fds(mesh, "ratings-v1", pid), rss(pid)
+    opened_base, closed_base = plain_inbound_connections(mesh, "ratings-v1")
     started = time.monotonic()
     outcomes = asyncio.run(churn(port, CONNECTIONS))
     elapsed = time.monotonic() - started
@@ -116,10 +128,19 @@ def test_opening_and_closing_many_connections_leaks_no_descriptor_and_little_mem
     while (fd_after := unpooled_fds(mesh, "ratings-v1", pid))[0] > fd_base and time.monotonic() < deadline:
         time.sleep(0.2)  # connections the clients reset are still being torn down
     rss_after = rss(pid)
+    opened, closed = plain_inbound_connections(mesh, "ratings-v1")
     report("churn", connections=CONNECTIONS, seconds=f"{elapsed:.1f}", per_s=f"{CONNECTIONS / elapsed:.0f}",
-           outcomes=dict(outcomes), unpooled_fds=f"{fd_base}->{fd_after[0]}", pooled=fd_after[1],
+           outcomes=dict(outcomes), proxy_opened=opened - opened_base, proxy_open_now=opened - closed,
+           unpooled_fds=f"{fd_base}->{fd_after[0]}", pooled=fd_after[1],
            rss_mib=f"{rss_base / MiB:.1f}->{rss_after / MiB:.1f}")
-    assert outcomes[200] == CONNECTIONS * 3 // 4 and outcomes[ABANDON] == CONNECTIONS // 4, outcomes
+    answers = {status: n for status, n in outcomes.items() if isinstance(status, int)}
+    failures = sum(n for way, n in outcomes.items() if not isinstance(way, int) and way != ABANDON)
+    assert set(answers) == {200}, f"only 200s, no error answer: {outcomes}"
+    assert failures <= CHURN_CLIENT_FAILURES, outcomes
+    assert answers[200] >= CONNECTIONS * 3 // 4 - failures and outcomes[ABANDON] >= CONNECTIONS // 4 - failures
+    # The proxy accepted every connection a client got through with, and has closed each one it accepted.
+    assert CONNECTIONS - failures <= opened - opened_base <= CONNECTIONS, (opened - opened_base, outcomes)
+    assert opened - closed <= opened_base - closed_base
     assert fd_after[0] <= fd_base
     assert fd_after[1] <= CONCURRENCY  # at most one pooled upstream connection per concurrent client
     assert rss_after - rss_base < RSS_SLACK
@@ -232,7 +253,8 @@ def test_slow_clients_are_flow_controlled_and_others_still_served(mesh, tmp_path
     try:
         mesh.meshctl("apply", "-f", str(entry))
         mesh.wait_synced()
-        assert quick_get(port, "/small")[0] == 200
+        baseline_status, baseline = quick_get(port, "/small")
+        assert baseline_status == 200
         fd_base, rss_base = fds(pid), rss(pid)
         clients = [slow_client(port) for _ in range(SLOW_CLIENTS)]
         time.sleep(3)  # the upstream writes as fast as the proxy reads: any buffering shows by now
@@ -240,8 +262,8 @@ def test_slow_clients_are_flow_controlled_and_others_still_served(mesh, tmp_path
         status, took = quick_get(port, "/small")  # a normal client, through the same sidecar
         served = mesh.get("/gateway/books")[0]
         report("slow clients", clients=SLOW_CLIENTS, asked_mib=SLOW_CLIENTS * BIG // MiB,
-               rss_mib=f"{rss_base / MiB:.1f}->{rss_held / MiB:.1f}", normal_get_s=f"{took:.3f}")
-        assert status == 200 and took < 1.0 and served == 200
+               rss_mib=f"{rss_base / MiB:.1f}->{rss_held / MiB:.1f}", normal_get_s=f"{baseline:.3f}->{took:.3f}")
+        assert status == 200 and took < SERVED_WITHIN_S and served == 200
         assert rss_held - rss_base < 4 * RSS_SLACK
     finally:
         for sock in clients:

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.e2e.rules import outlier_books
+
 pytestmark = pytest.mark.e2e
 
 USER_ROUTING = """
@@ -155,27 +157,7 @@ def test_circuit_breaker_overflows_concurrent_requests_with_uo(clean):
     assert 'weir_circuit_breaker_overflow_total{cluster="outbound|9080||books.bookinfo.svc.cluster.local"' in stats
 
 
-OUTLIER_RULE = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: books, namespace: bookinfo}
-spec:
-  host: books
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN}
-    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: books, namespace: bookinfo}
-spec:
-  hosts: [books]
-  http:
-  - route: [{destination: {host: books}}]
-"""
+OUTLIER_RULE = outlier_books(consecutive_5xx=1, base_ejection_s=2, max_ejection_percent=100)
 
 
 def books_endpoints(mesh) -> dict[str, str]:

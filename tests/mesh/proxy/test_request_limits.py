@@ -118,6 +118,32 @@ async def test_a_pipeline_ending_in_garbage_answers_the_good_request_then_400():
     assert counters(proxy, "downstream_rq_rejected_total", code="400") == 1
 
 
+CHUNKED_POST = b"POST /books HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("bad_body, status", [(b"b\r\nhello world\r\n", "413"), (b"zz\r\nhello\r\n", "400")],
+                         ids=["over-the-limit", "bad-chunk-size"])
+@pytest.mark.parametrize("answer_started", [False, True], ids=["waiting", "answer-started"])
+async def test_a_queued_requests_bad_body_is_answered_after_the_earlier_request(bad_body, status, answer_started):
+    proxy = proxy_with(request_limits.Limits(max_body_bytes=10))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (up,) = proxy.upstreams
+    if answer_started:
+        up.respond(OK[:-2])  # the head and no body yet
+    client.send(CHUNKED_POST + bad_body)  # pipelined behind the GET in flight
+    await settle()
+    assert not up.transport.closed, "the earlier, well-formed request is not aborted"
+    up.respond(OK[-2:] if answer_started else OK)
+    await settle()
+    responses = client.responses()
+    assert [r.first for r in responses] == ["200", status] and responses[0].body == b"ok"
+    assert client.transport.closed
+    assert [r.first for r in up.requests()] == ["GET /books"], "the bad request is never forwarded"
+    assert counters(proxy, "downstream_rq_rejected_total", code=status) == 1
+
+
 async def test_absolute_form_sends_origin_form_with_the_urls_authority_as_host():
     proxy = proxy_with()
     client = proxy.client()
@@ -250,6 +276,44 @@ async def test_the_body_timeout_does_not_count_while_the_proxy_is_not_reading():
     assert client.transport.closed
 
 
+async def test_a_partial_head_pipelined_behind_a_busy_request_gets_the_headers_timeout_after_it():
+    proxy = proxy_with()
+    client = proxy.client()
+    client.send(GET_BOOKS + b"GE")  # the next request's first bytes, behind one in flight
+    await settle()
+    proxy.net.advance(50.0)  # the busy request's wait is not the next head's
+    proxy.upstreams[0].respond(OK)
+    proxy.net.advance(9.9)
+    assert [r.first for r in client.responses()] == ["200"] and not client.transport.closed
+    proxy.net.advance(0.2)
+    assert [r.first for r in client.responses()] == ["200", "408"] and client.transport.closed
+
+
+def armed(proxy: Proxy) -> list:
+    return [timer for timer in proxy.net.timers if not timer.cancelled]
+
+
+async def test_keep_alive_requests_do_no_timer_work_and_a_busy_connection_has_no_timer():
+    proxy = proxy_with()
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (up,) = proxy.upstreams
+    up.respond(OK)
+    created = len(proxy.net.timers)
+    for _ in range(50):
+        client.send(GET_BOOKS)
+        up.respond(OK)
+    assert len(proxy.net.timers) == created, "a keep-alive request whose head comes whole sets no timer"
+    client.send(GET_BOOKS)
+    proxy.net.advance(300.0)  # a long answer: the timer wakes once, sees the request in flight, sleeps
+    assert armed(proxy) == [] and not client.transport.closed
+    up.respond(OK)
+    (timer,) = armed(proxy)
+    assert timer.when == proxy.net.now + LIMITS.idle_timeout_s
+    assert [r.first for r in client.responses()] == ["200"] * 52
+
+
 async def test_timeouts_set_to_zero_are_off():
     proxy = proxy_with(request_limits.Limits(headers_timeout_s=0, body_timeout_s=0, idle_timeout_s=0))
     client = proxy.client()
@@ -290,3 +354,13 @@ async def test_absolute_form_authorities_become_the_host_header(target, host):
     await settle()
     (request,) = proxy.upstreams[0].requests()
     assert (request.first, request.all("host")) == ("GET /x", [host])
+
+
+@pytest.mark.parametrize("connection, dropped", [
+    (b"close", False), (b"keep-alive", False), (b"Keep-Alive", False), (b"close, x-secret", True),
+    (b"Keep-Alive, X-Secret", True), (b"x-secret", True)])
+def test_read_head_drops_only_the_headers_connection_nominates(connection, dropped):
+    headers = [(b"host", b"books"), (b"connection", connection), (b"x-secret", b"1")]
+    request_limits.read_head("GET", "1.1", b"/", headers, 0)
+    assert ((b"x-secret", b"1") not in headers) == dropped
+    assert (b"connection", connection) in headers  # hop-by-hop itself: mesh.proxy.headers drops it
