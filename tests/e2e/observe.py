@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+from bench import soak
 from tests.e2e.conftest import DIRECT
 
 RESTART_S = 20.0  # the supervisor's 0.5 s backoff plus a Python process start on a busy CI machine
@@ -48,13 +49,20 @@ def metric(text: str, name: str, *labels: str) -> float:
     return total
 
 
+def _process_figures(pid: int) -> tuple[int, int]:
+    """(RSS in KiB, open fds) as the soak reads them; a process that is gone is an error here."""
+    figures = soak.read_process(pid)
+    if figures is None:
+        raise ProcessLookupError(f"process {pid} is gone")
+    return figures
+
+
 def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    return _process_figures(pid)[0] * 1024
 
 
 def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return _process_figures(pid)[1]
 
 
 def sockets_to(pid: int, port: int) -> int:
