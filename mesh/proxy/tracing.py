@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from typing import NamedTuple
 
 TRACEPARENT = b"traceparent"
@@ -36,6 +37,9 @@ TRACE_HEADERS = frozenset({TRACEPARENT, B3, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT, 
 _HEX = frozenset("0123456789abcdef")
 ZERO_TRACE = "0" * 32
 ZERO_SPAN = "0" * 16
+ONE_TRACE = ZERO_TRACE[:-1] + "1"  # ids are never all zero (W3C): a zero draw becomes 1
+ONE_SPAN = ZERO_SPAN[:-1] + "1"
+ID_POOL_HEX = 4096
 
 
 class TraceContext(NamedTuple):
@@ -48,12 +52,20 @@ def _hex(value: str, length: int) -> bool:
     return len(value) == length and set(value) <= _HEX
 
 
+# W3C version 00: exactly four fields, lower-case hex only (checked in one match: the ingress and every sidecar
+# parse one per request).
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])")
+_ODD_HEX = frozenset("13579bdf")  # the flags' low bit (sampled) is set
+
+
 def _from_traceparent(value: str) -> TraceContext | None:
-    parts = value.strip().split("-")  # W3C: lower-case hex only, exactly four fields in version 00
-    if len(parts) != 4 or parts[0] != "00" or not _hex(parts[1], 32) or not _hex(parts[2], 16) \
-            or not _hex(parts[3], 2) or parts[1] == ZERO_TRACE or parts[2] == ZERO_SPAN:
+    match = _TRACEPARENT.fullmatch(value.strip())
+    if match is None:
         return None
-    return TraceContext(parts[1], parts[2], bool(int(parts[3], 16) & 1))
+    trace_id, parent_id, flags_low = match.groups()
+    if trace_id == ZERO_TRACE or parent_id == ZERO_SPAN:
+        return None
+    return TraceContext(trace_id, parent_id, flags_low in _ODD_HEX)
 
 
 def _trace_id_128(value: str) -> str | None:
@@ -110,40 +122,76 @@ def _context(found: dict[bytes, str]) -> TraceContext | None:
 
 
 class Tracer:
-    """Span ids and sampling for one proxy; `rng` is injectable so tests are deterministic."""
+    """Span ids and sampling for one proxy; `rng` is injectable so tests are deterministic.
 
-    __slots__ = ("sampling", "_rng")
+    `start` runs once per request in every proxy, so its common cases are kept to a handful of operations:
+    no trace header (a new root) or one `traceparent` (one match). Ids are cut from a pool of random hex
+    drawn ID_POOL_HEX characters at a time (one draw per about a hundred requests)."""
+
+    __slots__ = ("sampling", "_rng", "_pool", "_used")
 
     def __init__(self, sampling_percent: float, rng: random.Random | None = None) -> None:
         self.sampling = max(0.0, min(100.0, sampling_percent))
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
+        self._pool = ""
+        self._used = ID_POOL_HEX
+
+    def _hex(self, length: int) -> str:
+        start = self._used
+        end = start + length
+        if end > ID_POOL_HEX:
+            self._pool = f"{self._rng.getrandbits(ID_POOL_HEX * 4):0{ID_POOL_HEX}x}"
+            start, end = 0, length
+        self._used = end
+        return self._pool[start:end]
 
     def span_id(self) -> str:
-        return f"{self._rng.getrandbits(64) or 1:016x}"
+        span = self._hex(16)
+        return span if span != ZERO_SPAN else ONE_SPAN
 
     def start(self, headers: list[tuple[bytes, bytes]]) -> tuple[TraceContext, str, bool]:
         """(the context this hop joins, this hop's span id, whether the caller speaks B3): the caller's
         context, or a new root."""
-        found = _trace_headers(headers)
-        ctx = _context(found)
-        b3 = any(name != TRACEPARENT for name in found)
+        traceparent = None
+        b3 = False
+        for name, value in headers:
+            if name in TRACE_HEADERS:
+                if name != TRACEPARENT:
+                    b3 = True
+                elif traceparent is None:
+                    traceparent = value
+        if b3:  # B3, alone or beside traceparent: the general path
+            ctx = _context(_trace_headers(headers))
+        elif traceparent is not None:
+            ctx = _from_traceparent(traceparent.decode("latin-1"))
+        else:
+            ctx = None
         if ctx is None or not ctx.trace_id:
-            if ctx is not None:
-                sampled = ctx.sampled  # the caller decided, without a trace of its own
-            else:
-                sampled = self.sampling >= 100.0 or self._rng.random() * 100.0 < self.sampling
-            ctx = TraceContext(f"{self._rng.getrandbits(128) or 1:032x}", "", sampled)
+            return self._root(ctx, b3)
         return ctx, self.span_id(), b3
+
+    def _root(self, decision: TraceContext | None, b3: bool) -> tuple[TraceContext, str, bool]:
+        """A new trace: the caller's sampling decision when it sent one without ids, else ours."""
+        if decision is not None:
+            sampled = decision.sampled
+        else:
+            sampled = self.sampling >= 100.0 or self._rng.random() * 100.0 < self.sampling
+        ids = self._hex(48)  # the trace id, then this hop's span id
+        trace_id, span_id = ids[:32], ids[32:]
+        if trace_id == ZERO_TRACE:
+            trace_id = ONE_TRACE
+        if span_id == ZERO_SPAN:
+            span_id = ONE_SPAN
+        return TraceContext(trace_id, "", sampled), span_id, b3
 
 
 def upstream_lines(ctx: TraceContext, span_id: str, b3: bool = True) -> bytes:
     """The trace headers sent upstream: this hop's span is the callee's parent. Always W3C; B3 too when
     the caller used B3 (`b3`), so a Zipkin-instrumented chain keeps its format."""
-    flag = b"01" if ctx.sampled else b"00"
-    trace, span = ctx.trace_id.encode(), span_id.encode()
-    traceparent = b"traceparent: 00-" + trace + b"-" + span + b"-" + flag + b"\r\n"
+    traceparent = f"traceparent: 00-{ctx.trace_id}-{span_id}-{'01' if ctx.sampled else '00'}\r\n".encode()
     if not b3:
         return traceparent
+    trace, span = ctx.trace_id.encode(), span_id.encode()
     lines = [traceparent, b"x-b3-traceid: " + trace + b"\r\nx-b3-spanid: " + span + b"\r\n",
              b"x-b3-sampled: " + (b"1" if ctx.sampled else b"0") + b"\r\n"]
     if ctx.parent_id:

@@ -29,6 +29,7 @@ from mesh.view.security import (  # noqa: F401 - re-exported: the view's types l
 INBOUND = "inbound"
 OUTBOUND = "outbound"
 GATEWAY = "gateway"
+DIRECTIONS = (INBOUND, OUTBOUND, GATEWAY)
 
 # Cluster kinds: how a cluster finds its hosts.
 EDS = "eds"  # endpoints come from the view's endpoint table (registry or STATIC ServiceEntry)

@@ -128,6 +128,26 @@ def test_a_local_answer_without_upstream_or_trace_or_request_id():
     assert line["response_code"] == 404 and line["duration"] == 0 and line["start_time"] == "2026-11-26T04:00:00.375Z"
 
 
+def test_upstream_fields_follow_each_endpoint_and_their_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(telemetry, "MAX_CACHED_UPSTREAMS", 3)
+    monkeypatch.setattr(telemetry, "_UPSTREAM_FIELDS", {})
+    stream = io.StringIO()
+    tel, loop, _ = make(stream)
+    for port in (21031, 21032, 21033, 21034, 21031):
+        ex = exchange()
+        ex.target.endpoint = model.Endpoint("127.0.0.1", port)
+        tel.record(ex, "outbound", DURATION)
+    loop.fire()
+    assert [line["upstream_host"] for line in lines(stream)] == [
+        "127.0.0.1:21031", "127.0.0.1:21032", "127.0.0.1:21033", "127.0.0.1:21034", "127.0.0.1:21031"]
+    assert len(telemetry._UPSTREAM_FIELDS) <= 3
+
+
+@pytest.mark.parametrize(("fraction", "text"), [(0.0, ".000Z"), (0.0625, ".062Z"), (0.5, ".500Z"), (0.9999, ".999Z")])
+def test_start_time_milliseconds_are_truncated_like_envoys(fraction, text):
+    assert telemetry._iso(BASE + fraction) == "2026-11-26T04:00:00" + text
+
+
 def test_no_stream_no_access_log_but_recent_entries_stay():
     tel, loop, _ = make(stream=None)
     tel.record(exchange(), "outbound", DURATION)

@@ -199,6 +199,16 @@ def test_a_new_root_has_fresh_ids_and_no_parent():
     assert len({ctx.trace_id for ctx, _, _ in roots}) == 200 and len({span for _, span, _ in roots}) == 200
 
 
+def test_ids_stay_unique_across_refills_of_the_id_pool():
+    tracer = tracing.Tracer(0.0, random.Random(5))
+    per_pool = tracing.ID_POOL_HEX // 48
+    roots = [tracer.start([]) for _ in range(3 * per_pool + 7)]  # three refills, one partial pool
+    joined = [tracer.start(h(traceparent=f"00-{T}-{S}-00"))[1] for _ in range(3 * tracing.ID_POOL_HEX // 16)]
+    spans = [span for _, span, _ in roots] + joined
+    assert all(is_id(span, 16) for span in spans) and len(set(spans)) == len(spans)
+    assert len({ctx.trace_id for ctx, _, _ in roots}) == len(roots)
+
+
 def test_same_seed_same_ids():
     a, b = tracing.Tracer(50.0, random.Random(3)), tracing.Tracer(50.0, random.Random(3))
     assert [a.start([]) for _ in range(20)] == [b.start([]) for _ in range(20)]
