@@ -12,14 +12,13 @@ refused, one verified token is enough.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import re
 import time
 from collections.abc import Callable
-
-from jwt import PyJWK
-from jwt.algorithms import get_default_algorithms
-from jwt.utils import base64url_decode
+from typing import Any
 
 from mesh.view import model
 
@@ -43,13 +42,27 @@ AUDIENCE_NOT_ALLOWED = "Audiences in Jwt are not allowed"
 NO_KEY = "Jwks doesn't have key to match kid or alg from Jwt"
 VERIFICATION_FAILS = "Jwt verification fails"
 
-# Asymmetric families and HMAC: "none" is never a verification algorithm.
-_ALGORITHMS = {name: alg for name, alg in get_default_algorithms().items() if name != "none"}
 _RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC = {"P-256": ("ES256",), "P-384": ("ES384",), "P-521": ("ES512",), "secp256k1": ("ES256K",)}
 _HMAC = ("HS256", "HS384", "HS512")
 # Characters of a JWT (base64url segments and dots): what follows a header prefix, up to anything else.
 _TOKEN = re.compile(r"[A-Za-z0-9_\-.=+/]+")
+
+
+@functools.cache
+def _algorithms() -> dict[str, Any]:
+    """PyJWT's verification algorithms, "none" excluded. Imported on first use: PyJWT and the cryptography
+    backends it loads cost every proxy megabytes of memory, and only those with a RequestAuthentication
+    need them."""
+    from jwt.algorithms import get_default_algorithms
+
+    return {name: alg for name, alg in get_default_algorithms().items() if name != "none"}
+
+
+def base64url_decode(segment: str) -> bytes:
+    """A JWT segment: base64url without padding (RFC 7515 section 2). Raises ValueError."""
+    data = segment.encode("ascii")
+    return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
 
 
 def _key_algorithms(jwk: dict) -> tuple[str, ...]:
@@ -81,13 +94,16 @@ def parse_jwks(text: str) -> tuple[Key, ...]:
     except ValueError:
         return ()
     entries = document.get("keys", ()) if isinstance(document, dict) else ()
+    from jwt import PyJWK
+
+    algorithms = _algorithms()
     keys = []
     for entry in entries if isinstance(entries, list) else ():
         if not isinstance(entry, dict):
             continue
         verifiers = {}
         for name in _key_algorithms(entry):
-            algorithm = _ALGORITHMS.get(name)
+            algorithm = algorithms.get(name)
             if algorithm is None:
                 continue
             try:
@@ -272,7 +288,7 @@ class JwtAuthenticator:
             if not rule.audiences.intersection(a for a in offered if isinstance(a, str)):
                 return AUDIENCE_NOT_ALLOWED
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in _ALGORITHMS:
+        if not isinstance(alg, str) or alg not in _algorithms():
             return UNSUPPORTED_ALG
         kid = header.get("kid")
         kid = kid if isinstance(kid, str) else ""

@@ -269,3 +269,26 @@ def test_a_rule_that_passes_wins_over_one_that_fails(keys):
     request = head(x_other=token(keys), authorization=f"Bearer {token(keys)}")
     auth, failure = verifier.authenticate(request)
     assert failure is None and auth.rule.spec.issuer == ISSUER
+
+
+def test_a_proxy_without_request_authentication_never_loads_pyjwt():
+    """PyJWT (and the cryptography backends it pulls in) is imported on the first JWKS parsed: a sidecar
+    whose view has no JwtRule keeps that memory."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mesh.proxy.__main__, mesh.proxy.access; assert 'jwt' not in sys.modules, 'jwt imported';"
+            "from mesh.proxy import jwt_authn; jwt_authn.parse_jwks('{\"keys\": []}'); assert 'jwt' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(("segment", "decoded"), [("", b""), ("YQ", b"a"), ("YWI", b"ab"), ("YWJj", b"abc"),
+                                                   ("-_8", b"\xfb\xff")])
+def test_segments_decode_as_unpadded_base64url(segment, decoded):
+    assert jwt_authn.base64url_decode(segment) == decoded
+
+
+@pytest.mark.parametrize("segment", ["a", "é", "Y*Q"])
+def test_a_segment_that_is_not_base64url_is_a_value_error(segment):
+    with pytest.raises(ValueError):  # noqa: PT011 - binascii.Error and UnicodeEncodeError are both ValueErrors
+        jwt_authn.base64url_decode(segment)
