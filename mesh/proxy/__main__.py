@@ -18,7 +18,18 @@ import signal
 import sys
 import tempfile
 
-from mesh.proxy import certagent, channel, otlp, request_limits, runtime, server, telemetry, tls, tracing
+from mesh.proxy import (
+    certagent,
+    channel,
+    heap,
+    otlp,
+    request_limits,
+    runtime,
+    server,
+    telemetry,
+    tls,
+    tracing,
+)
 from mesh.view import security, wire
 
 
@@ -69,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=server.DRAIN_TIMEOUT_S,
                         help="on SIGTERM, seconds in-flight requests get to finish before their connections are "
                              "closed (Istio's terminationDrainDuration, default 5)")
+    parser.add_argument("--memory-release-interval", type=float, default=heap.MEMORY_RELEASE_INTERVAL_S,
+                        help="seconds between returns of freed heap memory to the OS (glibc malloc_trim; Envoy's "
+                             "memory_release_interval; default 30, 0 = off)")
     parser.add_argument("--request-headers-timeout", type=float, default=request_limits.REQUEST_HEADERS_TIMEOUT_S,
                         help="seconds a client has to send a request's headers, from their first byte (from the "
                              "accept for a connection's first request): 408 and close (default 10; 0 = off)")
@@ -159,7 +173,7 @@ async def serve(args: argparse.Namespace) -> int:
     port_map = {int(k): int(v) for k, v in _pairs(args.port_map).items()}
     proxy = server.ProxyServer(rt, bind=args.bind, inbound_port=args.inbound_port,
                                outbound_port=args.outbound_port, port_map=port_map, inbound_bind=args.inbound_bind,
-                               drain_timeout=args.drain_timeout)
+                               drain_timeout=args.drain_timeout, memory_release_interval=args.memory_release_interval)
     node = {"id": args.id, "role": args.role, "namespace": args.namespace, "workload": args.workload,
             "labels": labels, "serviceAccount": args.service_account,
             "ports": {"app": args.app_port, "inbound": args.inbound_port, "outbound": args.outbound_port,

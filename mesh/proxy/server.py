@@ -30,6 +30,7 @@ from mesh.proxy import (
     drain,
     forwarding,
     gateway_tls,
+    heap,
     inbound_tls,
     runtime,
     telemetry,
@@ -49,7 +50,8 @@ EXIT_NO_CREDENTIALS = 3  # the certificate expired and no credential is left to 
 class ProxyServer:
     def __init__(self, rt: runtime.ProxyRuntime, *, bind: str, inbound_port: int = 0, outbound_port: int = 0,
                  port_map: dict[int, int] | None = None, inbound_bind: str | None = None,
-                 drain_timeout: float = DRAIN_TIMEOUT_S) -> None:
+                 drain_timeout: float = DRAIN_TIMEOUT_S,
+                 memory_release_interval: float = heap.MEMORY_RELEASE_INTERVAL_S) -> None:
         self.runtime = rt
         self.bind = bind  # the outbound listener (the app's HTTP_PROXY): loopback
         self.inbound_bind = inbound_bind or bind  # inbound and gateway listeners, health: the pod IP in a pod
@@ -57,6 +59,8 @@ class ProxyServer:
         self.outbound_port = outbound_port
         self.port_map = port_map or {}
         self.drain_timeout = drain_timeout
+        self.memory_release_interval = memory_release_interval
+        self.heap = heap.HeapReleaser.for_this_process(rt.counters)
         self.drained: drain.DrainResult | None = None  # how the last shutdown's drain ended
         self.admin = admin_mod.Admin()
         self.discovery: discovery.DiscoveryClient | None = None
@@ -155,6 +159,11 @@ class ProxyServer:
             await asyncio.sleep(POOL_SWEEP_INTERVAL_S)
             self.sweep_pools()
 
+    async def _release_memory_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.memory_release_interval)
+            self.heap.release()
+
     def _close(self, ports: list[int]) -> None:
         for port in ports:
             self.servers.pop(port)[0].close()
@@ -174,6 +183,8 @@ class ProxyServer:
             self._health_server = await self.admin.serve_health(self.inbound_bind, health_port)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._sweep_forever()))
+        if self.memory_release_interval > 0 and self.heap.available:
+            self._tasks.append(loop.create_task(self._release_memory_forever(), name="heap"))
         self.admin.register_dump("secrets", agent.dump if agent is not None else self._static_secrets)
         if bootstrap is not None:
             from mesh.view import wire
