@@ -81,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="on SIGTERM, seconds in-flight requests get to finish before their connections are "
                              "closed (Istio's terminationDrainDuration, default 5)")
     parser.add_argument("--memory-release-interval", type=float, default=heap.MEMORY_RELEASE_INTERVAL_S,
-                        help="seconds between returns of freed heap memory to the OS (glibc malloc_trim; Envoy's "
-                             "memory_release_interval; default 30, 0 = off)")
+                        help="seconds between releases of unused memory: garbage cycles collected, free heap pages "
+                             "returned to the OS (Envoy's memory_release_interval; default 30, 0 = off)")
     parser.add_argument("--request-headers-timeout", type=float, default=request_limits.REQUEST_HEADERS_TIMEOUT_S,
                         help="seconds a client has to send a request's headers, from their first byte (from the "
                              "accept for a connection's first request): 408 and close (default 10; 0 = off)")
@@ -194,6 +194,7 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(proxy.shutdown()))
     await proxy.start(args.admin_port, control, node, bootstrap, agent, health_port=args.health_port)
+    heap.freeze_startup()
     await proxy.stopped.wait()
     return proxy.exit_code
 

@@ -183,7 +183,7 @@ class ProxyServer:
             self._health_server = await self.admin.serve_health(self.inbound_bind, health_port)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._sweep_forever()))
-        if self.memory_release_interval > 0 and self.heap.available:
+        if self.memory_release_interval > 0:
             self._tasks.append(loop.create_task(self._release_memory_forever(), name="heap"))
         self.admin.register_dump("secrets", agent.dump if agent is not None else self._static_secrets)
         if bootstrap is not None:

@@ -12,27 +12,54 @@ import pytest
 from mesh.proxy import heap, stats
 
 
-def test_each_release_is_counted_by_whether_pages_went_back():
+def test_each_release_collects_cycles_then_trims_and_counts_both():
     answers = iter([1, 0, 1])
     calls = []
 
+    def collect() -> int:
+        calls.append("collect")
+        return 40
+
     def trim(pad: int) -> int:
-        calls.append(pad)
+        calls.append(("trim", pad))
         return next(answers)
 
     counters = stats.Counters()
-    releaser = heap.HeapReleaser(counters, trim)
+    releaser = heap.HeapReleaser(counters, collect, trim)
     assert [releaser.release() for _ in range(3)] == [True, False, True]
-    assert calls == [0, 0, 0]  # pad 0: keep nothing spare at the top of the heap
-    assert counters.get(heap.COUNTER, result="released") == 2
-    assert counters.get(heap.COUNTER, result="nothing") == 1
+    assert calls == ["collect", ("trim", 0)] * 3  # cycles first, so what they held is free when trimming
+    assert counters.get(heap.RELEASES, result="released") == 2
+    assert counters.get(heap.RELEASES, result="nothing") == 1
+    assert counters.get(heap.COLLECTED) == 120
 
 
-def test_without_malloc_trim_nothing_is_called_or_counted():
+def test_without_malloc_trim_only_the_collection_runs():
     counters = stats.Counters()
-    releaser = heap.HeapReleaser(counters, None)
-    assert not releaser.available and releaser.release() is False
-    assert counters.values == {}
+    releaser = heap.HeapReleaser(counters, lambda: 3, None)
+    assert releaser.release() is False
+    assert counters.values == {(heap.COLLECTED, ()): 3}
+
+
+class Connection:
+    """A closed connection as the proxy leaves it: a cycle (protocol ↔ parser callbacks) holding a buffer."""
+
+    def __init__(self) -> None:
+        self.parser = self
+        self.buffer = bytearray(256 * 1024)
+
+
+def test_a_release_frees_what_dead_connection_cycles_hold():
+    import gc
+    import weakref
+
+    gc.disable()  # as a busy proxy: no collection happens on its own
+    try:
+        dead = [weakref.ref(Connection()) for _ in range(20)]
+        assert all(ref() is not None for ref in dead)  # cycles: reference counting alone frees nothing
+        heap.HeapReleaser.for_this_process(stats.Counters()).release()
+        assert all(ref() is None for ref in dead)
+    finally:
+        gc.enable()
 
 
 # A heap like the ingress's after a burst: many mid-sized blocks freed, every third one still alive, so the
