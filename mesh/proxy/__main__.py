@@ -111,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("request timeouts and --max-request-body-bytes must not be negative")
     if not 0.0 < args.cert_grace_ratio < 1.0:
         parser.error("--cert-grace-ratio must be between 0 and 1")
+    if args.memory_release_interval != 0 and args.memory_release_interval < heap.MIN_MEMORY_RELEASE_INTERVAL_S:
+        parser.error(f"--memory-release-interval must be 0 (off) or at least {heap.MIN_MEMORY_RELEASE_INTERVAL_S:g} s")
     return args
 
 
@@ -173,7 +175,8 @@ async def serve(args: argparse.Namespace) -> int:
     port_map = {int(k): int(v) for k, v in _pairs(args.port_map).items()}
     proxy = server.ProxyServer(rt, bind=args.bind, inbound_port=args.inbound_port,
                                outbound_port=args.outbound_port, port_map=port_map, inbound_bind=args.inbound_bind,
-                               drain_timeout=args.drain_timeout, memory_release_interval=args.memory_release_interval)
+                               drain_timeout=args.drain_timeout, memory_release_interval=args.memory_release_interval,
+                               on_first_view=heap.freeze_startup)
     node = {"id": args.id, "role": args.role, "namespace": args.namespace, "workload": args.workload,
             "labels": labels, "serviceAccount": args.service_account,
             "ports": {"app": args.app_port, "inbound": args.inbound_port, "outbound": args.outbound_port,
@@ -194,7 +197,6 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(proxy.shutdown()))
     await proxy.start(args.admin_port, control, node, bootstrap, agent, health_port=args.health_port)
-    heap.freeze_startup()
     await proxy.stopped.wait()
     return proxy.exit_code
 

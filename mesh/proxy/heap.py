@@ -14,8 +14,8 @@ below a live allocation is never returned by shrinking the heap's top).
 Worked example, that sidecar after the soak: malloc in use 56 MB → 6.4 MB, RSS 57.0 → 46.3 MiB (its
 baseline was 46.8).
 
-Cost: a full collection walks the objects made since startup (`freeze_startup` moves the imports, classes and
-first view out of its way; 1 to 7 ms on a sidecar), the trim walks the free lists (about 1 ms) plus its
+Cost: a full collection walks the objects made since the first view (`freeze_startup` moves the imports,
+classes and first view out of its way; 1 to 7 ms on a sidecar), the trim walks the free lists (about 1 ms) plus its
 madvise calls when it finds pages. Once every 30 s; never per request. Counted in
 `weir_heap_releases_total{result="released"|"nothing"}` and `weir_heap_cycles_collected_total`. On a libc
 without `malloc_trim` (musl, macOS) only the collection runs.
@@ -28,8 +28,10 @@ import gc
 from collections.abc import Callable
 
 MEMORY_RELEASE_INTERVAL_S = 30.0
+MIN_MEMORY_RELEASE_INTERVAL_S = 1.0  # below it the full collections would cost more than they save
 RELEASES = "heap_releases_total"
 COLLECTED = "heap_cycles_collected_total"
+FAILURES = "heap_release_failures_total"
 
 
 def _glibc_malloc_trim() -> Callable[[int], int] | None:
@@ -44,8 +46,10 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 
 
 def freeze_startup() -> None:
-    """Everything alive once the proxy serves (modules, classes, the first view) is kept for good: move it
-    to the collector's permanent generation so that full collections only walk what came after."""
+    """Called when the first view is applied: what is alive then (modules, classes, the listeners, the first
+    view) is nearly all kept for good, so it moves to the collector's permanent generation and full
+    collections only walk what came after. The price: what of it later becomes cyclic garbage (the first
+    view's compiled objects, once replaced) is never collected; that is bounded, once, by the first view."""
     gc.collect()
     gc.freeze()
 

@@ -151,6 +151,7 @@ class CompiledJwtRule:
 
     def __init__(self, spec: model.JwtRule) -> None:
         self.spec = spec
+        _algorithms()  # PyJWT is imported here, as the view is applied, never during a request
         self.keys = parse_jwks(spec.jwks)
         configured = spec.from_headers or spec.from_params or spec.from_cookies
         self.headers = tuple((name.lower().encode("latin-1"), prefix) for name, prefix in (

@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from mesh.proxy import admin as admin_mod
 from mesh.proxy import (
@@ -51,7 +52,8 @@ class ProxyServer:
     def __init__(self, rt: runtime.ProxyRuntime, *, bind: str, inbound_port: int = 0, outbound_port: int = 0,
                  port_map: dict[int, int] | None = None, inbound_bind: str | None = None,
                  drain_timeout: float = DRAIN_TIMEOUT_S,
-                 memory_release_interval: float = heap.MEMORY_RELEASE_INTERVAL_S) -> None:
+                 memory_release_interval: float = heap.MEMORY_RELEASE_INTERVAL_S,
+                 on_first_view: Callable[[], None] | None = None) -> None:
         self.runtime = rt
         self.bind = bind  # the outbound listener (the app's HTTP_PROXY): loopback
         self.inbound_bind = inbound_bind or bind  # inbound and gateway listeners, health: the pod IP in a pod
@@ -60,6 +62,7 @@ class ProxyServer:
         self.port_map = port_map or {}
         self.drain_timeout = drain_timeout
         self.memory_release_interval = memory_release_interval
+        self.on_first_view = on_first_view  # the process entry point's (mesh.proxy.heap.freeze_startup)
         self.heap = heap.HeapReleaser.for_this_process(rt.counters)
         self.drained: drain.DrainResult | None = None  # how the last shutdown's drain ended
         self.admin = admin_mod.Admin()
@@ -131,6 +134,8 @@ class ProxyServer:
         for port in [p for p in self.servers if p not in wanted]:
             self.servers.pop(port)[0].close()
         self.sweep_pools()
+        if not self.admin.ready and self.on_first_view is not None:
+            self.on_first_view()
         self.admin.ready = True
 
     async def _listen(self, fwd: forwarding.Forwarding, direction: str, port: int):
@@ -162,7 +167,11 @@ class ProxyServer:
     async def _release_memory_forever(self) -> None:
         while True:
             await asyncio.sleep(self.memory_release_interval)
-            self.heap.release()
+            try:
+                self.heap.release()
+            except Exception:  # a failed release must not end the releases that follow
+                self.runtime.counters.inc(heap.FAILURES)
+                log.exception("memory release failed")
 
     def _close(self, ports: list[int]) -> None:
         for port in ports:

@@ -130,15 +130,17 @@ class ThreadedWriter:
 
 
 class Telemetry:
-    __slots__ = ("workload", "_tails", "loop", "tracer", "stream", "exporters", "counters", "recent", "logs", "spans",
+    __slots__ = ("workload", "_workload_json", "_tails", "loop", "tracer", "stream", "exporters", "counters", "recent", "logs", "spans",
                  "_flush", "_exporting")
 
     def __init__(self, workload: str, loop: asyncio.AbstractEventLoop, counters: Any, *,
                  tracer: tracing.Tracer | None = None, stream: IO[str] | None = sys.stdout,
                  exporters: tuple[Exporter, ...] = ()) -> None:
         self.workload = workload
-        # How every line ends, per direction: `"direction":"outbound","workload":"gw-v1"}`.
-        self._tails = {d: f'"direction":"{d}","workload":{_quote(workload)}}}\n' for d in model.DIRECTIONS}
+        self._workload_json = _quote(workload)
+        self._tails: dict[str, str] = {}  # how lines end, per direction: `"direction":"outbound","workload":"gw-v1"}`
+        for direction in model.DIRECTIONS:
+            self._tail(direction)
         self.loop = loop
         self.tracer = tracer  # None: no spans, trace headers passed on untouched
         self.stream = stream  # None: no access log
@@ -219,7 +221,11 @@ class Telemetry:
                 f'"trace_id":{_json_string(trace[0].trace_id) if trace else "null"},"user_agent":{user_agent},'
                 f'"downstream_remote_address":{_json_string(remote) if remote else "null"},'
                 f'"downstream_peer_principal":{_json_string(principal) if principal else "null"},'
-                f'{self._tails[direction]}')
+                f'{self._tails.get(direction) or self._tail(direction)}')
+
+    def _tail(self, direction: str) -> str:
+        tail = self._tails[direction] = f'"direction":{_quote(direction)},"workload":{self._workload_json}}}\n'
+        return tail
 
     def flush(self) -> None:
         """One slice of the waiting work; the rest is scheduled right after (call_soon), so requests that

@@ -3,13 +3,15 @@ in a child process whose heap is left fragmented the way a burst of closed TLS c
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from mesh.proxy import heap, stats
+from mesh.proxy import heap, runtime, server, stats
+from tests.mesh.proxy.fakes import GW, bookinfo_view
 
 
 def test_each_release_collects_cycles_then_trims_and_counts_both():
@@ -88,3 +90,55 @@ def test_a_release_returns_the_pages_a_burst_left_behind():
     before, after, released, _ = out.stdout.split()
     assert released == "True"
     assert int(before) - int(after) > 20 * 1024, f"RSS {before} → {after} KiB: less than 20 MiB returned"
+
+
+# -- wiring: the proxy server and its flag ------------------------------------------------------------------------
+
+def test_the_flag_defaults_to_30_s_and_refuses_a_busy_loop_of_collections(capsys):
+    from mesh.proxy import __main__ as main
+
+    base = ["--id", "x", "--workload", "x", "--bootstrap", "view.json"]
+    assert main.parse_args(base).memory_release_interval == heap.MEMORY_RELEASE_INTERVAL_S == 30.0
+    assert main.parse_args([*base, "--memory-release-interval", "0"]).memory_release_interval == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main.parse_args([*base, "--memory-release-interval", "0.01"])
+    assert exit_info.value.code == 2 and "--memory-release-interval must be 0 (off) or at least 1 s" in capsys.readouterr().err
+
+
+async def test_the_server_releases_memory_on_its_interval_and_stops_with_it():
+    trims = []
+
+    def trim(pad: int) -> int:
+        trims.append(pad)
+        if len(trims) == 2:
+            raise OSError("a failing release")
+        return 1
+
+    proxy = server.ProxyServer(runtime.ProxyRuntime(GW), bind="127.0.0.1", memory_release_interval=0.01)
+    proxy.heap = heap.HeapReleaser(proxy.runtime.counters, lambda: 0, trim)
+    await proxy.start(0, None, {})
+    for _ in range(200):
+        if len(trims) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert len(trims) >= 4  # the failing second release did not end the ones after it
+    assert proxy.runtime.counters.get(heap.FAILURES) == 1
+    await proxy.shutdown()
+    count = len(trims)
+    await asyncio.sleep(0.05)
+    assert len(trims) == count  # stopped with the proxy
+
+    off = server.ProxyServer(runtime.ProxyRuntime(GW), bind="127.0.0.1", memory_release_interval=0)
+    await off.start(0, None, {})
+    assert [task.get_name() for task in off._tasks if task.get_name() == "heap"] == []
+    await off.shutdown()
+
+
+async def test_the_first_view_applied_calls_the_entry_points_hook_once():
+    calls = []
+    proxy = server.ProxyServer(runtime.ProxyRuntime(GW), bind="127.0.0.1", inbound_port=0, outbound_port=0,
+                               on_first_view=lambda: calls.append("freeze"))
+    await proxy.apply_view(bookinfo_view(), "v1")
+    await proxy.apply_view(bookinfo_view(books=()), "v2")
+    assert calls == ["freeze"]
+    await proxy.shutdown()

@@ -282,3 +282,36 @@ def test_upstream_lines_round_trip_through_extract(trace_id, parent, span, sampl
     # a callee that only reads B3 gets the same context
     b3_only = [(name, value) for name, value in headers if name != b"traceparent"]
     assert tracing.extract(b3_only) == TraceContext(trace_id, span, sampled)
+
+
+# -- Tracer.start agrees with extract -----------------------------------------------------------------------------
+# `start` has its own fast path (one loop, one match for a lone traceparent); whatever headers come, the context
+# it joins must be the one `extract` reads, or a new root keeping the caller's sampling decision.
+
+TRACE_VALUES = {
+    b"traceparent": [f"00-{T}-{S}-01", f"00-{T}-{S}-00", f" 00-{T}-{S}-03 ", f"00-{T.upper()}-{S}-01",
+                     f"01-{T}-{S}-01", f"00-{'0' * 32}-{S}-01", f"00-{T}-{'0' * 16}-01", f"00-{T}-{S}-1",
+                     f"00-{T}-{S}-01-extra", "", "garbage"],
+    b"b3": [f"{T}-{S}-1", f"{T64}-{S}-0", f"{T}-{S}", "0", "1", "d", f"{T}-{'0' * 16}-1", "nonsense"],
+    b"x-b3-traceid": [T, T64, "xyz"],
+    b"x-b3-spanid": [S, "0" * 16, "short"],
+    b"x-b3-sampled": ["1", "0", "true", "false", "maybe"],
+    b"x-b3-flags": ["1", "0"],
+}
+trace_header = st.sampled_from(sorted(TRACE_VALUES)).flatmap(
+    lambda name: st.sampled_from(TRACE_VALUES[name]).map(lambda value: (name, value.encode())))
+other_header = st.sampled_from([(b"host", b"books:9080"), (b"x-request-id", b"r-1"), (b"user-agent", b"curl")])
+
+
+@given(st.lists(st.one_of(trace_header, other_header), max_size=6))
+def test_start_joins_what_extract_reads_or_starts_a_root_keeping_the_decision(headers):
+    expected = tracing.extract(headers)
+    ctx, span, b3 = tracing.Tracer(50.0, random.Random(1)).start(headers)
+    if expected is not None and expected.trace_id:
+        assert ctx == expected
+    else:
+        assert ctx.parent_id == "" and is_id(ctx.trace_id, 32)
+        if expected is not None:
+            assert ctx.sampled == expected.sampled
+    assert is_id(span, 16)
+    assert b3 == any(name in tracing.TRACE_HEADERS and name != tracing.TRACEPARENT for name, _ in headers)
