@@ -35,85 +35,105 @@ from mesh.view import security, wire
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mesh.proxy", description="Weir sidecar / gateway proxy")
-    parser.add_argument("--role", choices=("sidecar", "gateway"), default="sidecar")
-    parser.add_argument("--id", required=True, help="proxy id, e.g. books-v1.bookinfo")
-    parser.add_argument("--namespace", default="default")
-    parser.add_argument("--workload", required=True)
-    parser.add_argument("--labels", default="", help="k=v,k=v")
-    parser.add_argument("--service-account", default="default")
-    parser.add_argument("--control-plane", default=None, help="host:port of the control plane's mesh channel (TLS)")
-    parser.add_argument("--ca-file", default=None, help="the mesh root certificate: the only trust for the control plane")
-    parser.add_argument("--control-plane-sni", default=None,
-                        help="name the control plane's certificate must carry (default: the host of --control-plane)")
-    parser.add_argument("--cert-dir", default=None, help="where the key and certificate are kept (default: a temp dir)")
-    parser.add_argument("--token-file", default=os.environ.get(certagent.TOKEN_FILE_ENV) or None,
-                        help="a service-account token for CSRs, re-read each time (env WEIR_TOKEN_FILE)")
-    parser.add_argument("--cert-ttl", type=float, default=None, help="requested certificate lifetime, seconds")
-    parser.add_argument("--cert-grace-ratio", type=float, default=certagent.GRACE_RATIO,
-                        help="renew when this fraction of the lifetime is left (default 0.5)")
-    parser.add_argument("--tls-cert", default=None, help="static identity: certificate chain (PEM)")
-    parser.add_argument("--tls-key", default=None, help="static identity: its key (PEM)")
-    parser.add_argument("--tls-roots", default=None, help="static identity: trusted mesh roots (PEM)")
-    parser.add_argument("--bootstrap", default=None, help="a static view (JSON file) instead of a control plane")
-    parser.add_argument("--bind", default="127.0.0.1", help="the outbound listener (the app's HTTP_PROXY)")
-    parser.add_argument("--inbound-bind", default=None,
-                        help="inbound and gateway listeners and --health-port (default --bind; 0.0.0.0 in a pod)")
-    parser.add_argument("--health-port", type=int, default=None,
-                        help="serve only GET /healthz/ready (the admin's ready latch) and GET "
-                             "/stats/prometheus on --inbound-bind")
-    parser.add_argument("--address", default=None,
-                        help="this proxy's address on the pod network (node metadata: the control plane's "
-                             "dashboard scrapes the health port's /stats/prometheus there)")
-    parser.add_argument("--inbound-port", type=int, default=15006)
-    parser.add_argument("--outbound-port", type=int, default=15001)
-    parser.add_argument("--app-port", type=int, default=9080)
-    parser.add_argument("--admin-port", type=int, default=15000)
-    parser.add_argument("--port-map", default="", help="gateway: server port=local port, e.g. 80=8080")
-    parser.add_argument("--access-log", default="-",
-                        help="JSON access log: - (stdout, as Istio), a file path, or off")
-    parser.add_argument("--trace-sampling", type=float, default=1.0,
-                        help="percent of new traces sampled (Istio's default 1; a caller's decision is kept)")
-    parser.add_argument("--otlp-endpoint", default=None,
-                        help="also export spans to this OTLP/HTTP collector, e.g. http://otel-collector:4318")
-    parser.add_argument("--telemetry", choices=("on", "off"), default="on",
-                        help="off: metrics only (no access log, no spans, trace headers passed untouched)")
-    parser.add_argument("--drain-timeout", type=float, default=server.DRAIN_TIMEOUT_S,
-                        help="on SIGTERM, seconds in-flight requests get to finish before their connections are "
-                             "closed (Istio's terminationDrainDuration, default 5)")
-    parser.add_argument("--memory-release-interval", type=float, default=heap.MEMORY_RELEASE_INTERVAL_S,
-                        help="seconds between releases of unused memory: garbage cycles collected, free heap pages "
-                             "returned to the OS (Envoy's memory_release_interval; default 30, 0 = off)")
-    parser.add_argument("--request-headers-timeout", type=float, default=request_limits.REQUEST_HEADERS_TIMEOUT_S,
-                        help="seconds a client has to send a request's headers, from their first byte (from the "
-                             "accept for a connection's first request): 408 and close (default 10; 0 = off)")
-    parser.add_argument("--request-body-timeout", type=float, default=request_limits.REQUEST_BODY_TIMEOUT_S,
-                        help="seconds a request body may stall: 408 and close (default 30; 0 = off)")
-    parser.add_argument("--idle-timeout", type=float, default=request_limits.IDLE_TIMEOUT_S,
-                        help="seconds a downstream keep-alive connection may sit with no request before it is "
-                             "closed (Envoy's idle_timeout; default 120; 0 = off)")
-    parser.add_argument("--max-request-body-bytes", type=int, default=request_limits.MAX_REQUEST_BODY_BYTES,
-                        help="refuse request bodies larger than this with 413 (default 0 = no limit)")
+    _identity_flags(parser.add_argument_group("identity and certificates"))
+    _listener_flags(parser.add_argument_group("listeners and ports"))
+    _telemetry_flags(parser.add_argument_group("telemetry"))
+    _limit_flags(parser.add_argument_group("limits, timeouts and lifecycle"))
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    if not args.control_plane and not args.bootstrap:
-        parser.error("one of --control-plane or --bootstrap is required")
-    if args.control_plane and not args.ca_file:
-        parser.error("--control-plane needs --ca-file: the mesh root the control plane's certificate chains to")
-    static = (args.tls_cert, args.tls_key, args.tls_roots)
-    if any(static) and not all(static):
-        parser.error("--tls-cert, --tls-key and --tls-roots go together")
-    if all(static) and args.control_plane:
-        parser.error("--tls-cert/--tls-key/--tls-roots replace the CA: use them with --bootstrap only")
-    if args.drain_timeout < 0:
-        parser.error("--drain-timeout must not be negative")
-    if min(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
-           args.max_request_body_bytes) < 0:
-        parser.error("request timeouts and --max-request-body-bytes must not be negative")
-    if not 0.0 < args.cert_grace_ratio < 1.0:
-        parser.error("--cert-grace-ratio must be between 0 and 1")
-    if args.memory_release_interval != 0 and args.memory_release_interval < heap.MIN_MEMORY_RELEASE_INTERVAL_S:
-        parser.error(f"--memory-release-interval must be 0 (off) or at least {heap.MIN_MEMORY_RELEASE_INTERVAL_S:g} s")
+    problem = _problem(args)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def _identity_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--role", choices=("sidecar", "gateway"), default="sidecar")
+    group.add_argument("--id", required=True, help="proxy id, e.g. books-v1.bookinfo")
+    group.add_argument("--namespace", default="default")
+    group.add_argument("--workload", required=True)
+    group.add_argument("--labels", default="", help="k=v,k=v")
+    group.add_argument("--service-account", default="default")
+    group.add_argument("--control-plane", default=None, help="host:port of the control plane's mesh channel (TLS)")
+    group.add_argument("--ca-file", default=None, help="the mesh root certificate: the only trust for the control plane")
+    group.add_argument("--control-plane-sni", default=None,
+                       help="name the control plane's certificate must carry (default: the host of --control-plane)")
+    group.add_argument("--cert-dir", default=None, help="where the key and certificate are kept (default: a temp dir)")
+    group.add_argument("--token-file", default=os.environ.get(certagent.TOKEN_FILE_ENV) or None,
+                       help="a service-account token for CSRs, re-read each time (env WEIR_TOKEN_FILE)")
+    group.add_argument("--cert-ttl", type=float, default=None, help="requested certificate lifetime, seconds")
+    group.add_argument("--cert-grace-ratio", type=float, default=certagent.GRACE_RATIO,
+                       help="renew when this fraction of the lifetime is left (default 0.5)")
+    group.add_argument("--tls-cert", default=None, help="static identity: certificate chain (PEM)")
+    group.add_argument("--tls-key", default=None, help="static identity: its key (PEM)")
+    group.add_argument("--tls-roots", default=None, help="static identity: trusted mesh roots (PEM)")
+    group.add_argument("--bootstrap", default=None, help="a static view (JSON file) instead of a control plane")
+
+
+def _listener_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--bind", default="127.0.0.1", help="the outbound listener (the app's HTTP_PROXY)")
+    group.add_argument("--inbound-bind", default=None,
+                       help="inbound and gateway listeners and --health-port (default --bind; 0.0.0.0 in a pod)")
+    group.add_argument("--health-port", type=int, default=None,
+                       help="serve only GET /healthz/ready (the admin's ready latch) and GET "
+                            "/stats/prometheus on --inbound-bind")
+    group.add_argument("--address", default=None,
+                       help="this proxy's address on the pod network (node metadata: the control plane's "
+                            "dashboard scrapes the health port's /stats/prometheus there)")
+    group.add_argument("--inbound-port", type=int, default=15006)
+    group.add_argument("--outbound-port", type=int, default=15001)
+    group.add_argument("--app-port", type=int, default=9080)
+    group.add_argument("--admin-port", type=int, default=15000)
+    group.add_argument("--port-map", default="", help="gateway: server port=local port, e.g. 80=8080")
+
+
+def _telemetry_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--access-log", default="-", help="JSON access log: - (stdout, as Istio), a file path, or off")
+    group.add_argument("--trace-sampling", type=float, default=1.0,
+                       help="percent of new traces sampled (Istio's default 1; a caller's decision is kept)")
+    group.add_argument("--otlp-endpoint", default=None,
+                       help="also export spans to this OTLP/HTTP collector, e.g. http://otel-collector:4318")
+    group.add_argument("--telemetry", choices=("on", "off"), default="on",
+                       help="off: metrics only (no access log, no spans, trace headers passed untouched)")
+
+
+def _limit_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--drain-timeout", type=float, default=server.DRAIN_TIMEOUT_S,
+                       help="on SIGTERM, seconds in-flight requests get to finish before their connections are "
+                            "closed (Istio's terminationDrainDuration, default 5)")
+    group.add_argument("--memory-release-interval", type=float, default=heap.MEMORY_RELEASE_INTERVAL_S,
+                       help="seconds between releases of unused memory: garbage cycles collected, free heap pages "
+                            "returned to the OS (Envoy's memory_release_interval; default 30, 0 = off)")
+    group.add_argument("--request-headers-timeout", type=float, default=request_limits.REQUEST_HEADERS_TIMEOUT_S,
+                       help="seconds a client has to send a request's headers, from their first byte (from the "
+                            "accept for a connection's first request): 408 and close (default 10; 0 = off)")
+    group.add_argument("--request-body-timeout", type=float, default=request_limits.REQUEST_BODY_TIMEOUT_S,
+                       help="seconds a request body may stall: 408 and close (default 30; 0 = off)")
+    group.add_argument("--idle-timeout", type=float, default=request_limits.IDLE_TIMEOUT_S,
+                       help="seconds a downstream keep-alive connection may sit with no request before it is "
+                            "closed (Envoy's idle_timeout; default 120; 0 = off)")
+    group.add_argument("--max-request-body-bytes", type=int, default=request_limits.MAX_REQUEST_BODY_BYTES,
+                       help="refuse request bodies larger than this with 413 (default 0 = no limit)")
+
+
+def _problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of flags, for `parser.error`; None when nothing is."""
+    static = (args.tls_cert, args.tls_key, args.tls_roots)
+    checks = (
+        (not args.control_plane and not args.bootstrap, "one of --control-plane or --bootstrap is required"),
+        (args.control_plane and not args.ca_file,
+         "--control-plane needs --ca-file: the mesh root the control plane's certificate chains to"),
+        (any(static) and not all(static), "--tls-cert, --tls-key and --tls-roots go together"),
+        (all(static) and args.control_plane,
+         "--tls-cert/--tls-key/--tls-roots replace the CA: use them with --bootstrap only"),
+        (args.drain_timeout < 0, "--drain-timeout must not be negative"),
+        (min(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
+             args.max_request_body_bytes) < 0, "request timeouts and --max-request-body-bytes must not be negative"),
+        (not 0.0 < args.cert_grace_ratio < 1.0, "--cert-grace-ratio must be between 0 and 1"),
+        (args.memory_release_interval != 0 and args.memory_release_interval < heap.MIN_MEMORY_RELEASE_INTERVAL_S,
+         f"--memory-release-interval must be 0 (off) or at least {heap.MIN_MEMORY_RELEASE_INTERVAL_S:g} s"),
+    )
+    return next((message for failed, message in checks if failed), None)
 
 
 def _pairs(text: str) -> dict[str, str]:

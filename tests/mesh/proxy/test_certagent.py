@@ -258,6 +258,9 @@ def test_a_static_identity_from_files_for_proxies_without_a_ca(tmp_path):
     (["--control-plane", "h:1", "--ca-file", "r", "--tls-cert", "c", "--tls-key", "k", "--tls-roots", "r"],
      "with --bootstrap only"),
     (["--control-plane", "h:1", "--ca-file", "r", "--cert-grace-ratio", "1.5"], "between 0 and 1"),
+    ([], "one of --control-plane or --bootstrap is required"),
+    (["--bootstrap", "v.json", "--drain-timeout", "-1"], "--drain-timeout must not be negative"),
+    (["--bootstrap", "v.json", "--idle-timeout", "-1"], "request timeouts and --max-request-body-bytes"),
 ])
 def test_proxy_flags_that_do_not_fit_together(argv, message, capsys):
     from mesh.proxy import __main__ as entry
