@@ -1,0 +1,112 @@
+"""Interleaved A/B of sidecar pairs: what a flag costs, measured on a machine whose speed drifts.
+
+On a shared 2-core VM the same pair serves 5,000 requests/s one minute and 7,500 the next, so two paths
+measured one after the other (as `make bench` does) can differ by more than the effect looked for. Here
+every variant's pair is started up front, side by side (idle pairs cost nothing), and wrk loads them in
+turn, `--cycles` times for `--seconds` each; the verdict is each variant's median over the cycles, next to
+the first variant's. CPU per request is read from /proc over each load, summed over the pair's two sidecars
+and halved (per sidecar).
+
+    .venv/bin/python -m bench.interleaved                      # telemetry off / on / tracing only
+    .venv/bin/python -m bench.interleaved --variant off='--telemetry off' --variant on= --cycles 20
+
+Pinning as `make bench`: the sidecars on one CPU, wrk and the upstream (nginx, 1 KiB) on the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/interleaved.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import nginx, processes, sidecar, wrk  # noqa: E402
+
+TELEMETRY_VARIANTS = {"telemetry-off": ("--telemetry", "off"), "telemetry-on": (),
+                      "tracing-only": ("--access-log", "off")}
+CONNECTIONS = 64
+
+
+@dataclass
+class Samples:
+    rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # CPU µs per request per sidecar
+
+
+def summarize(samples: dict[str, Samples]) -> list[dict]:
+    """Median requests/s and CPU per request of each variant, and its ratio to the first variant's."""
+    rows, base = [], None
+    for name, got in samples.items():
+        rps = statistics.median(got.rps)
+        base = base if base is not None else rps
+        rows.append({"variant": name, "rps_median": rps, "ratio": rps / base if base else None,
+                     "cpu_us_per_request_median": statistics.median(got.cpu_us),
+                     "rps_min": min(got.rps), "rps_max": max(got.rps), "cycles": len(got.rps)})
+    return rows
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """`name=flags` (shell words) → (name, flags)."""
+    name, sep, flags = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=FLAGS, got {text!r}")
+    return name, tuple(shlex.split(flags))
+
+
+def start_pair(procs: processes.Processes, name: str, workdir: Path, upstream_port: int,
+               pin: list[str], flags: tuple[str, ...]) -> tuple[str, list[int]]:
+    server = sidecar.start(procs, f"{name}-server", sidecar.inbound_view(upstream_port), workdir, pin, extra=flags)
+    client = sidecar.start(procs, f"{name}-client", sidecar.outbound_view(server.inbound_port), workdir, pin,
+                           extra=flags)
+    return f"http://127.0.0.1:{client.outbound_port}{nginx.PAYLOAD_PATH}", [client.pid, server.pid]
+
+
+def run(variants: dict[str, tuple[str, ...]], cycles: int, seconds: float) -> dict[str, Samples]:
+    pinning = processes.choose_pinning()
+    load = pinning.prefix(pinning.load)
+    samples = {name: Samples() for name in variants}
+    with tempfile.TemporaryDirectory(prefix="weir-ab-") as tmp, processes.Processes(Path(tmp)) as procs:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)  # nginx workers (user nobody when root) read the payload below it
+        nginx.write_payload(workdir / "www")
+        upstream = processes.free_port()
+        nginx.start(procs, "upstream", nginx.upstream_conf(workdir, upstream, workdir / "www"), workdir, upstream,
+                    load)
+        pairs = {name: start_pair(procs, name, workdir, upstream, pinning.prefix(pinning.proxy), flags)
+                 for name, flags in variants.items()}
+        for url, _ in pairs.values():  # warm each pool and allocator once
+            wrk.run(url, CONNECTIONS, 1, host_header=sidecar.HOST_HEADER, pin=load)
+        for _ in range(cycles):
+            for name, (url, pids) in pairs.items():
+                before = sum(processes.cpu_seconds(pid) for pid in pids)
+                result = wrk.run(url, CONNECTIONS, seconds, host_header=sidecar.HOST_HEADER, pin=load)
+                cpu = sum(processes.cpu_seconds(pid) for pid in pids) - before
+                samples[name].rps.append(result["rps"])
+                samples[name].cpu_us.append(cpu / max(1, result["requests"]) * 1e6 / len(pids))
+    return samples
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.interleaved", description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", type=parse_variant, default=None,
+                        help="NAME=FLAGS for the pair's two sidecars (repeatable; the first is the base); "
+                             "default: telemetry off, on, tracing only")
+    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=2.0, help="wrk run per variant per cycle")
+    args = parser.parse_args(argv)
+    variants = dict(args.variant) if args.variant else TELEMETRY_VARIANTS
+    rows = summarize(run(variants, args.cycles, args.seconds))
+    for row in rows:
+        print(f"{row['variant']:16s} rps median {row['rps_median']:8,.0f} ({row['ratio']:.3f}× "
+              f"{rows[0]['variant']}; {row['rps_min']:,.0f}–{row['rps_max']:,.0f})  "
+              f"CPU {row['cpu_us_per_request_median']:.1f} µs/request/sidecar")
+
+
+if __name__ == "__main__":
+    main()
