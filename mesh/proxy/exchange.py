@@ -36,7 +36,7 @@ class Exchange:
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
         "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying", "access",
-        "trace",
+        "trace", "request_id", "user_agent",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -78,6 +78,8 @@ class Exchange:
         self.retrying = None
         self.access = None  # mesh.proxy.access.Verdict on a received request checked by JWT/authorization
         self.trace = None  # (tracing.TraceContext, this hop's span id) once the upstream head is built
+        self.request_id = None  # the x-request-id forwarded (bytes), noted with user-agent as the head is built
+        self.user_agent = None
 
     # -- request side -----------------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:

@@ -28,6 +28,7 @@ HOP_BY_HOP = frozenset({
 # Metadata exchange between sidecars (Istio's x-envoy-peer-metadata): "ns;workload;app;version;service".
 PEER_HEADER = b"x-weir-peer"
 REQUEST_ID = b"x-request-id"
+USER_AGENT = b"user-agent"
 # Headers never copied to the upstream request (we write host ourselves) or back to the client.
 SKIP_UPSTREAM = HOP_BY_HOP | {b"host", PEER_HEADER}
 SKIP_DOWNSTREAM = HOP_BY_HOP | {PEER_HEADER}
@@ -78,18 +79,25 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         if exchange.trace is None:  # a retry keeps its span
             exchange.trace = tracer.start(head.headers)
         dropped = tracing.TRACE_HEADERS.union(dropped) if dropped else tracing.TRACE_HEADERS
+    logged_id = user_agent = None  # for the access log: the last of each, as the client sent them
     for name, value in head.headers:
+        if name == REQUEST_ID:
+            logged_id = value
+            if name not in dropped:
+                has_request_id = True
+        elif name == USER_AGENT:
+            user_agent = value
         if name in SKIP_UPSTREAM or name in dropped:
             continue
-        if name == REQUEST_ID:
-            has_request_id = True
         append(name + b": " + value + CRLF)
     if plan is not None:
         append(plan.lines)
     if not has_request_id:
-        rid = request_id()
-        head.headers.append((REQUEST_ID, rid))
-        append(b"x-request-id: " + rid + CRLF)
+        logged_id = request_id()
+        head.headers.append((REQUEST_ID, logged_id))
+        append(b"x-request-id: " + logged_id + CRLF)
+    exchange.request_id = logged_id
+    exchange.user_agent = user_agent
     if tracer is not None:
         append(tracing.upstream_lines(*exchange.trace))
     if forwarding.direction != model.INBOUND:

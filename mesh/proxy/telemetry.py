@@ -88,6 +88,18 @@ def _upstream_fields(endpoint: Any, cluster: str) -> str:
     return text
 
 
+def _request_id_and_agent(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The last `x-request-id` and `user-agent` of a request head (`headers.upstream_request_head` notes
+    them on the exchange as it copies the head; a locally answered request is scanned here)."""
+    request_id = user_agent = None
+    for name, value in headers:
+        if name == b"x-request-id":
+            request_id = value
+        elif name == b"user-agent":
+            user_agent = value
+    return request_id, user_agent
+
+
 class ThreadedWriter:
     """An access log stream written by its own thread, as Envoy's access log flush thread: a slow disk or a
     full pipe (a container runtime not reading) delays the log, never the event loop. `write` only queues;
@@ -156,13 +168,19 @@ class Telemetry:
         """Keep what the exchange knows; formatting waits for the flush."""
         target = exchange.target
         trace = exchange.trace
-        if trace is None and self.tracer is not None:
-            trace = self.tracer.start(exchange.head.headers)  # answered locally: no upstream head was built
-        entry = (time.time() - duration_s, duration_s, direction, exchange.method, exchange.head, exchange.status,
-                 exchange.flag, exchange.body_size, exchange.bytes_sent,
+        request_id = exchange.request_id
+        if request_id is None:  # answered locally: no upstream head was built, which notes both headers
+            request_id, user_agent = _request_id_and_agent(exchange.head.headers)
+            if trace is None and self.tracer is not None:
+                trace = self.tracer.start(exchange.head.headers)
+        else:
+            user_agent = exchange.user_agent
+        entry = (time.time() - duration_s, duration_s, direction, exchange.method, exchange.head.path,
+                 exchange.status, exchange.flag, exchange.body_size, exchange.bytes_sent,
                  target.endpoint if target is not None else None,
                  target.cluster.spec.name if target is not None and target.cluster is not None else "",
-                 exchange.conn.peer_identity, exchange.conn.peer_ip, trace, exchange.host_header)
+                 exchange.conn.peer_identity, exchange.conn.peer_ip, trace, exchange.host_header, request_id,
+                 user_agent)
         self.recent.append(entry)
         if self.stream is not None:
             self._keep(self.logs, entry, "access_log")
@@ -184,17 +202,18 @@ class Telemetry:
         return json.loads(self.log_line(entry))
 
     def span_dict(self, entry: tuple) -> dict[str, Any]:
-        (wall, duration_s, direction, method, head, status, flag, _, _, endpoint, cluster, principal, _,
-         trace, host) = entry
+        (wall, duration_s, direction, method, path, status, flag, _, _, endpoint, cluster, principal, _,
+         trace, host, request_id, _) = entry
         ctx, span_id = trace[0], trace[1]
         authority = host.decode("latin-1")
         return {
             "traceId": ctx.trace_id, "spanId": span_id, "parentSpanId": ctx.parent_id,
-            "name": f"{authority}{head.path.split('?', 1)[0]}", "kind": "SERVER" if direction == "inbound" else "CLIENT",
+            "name": f"{authority}{path.split('?', 1)[0]}", "kind": "SERVER" if direction == "inbound" else "CLIENT",
             "startTimeUnixNano": int(wall * 1e9), "endTimeUnixNano": int((wall + duration_s) * 1e9),
             "attributes": {"workload": self.workload, "direction": direction, "http.method": method,
-                           "http.url": head.path, "http.status_code": status, "response_flags": flag,
-                           "upstream_cluster": cluster or None, "guid:x-request-id": head.header(b"x-request-id"),
+                           "http.url": path, "http.status_code": status, "response_flags": flag,
+                           "upstream_cluster": cluster or None,
+                           "guid:x-request-id": request_id.decode("latin-1") if request_id is not None else None,
                            "peer.address": f"{endpoint.address}:{endpoint.port}" if endpoint else None,
                            "downstream_peer_principal": principal},
         }
@@ -205,20 +224,16 @@ class Telemetry:
     def log_line(self, entry: tuple) -> str:
         """`entry_dict` as one JSON line, built directly (a third of json.dumps' time on this shape). Values
         the proxy made (ids, addresses, names, flags) need no escaping; what a client sent is escaped."""
-        (wall, duration_s, direction, method, head, status, flag, received, sent, endpoint, cluster, principal,
-         remote, trace, authority) = entry
-        request_id = user_agent = "null"
-        for name, value in head.headers:  # one pass for both headers
-            if name == b"x-request-id":
-                request_id = _quote(value.decode("latin-1"))
-            elif name == b"user-agent":
-                user_agent = _quote(value.decode("latin-1"))
-        return (f'{{"start_time":"{_iso(wall)}","method":"{method}","path":{_quote(head.path)},'
+        (wall, duration_s, direction, method, path, status, flag, received, sent, endpoint, cluster, principal,
+         remote, trace, authority, request_id, user_agent) = entry
+        return (f'{{"start_time":"{_iso(wall)}","method":"{method}","path":{_quote(path)},'
                 f'"protocol":"HTTP/1.1","response_code":{status},"response_flags":"{flag}",'
                 f'"bytes_received":{received},"bytes_sent":{sent},"duration":{round(duration_s * 1000)},'
                 f'{_upstream_fields(endpoint, cluster)},'
-                f'"authority":{_quote(authority.decode("latin-1"))},"request_id":{request_id},'
-                f'"trace_id":{_json_string(trace[0].trace_id) if trace else "null"},"user_agent":{user_agent},'
+                f'"authority":{_quote(authority.decode("latin-1"))},'
+                f'"request_id":{_quote(request_id.decode("latin-1")) if request_id is not None else "null"},'
+                f'"trace_id":{_json_string(trace[0].trace_id) if trace else "null"},'
+                f'"user_agent":{_quote(user_agent.decode("latin-1")) if user_agent is not None else "null"},'
                 f'"downstream_remote_address":{_json_string(remote) if remote else "null"},'
                 f'"downstream_peer_principal":{_json_string(principal) if principal else "null"},'
                 f'{self._tails.get(direction) or self._tail(direction)}')

@@ -428,6 +428,22 @@ async def test_client_supplied_request_id_is_kept():
     assert proxy.upstreams[0].requests()[0].all("x-request-id") == ["abc"]
 
 
+async def test_the_access_log_has_the_request_id_sent_upstream_and_the_clients_user_agent():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: books:9080\r\nUser-Agent: curl/8\r\n\r\n")
+    client.send(b"GET /b HTTP/1.1\r\nHost: books:9080\r\nX-Request-Id: abc\r\n\r\n")
+    await settle()
+    up = proxy.upstreams[0]
+    up.respond(OK)
+    await settle()
+    up.respond(OK)
+    generated = up.requests()[0].header("x-request-id")
+    first, second = proxy.runtime.telemetry.recent_dicts(2)
+    assert (first["path"], first["request_id"], first["user_agent"]) == ("/a", generated, "curl/8")
+    assert (second["path"], second["request_id"], second["user_agent"]) == ("/b", "abc", None)
+
+
 async def test_successful_request_is_recorded_with_source_labels():
     proxy = Proxy(bookinfo_view())
     client = proxy.client()

@@ -77,7 +77,8 @@ def exchange(path: str = "/books?id=1", *, trace=SAMPLED, status: int = 200,
                              cluster=SimpleNamespace(spec=SimpleNamespace(name=CLUSTER))) if upstream else None
     return SimpleNamespace(target=target, trace=trace, head=RequestHead("GET", path, "books", 9080, headers),
                            method="GET", status=status, flag="-", body_size=7, bytes_sent=512,
-                           conn=SimpleNamespace(peer_identity=PRINCIPAL, peer_ip="10.0.0.9"), host_header=b"books:9080")
+                           conn=SimpleNamespace(peer_identity=PRINCIPAL, peer_ip="10.0.0.9"), host_header=b"books:9080",
+                           request_id=None, user_agent=None)  # None: as answered locally, the head is scanned
 
 
 def make(stream=None, exporters=(), tracer=None, workload="gw-v1"):
@@ -115,6 +116,17 @@ def test_an_access_log_line_has_envoys_fields():
         "upstream_host": "127.0.0.1:21031", "upstream_cluster": CLUSTER, "authority": "books:9080",
         "request_id": "req-1", "trace_id": T, "user_agent": "curl/8", "downstream_remote_address": "10.0.0.9",
         "downstream_peer_principal": PRINCIPAL, "direction": "outbound", "workload": "gw-v1"}]
+
+
+def test_a_forwarded_request_logs_the_ids_noted_as_its_head_was_built():
+    stream = io.StringIO()
+    tel, loop, _ = make(stream)
+    forwarded = exchange(headers=[(b"host", b"books:9080")])
+    forwarded.request_id, forwarded.user_agent = b"generated-1", b'agent "quoted"'
+    tel.record(forwarded, "outbound", DURATION)
+    loop.fire()
+    (line,) = lines(stream)
+    assert (line["request_id"], line["user_agent"]) == ("generated-1", 'agent "quoted"')
 
 
 def test_a_local_answer_without_upstream_or_trace_or_request_id():
