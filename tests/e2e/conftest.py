@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,13 +40,16 @@ def free_port() -> int:
 STACK_PORTS_OFFSET = 90
 
 
-def free_port_base(span: int = 100) -> int:
+def free_port_base(span: int = 100, skip: Collection[int] = ()) -> int:
     """A base for `span` consecutive free ports (the runtime lays workloads out from it). Bases below the
     kernel's ephemeral range (32768+) come first: there, client sockets' TIME_WAIT left by a test that
     opened thousands of connections cannot block a whole range (nor can a client take a port the mesh is
     about to bind). Probed with SO_REUSEADDR, as the mesh's servers bind: their own ports' old connections
-    lingering in TIME_WAIT do not make them busy. 24000+ stays clear of the dev/staging/prod stacks."""
+    lingering in TIME_WAIT do not make them busy. 24000+ stays clear of the dev/staging/prod stacks.
+    `skip`: bases already handed to stacks not started yet (nothing is bound there to tell)."""
     for base in (*range(24000, 32000, 1000), *range(32000, 60000, 1000)):
+        if base in skip:
+            continue
         taken = False
         for port in range(base, base + span):
             with socket.socket() as sock:
@@ -137,19 +140,23 @@ def alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
+def stack_ports(base: int) -> dict[str, int]:
+    """A stack's `weir:local` config in one free_port_base block: workloads from its start (PORT_STRIDE per
+    workload), the stack's own listeners from STACK_PORTS_OFFSET."""
+    ingress, control = base + STACK_PORTS_OFFSET, base + STACK_PORTS_OFFSET + 2
+    return {"ingressPort": ingress, "ingressTlsPort": ingress + 1, "controlPlanePort": control,
+            "controlPlaneTlsPort": control + 1, "dashboardPort": control + 2, "portBase": base}
+
+
 @contextlib.contextmanager
 def running_mesh(root: Path, stack: str = "e2e", extra_config: dict | None = None) -> Iterator[Mesh]:
     """`meshctl up` on a copy of the project's stacks with a `stack` on free ports; `meshctl down` after,
     asserting that nothing is left running."""
     shutil.copytree(ROOT / "stacks", root / "stacks")
-    # Every port from one block below the ephemeral range (free_port_base): workloads from its start
-    # (PORT_STRIDE per workload), the stack's own listeners from its top, clear of a churn's TIME_WAIT.
-    base = free_port_base()
+    base = free_port_base()  # every port in one block below the ephemeral range, clear of a churn's TIME_WAIT
     ingress, control = base + STACK_PORTS_OFFSET, base + STACK_PORTS_OFFSET + 2
     dev = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
-    dev["config"]["weir:local"] = {"ingressPort": ingress, "ingressTlsPort": ingress + 1, "controlPlanePort": control,
-                                   "controlPlaneTlsPort": control + 1, "dashboardPort": control + 2,
-                                   "portBase": base}
+    dev["config"]["weir:local"] = stack_ports(base)
     if "weir:routing" in (extra_config or {}):  # a scenario instead of dev's pinned release
         del dev["config"]["weir:release"], dev["config"]["weir:releaseDigest"]
     dev["config"].update(extra_config or {})

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import MESHCTL, Mesh, alive, free_port, free_port_base
+from tests.e2e.conftest import MESHCTL, Mesh, alive, free_port_base, stack_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +38,13 @@ FAST = {"steps": [50, 100], "hold": "1s", "requestRate": 40, "minSuccessRate": 0
 def write_stacks(root: Path) -> None:
     shutil.copytree(ROOT / "stacks", root / "stacks")
     ratings_50 = yaml.safe_load((ROOT / "stacks" / "releases" / "ratings-50" / "v1.yaml").read_text())
+    bases: list[int] = []  # one block per stack: they run side by side during a promotion
     for name in STACKS:
         path = root / "stacks" / f"Pulumi.{name}.yaml"
         doc = yaml.safe_load(path.read_text())
         config = doc["config"]
-        config["weir:local"] = {"ingressPort": free_port(), "ingressTlsPort": free_port(),
-                                "controlPlanePort": free_port(), "controlPlaneTlsPort": free_port(),
-                                "dashboardPort": free_port(), "portBase": free_port_base()}
+        bases.append(free_port_base(skip=bases))
+        config["weir:local"] = stack_ports(bases[-1])
         config["weir:promotion"] = {**FAST, "requireApproval": name == "prod"}
         config["weir:meshConfig"] = {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}
         if name == "dev":
