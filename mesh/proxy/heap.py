@@ -15,7 +15,7 @@ Worked example, that sidecar after the soak: malloc in use 56 MB → 6.4 MB, RSS
 baseline was 46.8).
 
 Cost: a full collection walks the objects made since the first view (`freeze_startup` moves the imports,
-classes and first view out of its way; 1 to 7 ms on a sidecar), the trim walks the free lists (about 1 ms) plus its
+classes and first view out of its way; a whole sidecar heap takes 4 to 7 ms), the trim walks the free lists (about 1 ms) plus its
 madvise calls when it finds pages. Once every 30 s; never per request. Counted in
 `weir_heap_releases_total{result="released"|"nothing"}` and `weir_heap_cycles_collected_total`. On a libc
 without `malloc_trim` (musl, macOS) only the collection runs.
