@@ -178,13 +178,10 @@ class Tracer:
             sampled = decision.sampled
         else:
             sampled = self.sampling >= 100.0 or self._rng.random() * 100.0 < self.sampling
-        ids = self._draw(48)  # the trace id, then this hop's span id
-        trace_id, span_id = ids[:32], ids[32:]
+        trace_id = self._draw(32)
         if trace_id == ZERO_TRACE:
             trace_id = ONE_TRACE
-        if span_id == ZERO_SPAN:
-            span_id = ONE_SPAN
-        return TraceContext(trace_id, "", sampled), span_id, b3
+        return TraceContext(trace_id, "", sampled), self.span_id(), b3
 
 
 def upstream_lines(ctx: TraceContext, span_id: str, b3: bool = True) -> bytes:
