@@ -147,11 +147,11 @@ def _is_number(value) -> bool:
 
 
 class CompiledJwtRule:
-    __slots__ = ("spec", "keys", "headers", "params", "cookies", "audiences", "claim_headers", "payload_header")
+    __slots__ = ("spec", "algorithms", "keys", "headers", "params", "cookies", "audiences", "claim_headers", "payload_header")
 
     def __init__(self, spec: model.JwtRule) -> None:
         self.spec = spec
-        _algorithms()  # PyJWT is imported here, as the view is applied, never during a request
+        self.algorithms = _algorithms()  # PyJWT is imported here, as the view is applied, never in a request
         self.keys = parse_jwks(spec.jwks)
         configured = spec.from_headers or spec.from_params or spec.from_cookies
         self.headers = tuple((name.lower().encode("latin-1"), prefix) for name, prefix in (
@@ -289,7 +289,7 @@ class JwtAuthenticator:
             if not rule.audiences.intersection(a for a in offered if isinstance(a, str)):
                 return AUDIENCE_NOT_ALLOWED
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in _algorithms():
+        if not isinstance(alg, str) or alg not in rule.algorithms:
             return UNSUPPORTED_ALG
         kid = header.get("kid")
         kid = kid if isinstance(kid, str) else ""
