@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii as _quote  # the json module's C string encoder
 from typing import IO, TYPE_CHECKING, Any
 
+from mesh.proxy import headers as headers_mod
 from mesh.proxy import tracing
 from mesh.view import model
 
@@ -93,9 +94,9 @@ def _request_id_and_agent(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | N
     them on the exchange as it copies the head; a locally answered request is scanned here)."""
     request_id = user_agent = None
     for name, value in headers:
-        if name == b"x-request-id":
+        if name == headers_mod.REQUEST_ID:
             request_id = value
-        elif name == b"user-agent":
+        elif name == headers_mod.USER_AGENT:
             user_agent = value
     return request_id, user_agent
 
