@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as `python bench/interleaved.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import nginx, processes, sidecar, wrk  # noqa: E402
+from bench import run as bench_run  # noqa: E402
 
 TELEMETRY_VARIANTS = {"telemetry-off": ("--telemetry", "off"), "telemetry-on": (),
                       "tracing-only": ("--access-log", "off")}
@@ -59,27 +60,17 @@ def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
     return name, tuple(shlex.split(flags))
 
 
-def start_pair(procs: processes.Processes, name: str, workdir: Path, upstream_port: int,
-               pin: list[str], flags: tuple[str, ...]) -> tuple[str, list[int]]:
-    server = sidecar.start(procs, f"{name}-server", sidecar.inbound_view(upstream_port), workdir, pin, extra=flags)
-    client = sidecar.start(procs, f"{name}-client", sidecar.outbound_view(server.inbound_port), workdir, pin,
-                           extra=flags)
-    return f"http://127.0.0.1:{client.outbound_port}{nginx.PAYLOAD_PATH}", [client.pid, server.pid]
-
-
 def run(variants: dict[str, tuple[str, ...]], cycles: int, seconds: float) -> dict[str, Samples]:
     pinning = processes.choose_pinning()
     load = pinning.prefix(pinning.load)
     samples = {name: Samples() for name in variants}
     with tempfile.TemporaryDirectory(prefix="weir-ab-") as tmp, processes.Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
-        workdir.chmod(0o755)  # nginx workers (user nobody when root) read the payload below it
-        nginx.write_payload(workdir / "www")
-        upstream = processes.free_port()
-        nginx.start(procs, "upstream", nginx.upstream_conf(workdir, upstream, workdir / "www"), workdir, upstream,
-                    load)
-        pairs = {name: start_pair(procs, name, workdir, upstream, pinning.prefix(pinning.proxy), flags)
-                 for name, flags in variants.items()}
+        ctx = bench_run.Context(workdir, pinning, bench_run.start_upstream(procs, workdir, pinning), seconds, 0.0)
+        pairs = {}
+        for name, flags in variants.items():
+            target = bench_run.start_pair(procs, ctx, extra=flags, name=name)
+            pairs[name] = (f"http://127.0.0.1:{target.port}{nginx.PAYLOAD_PATH}", list(target.proxies.values()))
         for url, _ in pairs.values():  # warm each pool and allocator once
             wrk.run(url, CONNECTIONS, 1, host_header=sidecar.HOST_HEADER, pin=load)
         for _ in range(cycles):

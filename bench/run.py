@@ -71,6 +71,17 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "wrk", "nginx"], check=True, env=env, timeout=600)
 
 
+def start_upstream(procs: processes.Processes, workdir: Path, pinning: processes.Pinning) -> int:
+    """The fixed upstream every path reaches: nginx serving the 1 KiB payload, on the load CPU; its port."""
+    workdir.chmod(0o755)  # nginx workers (user nobody when root) read the payload below it
+    root = workdir / "www"
+    nginx.write_payload(root)
+    port = processes.free_port()
+    nginx.start(procs, "upstream", nginx.upstream_conf(workdir, port, root), workdir, port,
+                pinning.prefix(pinning.load))
+    return port
+
+
 # -- the paths ------------------------------------------------------------------------------------------
 def start_direct(procs: processes.Processes, ctx: Context) -> Target:
     return Target(ctx.upstream_port)
@@ -83,12 +94,14 @@ def start_sidecar(procs: processes.Processes, ctx: Context) -> Target:
 
 
 def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False,
-               extra: tuple[str, ...] = ()) -> Target:
+               extra: tuple[str, ...] = (), name: str = "weir") -> Target:
+    """A client sidecar (outbound) → a server sidecar (inbound) → the upstream; `name` prefixes their
+    process names, so that several pairs can run side by side (bench.interleaved)."""
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    server = sidecar.start(procs, "weir-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin,
+    server = sidecar.start(procs, f"{name}-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin,
                            extra=extra)
     view = sidecar.outbound_view(server.inbound_port, resilience=resilience)
-    client = sidecar.start(procs, "weir-client", view, ctx.workdir, pin, extra=extra)
+    client = sidecar.start(procs, f"{name}-client", view, ctx.workdir, pin, extra=extra)
     return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid})
 
 
@@ -235,13 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="weir-bench-") as tmp, processes.Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
-        workdir.chmod(0o755)  # nginx workers (user nobody when root) read the payload below it
-        root = workdir / "www"
-        nginx.write_payload(root)
-        upstream_port = processes.free_port()
-        nginx.start(procs, "upstream", nginx.upstream_conf(workdir, upstream_port, root), workdir,
-                    upstream_port, pinning.prefix(pinning.load))
-        ctx = Context(workdir, pinning, upstream_port, args.duration, 0.5 if args.quick else 1.0)
+        ctx = Context(workdir, pinning, start_upstream(procs, workdir, pinning), args.duration,
+                      0.5 if args.quick else 1.0)
         for name in args.only or SCENARIOS:
             print(f"bench: {report.LABELS[name]} …", file=sys.stderr, flush=True)
             with processes.Processes(workdir) as scenario_procs:
