@@ -49,7 +49,10 @@ def test_configmap_created_in_labelled_namespaces_then_updated():
             publisher.set_root(OLD)  # a new root (CA rotation) reaches every namespace
             await until(lambda: set(roots(kube).values()) == {OLD} and len(roots(kube)) == 3, "the rotation")
             assert len([r for r in kube.requests if r[0] in ("POST", "PUT")]) == len(writes) + 3
-            assert publisher.dump()["published"] == ["bookinfo", "shop", "weir-system"]
+            # The fake server holds a ConfigMap as soon as the write lands; the publisher notes it when its
+            # request returns, a loop turn later.
+            await until(lambda: publisher.dump()["published"] == ["bookinfo", "shop", "weir-system"],
+                        "the publisher's record of the rotation")
             await publisher.stop()
     run(scenario())
 
