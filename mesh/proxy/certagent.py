@@ -14,6 +14,10 @@ gone) `run` raises CredentialsExhausted: the proxy exits and its supervisor rest
 
 Decisions (`rotation_time`, `retry_delay`, credential choice) are plain functions of an injected clock
 and random source; `sleep` is injected too, so tests drive rotation with a fake clock.
+
+`cryptography` is imported where a key, CSR or certificate is handled, not with the module: it adds about
+10 MiB to a proxy's RSS (its Rust extension carries its own OpenSSL), which a proxy without a workload
+identity (no CA, no static certificate) never needs.
 """
 
 from __future__ import annotations
@@ -25,14 +29,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, Any
 
 from mesh.proxy import stats, tls
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = logging.getLogger("weir.proxy.certagent")
 
@@ -71,6 +74,10 @@ def retry_delay(failures: int, rng: random.Random, base: float = RETRY_BASE_S, c
 
 
 def make_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Weir")]))
     if spiffe_id:  # the identity the proxy expects: the CA refuses the CSR unless the caller holds it
@@ -80,6 +87,8 @@ def make_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: str) -> bytes:
 
 
 def spiffe_of(cert: x509.Certificate) -> str:
+    from cryptography import x509
+
     try:
         uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
@@ -152,6 +161,8 @@ class CertAgent:
         """One CSR round trip; the new certificate is installed when this returns."""
         now = self.clock()
         token, with_cert = self.credential(now)
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         key = ec.generate_private_key(ec.SECP256R1())
         body: dict[str, Any] = {"csr": make_csr(key, self.spiffe_hint).decode()}
         if token:
@@ -166,6 +177,9 @@ class CertAgent:
         self._install(key, answer["certChain"].encode(), answer["rootCert"].encode())
 
     def _install(self, key: ec.EllipticCurvePrivateKey, chain_pem: bytes, root_pem: bytes) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         leaf = x509.load_pem_x509_certificate(chain_pem)
         public = serialization.PublicFormat.SubjectPublicKeyInfo
         if (leaf.public_key().public_bytes(serialization.Encoding.DER, public)
@@ -214,6 +228,9 @@ def describe(mesh_tls: tls.MeshTls | None, now: float) -> dict[str, Any]:
     """What `meshctl proxy-config W secrets` shows: chain, SPIFFE ID, validity, root fingerprint; no key."""
     if mesh_tls is None or not mesh_tls.ready:
         return {"state": "PENDING" if mesh_tls is not None else "NONE", "chain": []}
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     chain = x509.load_pem_x509_certificates(mesh_tls.chain_pem)
     leaf = chain[0]
     roots = x509.load_pem_x509_certificates(mesh_tls.roots_pem) if mesh_tls.roots_pem else []
@@ -231,6 +248,8 @@ def describe(mesh_tls: tls.MeshTls | None, now: float) -> dict[str, Any]:
 
 def install_static(mesh_tls: tls.MeshTls, cert_file: str, key_file: str, roots_file: str) -> None:
     """A fixed identity from files (`--tls-cert/--tls-key/--tls-roots`), for a proxy without a CA."""
+    from cryptography import x509
+
     chain = Path(cert_file).read_bytes()
     leaf = x509.load_pem_x509_certificate(chain)
     mesh_tls.install(chain, Path(key_file).read_bytes(), Path(roots_file).read_bytes(), spiffe_of(leaf))

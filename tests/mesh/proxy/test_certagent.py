@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import subprocess
+import sys
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from mesh.proxy import certagent, stats, tls
 from tests import pki
@@ -180,7 +183,7 @@ def test_an_answer_for_another_key_is_refused(tmp_path):
     time = FakeTime()
     ca = ScriptedCA(time, stop_after=1)
     agent = agent_for(tmp_path, time, ca)
-    other_csr = certagent.make_csr(certagent.ec.generate_private_key(certagent.ec.SECP256R1()), SPIFFE)
+    other_csr = certagent.make_csr(ec.generate_private_key(ec.SECP256R1()), SPIFFE)
 
     async def swapped(body, with_certificate):
         return await ca({**body, "csr": other_csr.decode()}, with_certificate)
@@ -269,3 +272,12 @@ def test_proxy_flags_that_do_not_fit_together(argv, message, capsys):
         entry.parse_args(["--id", "x", "--workload", "x", *argv])
     assert message in capsys.readouterr().err
 
+
+
+def test_a_proxy_without_identity_never_loads_cryptography():
+    """The proxy's entry point imports no `cryptography` until a key or certificate is handled: about 10 MiB
+    of RSS a proxy without a workload identity does not need."""
+    probe = ("import sys, mesh.proxy.__main__; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
