@@ -58,7 +58,7 @@ class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
-        "peer_identity", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
+        "peer_identity", "sni", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -85,8 +85,10 @@ class DownstreamConnection(asyncio.Protocol):
         # A malformed request pipelined behind one in flight: answered after the earlier ones, in order.
         self.deferred_error: replies.ProxyError | None = None
         # Set by the TLS layer (mesh.proxy.tls) once the handshake is done: the client's verified SPIFFE ID
-        # (None: plaintext, or TLS without a client certificate) and whether the connection is TLS at all.
+        # (None: plaintext, or TLS without a client certificate), the SNI it sent ("": plaintext, or none
+        # sent) and whether the connection is TLS at all.
         self.peer_identity: str | None = None
+        self.sni = ""
         self.secure = False
         self.tcp_labels: tuple = ()
         self.draining = False  # the proxy is shutting down: the last response says `Connection: close`

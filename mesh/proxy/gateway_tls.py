@@ -94,7 +94,9 @@ class ServerTlsSet:
         return self.servers[0]
 
     def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _base: ssl.SSLContext):
-        """OpenSSL's servername callback (called with or without SNI): switch to the chosen server."""
+        """OpenSSL's servername callback (called with or without SNI): switch to the chosen server. It is
+        the only callback a handshake runs (the chosen context's own is not), so it keeps the SNI too."""
+        tls.record_sni(ssl_object, server_name)
         server = self.pick(server_name)
         ctx = server.context
         if ctx is None:

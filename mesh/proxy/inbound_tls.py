@@ -14,11 +14,11 @@ in callbacks (no task and no wait per listener, so one slow client never delays 
       TLS     → connect_accepted_socket(..., ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
 
 A TLS connection's protocol is a `SecureDownstream`: before its first request is parsed it records the
-client's verified SPIFFE ID (`conn.peer_identity`, `conn.secure`), and applies the listener's
-post-handshake check (gateway: client certificate required, SANs, minimum protocol). A connection is
-"pending" from accept until its protocol starts (or it is refused); at MAX_PENDING pending the listener
-stops accepting (the kernel backlog holds the rest) until one finishes, so a flood of idle or slow TLS
-clients costs bounded memory and never blocks the accept path. Counters:
+client's verified SPIFFE ID and the SNI it sent (`conn.peer_identity`, `conn.sni`, `conn.secure`), and
+applies the listener's post-handshake check (gateway: client certificate required, SANs, minimum protocol).
+A connection is "pending" from accept until its protocol starts (or it is refused); at MAX_PENDING pending
+the listener stops accepting (the kernel backlog holds the rest) until one finishes, so a flood of idle or
+slow TLS clients costs bounded memory and never blocks the accept path. Counters:
 `weir_downstream_cx_tls_handshakes_total` and `weir_downstream_cx_tls_failures_total{reason}`.
 `mesh.proxy.gateway_tls` supplies the gateway policy; the protocol is `mesh.proxy.downstream`'s.
 """
@@ -85,6 +85,7 @@ class SecureDownstream(downstream.DownstreamConnection):
                 return
             self.secure = True
             self.peer_identity = tls.peer_identity(ssl_object)
+            self.sni = tls.sni(ssl_object)
         super().connection_made(transport)
 
 

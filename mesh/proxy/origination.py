@@ -13,6 +13,8 @@ Decision per cluster `tls` (Envoy's transport socket, as istiod configures it):
 - None (no DestinationRule tls): auto mTLS, ISTIO_MUTUAL when `endpoint.mtls` and this proxy has its
   workload certificate, checking the peer's SPIFFE ID against `endpoint.identity`; else plaintext.
 - ISTIO_MUTUAL: the workload certificate; peer IDs `subject_alt_names`, else `endpoint.identity`.
+  Both send Istio's SNI, `outbound_.<port>_.<subset>_.<host>` (`istio_sni`), unless the rule sets `sni`;
+  the mesh client context never checks host names (the SPIFFE ID is the check), so the SNI is only sent.
 - SIMPLE / MUTUAL: a context compiled once per view from the cluster's files (system roots without
   `ca_file`; MUTUAL adds the client certificate); host name checked against `sni` or the endpoint
   address, or the certificate's SANs against `subject_alt_names`; nothing with `insecure_skip_verify`.
@@ -62,6 +64,8 @@ class Origin:
         self.settings = settings  # SIMPLE / MUTUAL: the cluster's files
         self.expected = expected  # accepted peer SPIFFE IDs (mesh) or SANs (SIMPLE/MUTUAL); empty: any
         self.server_hostname = server_hostname  # SNI ("" sends none)
+        # The SNI is in the mesh key: the server may authorize a connection by the SNI it was opened with
+        # (its cluster's, subset included), so it must never carry another cluster's requests.
         self.key = ("mtls", expected, server_hostname) if mesh else ("tls", settings)
 
     def check(self, ssl_object) -> str | None:
@@ -88,14 +92,20 @@ def decide(cluster: model.Cluster, endpoint: model.Endpoint, mesh_ready: bool) -
     if settings is None:  # auto mTLS: only toward a sidecar that accepts it, and once we have a certificate
         if not endpoint.mtls or not mesh_ready:
             return None
-        return Origin(True, None, (endpoint.identity,) if endpoint.identity else (), "")
+        return Origin(True, None, (endpoint.identity,) if endpoint.identity else (), istio_sni(cluster))
     mode = settings.mode
     if mode == security.TLS_ISTIO_MUTUAL:
         expected = settings.subject_alt_names or ((endpoint.identity,) if endpoint.identity else ())
-        return Origin(True, None, expected, settings.sni)
+        return Origin(True, None, expected, settings.sni or istio_sni(cluster))
     if mode in (security.TLS_SIMPLE, security.TLS_MUTUAL):
         return Origin(False, settings, settings.subject_alt_names, settings.sni or endpoint.address)
     return None  # DISABLE
+
+
+def istio_sni(cluster: model.Cluster) -> str:
+    """The SNI Istio's sidecars send one another (its BuildDNSSrvSubsetKey): the cluster name with "_."
+    for "|", which a host name cannot carry; the server side can match it (`connection.sni`)."""
+    return f"outbound_.{cluster.port}_.{cluster.subset}_.{cluster.service}"
 
 
 def build_context(settings: model.UpstreamTls) -> ssl.SSLContext:

@@ -7,7 +7,9 @@ connections are untouched (no failed request on rotation). `ssl` only loads a ce
 the chain and key are written under the proxy's own directory with mode 0600: the key never leaves it.
 
 Both contexts trust the mesh root only and require the peer's certificate; the SPIFFE ID (a URI SAN) is
-checked by us, since `ssl` checks host names only (`peer_identity`, `check_peer`).
+checked by us, since `ssl` checks host names only (`peer_identity`, `check_peer`). A server context keeps
+the SNI a client sent (`record_sni`, its servername callback) for the connection to read (`sni`), which is
+what AuthorizationPolicy's `connection.sni` compares.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def server_context(cert_file: Path | str, key_file: Path | str, roots_pem: bytes
         ctx.load_verify_locations(cadata=roots_pem.decode())
         ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols(ALPN)
+    ctx.sni_callback = record_sni
     return ctx
 
 
@@ -101,6 +104,18 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | Non
         if kind == "URI" and value.startswith(SPIFFE_PREFIX):
             return value
     return None
+
+
+def record_sni(ssl_object: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _context=None) -> None:
+    """A server context's servername callback (also called by `mesh.proxy.gateway_tls`'s): `ssl` shows the
+    client's SNI only here, during the handshake, so it is kept on the SSL object until `sni` reads it."""
+    if server_name:
+        ssl_object.weir_sni = server_name  # type: ignore[union-attr]
+
+
+def sni(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str:
+    """The server name the client sent in its ClientHello, "" when it sent none."""
+    return getattr(ssl_object, "weir_sni", "")
 
 
 def principal(spiffe_id: str | None) -> str:

@@ -86,6 +86,24 @@ async def test_an_allowed_peer_reaches_the_app():
     assert proxy.runtime.counters.get("rbac_allowed_total") == 1
 
 
+@pytest.mark.parametrize(("sni", "status"), [
+    ("outbound_.9080_._.books.bookinfo.svc.cluster.local", "200"),
+    ("outbound_.9080_.v2_.books.bookinfo.svc.cluster.local", "403"),
+    ("", "403"),  # plaintext, or TLS without SNI
+])
+async def test_connection_sni_is_the_sni_the_connection_was_opened_with(sni, status):
+    only_v1 = model.AuthzPolicy("bookinfo/sni", security.ALLOW, (model.AuthzRule(conditions=(
+        model.AuthzCondition("connection.sni", ("outbound_.9080_._.*", "outbound_.9080_.v1_.*")),)),))
+    proxy = inbound(secured(bookinfo_view(), only_v1))
+    client = proxy.client()
+    client.conn.sni, client.conn.secure = sni, True  # as mesh.proxy.inbound_tls sets them after the handshake
+    client.send(get())
+    await settle()
+    if proxy.upstreams:
+        proxy.upstreams[0].respond(OK)
+    assert [r.first for r in client.responses()] == [status]
+
+
 async def test_a_denied_request_then_an_allowed_one_on_the_same_connection():
     deny_admin = model.AuthzPolicy("bookinfo/no-admin", security.DENY, (model.AuthzRule(
         operations=(model.AuthzOperation(paths=("/admin*",)),)),))

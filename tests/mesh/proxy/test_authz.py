@@ -13,6 +13,7 @@ from mesh.view import model, security
 GW = "cluster.local/ns/bookinfo/sa/gw"
 BOOKS = "cluster.local/ns/bookinfo/sa/books"
 OTHER_NS = "cluster.local/ns/other/sa/gw"
+ISTIO_SNI = "outbound_.9080_._.books.bookinfo.svc.cluster.local"  # what a sidecar sends another (origination)
 Source = model.AuthzSource
 Operation = model.AuthzOperation
 When = model.AuthzCondition
@@ -119,6 +120,13 @@ CASES = [
      request(port=80)),
     ("when-sni", rule(None, None, When("connection.sni", ("*.example.com",))), request(sni="books.example.com"),
      request()),
+    ("when-sni-exact", rule(None, None, When("connection.sni", (ISTIO_SNI,))), request(sni=ISTIO_SNI),
+     request(sni="outbound_.9080_.v1_.books.bookinfo.svc.cluster.local")),
+    ("when-sni-prefix", rule(None, None, When("connection.sni", ("outbound_.9080_.*",))), request(sni=ISTIO_SNI),
+     request(sni="outbound_.9081_._.books.bookinfo.svc.cluster.local")),
+    ("when-sni-present", rule(None, None, When("connection.sni", ("*",))), request(sni=ISTIO_SNI), request()),
+    ("when-sni-notValues", rule(None, None, When("connection.sni", not_values=("*.example.com",))),
+     request(sni=ISTIO_SNI), request(sni="books.example.com")),
     ("when-auth.principal", rule(None, None, When("request.auth.principal", ("https://issuer.example/*",))),
      request(auth=jwt()), request()),
     ("when-auth.audiences", rule(None, None, When("request.auth.audiences", ("books",))), request(auth=jwt()),

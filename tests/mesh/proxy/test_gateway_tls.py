@@ -82,6 +82,18 @@ async def test_wildcard_hosts_match_by_longest_suffix(ca, tmp_path):
 
 
 @pytest.mark.uvloop
+async def test_the_connection_carries_the_sni_the_client_sent_not_the_server_chosen(ca, tmp_path):
+    gw = await gateway((simple(ca, tmp_path, "a.example.com"), simple(ca, tmp_path, "b.example.com")))
+    try:
+        for sni in ("b.example.com", "c.example.com", ""):  # c: no such server, a (the first) serves it
+            async with tlsnet.kept_open(port_of(gw), ctx=client(ca), sni=sni) as held:
+                assert held.status == 200
+                assert held.accepted_by(gw.runtime).sni == sni
+    finally:
+        await gw.proxy.shutdown()
+
+
+@pytest.mark.uvloop
 async def test_mutual_requires_a_client_certificate_from_its_ca(ca, tmp_path):
     roots = tlsnet.write_pem(tmp_path, "clients-root.pem", ca.root_pem)
     gw = await gateway((simple(ca, tmp_path, "m.example.com", mode=security.TLS_MUTUAL, ca_file=roots),))

@@ -88,6 +88,25 @@ async def test_permissive_serves_mtls_and_plaintext_on_one_port(ca, tmp_path):
 
 
 @pytest.mark.uvloop
+@pytest.mark.parametrize(("secure", "sent", "seen"), [
+    (True, f"outbound_.9080_._.{tlsnet.SERVICE}", f"outbound_.9080_._.{tlsnet.SERVICE}"),
+    (True, "", ""),  # TLS without SNI
+    (False, None, ""),  # plaintext
+])
+async def test_the_connection_carries_the_sni_the_client_sent(ca, tmp_path, secure, sent, seen):
+    """What AuthorizationPolicy's `connection.sni` compares, set once per connection at the handshake."""
+    car, runner = await books_sidecar(ca, tmp_path, security.PERMISSIVE)
+    ctx = client_context(tlsnet.mesh(ca, tmp_path, "gw"), ca.root_pem) if secure else None
+    try:
+        async with tlsnet.kept_open(car.inbound, ctx=ctx, sni=sent) as held:
+            assert held.status == 200
+            conn = held.accepted_by(car.runtime)
+            assert (conn.secure, conn.sni) == (secure, seen)
+    finally:
+        await stop(car, runner)
+
+
+@pytest.mark.uvloop
 async def test_disable_serves_plaintext_only(ca, tmp_path):
     car, runner = await books_sidecar(ca, tmp_path, security.DISABLE)
     gw = tlsnet.mesh(ca, tmp_path, "gw")

@@ -111,6 +111,52 @@ async def test_a_peer_with_the_wrong_spiffe_id_is_a_connect_failure(ca, tmp_path
         await net.close()
 
 
+ISTIO_SNI = f"outbound_.9080_._.{tlsnet.SERVICE}"  # the SNI Istio sends for BOOKS (no subset)
+
+
+def sni_seen_by(car: tlsnet.Sidecar) -> set[str]:
+    """The SNI of each connection open to `car` (a pooled one stays open after its request)."""
+    return {conn.sni for conn in car.runtime.connections}
+
+
+@pytest.mark.uvloop
+@pytest.mark.parametrize(("settings", "sent"), [
+    (None, ISTIO_SNI),  # auto mTLS
+    (model.UpstreamTls(security.TLS_ISTIO_MUTUAL), ISTIO_SNI),
+    (model.UpstreamTls(security.TLS_ISTIO_MUTUAL, sni="books.mesh.example"), "books.mesh.example"),  # DR wins
+])
+async def test_mesh_tls_sends_istios_sni_unless_the_destination_rule_names_one(ca, tmp_path, settings, sent):
+    """The books certificate names no host (a SPIFFE URI only): the 200 also shows the SNI is sent without
+    switching host name verification on."""
+    net = Mesh()
+    try:
+        books = await net.books(ca, tmp_path, security.STRICT)
+        gw = await net.gw(tlsnet.mesh(ca, tmp_path, "gw"),
+                          outbound_view((books_endpoint(books.inbound, identity=spiffe("books")),), settings))
+        assert (await call(gw)).status == 200
+        assert sni_seen_by(books) == {sent}
+    finally:
+        await net.close()
+
+
+@pytest.mark.uvloop
+async def test_clusters_with_another_sni_never_share_a_connection(ca, tmp_path):
+    """One endpoint in two auto-mTLS clusters (no subset and subset `plain`): each cluster's connections
+    carry its own SNI, so each has its pool, reused for its own requests only."""
+    net = Mesh()
+    try:
+        books = await net.books(ca, tmp_path, security.STRICT)
+        view = outbound_view((books_endpoint(books.inbound, identity=spiffe("books")),), plain_twin=True)
+        view = dataclasses.replace(view, clusters=tuple(dataclasses.replace(c, tls=None) for c in view.clusters))
+        gw = await net.gw(tlsnet.mesh(ca, tmp_path, "gw"), view)
+        for host in ("books:9080", "plain-books:9080") * 2:
+            assert (await call(gw, host=host)).status == 200
+        assert sni_seen_by(books) == {ISTIO_SNI, f"outbound_.9080_.plain_.{tlsnet.SERVICE}"}
+        assert gw.counter("upstream_cx_tls_handshakes_total") == 2
+    finally:
+        await net.close()
+
+
 @pytest.mark.uvloop
 async def test_a_certificate_from_another_root_is_refused(ca, tmp_path):
     net = Mesh()
@@ -319,6 +365,17 @@ def test_decide_follows_destination_rule_and_auto_mtls():
     assert (origin.mesh, origin.server_hostname, origin.settings) == (False, "books.example.com", simple)
     assert origination.pool_key(sidecar, None) == ("127.0.0.1", 9080)
     assert origination.pool_key(sidecar, auto) != origination.pool_key(sidecar, origin)
+
+
+def test_istio_sni_names_the_port_the_subset_and_the_host():
+    v1 = model.Cluster(f"outbound|9080|v1|{tlsnet.SERVICE}", service=tlsnet.SERVICE, port=9080, subset="v1")
+    whole = model.Cluster(tlsnet.BOOKS, service=tlsnet.SERVICE, port=9080)
+    assert origination.istio_sni(v1) == f"outbound_.9080_.v1_.{tlsnet.SERVICE}"
+    assert origination.istio_sni(whole) == f"outbound_.9080_._.{tlsnet.SERVICE}"
+    sidecar = books_endpoint(9080, identity=spiffe("books"))
+    assert origination.decide(v1, sidecar, True).server_hostname == origination.istio_sni(v1)
+    assert (origination.pool_key(sidecar, origination.decide(v1, sidecar, True))
+            != origination.pool_key(sidecar, origination.decide(whole, sidecar, True)))
 
 
 @pytest.mark.uvloop

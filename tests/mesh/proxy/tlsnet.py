@@ -4,6 +4,7 @@ real sockets, and a raw HTTP/1.1 client that can speak TLS with a chosen certifi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -187,6 +188,32 @@ async def http(port: int, path: str = "/", *, host: str = "books:9080", ctx: ssl
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return Answer(int(lines[0].split()[1]), headers, body, peercert)
+
+
+@dataclass
+class Held:
+    status: int
+    local: tuple  # the client's end: (address, port)
+
+    def accepted_by(self, rt: runtime.ProxyRuntime):
+        """The proxy's side of this connection (a `mesh.proxy.downstream.DownstreamConnection`)."""
+        (conn,) = [c for c in rt.connections if c.transport.get_extra_info("peername")[:2] == self.local[:2]]
+        return conn
+
+
+@contextlib.asynccontextmanager
+async def kept_open(port: int, *, host: str = "books:9080", ctx: ssl.SSLContext | None = None,
+                    sni: str = "", timeout: float = 5.0):
+    """A connection that made one keep-alive request and read its answer's head, held open while the block
+    runs, so the proxy's side of it can be looked at (`Held.accepted_by`)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname=sni if ctx is not None else None), timeout)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        yield Held(int(head.split()[1]), writer.get_extra_info("sockname"))
+    finally:
+        writer.close()
 
 
 async def refused(port: int, **kwargs) -> bool:
