@@ -49,11 +49,14 @@ class Forwarding:
         self.guarded = direction != model.OUTBOUND  # received requests: JWT and authorization may apply
 
     # -- decision ------------------------------------------------------------------------------------------
+    def refused(self, exchange: Exchange) -> bool:
+        """JWT authentication and authorization of a received request; True: it was answered (401/403)."""
+        view = self.runtime.view
+        return view is not None and view.access is not None and access.refused(self, exchange, view.access)
+
     def start(self, exchange: Exchange) -> None:
-        if self.guarded:
-            view = self.runtime.view
-            if view is not None and view.access is not None and access.refused(self, exchange, view.access):
-                return
+        if self.guarded and self.refused(exchange):
+            return
         try:
             target = self._decide(exchange)
         except replies.ProxyError as error:

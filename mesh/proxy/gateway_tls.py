@@ -12,7 +12,8 @@ root for ISTIO_MUTUAL). ISTIO_MUTUAL serves the gateway's workload certificate, 
 
 Contexts are built when a view is applied (`compile_listeners`): a missing or bad file is a ViewError,
 so the view is NACKed and the previous one keeps serving. A plaintext listener with `https_redirect`
-answers every request 301 to `https://<host><path>` (Istio's httpsRedirect; port 80 dropped).
+answers every request 301 to `https://<host><path>` (Istio's httpsRedirect; port 80 dropped), after the
+gateway's authorization, as Envoy's filter chain orders them.
 `mesh.proxy.inbound_tls.Listener` runs the accept path with the `GatewayPolicy` below.
 """
 
@@ -128,11 +129,15 @@ class ServerTlsSet:
 
 
 class HttpsRedirect(forwarding.Forwarding):
-    """Every request: 301 to the same host and path over https (Gateway server tls.httpsRedirect)."""
+    """Every request: 301 to the same host and path over https (Gateway server tls.httpsRedirect), once the
+    gateway's AuthorizationPolicies allow it: Envoy's RBAC filter runs before the router that answers
+    `require_tls`, so a denied client gets 403, not the way to the https port."""
 
     __slots__ = ()
 
     def start(self, exchange: Exchange) -> None:
+        if self.refused(exchange):
+            return
         host = exchange.host_header
         if host.endswith(b":80"):
             host = host[:-3]

@@ -3,6 +3,7 @@ minimum protocol, httpsRedirect, and views whose certificate files cannot be loa
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import time
 
@@ -32,10 +33,12 @@ def simple(ca, tmp_path, host: str, **fields) -> model.ServerTls:
     return model.ServerTls(fields.pop("mode", security.TLS_SIMPLE), (host,), cert, key, **fields)
 
 
-async def gateway(servers=(), https_redirect=False, material=None) -> tlsnet.Sidecar:
+async def gateway(servers=(), https_redirect=False, material=None, policies=()) -> tlsnet.Sidecar:
     (local,) = tlsnet.free_ports(1)
-    return await tlsnet.sidecar("istio-ingressgateway", "istio-ingressgateway", material,
-                                lambda *_: tlsnet.gateway_view(HTTPS, servers, https_redirect),
+    view = tlsnet.gateway_view(HTTPS, servers, https_redirect)
+    if policies:
+        view = dataclasses.replace(view, security=model.Security(policies=policies))
+    return await tlsnet.sidecar("istio-ingressgateway", "istio-ingressgateway", material, lambda *_: view,
                                 role="gateway", port_map={HTTPS: local})
 
 
@@ -173,6 +176,20 @@ async def test_https_redirect_answers_every_request_with_a_301(ca, tmp_path):
         assert answer.headers["location"] == "https://bookinfo.example.com/"
         (series,) = {s["response_code"] for s in gw.series("source")}
         assert series == 301
+    finally:
+        await gw.proxy.shutdown()
+
+
+@pytest.mark.uvloop
+async def test_https_redirect_comes_after_authorization_as_envoys_rbac_filter_before_its_router(ca, tmp_path):
+    no_admin = model.AuthzPolicy("istio-system/no-admin", security.DENY, (model.AuthzRule(
+        operations=(model.AuthzOperation(paths=("/admin*",)),)),))
+    gw = await gateway(https_redirect=True, policies=(no_admin,))
+    try:
+        denied = await http(port_of(gw), "/admin/users", host="bookinfo.example.com")
+        assert (denied.status, denied.body) == (403, b"RBAC: access denied")
+        assert "location" not in denied.headers
+        assert (await http(port_of(gw), "/", host="bookinfo.example.com")).status == 301
     finally:
         await gw.proxy.shutdown()
 
