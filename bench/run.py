@@ -9,10 +9,13 @@ from a test CA; its TLS pool warmed by WARM_S of load first, its cold-start hand
 nginx as a keep-alive reverse proxy. Each path gets: requests/s at saturation (wrk, 16 and
 64 connections, 1 thread), p50/p99 at a fixed rate from the open-loop client (`bench.openloop`), CPU
 seconds per 1000 requests and peak RSS of the proxy processes (and for `pair-mtls` the TLS handshakes both
-sidecars counted against the requests they served: handshakes are paid per connection, not per request). The proxies are pinned to one CPU and the
-load side to the other (`bench.processes.choose_pinning`). `bench.report` prints and saves the result.
+sidecars counted against the requests they served: handshakes are paid per connection, not per request).
+The proxies are pinned to one CPU and the load side to the other (`bench.processes.choose_pinning`).
+Every path starts up front; the open-loop runs go path by path, the wrk runs in `--rounds` interleaved
+rounds (the median round counts), so that the ratios "in the same run" survive a shared VM whose speed
+drifts by a quarter from one minute to the next. `bench.report` prints and saves the result.
 
-    .venv/bin/python -m bench.run [--duration 10] [--quick] [--profile] [--only pair pair-mtls]
+    .venv/bin/python -m bench.run [--duration 10] [--rounds 3] [--quick] [--profile] [--only pair pair-mtls]
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ CONNECTIONS = (16, 64)  # wrk connections at saturation (one wrk thread)
 RATE = 1000.0  # open-loop requests per second
 OPENLOOP_CONNECTIONS = 32  # keep-alive connections the open-loop client opens up front
 WARM_S = 2.0  # pair-mtls: closed-loop load at OPENLOOP_CONNECTIONS before measuring (opens its TLS pool)
+ROUNDS = 3  # interleaved wrk rounds per path and connection count (bench.run.measure_throughput)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+TLS_COUNTS = ("client_handshakes", "server_handshakes", "mtls_requests", "plaintext_requests")
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Context:
     upstream_port: int
     duration: float
     warmup: float
+    rounds: int = ROUNDS
 
 
 def ensure_tools() -> None:
@@ -94,9 +100,9 @@ def start_sidecar(procs: processes.Processes, ctx: Context) -> Target:
 
 
 def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False,
-               extra: tuple[str, ...] = (), name: str = "weir") -> Target:
+               extra: tuple[str, ...] = (), name: str = "pair") -> Target:
     """A client sidecar (outbound) → a server sidecar (inbound) → the upstream; `name` prefixes their
-    process names, so that several pairs can run side by side (bench.interleaved)."""
+    process names, so that several pairs run side by side (every path of a run, bench.interleaved)."""
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
     server = sidecar.start(procs, f"{name}-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin,
                            extra=extra)
@@ -108,13 +114,13 @@ def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = Fals
 def start_pair_resilience(procs: processes.Processes, ctx: Context) -> Target:
     """The pair again, the client sidecar's outbound route and cluster carrying issue 3's settings (the server
     sidecar's inbound listener has no route or upstream cluster policy to carry them)."""
-    return start_pair(procs, ctx, resilience=True)
+    return start_pair(procs, ctx, resilience=True, name="pair-resilience")
 
 
 def start_pair_no_telemetry(procs: processes.Processes, ctx: Context) -> Target:
     """The pair with `--telemetry off` (metrics only): the base of issue 7's cost of telemetry. `pair` itself
     runs as deployed: JSON access log on stdout, trace headers and spans (Istio's 1 % sampling)."""
-    return start_pair(procs, ctx, extra=("--telemetry", "off"))
+    return start_pair(procs, ctx, extra=("--telemetry", "off"), name="pair-no-telemetry")
 
 
 def start_pair_mtls(procs: processes.Processes, ctx: Context) -> Target:
@@ -122,10 +128,10 @@ def start_pair_mtls(procs: processes.Processes, ctx: Context) -> Target:
     a request that got through crossed mutual TLS; each sidecar has a static identity from a test CA."""
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
     ids = sidecar.write_identities(ctx.workdir, "up", "bench-client")
-    server = sidecar.start(procs, "weir-server", sidecar.inbound_view(ctx.upstream_port, mode=security.STRICT),
+    server = sidecar.start(procs, "pair-mtls-server", sidecar.inbound_view(ctx.upstream_port, mode=security.STRICT),
                            ctx.workdir, pin, ids["up"])
     view = sidecar.outbound_view(server.inbound_port, peer_identity=ids["up"].spiffe_id)
-    client = sidecar.start(procs, "weir-client", view, ctx.workdir, pin, ids["bench-client"])
+    client = sidecar.start(procs, "pair-mtls-client", view, ctx.workdir, pin, ids["bench-client"])
     # Its pool is warmed before measuring, as a running mesh's is: a cold pool's handshakes (milliseconds of
     # CPU each) would land in the open-loop figures; they are counted apart (`tls.phases.warmup`).
     return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid},
@@ -174,34 +180,80 @@ def run_openloop(target: Target, ctx: Context) -> dict:
     return json.loads(out.stdout)
 
 
-def measure(target: Target, ctx: Context) -> dict:
+def measure_latency(target: Target, ctx: Context) -> dict:
+    """The path's open-loop run at RATE (p50/p99 from the intended send times) and its CPU per request."""
     check_path(target)
-    result: dict = {"wrk": {}, "busy_before": {}}
-    tls_phases: dict[str, dict] = {}
-    url = f"http://127.0.0.1:{target.port}{nginx.PAYLOAD_PATH}"
+    result: dict = {"wrk": {}, "busy_before": {}, "tls_phases": {}}
     if target.warm_s:
         tls_before = _tls(target)
-        wrk.run(url, OPENLOOP_CONNECTIONS, target.warm_s, host_header=target.host_header,
+        wrk.run(_url(target), OPENLOOP_CONNECTIONS, target.warm_s, host_header=target.host_header,
                 pin=ctx.pinning.prefix(ctx.pinning.load))
-        tls_phases["warmup"] = _tls_delta(tls_before, _tls(target))
+        result["tls_phases"]["warmup"] = _tls_delta(tls_before, _tls(target))
     result["busy_before"]["openloop"] = processes.wait_quiet()
     before, tls_before = _cpu(target), _tls(target)
     result["openloop"] = ol = run_openloop(target, ctx)
     after = _cpu(target)
-    tls_phases["openloop"] = _tls_delta(tls_before, _tls(target))
+    result["tls_phases"]["openloop"] = _tls_delta(tls_before, _tls(target))
     result["cpu_s_per_1k"] = {n: (after[n] - before[n]) / (ol["sent_total"] / 1000.0) for n in before}
-    for c in CONNECTIONS:
-        result["busy_before"][f"wrk_c{c}"] = processes.wait_quiet()
-        before, tls_before = _cpu(target), _tls(target)
-        result["wrk"][str(c)] = wrk.run(url, c, ctx.duration, host_header=target.host_header,
-                                        pin=ctx.pinning.prefix(ctx.pinning.load))
-        after = _cpu(target)
-        tls_phases[f"wrk_c{c}"] = _tls_delta(tls_before, _tls(target))
-        result[f"proxy_cpu_util_c{c}"] = {n: (after[n] - before[n]) / ctx.duration for n in before}
-    result["peak_rss_mib"] = {n: processes.peak_rss_mib(pid) for n, pid in target.proxies.items()}
-    if target.admin_ports:
-        result["tls"] = {**tls_counts(target.admin_ports), "phases": tls_phases}
     return result
+
+
+def measure_throughput(targets: dict[str, Target], results: dict[str, dict], ctx: Context) -> None:
+    """wrk at saturation, interleaved: `ctx.rounds` rounds, each loading every path in turn at each
+    connection count, so that a drift of the machine's speed (a shared VM's neighbours) falls on every path
+    alike instead of on whichever ran during it. Per path and count: the median round's figures, every
+    round's requests/s (`rps_rounds`), CPU utilisation and TLS counts over all rounds."""
+    seconds = max(1, round(ctx.duration / ctx.rounds))
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(ctx.rounds):
+        for c in CONNECTIONS:
+            for name, target in targets.items():
+                busy = processes.wait_quiet()
+                before, tls_before = _cpu(target), _tls(target)
+                got = wrk.run(_url(target), c, seconds, host_header=target.host_header,
+                              pin=ctx.pinning.prefix(ctx.pinning.load))
+                after = _cpu(target)
+                got.update(busy_before=busy, cpu={n: after[n] - before[n] for n in before},
+                           tls=_tls_delta(tls_before, _tls(target)))
+                runs.setdefault((name, c), []).append(got)
+    for (name, c), rounds in runs.items():
+        result = results[name]
+        result["wrk"][str(c)] = combine_rounds(rounds)
+        result["busy_before"][f"wrk_c{c}"] = max(r["busy_before"] for r in rounds)
+        result[f"proxy_cpu_util_c{c}"] = {n: sum(r["cpu"][n] for r in rounds) / (seconds * len(rounds))
+                                          for n in rounds[0]["cpu"]}
+        if rounds[0]["tls"]:
+            result["tls_phases"][f"wrk_c{c}"] = _sum_deltas([r["tls"] for r in rounds])
+
+
+def combine_rounds(rounds: list[dict]) -> dict:
+    """The median round by requests/s (its latency figures with it), with totals over every round."""
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    median = ordered[(len(ordered) - 1) // 2]
+    keep = ("rps", "p50_ms", "p99_ms", "connections")
+    return {**{k: median[k] for k in keep}, "rps_rounds": [r["rps"] for r in rounds],
+            "requests": sum(r["requests"] for r in rounds),
+            "socket_errors": sum(r["socket_errors"] for r in rounds),
+            "non_2xx": sum(r["non_2xx"] for r in rounds)}
+
+
+def _sum_deltas(deltas: list[dict]) -> dict:
+    total = {k: sum(d[k] for d in deltas) for k in TLS_COUNTS}
+    total["requests_per_handshake"] = (total["mtls_requests"] / total["server_handshakes"]
+                                       if total["server_handshakes"] else None)
+    return total
+
+
+def finish(target: Target, result: dict) -> None:
+    """After every load: the proxies' peak RSS, and for mTLS the handshake counts of the whole run."""
+    result["peak_rss_mib"] = {n: processes.peak_rss_mib(pid) for n, pid in target.proxies.items()}
+    phases = result.pop("tls_phases")
+    if target.admin_ports:
+        result["tls"] = {**tls_counts(target.admin_ports), "phases": phases}
+
+
+def _url(target: Target) -> str:
+    return f"http://127.0.0.1:{target.port}{nginx.PAYLOAD_PATH}"
 
 
 def _tls(target: Target) -> dict | None:
@@ -212,11 +264,7 @@ def _tls_delta(before: dict | None, after: dict | None) -> dict:
     """Handshakes and requests of one phase (the openloop run, one wrk run)."""
     if before is None or after is None:
         return {}
-    delta = {k: after[k] - before[k] for k in ("client_handshakes", "server_handshakes", "mtls_requests",
-                                                 "plaintext_requests")}
-    delta["requests_per_handshake"] = (delta["mtls_requests"] / delta["server_handshakes"]
-                                       if delta["server_handshakes"] else None)
-    return delta
+    return _sum_deltas([{k: after[k] - before[k] for k in TLS_COUNTS}])
 
 
 def tls_counts(admin_ports: dict[str, int]) -> dict:
@@ -230,7 +278,10 @@ def tls_counts(admin_ports: dict[str, int]) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run and open-loop run")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds of the open-loop run, and of wrk per path and connection count")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help="wrk load split into this many rounds, interleaved across the paths")
     parser.add_argument("--quick", action="store_true", help="3 s runs (a smoke run, noisy figures)")
     parser.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="run only these paths")
     parser.add_argument("--profile", action="store_true", help="then py-spy one sidecar under wrk (top 15)")
@@ -250,10 +301,17 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         ctx = Context(workdir, pinning, start_upstream(procs, workdir, pinning), args.duration,
                       0.5 if args.quick else 1.0)
-        for name in args.only or SCENARIOS:
-            print(f"bench: {report.LABELS[name]} …", file=sys.stderr, flush=True)
-            with processes.Processes(workdir) as scenario_procs:
-                results[name] = measure(SCENARIOS[name](scenario_procs, ctx), ctx)
+        ctx.rounds = max(1, args.rounds)
+        # Every path starts up front and stays up (an idle proxy costs nothing): latency is measured path
+        # by path, throughput in rounds across all of them (measure_throughput).
+        targets = {name: SCENARIOS[name](procs, ctx) for name in args.only or SCENARIOS}
+        for name, target in targets.items():
+            print(f"bench: {report.LABELS[name]}: open loop at {RATE:,.0f} requests/s …", file=sys.stderr, flush=True)
+            results[name] = measure_latency(target, ctx)
+        print(f"bench: saturation, {ctx.rounds} interleaved rounds …", file=sys.stderr, flush=True)
+        measure_throughput(targets, results, ctx)
+        for name, target in targets.items():
+            finish(target, results[name])
         profile = None
         if args.profile:
             from bench import profile as profile_mod
@@ -261,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
             profile = profile_mod.profile_sidecar(ctx, start_sidecar, procs_dir=workdir)
     targets = report.evaluate(results, CONNECTIONS)
     info = report.machine_info(pinning.describe(), {"wrk": wrk.version(), "nginx": nginx.version()})
-    settings = {"duration_s": args.duration, "rate_rps": RATE, "wrk_connections": CONNECTIONS,
+    settings = {"duration_s": args.duration, "wrk_rounds": max(1, args.rounds), "rate_rps": RATE, "wrk_connections": CONNECTIONS,
                 "wrk_threads": 1, "openloop_connections": OPENLOOP_CONNECTIONS, "upstream": "nginx, 1 KiB file",
                 "quick": args.quick, "pair_resilience": sidecar.resilience_settings(),
                 "pair_mtls": {"server_peer_authentication": "STRICT", "client": "auto mTLS (ISTIO_MUTUAL)",

@@ -170,3 +170,34 @@ def test_tls_summary_and_mtls_targets():
     assert [r["pass"] for r in rows.values()] == [False, True, True]
     assert "pair-mtls" in report.LABELS
     report.print_report(results, report.evaluate(results, (16,)), report.machine_info("none", {}), (16,), 1000.0)
+
+
+def test_saturation_runs_interleave_the_paths_and_keep_the_median_round(monkeypatch, tmp_path):
+    """Round after round, every path in turn at each connection count; a path's figures are its median
+    round's, with every round's requests/s and the totals over all rounds."""
+    from bench import run
+
+    order = []
+    speeds = iter([900.0, 100.0, 300.0, 30.0, 500.0, 50.0, 700.0, 70.0, 100.0, 10.0, 800.0, 80.0])
+
+    def fake_wrk(url, connections, seconds, *, host_header=None, pin=None):
+        order.append((url.split(":")[2].split("/")[0], connections, seconds))
+        rps = next(speeds)
+        return {"rps": rps, "requests": int(rps * seconds), "p50_ms": 1000 / rps, "p99_ms": 2000 / rps,
+                "socket_errors": 1, "non_2xx": 0, "connections": connections}
+
+    monkeypatch.setattr(run.wrk, "run", fake_wrk)
+    monkeypatch.setattr(run.processes, "wait_quiet", lambda: 0.0)
+    targets = {"fast": run.Target(1001), "slow": run.Target(1002)}
+    results = {name: {"wrk": {}, "busy_before": {}, "tls_phases": {}} for name in targets}
+    ctx = run.Context(tmp_path, processes.choose_pinning(1), 0, duration=6.0, warmup=0.0, rounds=3)
+    monkeypatch.setattr(run, "CONNECTIONS", (16, 64))
+    run.measure_throughput(targets, results, ctx)
+
+    assert order[:4] == [("1001", 16, 2), ("1002", 16, 2), ("1001", 64, 2), ("1002", 64, 2)]
+    assert len(order) == 12
+    fast16 = results["fast"]["wrk"]["16"]
+    assert fast16["rps_rounds"] == [900.0, 500.0, 100.0]
+    assert (fast16["rps"], fast16["p50_ms"]) == (500.0, 2.0)
+    assert (fast16["requests"], fast16["socket_errors"]) == (3000, 3)
+    assert results["slow"]["wrk"]["64"]["rps"] == 70.0
