@@ -1,8 +1,10 @@
 """Memory a proxy no longer uses, given back: garbage cycles collected and free heap pages returned to the OS,
 every MEMORY_RELEASE_INTERVAL_S (Envoy's memory allocator manager, `memory_release_interval`).
 
-Why both. A closed connection is a reference cycle (the protocol and its httptools parser, its transport, its
-timer), freed only by Python's cyclic collector. The collector runs when the count of live container objects
+Why both. A closed connection was a reference cycle (the protocol and its httptools parser, its transport, its
+timer), freed only by Python's cyclic collector; connections now cut those edges as they close
+(`DownstreamConnection.released`, `UpstreamConnection.connection_lost`), and this stays as the backstop
+for any cycle left elsewhere. The collector runs when the count of live container objects
 grows, and a busy proxy frees almost everything by reference counting, so its full collections are rare (the
 gw sidecar ran one in a ten-minute soak). Meanwhile each dead TLS connection keeps what Python cannot see:
 uvloop's 256 KiB TLS read buffer and OpenSSL's records and session, about 300 KiB. After a stall, when the

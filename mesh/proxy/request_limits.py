@@ -217,7 +217,7 @@ class ConnectionTimer:
         self.due = _NEVER
         conn = self.conn
         phase = self.phase
-        if conn.closed or phase == BUSY:
+        if conn is None or conn.closed or phase == BUSY:
             return
         active = conn.active
         if active is not None and active.request_complete:
@@ -241,3 +241,8 @@ class ConnectionTimer:
             self.handle = None
         self.due = _NEVER
         self.phase = -1
+
+    def close(self) -> None:
+        """The connection is gone: no deadline, and no reference back to it (see `DownstreamConnection.released`)."""
+        self.cancel()
+        self.conn = None

@@ -109,6 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
                 exchange.upstream_failed(self, replies.UpstreamReset())
         else:
             self.pool.discard(self)
+        self.parser = None  # its callbacks point back here: a cycle that only a full collection would free
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
