@@ -119,6 +119,8 @@ def check_paths(values: Sequence[str]) -> Problem:
         if value == "":
             return f"[{i}]", EMPTY
         has_template = MATCH_ONE_TEMPLATE in value or MATCH_ANY_TEMPLATE in value
+        if has_template and not value.startswith("/"):
+            return f"[{i}]", f"invalid or unsupported path {value!r}: a path template starts with '/'"
         seen_any = False
         for glob in value.strip("/").split("/"):
             if glob in (MATCH_ONE_TEMPLATE, MATCH_ANY_TEMPLATE):

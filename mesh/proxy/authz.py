@@ -140,6 +140,49 @@ class Strings:
         return False  # absent, or a type Istio's string matchers do not compare (numbers, booleans, objects)
 
 
+class Paths:
+    """Operation paths: Istio's strings, and for a value with `{*}` or `{**}` an Envoy URI template, as
+    Istio hands those to Envoy (`{*}` → `*`, `{**}` → `**`): `{*}` is one non-empty path segment, `{**}`
+    the rest of the path, '/' included, possibly empty; literal segments as written; a trailing '/' must be
+    there. Matched against the whole path without its query. So `/admin/{**}` matches `/admin/` and
+    `/admin/a/b`, not `/admin`; `/books/{*}/reviews` matches `/books/1/reviews`, not `/books/1/2/reviews`."""
+
+    __slots__ = ("strings", "templates")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        values = tuple(values)
+        self.strings = Strings(v for v in values if not _is_template(v))
+        self.templates = tuple(uri_template(v) for v in values if _is_template(v))
+
+    def match(self, value) -> bool:
+        if self.strings.match(value):
+            return True
+        return isinstance(value, str) and any(template.fullmatch(value) for template in self.templates)
+
+
+# Envoy's uri_template_internal: a path character (RFC 3986 pchar without '*' and '='), one segment, the rest.
+_PCHAR = "a-zA-Z0-9\\-._~%!$&'()+,;:@"
+_ONE_SEGMENT = f"[{_PCHAR}]+"
+_ANY_SEGMENTS = f"[{_PCHAR}/]*"
+
+
+def _is_template(value: str) -> bool:
+    return "{*}" in value or "{**}" in value
+
+
+def uri_template(value: str) -> re.Pattern:
+    """The regex of one path template (validated by mesh.api: it starts with '/', `{**}` comes last)."""
+    parts = []
+    for segment in value[1:].split("/"):
+        if segment == "{*}":
+            parts.append(_ONE_SEGMENT)
+        elif segment == "{**}":
+            parts.append(_ANY_SEGMENTS)
+        else:
+            parts.append(re.escape(segment))
+    return re.compile("/" + "/".join(parts))
+
+
 class Hosts:
     """Operation hosts: case-insensitive; a value without a port compares with the host alone (the
     request's port ignored), a value with one ("example.com:8080", "example.com:*") with the Host header."""
@@ -230,7 +273,7 @@ def _operation(operation: model.AuthzOperation) -> tuple[Check, ...]:
         _field(lambda r: r, o.hosts, o.not_hosts, Hosts),
         _field(lambda r: r.port, o.ports, o.not_ports, Ports),
         _field(lambda r: r.method, o.methods, o.not_methods, Strings),
-        _field(lambda r: r.path, o.paths, o.not_paths, Strings),
+        _field(lambda r: r.path, o.paths, o.not_paths, Paths),
     ])
 
 

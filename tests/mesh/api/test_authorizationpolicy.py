@@ -357,6 +357,7 @@ OPERATION_CASES = [
     ({"notPaths": ["/{name}"]}, f"{OP}.notPaths[0]", "outside a path template"),
     ({"paths": ["/a{*}"]}, f"{OP}.paths[0]", "outside a path template"),
     ({"paths": ["/{*}/a b"]}, f"{OP}.paths[0]", "not a valid literal"),
+    ({"paths": ["{*}/a"]}, f"{OP}.paths[0]", "a path template starts with '/'"),
 ]
 
 W = "spec.rules[0].when[0]"
