@@ -118,7 +118,7 @@ def request_attributes(forwarding: Forwarding, exchange: Exchange, access: Acces
     return authz.Request(
         head.method, head.uri_path, head.host, port, head.headers, principal, conn.peer_ip, auth,
         authority=exchange.host_header.decode("latin-1").lower(),
-        local_ip=lambda: _local_ip(conn), sni=conn.sni,
+        local_ip=lambda: _local_ip(conn), sni=conn.sni, use_remote_address=forwarding.direction == model.GATEWAY,
     )
 
 

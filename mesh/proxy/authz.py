@@ -31,12 +31,13 @@ class Request:
     a `when` condition asks for them."""
 
     __slots__ = ("method", "path", "host", "authority", "port", "headers", "principal", "peer_ip", "auth",
-                 "_local_ip", "_sni", "_remote_ip", "_namespace")
+                 "_local_ip", "_sni", "_remote_ip", "_namespace", "use_remote_address", "trusted_hops")
 
     def __init__(self, method: str, path: str, host: str, port: int | None = None,
                  headers: list[tuple[bytes, bytes]] | None = None, principal: str | None = None,
                  peer_ip: str = "", auth=None, authority: str | None = None,
-                 local_ip: str | Callable[[], str] = "", sni: str | Callable[[], str] = "") -> None:
+                 local_ip: str | Callable[[], str] = "", sni: str | Callable[[], str] = "",
+                 use_remote_address: bool = False, trusted_hops: int = 0) -> None:
         self.method = method
         self.path = path  # already normalized, without the query
         self.host = host  # lower case, no port
@@ -50,6 +51,10 @@ class Request:
         self._sni = sni
         self._remote_ip: str | None = None
         self._namespace: str | None | bool = False
+        # How `remote_ip` trusts X-Forwarded-For: a gateway (Envoy's use_remote_address, as Istio sets it on
+        # gateways) and the gateway's `numTrustedProxies`; sidecars trust the rightmost entry.
+        self.use_remote_address = use_remote_address
+        self.trusted_hops = trusted_hops
 
     @property
     def namespace(self) -> str | None:
@@ -73,11 +78,18 @@ class Request:
 
     @property
     def remote_ip(self) -> str:
-        """The original client: the first X-Forwarded-For address, else the connection's peer."""
+        """The original client, as Envoy finds its trusted client address: X-Forwarded-For read from the
+        right, `trusted_hops` entries skipped. A gateway counts the connection's peer as the last entry (it
+        appends it before forwarding), so with no trusted hops the client is the peer and nothing a client
+        writes in the header is believed; a sidecar takes the rightmost entry, the one its gateway appended.
+        Too few entries: the peer."""
         if self._remote_ip is None:
             forwarded = self.header("x-forwarded-for")
-            first = forwarded.split(",", 1)[0].strip() if forwarded else ""
-            self._remote_ip = first or self.peer_ip
+            hops = [hop.strip() for hop in forwarded.split(",")] if forwarded else []
+            if self.use_remote_address:
+                hops.append(self.peer_ip)
+            nth = self.trusted_hops + 1
+            self._remote_ip = (hops[-nth] if len(hops) >= nth else "") or self.peer_ip
         return self._remote_ip
 
     @property

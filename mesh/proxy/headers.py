@@ -102,6 +102,11 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         append(tracing.upstream_lines(*exchange.trace))
     if forwarding.direction != model.INBOUND:
         append(forwarding.runtime.peer_header(target))
+        if forwarding.direction == model.GATEWAY and exchange.conn.peer_ip:
+            # Envoy at a gateway (use_remote_address) appends the client's address to X-Forwarded-For. A
+            # second line after the client's own is that append (RFC 9110 §5.3: lines join in order), so the
+            # rightmost entry, the one sidecars believe, is always the address the gateway saw.
+            append(b"x-forwarded-for: " + exchange.conn.peer_ip.encode("latin-1") + CRLF)
     if exchange.chunked_request:
         append(CHUNKED)
     append(CRLF)

@@ -220,3 +220,18 @@ def test_a_policy_value_that_does_not_parse_nacks_the_view():
         sources=(model.AuthzSource(ip_blocks=("10.0.0.0/99",)),)),))
     with pytest.raises(model.ViewError, match="authorization policy"):
         access.compile_access(secured(bookinfo_view(), bad))
+
+
+async def test_a_gateway_believes_the_connection_not_a_forged_x_forwarded_for():
+    """remoteIpBlocks at a gateway with no trusted proxies (Istio's default numTrustedProxies 0): the client
+    is the connection's peer, whatever X-Forwarded-For it writes."""
+    only_partners = model.AuthzPolicy("istio-system/partners", security.ALLOW, (model.AuthzRule(
+        sources=(model.AuthzSource(remote_ip_blocks=("203.0.113.0/24",)),)),))
+    proxy = Proxy(gateway_view(only_partners), model.GATEWAY, "http.80")
+    forger = proxy.client(peer=("10.0.0.99", 40000))
+    forger.send(get(host=b"books.example.com", extra=b"X-Forwarded-For: 203.0.113.7\r\n"))
+    partner = proxy.client(peer=("203.0.113.8", 40001))
+    partner.send(get(host=b"books.example.com"))
+    await settle()
+    assert [r.first for r in forger.responses()] == ["403"]
+    assert len(proxy.upstreams) == 1  # the partner's request went through

@@ -21,10 +21,11 @@ When = model.AuthzCondition
 
 def request(method: str = "GET", path: str = "/books", host: str = "books", port: int | None = 9080,
             headers: dict[str, str] | None = None, principal: str | None = GW, peer_ip: str = "10.0.0.5",
-            auth=None, authority: str | None = None, local_ip: str = "10.0.0.9", sni: str = "") -> authz.Request:
+            auth=None, authority: str | None = None, local_ip: str = "10.0.0.9", sni: str = "",
+            gateway: bool = False, trusted_hops: int = 0) -> authz.Request:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     return authz.Request(method, path, host, port, raw, principal, peer_ip, auth, authority=authority,
-                         local_ip=local_ip, sni=sni)
+                         local_ip=local_ip, sni=sni, use_remote_address=gateway, trusted_hops=trusted_hops)
 
 
 def jwt(principal: str = "https://issuer.example/alice", claims: dict | None = None, audiences=("books",),
@@ -64,8 +65,19 @@ CASES = [
     ("ipBlocks-address", rule(Source(ip_blocks=("10.0.0.5",))), request(), request(peer_ip="10.0.0.6")),
     ("ipBlocks-v6", rule(Source(ip_blocks=("fd00::/8",))), request(peer_ip="fd00::1"), request(peer_ip="::1")),
     ("notIpBlocks", rule(Source(not_ip_blocks=("10.0.1.0/24",))), request(), request(peer_ip="10.0.1.5")),
+    # A sidecar believes the rightmost X-Forwarded-For entry (its gateway appended the client there); a
+    # gateway believes only the connection's peer, or with trusted hops the entry that many from the right.
     ("remoteIpBlocks-xff", rule(Source(remote_ip_blocks=("203.0.113.0/24",))),
-     request(headers={"x-forwarded-for": "203.0.113.7, 10.0.0.1"}), request()),
+     request(headers={"x-forwarded-for": "10.9.9.9, 203.0.113.7"}),
+     request(headers={"x-forwarded-for": "203.0.113.7, 10.0.0.1"})),
+    ("remoteIpBlocks-gateway-ignores-xff", rule(Source(remote_ip_blocks=("203.0.113.0/24",))),
+     request(peer_ip="203.0.113.8", gateway=True),
+     request(headers={"x-forwarded-for": "203.0.113.7"}, gateway=True)),
+    ("remoteIpBlocks-gateway-trusted-hop", rule(Source(remote_ip_blocks=("203.0.113.0/24",))),
+     request(headers={"x-forwarded-for": "10.9.9.9, 203.0.113.7"}, gateway=True, trusted_hops=1),
+     request(headers={"x-forwarded-for": "203.0.113.7, 10.9.9.9"}, gateway=True, trusted_hops=1)),
+    ("remoteIpBlocks-gateway-too-few-hops", rule(Source(remote_ip_blocks=("10.0.0.5/32",))),
+     request(gateway=True, trusted_hops=2), request(peer_ip="10.0.0.6", gateway=True, trusted_hops=2)),
     ("remoteIpBlocks-peer", rule(Source(remote_ip_blocks=("10.0.0.0/24",))), request(),
      request(headers={"x-forwarded-for": "203.0.113.7"})),
     ("notRemoteIpBlocks", rule(Source(not_remote_ip_blocks=("203.0.113.0/24",))), request(),

@@ -75,6 +75,21 @@ def test_chunked_request_gets_exactly_one_transfer_encoding(loop, rt):
     assert request.all("transfer-encoding") == ["chunked"]
 
 
+def test_a_gateway_appends_the_address_it_saw_to_x_forwarded_for(loop, rt):
+    """Envoy at a gateway (use_remote_address): the client's address goes last, after whatever the client
+    wrote; a sidecar appends nothing (it forwards what its gateway sent)."""
+    forged = make_exchange(raw_headers=b"X-Forwarded-For: 203.0.113.7")
+    forged.conn.peer_ip = "198.51.100.4"
+    assert upstream(rt, forged, direction=model.GATEWAY).all("x-forwarded-for") == ["203.0.113.7", "198.51.100.4"]
+    plain = make_exchange()
+    plain.conn.peer_ip = "198.51.100.4"
+    assert upstream(rt, plain, direction=model.GATEWAY).all("x-forwarded-for") == ["198.51.100.4"]
+    for direction in (model.OUTBOUND, model.INBOUND):
+        sidecar = make_exchange(raw_headers=b"X-Forwarded-For: 203.0.113.7")
+        sidecar.conn.peer_ip = "198.51.100.4"
+        assert upstream(rt, sidecar, direction=direction).all("x-forwarded-for") == ["203.0.113.7"]
+
+
 def test_inbound_adds_no_peer_header(loop, rt):
     assert upstream(rt, make_exchange(), direction=model.INBOUND).header("x-weir-peer") is None
     assert upstream(rt, make_exchange()).header("x-weir-peer") == f"bookinfo;gw-v1;gw;v1;{fqdn('books')}"
