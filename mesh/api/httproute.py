@@ -21,6 +21,7 @@ from mesh.api.types import (
     RequiredStringMatch,
     StringMatch,
     StrMap,
+    compile_re2,
 )
 
 # Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on policies; a bare status code is also allowed.
@@ -123,10 +124,7 @@ class RegexRewrite(Model):
     @field_validator("match")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise invalid(f"invalid regex {pattern!r}: {exc}") from None
+        compile_re2(pattern)
         return pattern
 
 

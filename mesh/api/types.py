@@ -5,6 +5,8 @@ port numbers and label maps.
 from __future__ import annotations
 
 import re
+import re._constants as _sre_constants
+import re._parser as _sre_parser
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -161,8 +163,46 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 Labels = Annotated[dict[str, ScalarStr], AfterValidator(_check_labels)]
 
 
+# What Python's `re` accepts and RE2 (Istio's and Envoy's regex engine) refuses: its parse tree's opcodes.
+_NOT_RE2 = {
+    _sre_constants.ASSERT: "lookahead/lookbehind", _sre_constants.ASSERT_NOT: "lookahead/lookbehind",
+    _sre_constants.GROUPREF: "a backreference", _sre_constants.GROUPREF_EXISTS: "a conditional group",
+    _sre_constants.ATOMIC_GROUP: "an atomic group", _sre_constants.POSSESSIVE_REPEAT: "a possessive quantifier",
+}
+
+
+def compile_re2(pattern: str, at: str = "") -> re.Pattern:
+    """A regex Istio would accept: it compiles, and uses nothing RE2 lacks (lookaround, backreferences,
+    conditionals, atomic groups, possessive quantifiers), since Istio refuses those and Envoy cannot run them.
+    Raises the pydantic error `invalid` naming what is wrong."""
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise invalid(f"invalid regex {pattern!r}: {exc}", at=at) from None
+    found = _first_not_re2(_sre_parser.parse(pattern))
+    if found:
+        raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
+    return compiled
+
+
+def _first_not_re2(tree) -> str | None:
+    for op, arg in tree:
+        if op in _NOT_RE2:
+            return _NOT_RE2[op]
+        for child in arg if isinstance(arg, tuple | list) else ():
+            if isinstance(child, _sre_parser.SubPattern):
+                found = _first_not_re2(child)
+            elif isinstance(child, list):  # BRANCH: (None, [alternatives])
+                found = next((f for f in map(_first_not_re2, child) if f), None)
+            else:
+                continue
+            if found:
+                return found
+    return None
+
+
 class StringMatch(Model):
-    """Exactly one of exact, prefix or regex (regex checked with Python `re`; RE2 differs slightly).
+    """Exactly one of exact, prefix or regex (RE2 syntax, checked by `compile_re2`).
 
     An empty StringMatch is only meaningful as a header/query presence check; fields that need a value
     use `RequiredStringMatch`.
@@ -178,10 +218,7 @@ class StringMatch(Model):
         if len(given) > 1:
             raise invalid(f"only one of exact, prefix or regex may be set, got {', '.join(given)}")
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except (re.error, OverflowError, RecursionError) as exc:
-                raise invalid(f"invalid regex {self.regex!r}: {exc}", at="regex") from None
+            compile_re2(self.regex, at="regex")
         return self
 
     @property
