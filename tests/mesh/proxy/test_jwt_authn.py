@@ -99,6 +99,17 @@ def test_time_issuer_and_audience_checks(keys, claims, reason):
     assert (auth is None) == (reason is not None)
 
 
+def test_a_rule_without_issuer_checks_no_iss(keys):
+    """A RequestAuthentication rule with only `jwksUri` (Istio allows it): Envoy's provider has no issuer,
+    and a token's `iss`, whatever it is or without one, is not compared."""
+    no_issuer = model.JwtRule("", keys["jwks"], "bookinfo/jwks-only")
+    for claims in ({"iss": "https://anyone.example"}, {"iss": None}):
+        auth, failure = authenticator(keys, no_issuer).authenticate(bearer(token(keys, claims)))
+        assert failure is None and auth is not None
+    forged = token(keys, {"iss": "https://anyone.example"}, key="intruder")
+    assert authenticator(keys, no_issuer).authenticate(bearer(forged)) == (None, jwt_authn.VERIFICATION_FAILS)
+
+
 def test_without_configured_audiences_any_audience_is_accepted(keys):
     auth, failure = authenticator(keys).authenticate(bearer(token(keys, aud="anything")))
     assert failure is None and auth.audiences == ("anything",)
