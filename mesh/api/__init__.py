@@ -57,8 +57,10 @@ from mesh.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort, W
 from mesh.api.support import (
     ENFORCED,
     ENFORCED_TRAFFIC_POLICY,
+    dropped_server,
     refuse_unsupported,
     unenforced_fields,
+    unenforced_values,
     unsupported,
 )
 from mesh.api.trafficpolicy import (
@@ -144,6 +146,7 @@ __all__ = [
     "WorkloadEntry",
     "WorkloadSelector",
     "analyze",
+    "dropped_server",
     "dump",
     "fqdn",
     "gateway_ref",
@@ -152,5 +155,6 @@ __all__ = [
     "load_text",
     "refuse_unsupported",
     "unenforced_fields",
+    "unenforced_values",
     "unsupported",
 ]

@@ -1,7 +1,7 @@
 """Cross-resource checks (`meshctl analyze`), reported with Istio's analyzer codes where one fits:
 IST0101 ReferencedResourceNotFound (subset or gateway), IST0109 ConflictingMeshGatewayVirtualServiceHosts;
-plus WEIR0001 for fields Weir parses but does not enforce yet and WEIR0002 for valid Istio that Weir
-refuses to apply (e.g. AuthorizationPolicy action CUSTOM)."""
+plus WEIR0001 for fields (or values of a field) Weir parses but does not enforce yet and WEIR0002 for
+valid Istio that Weir refuses to apply (e.g. AuthorizationPolicy action CUSTOM)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mesh.api.destinationrule import DestinationRule
 from mesh.api.gateway import Gateway
 from mesh.api.hosts import fqdn, gateway_ref
 from mesh.api.resource import Resource
-from mesh.api.support import unenforced_fields, unsupported
+from mesh.api.support import unenforced_fields, unenforced_values, unsupported
 from mesh.api.virtualservice import MESH_GATEWAY, VirtualService
 
 Level = Literal["Error", "Warning", "Info"]
@@ -23,6 +23,7 @@ REFERENCED_RESOURCE_NOT_FOUND = "IST0101"
 CONFLICTING_MESH_GATEWAY_VS_HOSTS = "IST0109"
 UNENFORCED_FIELD = "WEIR0001"
 UNSUPPORTED = "WEIR0002"
+_NOT_ENFORCED = "is accepted but not enforced by Weir yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +117,18 @@ def _mesh_host_conflicts(resources: list[Resource]) -> list[Message]:
 
 
 def unenforced_messages(resources: Iterable[Resource]) -> list[Message]:
-    return [
-        Message(UNENFORCED_FIELD, "Warning", r.key, f"{path} is accepted but not enforced by Weir yet")
-        for r in resources
+    items = list(resources)
+    fields = [
+        Message(UNENFORCED_FIELD, "Warning", r.key, f"{path} {_NOT_ENFORCED}")
+        for r in items
         for path in unenforced_fields(r)
     ]
+    values = [
+        Message(UNENFORCED_FIELD, "Warning", r.key, f"{path} {value} {_NOT_ENFORCED}: {why}")
+        for r in items
+        for path, value, why in unenforced_values(r)
+    ]
+    return fields + values
 
 
 def unsupported_messages(resources: Iterable[Resource]) -> list[Message]:

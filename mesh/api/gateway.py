@@ -77,7 +77,7 @@ class ServerTLSSettings(Model):
             raise invalid(f"{self.mode} TLS requires a server certificate", at="serverCertificate")
         if not self.private_key:
             raise invalid(f"{self.mode} TLS requires a private key", at="privateKey")
-        if self.mode == "MUTUAL" and not self.ca_certificates:
+        if self.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and not self.ca_certificates:
             raise invalid("MUTUAL TLS requires a client CA bundle", at="caCertificates")
         return self
 

@@ -6,22 +6,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mesh.api.errors import invalid
 from mesh.api.types import Duration, Model, PortNumber, PortSelector, PositiveDuration
+
+# The generated cookie's name, path and attributes go into a Set-Cookie header: no CR, LF or NUL (Envoy's
+# HTTP_HEADER_NAME / HTTP_HEADER_VALUE rules for cookie attributes), or one could add response headers.
+_HEADER_BREAKERS = frozenset("\r\n\x00")
+
+
+def _header_safe(value: str | None) -> str | None:
+    if value is not None and not _HEADER_BREAKERS.isdisjoint(value):
+        raise invalid(f"invalid value {value!r}: CR, LF and NUL cannot go into a Set-Cookie header")
+    return value
 
 
 class HTTPCookieAttribute(Model):
     name: str = Field(min_length=1)
     value: str | None = None
 
+    _safe = field_validator("name", "value")(_header_safe)
+
 
 class HTTPCookie(Model):
     name: str = Field(min_length=1)
     path: str | None = None
     ttl: Duration | None = None  # 0s means a session cookie
-    attributes: list[HTTPCookieAttribute] | None = None
+    attributes: list[HTTPCookieAttribute] | None = None  # added to a generated cookie (mesh.proxy.headers)
+
+    _safe = field_validator("name", "path")(_header_safe)
 
 
 class RingHash(Model):

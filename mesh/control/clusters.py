@@ -10,8 +10,9 @@ ServiceEntries and DestinationRules, in `mesh.control.builder` and `mesh.control
 VirtualServices.
 Endpoints of workloads that run a Weir sidecar (every registry workload) carry its SPIFFE identity and
 whether its sidecar accepts mTLS on the endpoint's port (its PeerAuthentication is not DISABLE there);
-ServiceEntry endpoints have no sidecar. Called by `mesh.control.builder` after `mesh.control.routes`
-collected the references.
+ServiceEntry endpoints have no sidecar, and workloads a ServiceEntry selects get auto mTLS only when its
+`location` is MESH_INTERNAL (Istio never originates auto mTLS to a MESH_EXTERNAL service, the default).
+Called by `mesh.control.builder` after `mesh.control.routes` collected the references.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def load_balancer(settings: Any) -> tuple[model.LoadBalancer, bool]:
     ch = settings.consistent_hash
     if ch is not None:
         cookie = ch.http_cookie
+        attributes = tuple((a.name, a.value or "") for a in cookie.attributes or ()) if cookie else ()
         ring = (ch.ring_hash.minimum_ring_size if ch.ring_hash else None) or ch.minimum_ring_size
         ring = ring or (ch.maglev.table_size if ch.maglev else None) or DEFAULT_RING_SIZE
         return model.LoadBalancer(
@@ -127,6 +129,7 @@ def load_balancer(settings: Any) -> tuple[model.LoadBalancer, bool]:
             hash_cookie=cookie.name if cookie else None,
             hash_cookie_path=cookie.path if cookie else None,
             hash_cookie_ttl=cookie.ttl.seconds if cookie and cookie.ttl is not None else None,
+            hash_cookie_attributes=attributes,
             hash_source_ip=bool(ch.use_source_ip),
             hash_query_parameter=ch.http_query_parameter_name,
             ring_size=ring,
@@ -214,7 +217,8 @@ def _endpoints(
     if svc.selector is not None or svc.resolution == snapshot.FROM_REGISTRY:
         workloads = snap.select_workloads(svc.namespace, svc.selector, subset_labels) if svc.selector else ()
         kind = model.DNS if svc.resolution == snapshot.DNS else model.EDS
-        return kind, _sorted(_workload_endpoint(snap, w, target) for w in workloads if w.ready)
+        auto_mtls = not svc.mesh_external
+        return kind, _sorted(_workload_endpoint(snap, w, target, auto_mtls) for w in workloads if w.ready)
     out = []
     for ep in svc.entry.spec.endpoints or ():
         labels = dict(ep.labels or {})
@@ -232,10 +236,13 @@ def _endpoints(
     return model.EDS, _sorted(out)
 
 
-def _workload_endpoint(snap: snapshot.Snapshot, w: registry.Workload, target_port: int) -> model.Endpoint:
+def _workload_endpoint(
+    snap: snapshot.Snapshot, w: registry.Workload, target_port: int, auto_mtls: bool = True
+) -> model.Endpoint:
     """A registry workload. With a sidecar, its identity and auto mTLS (PeerAuthentication keyed by the
     workload's own port: the service's targetPort; `w.port` is where its sidecar listens locally);
-    without one (a pod outside the mesh on Kubernetes), plaintext and no identity, as Istio's tlsMode."""
+    without one (a pod outside the mesh on Kubernetes), plaintext and no identity, as Istio's tlsMode.
+    `auto_mtls` False (a MESH_EXTERNAL ServiceEntry) keeps it plaintext unless a DestinationRule asks."""
     return model.Endpoint(
         address=w.address,
         port=w.port,
@@ -244,7 +251,7 @@ def _workload_endpoint(snap: snapshot.Snapshot, w: registry.Workload, target_por
         app=w.labels.get("app", "unknown"),
         version=w.labels.get("version", "unknown"),
         identity=security.identity(snap, w) if w.sidecar else "",
-        mtls=w.sidecar and security.endpoint_mtls(snap, w, target_port),
+        mtls=auto_mtls and w.sidecar and security.endpoint_mtls(snap, w, target_port),
     )
 
 

@@ -10,8 +10,9 @@ domains where its hosts meet the server's hosts. Called by `mesh.control.builder
 Simplifications against Istio (which builds one filter chain per server): a port's servers share one
 route table whatever the SNI; a port is either TLS or plaintext (the first server decides, later ones
 of the other kind are dropped with a warning); httpsRedirect holds for the whole port when any of its
-servers asks for it. PASSTHROUGH/AUTO_PASSTHROUGH and TLS-protocol servers need TCP/TLS routing, which
-Weir does not have: they are skipped with a warning.
+servers asks for it. PASSTHROUGH/AUTO_PASSTHROUGH and TLS/TCP-protocol servers need TCP/TLS routing,
+which Weir does not have: they are skipped with a warning, and `mesh.api.dropped_server` decides which,
+so `meshctl analyze` and `apply` warn about the same servers (WEIR0001).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+from mesh import api
 from mesh.control import clusters, registry, routes, snapshot, tls
 from mesh.control import node as node_mod
 from mesh.view import model
 
 log = logging.getLogger(__name__)
-
-HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 
 
 def table_name(port: int) -> str:
@@ -97,17 +97,12 @@ def build(
 
 def _routable(gw: Any, server: Any) -> bool:
     """Does the server carry HTTP that Weir routes (plaintext, or TLS terminated at the gateway)?"""
-    protocol = server.port.protocol.upper()
-    mode = tls.server_tls_mode(server)
-    if protocol in HTTP_PROTOCOLS or (protocol == "HTTPS" and mode in tls.TERMINATING):
-        return True
-    if mode in tls.PASSTHROUGH_MODES:
-        log.warning("%s: server on port %d (%s, tls %s) ignored: TLS passthrough needs TLS routing, "
-                    "which Weir does not support", gw.key, server.port.number, protocol, mode)
-    else:
-        log.info("%s: server on port %d (%s) ignored: only HTTP and HTTPS servers are supported",
-                 gw.key, server.port.number, protocol)
-    return False
+    dropped = api.dropped_server(server)
+    if dropped is not None:
+        field, value, why = dropped
+        log.warning("%s: server on port %d ignored (%s %s): %s", gw.key, server.port.number, field, value,
+                    why)
+    return dropped is None
 
 
 def _one_kind(entries: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:

@@ -96,7 +96,8 @@ def _route(ctx: RouteContext, vs: Any, index: int, rule: Any, matches: tuple[mod
     if rule.redirect is not None:
         r = rule.redirect
         redirect = model.Redirect(
-            uri=r.uri, authority=r.authority, port=r.port, scheme=r.scheme, status=r.redirect_code or 301
+            uri=r.uri, authority=r.authority, port=r.port, scheme=r.scheme, status=r.redirect_code or 301,
+            derive_port=r.derive_port or "",
         )
     if rule.direct_response is not None:
         direct = model.DirectResponse(rule.direct_response.status, _body(rule.direct_response.body))

@@ -71,6 +71,12 @@ class Service:
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
 
+    @property
+    def mesh_external(self) -> bool:
+        """A ServiceEntry whose `location` is not MESH_INTERNAL (MESH_EXTERNAL is the proto's zero value,
+        so unset counts): Istio never turns on auto mTLS to it, whatever its endpoints run."""
+        return self.entry is not None and self.entry.spec.location != "MESH_INTERNAL"
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

@@ -6,7 +6,8 @@ Which `tls` applies to a cluster (top level, port level, subset) is decided by
 `mesh.control.gateways`. Here only one settings object is converted. File paths are passed as written:
 the proxy reads them (a missing file makes it NACK the view). A Gateway `credentialName` names a
 directory under the control plane's credentials dir (`MeshSettings.credentials_dir`): `tls.crt`,
-`tls.key` and, for MUTUAL, `ca.crt` — Kubernetes' TLS Secret keys, as the Pulumi program mounts them.
+`tls.key` and, for (OPTIONAL_)MUTUAL, `ca.crt` — Kubernetes' TLS Secret keys, as the Pulumi program
+mounts them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from mesh.view import security as view_security
 
 log = logging.getLogger(__name__)
 
-TERMINATING = frozenset({view_security.TLS_SIMPLE, view_security.TLS_MUTUAL, view_security.TLS_ISTIO_MUTUAL})
-PASSTHROUGH_MODES = frozenset({"PASSTHROUGH", "AUTO_PASSTHROUGH"})
-OPTIONAL_MUTUAL = "OPTIONAL_MUTUAL"
+CLIENT_CA_MODES = frozenset({view_security.TLS_MUTUAL, view_security.TLS_OPTIONAL_MUTUAL})
 MIN_PROTOCOLS = {"TLSV1_2": "TLSV1_2", "TLSV1_3": "TLSV1_3", "TLS_AUTO": ""}
 
 CERT_FILE = "tls.crt"  # Kubernetes TLS Secret keys; also the local files of a credentialName
@@ -48,22 +47,17 @@ def upstream_tls(settings: Any) -> model.UpstreamTls | None:
 
 def server_tls_mode(server: Any) -> str | None:
     """The TLS mode a Gateway server terminates with; None for plaintext. HTTPS without a mode is
-    PASSTHROUGH (the proto's zero value); OPTIONAL_MUTUAL is served as SIMPLE (client certificates
-    are not requested)."""
+    PASSTHROUGH (the proto's zero value)."""
     protocol = server.port.protocol.upper()
     if protocol not in ("HTTPS", "TLS"):
         return None
-    mode = (server.tls.mode if server.tls is not None else None) or "PASSTHROUGH"
-    return view_security.TLS_SIMPLE if mode == OPTIONAL_MUTUAL else mode
+    return (server.tls.mode if server.tls is not None else None) or "PASSTHROUGH"
 
 
 def server_tls(gateway_key: str, server: Any, credentials_dir: str) -> model.ServerTls:
-    """A terminating server (`server_tls_mode` in TERMINATING) → its certificate entry on the listener."""
+    """A terminating server (one `mesh.api.dropped_server` keeps) → its certificate entry."""
     tls = server.tls
     mode = server_tls_mode(server)
-    if tls.mode == OPTIONAL_MUTUAL:
-        log.warning("%s: server %s: OPTIONAL_MUTUAL is served as SIMPLE (no client certificate asked)",
-                    gateway_key, server.name or server.port.number)
     cert, key, ca = tls.server_certificate or "", tls.private_key or "", tls.ca_certificates or ""
     credential = tls.credential_name or next(iter(tls.credential_names or ()), None)
     if len(tls.credential_names or ()) > 1 or len(tls.tls_certificates or ()) > 1:
@@ -75,7 +69,12 @@ def server_tls(gateway_key: str, server: Any, credentials_dir: str) -> model.Ser
     elif tls.tls_certificates and not cert:
         first = tls.tls_certificates[0]
         cert, key, ca = first.server_certificate or "", first.private_key or "", ca or first.ca_certificates or ""
-    mutual = mode == view_security.TLS_MUTUAL
+    if mode == view_security.TLS_OPTIONAL_MUTUAL and not ca:
+        # Envoy asks for no client certificate it has no roots to verify against: SIMPLE, as in Istio.
+        log.warning("%s: server %s: OPTIONAL_MUTUAL without caCertificates asks for no client certificate",
+                    gateway_key, server.name or server.port.number)
+        mode = view_security.TLS_SIMPLE
+    mutual = mode in CLIENT_CA_MODES
     return model.ServerTls(
         mode=mode,
         hosts=server_hosts(server),

@@ -1,14 +1,17 @@
-"""Gateway listeners: TLS termination of Gateway servers (SIMPLE, MUTUAL, ISTIO_MUTUAL) and httpsRedirect.
+"""Gateway listeners: TLS termination of Gateway servers (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) and
+httpsRedirect.
 
 A listener's `ServerTls` entries share one port and are chosen by SNI, as Envoy's filter chains are:
 exact host, then the longest `*.suffix`, then `*`; no match or no SNI → the first server. Python swaps the
 certificate in the handshake (`sni_callback` sets the chosen server's SSLContext), but OpenSSL keeps the
 verify mode and protocol range of the context the handshake began with. So the listener's base context
-asks for a client certificate when any server needs one (CERT_REQUIRED when all do, else CERT_OPTIONAL)
-and allows the lowest minimum protocol; `check()` then enforces, right after the handshake and before a
-byte is parsed, what the chosen server requires (a client certificate, its SANs, `min_protocol`).
-A presented client certificate is verified against the chosen server's roots (its `ca_file`; the mesh
-root for ISTIO_MUTUAL). ISTIO_MUTUAL serves the gateway's workload certificate, read at each handshake.
+asks for a client certificate when any server wants one (CERT_REQUIRED when all require one, else
+CERT_OPTIONAL) and allows the lowest minimum protocol; `check()` then enforces, right after the handshake
+and before a byte is parsed, what the chosen server requires (a client certificate, its SANs,
+`min_protocol`). A presented client certificate is verified against the chosen server's roots (its
+`ca_file`; the mesh root for ISTIO_MUTUAL): a bad one fails the handshake. OPTIONAL_MUTUAL asks for a
+certificate and verifies it the same way, but lets a client that sends none in. ISTIO_MUTUAL serves the
+gateway's workload certificate, read at each handshake.
 
 Contexts are built when a view is applied (`compile_listeners`): a missing or bad file is a ViewError,
 so the view is NACKed and the previous one keeps serving. A plaintext listener with `https_redirect`
@@ -33,21 +36,25 @@ VERSIONS = {"TLSV1_2": ssl.TLSVersion.TLSv1_2, "TLSV1_3": ssl.TLSVersion.TLSv1_3
 _ORDER = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
 _RANK = {ssl.TLSVersion.TLSv1_2: 2, ssl.TLSVersion.TLSv1_3: 3}
 DEFAULT_MIN = ssl.TLSVersion.TLSv1_2  # Envoy's server default
+_FILE_MODES = (security.TLS_SIMPLE, security.TLS_MUTUAL, security.TLS_OPTIONAL_MUTUAL)  # certificate files
+_CLIENT_CA_MODES = (security.TLS_MUTUAL, security.TLS_OPTIONAL_MUTUAL)  # verify clients against ca_file
 
 
 class CompiledServer:
-    __slots__ = ("spec", "context", "client_cert", "minimum")
+    __slots__ = ("spec", "context", "client_cert", "asks_cert", "minimum")
 
     def __init__(self, spec: model.ServerTls) -> None:
         self.spec = spec
         self.minimum = VERSIONS.get(spec.min_protocol, DEFAULT_MIN)
-        self.client_cert = spec.mode in (security.TLS_MUTUAL, security.TLS_ISTIO_MUTUAL)
+        self.client_cert = spec.mode in (security.TLS_MUTUAL, security.TLS_ISTIO_MUTUAL)  # required
+        self.asks_cert = self.client_cert or spec.mode == security.TLS_OPTIONAL_MUTUAL
         self.context: ssl.SSLContext | None = None  # ISTIO_MUTUAL: the workload context, at handshake time
-        if spec.mode in (security.TLS_SIMPLE, security.TLS_MUTUAL):
-            roots = _read(spec.ca_file) if spec.mode == security.TLS_MUTUAL else None
-            if spec.mode == security.TLS_MUTUAL and not roots:
-                raise ValueError("MUTUAL needs ca_file: the roots client certificates must chain to")
-            self.context = tls.server_context(spec.cert_file, spec.key_file, roots)
+        if spec.mode in _FILE_MODES:
+            roots = _read(spec.ca_file) if spec.mode in _CLIENT_CA_MODES and spec.ca_file else None
+            if spec.mode in _CLIENT_CA_MODES and not roots:
+                raise ValueError(f"{spec.mode} needs ca_file: the roots client certificates must chain to")
+            self.context = tls.server_context(spec.cert_file, spec.key_file, roots,
+                                              require_client_cert=spec.mode == security.TLS_MUTUAL)
             self.context.minimum_version = self.minimum
 
 
@@ -76,8 +83,10 @@ class ServerTlsSet:
         self.by_context = {id(s.context): s for s in self.servers if s.context is not None}
         base = self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         base.minimum_version = min((s.minimum for s in self.servers), key=_RANK.__getitem__)
-        needs = [s.client_cert for s in self.servers]
-        base.verify_mode = ssl.CERT_REQUIRED if all(needs) else ssl.CERT_OPTIONAL if any(needs) else ssl.CERT_NONE
+        required, asked = [s.client_cert for s in self.servers], [s.asks_cert for s in self.servers]
+        base.verify_mode = (
+            ssl.CERT_REQUIRED if all(required) else ssl.CERT_OPTIONAL if any(asked) else ssl.CERT_NONE
+        )
         base.set_alpn_protocols(tls.ALPN)
         base.sni_callback = self._select
 
@@ -115,11 +124,11 @@ class ServerTlsSet:
             server = next((s for s in self.servers if s.context is None), self.servers[0])
         if _ORDER.get(ssl_object.version() or "", 0) < _RANK[server.minimum]:
             return f"protocol {ssl_object.version()} below {server.spec.min_protocol}"
-        if not server.client_cert:
+        if not server.asks_cert:
             return None
-        cert = ssl_object.getpeercert()
+        cert = ssl_object.getpeercert()  # verified against the server's roots when present
         if not cert:
-            return "client certificate required"
+            return "client certificate required" if server.client_cert else None
         wanted = server.spec.subject_alt_names
         if wanted:
             names = {value for _, value in cert.get("subjectAltName", ())}

@@ -163,11 +163,17 @@ def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> byt
 def redirect_location(redirect: model.Redirect, head: matching.RequestHead) -> bytes:
     scheme = redirect.scheme or head.scheme
     authority = redirect.authority or head.host
-    if redirect.port:
-        authority = f"{authority}:{redirect.port}"
-    elif not redirect.authority and head.port not in (80, 443):
+    # derivePort: FROM_REQUEST_PORT writes the request's port, FROM_PROTOCOL_DEFAULT none (80/443 implied).
+    port = head.port if redirect.derive_port == model.FROM_REQUEST_PORT else redirect.port
+    if port:
+        authority = f"{authority}:{port}"
+    elif not redirect.authority and not redirect.derive_port and head.port not in (80, 443):
         authority = f"{authority}:{head.port}"
-    path = redirect.uri if redirect.uri is not None else head.path
+    path = head.path
+    if redirect.uri is not None:
+        # Envoy keeps the request's query (strip_query is false) unless the new path brings its own.
+        cut = path.find("?")
+        path = redirect.uri + path[cut:] if cut >= 0 and "?" not in redirect.uri else redirect.uri
     return f"{scheme}://{authority}{path}".encode("latin-1")
 
 
@@ -189,6 +195,8 @@ def hash_key(lb: model.LoadBalancer, exchange: Exchange) -> str | None:
         attrs = f"; Max-Age={int(lb.hash_cookie_ttl)}" if lb.hash_cookie_ttl else ""
         if lb.hash_cookie_path:
             attrs += f"; Path={lb.hash_cookie_path}"
+        for name, attr in lb.hash_cookie_attributes:  # Envoy's order: after Path, before HttpOnly
+            attrs += f"; {name}={attr}" if attr else f"; {name}"
         exchange.extra_response_headers += f"set-cookie: {lb.hash_cookie}={value}{attrs}; HttpOnly\r\n".encode()
         return value
     if lb.hash_source_ip:

@@ -88,13 +88,22 @@ class WeightedCluster:
     response_headers: HeaderOps = NO_HEADER_OPS
 
 
+# Redirect.derive_port (Istio's derivePort): no explicit port in the Location, or the request's port.
+FROM_PROTOCOL_DEFAULT = "FROM_PROTOCOL_DEFAULT"
+FROM_REQUEST_PORT = "FROM_REQUEST_PORT"
+
+
 @dataclass(frozen=True, slots=True)
 class Redirect:
+    """A VirtualService `redirect`. `uri` replaces the path (the request's query is kept unless `uri` has
+    its own, as Envoy does); `port` or `derive_port` ("" or one of the two above) decide the port."""
+
     uri: str | None = None
     authority: str | None = None
     port: int | None = None
     scheme: str | None = None
     status: int = 301
+    derive_port: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,7 @@ class LoadBalancer:
     hash_cookie: str | None = None
     hash_cookie_path: str | None = None
     hash_cookie_ttl: float | None = None
+    hash_cookie_attributes: tuple[tuple[str, str], ...] = ()  # (name, value) set on a generated cookie
     hash_source_ip: bool = False
     hash_query_parameter: str | None = None
     ring_size: int = 1024

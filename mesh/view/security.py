@@ -22,6 +22,7 @@ TLS_DISABLE = "DISABLE"
 TLS_SIMPLE = "SIMPLE"
 TLS_MUTUAL = "MUTUAL"
 TLS_ISTIO_MUTUAL = "ISTIO_MUTUAL"
+TLS_OPTIONAL_MUTUAL = "OPTIONAL_MUTUAL"  # Gateway only: a client certificate is asked for, verified if sent
 
 # AuthorizationPolicy actions a proxy evaluates (CUSTOM is refused at apply).
 ALLOW = "ALLOW"
@@ -67,15 +68,16 @@ class UpstreamTls:
 @dataclass(frozen=True, slots=True)
 class ServerTls:
     """One Gateway server's `tls` on a listener: the certificate for `hosts` (chosen by SNI; the first
-    server is the default). MUTUAL requires a client certificate signed by `ca_file`. ISTIO_MUTUAL uses
-    the gateway's workload certificate and the mesh root."""
+    server is the default). MUTUAL requires a client certificate signed by `ca_file`; OPTIONAL_MUTUAL asks
+    for one and, when the client sends it, verifies it the same way (chain and `subject_alt_names`), but
+    lets a client without one in. ISTIO_MUTUAL uses the gateway's workload certificate and the mesh root."""
 
     mode: str
     hosts: tuple[str, ...] = ("*",)
     cert_file: str = ""
     key_file: str = ""
     ca_file: str = ""
-    subject_alt_names: tuple[str, ...] = ()  # MUTUAL: accepted client certificate SANs (empty: any)
+    subject_alt_names: tuple[str, ...] = ()  # (OPTIONAL_)MUTUAL: accepted client cert SANs (empty: any)
     min_protocol: str = ""  # "TLSV1_2", "TLSV1_3" or "" (library default)
 
 

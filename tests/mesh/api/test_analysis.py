@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from mesh.api import ENFORCED, KINDS, Message, analyze, fqdn, load_document, load_text, unenforced_fields
-from tests.mesh.api.conftest import doc, dr, gw, route_to, to_yaml, vs
+from mesh.api import (
+    ENFORCED,
+    KINDS,
+    ConfigError,
+    Message,
+    analyze,
+    fqdn,
+    load_document,
+    load_text,
+    unenforced_fields,
+)
+from tests.mesh.api.conftest import doc, dr, gw, route_to, se, to_yaml, vs
 
 
 def _dr(host: str, subsets: list[str], namespace: str = "bookinfo", name: str = "reviews") -> dict:
@@ -270,6 +280,89 @@ def test_unenforced_fields_become_warnings() -> None:
     (m,) = _codes(analyze(resources), "WEIR0001")
     assert (m.level, m.resource_key) == ("Warning", "VirtualService/bookinfo/reviews")
     assert "spec.http[0].corsPolicy" in m.text
+
+
+def test_enforced_source_namespace_and_workload_selector_are_not_warned() -> None:
+    """`sourceNamespace` drops match blocks for other namespaces (mesh.control.routes); a DestinationRule
+    `workloadSelector` limits it to matching workloads of its namespace (mesh.control.clusters)."""
+    body = vs([{"match": [{"sourceNamespace": "bookinfo"}], "route": [route_to()]}])
+    rule = _dr("reviews", ["v1"])
+    rule["spec"]["workloadSelector"] = {"matchLabels": {"app": "gw"}}
+    assert _codes(analyze([load_document(body), load_document(rule)]), "WEIR0001") == []
+
+
+def _server(protocol: str, mode: str | None = None, number: int = 443) -> dict:
+    server: dict = {"port": {"number": number, "name": f"p{number}", "protocol": protocol}, "hosts": ["*"]}
+    if mode is not None:
+        server["tls"] = {"mode": mode}
+        if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+            server["tls"]["credentialName"] = "cert"
+    return server
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        (_server("HTTP", number=80), None),
+        (_server("HTTPS", "SIMPLE"), None),
+        (_server("HTTPS", "MUTUAL"), None),
+        (_server("HTTPS", "OPTIONAL_MUTUAL"), None),
+        (_server("HTTPS", "ISTIO_MUTUAL"), None),
+        (_server("GRPC", number=8080), None),
+        (_server("HTTPS", "PASSTHROUGH"), "spec.servers[0].tls.mode PASSTHROUGH "),
+        (_server("TLS", "AUTO_PASSTHROUGH"), "spec.servers[0].tls.mode AUTO_PASSTHROUGH "),
+        ({**_server("HTTPS"), "tls": {"credentialName": "cert"}}, "spec.servers[0].tls.mode PASSTHROUGH (unset) "),
+        (_server("TLS", "SIMPLE"), "spec.servers[0].port.protocol TLS "),
+        (_server("TCP", number=3306), "spec.servers[0].port.protocol TCP "),
+        (_server("mongo", number=27017), "spec.servers[0].port.protocol mongo "),
+    ],
+)
+def test_gateway_servers_weir_drops_are_warned_naming_field_and_value(server: dict, expected: str | None) -> None:
+    (resource,) = load_text(to_yaml(gw([server])))
+    messages = _codes(analyze([resource]), "WEIR0001")
+    if expected is None:
+        assert messages == []
+    else:
+        (m,) = messages
+        assert (m.level, m.resource_key) == ("Warning", "Gateway/bookinfo/bookinfo-gateway")
+        assert m.text.startswith(expected + "is accepted but not enforced by Weir yet: ")
+        assert "this server is not served" in m.text
+
+
+def test_only_the_dropped_server_of_a_gateway_is_warned() -> None:
+    body = gw([_server("HTTP", number=80), _server("HTTPS", "SIMPLE"), _server("TLS", "PASSTHROUGH", number=8443)])
+    (m,) = _codes(analyze([load_document(body)]), "WEIR0001")
+    assert m.text.startswith("spec.servers[2].tls.mode PASSTHROUGH ")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "warned"),
+    [("HTTP", False), ("http2", False), ("GRPC", False), (None, False),
+     ("HTTPS", True), ("TLS", True), ("TCP", True), ("MONGO", True), ("mysql", True)],
+)
+def test_service_entry_ports_sidecars_cannot_carry_are_warned(protocol: str | None, warned: bool) -> None:
+    port: dict = {"number": 443, "name": "p"}
+    if protocol is not None:
+        port["protocol"] = protocol
+    entry = se(hosts=["api.example.com"], ports=[{"number": 80, "name": "http", "protocol": "HTTP"}, port],
+               resolution="DNS")
+    messages = _codes(analyze([load_document(entry)]), "WEIR0001")
+    if not warned:
+        assert messages == []
+        return
+    (m,) = messages
+    assert m.resource_key == "ServiceEntry/bookinfo/external"
+    assert m.text.startswith(f"spec.ports[1].protocol {protocol} is accepted but not enforced by Weir yet: ")
+    assert "HTTP only" in m.text
+
+
+def test_optional_mutual_needs_a_client_ca_like_mutual() -> None:
+    """Istio: OPTIONAL_MUTUAL verifies the certificates clients present, so file-based servers name a CA."""
+    server = {**_server("HTTPS"), "tls": {"mode": "OPTIONAL_MUTUAL", "serverCertificate": "/c", "privateKey": "/k"}}
+    with pytest.raises(ConfigError, match="client CA bundle"):
+        load_document(gw([server]))
+    server["tls"]["caCertificates"] = "/ca"
+    load_document(gw([server]))
 
 
 def test_errors_come_before_warnings() -> None:

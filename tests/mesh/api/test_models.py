@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from mesh.api import (
+    ConfigError,
     DestinationRule,
     Duration,
     Gateway,
@@ -363,3 +364,26 @@ def test_json_schema_is_available_for_crd_generation(cls: type) -> None:
     schema = cls.model_json_schema(by_alias=True)
     assert set(schema["required"]) >= {"apiVersion", "kind", "metadata", "spec"}
     assert all("_" not in name for name in schema["properties"])
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        {"name": "u", "attributes": [{"name": "SameSite", "value": "Strict\r\nx-injected: 1"}]},
+        {"name": "u", "attributes": [{"name": "Same\nSite"}]},
+        {"name": "u\r\nx-injected: 1"},
+        {"name": "u", "path": "/\x00"},
+    ],
+)
+def test_http_cookie_parts_cannot_break_the_set_cookie_header(cookie: dict) -> None:
+    """The generated cookie's name, path and attributes are written into a Set-Cookie response header."""
+    body = dr(trafficPolicy={"loadBalancer": {"consistentHash": {"httpCookie": {**cookie, "ttl": "0s"}}}})
+    with pytest.raises(ConfigError, match="Set-Cookie"):
+        load_document(body)
+
+
+def test_http_cookie_attributes_parse() -> None:
+    cookie = {"name": "u", "ttl": "0s", "attributes": [{"name": "SameSite", "value": "Lax"}, {"name": "Secure"}]}
+    rule = load_document(dr(trafficPolicy={"loadBalancer": {"consistentHash": {"httpCookie": cookie}}}))
+    parsed = rule.spec.traffic_policy.load_balancer.consistent_hash.http_cookie.attributes
+    assert [(a.name, a.value) for a in parsed] == [("SameSite", "Lax"), ("Secure", None)]

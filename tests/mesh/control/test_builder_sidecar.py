@@ -135,6 +135,10 @@ def test_match_gateways_filters_blocks_for_sidecars():
 def test_route_actions_and_header_operations():
     http = """  - match: [{uri: {prefix: /old}}]
     redirect: {uri: /new, redirectCode: 302}
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {authority: books.example.com, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /secure}}]
+    redirect: {scheme: https, derivePort: FROM_PROTOCOL_DEFAULT}
   - match: [{uri: {exact: /teapot}}]
     directResponse: {status: 418, body: {string: short and stout}}
   - match: [{uri: {prefix: /api}, ignoreUriCase: true}]
@@ -147,6 +151,10 @@ def test_route_actions_and_header_operations():
     v = view(vs(http))
     r = sim.route(v, 9080, "books", path="/old/x")
     assert r.redirect == model.Redirect(uri="/new", status=302) and not r.clusters
+    r = sim.route(v, 9080, "books", path="/moved")
+    assert r.redirect == model.Redirect(authority="books.example.com", derive_port=model.FROM_REQUEST_PORT)
+    r = sim.route(v, 9080, "books", path="/secure")
+    assert r.redirect == model.Redirect(scheme="https", derive_port=model.FROM_PROTOCOL_DEFAULT)
     r = sim.route(v, 9080, "books", path="/teapot")
     assert r.direct_response == model.DirectResponse(418, "short and stout")
     r = sim.route(v, 9080, "books", path="/API/v")

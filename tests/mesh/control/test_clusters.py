@@ -74,6 +74,9 @@ def test_consistent_hash_mapping():
             "RING_HASH", hash_cookie="user", hash_cookie_path="/", hash_cookie_ttl=10.0, ring_size=2048),
         "{useSourceIp: true, minimumRingSize: 64}": model.LoadBalancer("RING_HASH", hash_source_ip=True, ring_size=64),
         "{httpQueryParameterName: q}": model.LoadBalancer("RING_HASH", hash_query_parameter="q"),
+        "{httpCookie: {name: u, ttl: 0s, attributes: [{name: SameSite, value: Strict}, {name: Secure}]}}":
+            model.LoadBalancer("RING_HASH", hash_cookie="u", hash_cookie_ttl=0.0,
+                               hash_cookie_attributes=(("SameSite", "Strict"), ("Secure", ""))),
     }
     for spec, expected in cases.items():
         v = view(dr("bookinfo", "books", f"  trafficPolicy: {{loadBalancer: {{consistentHash: {spec}}}}}"))

@@ -59,6 +59,36 @@ def test_apply_reports_changes_and_warnings(tmp_path):
     assert store.revision == 2
 
 
+def test_apply_warns_about_gateway_servers_and_service_entry_ports_weir_cannot_serve(tmp_path):
+    text = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: bookinfo}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+"""
+    result = config_store.ConfigStore(tmp_path).apply([("edge.yaml", text)])
+    assert {c.key for c in result.changes} == {"Gateway/bookinfo/edge", "ServiceEntry/bookinfo/ext"}  # applied
+    warned = [w for w in result.warnings if "WEIR0001" in w]
+    assert len(warned) == 2
+    assert any("spec.servers[1].tls.mode PASSTHROUGH" in w for w in warned)
+    assert any("spec.ports[0].protocol TLS" in w for w in warned)
+
+
 def test_dry_run_changes_nothing(tmp_path):
     store = config_store.ConfigStore(tmp_path)
     result = store.apply([("vs.yaml", VS)], dry_run=True)

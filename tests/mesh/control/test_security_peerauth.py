@@ -156,6 +156,7 @@ kind: ServiceEntry
 metadata: {name: books-alias, namespace: bookinfo}
 spec:
   hosts: [books.internal]
+  location: MESH_INTERNAL
   ports: [{number: 9080, name: http, protocol: HTTP}]
   resolution: STATIC
   workloadSelector: {labels: {app: books}}
@@ -170,6 +171,39 @@ def test_service_entry_endpoints_have_no_sidecar_unless_selected_workloads():
     selected = sim.endpoints(v, "outbound|9080||books.internal")
     assert [(e.workload, e.mtls) for e in selected] == [("books-v1", True), ("books-v2", True)]
     assert all(e.identity == "spiffe://cluster.local/ns/bookinfo/sa/books" for e in selected)
+
+
+@pytest.mark.parametrize("location", [None, "MESH_EXTERNAL", "MESH_INTERNAL"])
+@pytest.mark.parametrize("selected", [True, False], ids=["workload-selector", "inline-endpoints"])
+def test_only_mesh_internal_service_entries_get_auto_mtls(location, selected):
+    """Istio: no auto mTLS to a MESH_EXTERNAL service (the default location), even when the workloads it
+    selects run sidecars that accept mTLS; MESH_INTERNAL selected workloads are in the mesh. Inline
+    endpoints never have a sidecar."""
+    entry = SERVICE_ENTRY.split("---")[1].replace("  location: MESH_INTERNAL\n", "")
+    if location:
+        entry = entry.replace("  resolution:", f"  location: {location}\n  resolution:")
+    if not selected:
+        entry = entry.replace("workloadSelector: {labels: {app: books}}", "endpoints: [{address: 10.0.0.9}]")
+    eps = sim.endpoints(view(entry + "---\n" + pa("ns", NS, "STRICT"), sidecar("gw-v1")),
+                        "outbound|9080||books.internal")
+    expected = selected and location == "MESH_INTERNAL"
+    assert eps and [e.mtls for e in eps] == [expected] * len(eps)
+
+
+def test_a_destination_rule_still_originates_istio_mutual_to_a_mesh_external_entry():
+    entry = SERVICE_ENTRY.split("---")[1].replace("  location: MESH_INTERNAL\n", "")
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: books-internal, namespace: bookinfo}
+spec:
+  host: books.internal
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+"""
+    v = view(entry + "---\n" + dr, sidecar("gw-v1"))
+    (cluster,) = [c for c in v.clusters if c.name == "outbound|9080||books.internal"]
+    assert cluster.tls is not None and cluster.tls.mode == view_security.TLS_ISTIO_MUTUAL
+    assert [e.mtls for e in sim.endpoints(v, cluster.name)] == [False, False]  # auto mTLS stays off
 
 
 def test_trust_domain_and_root_namespace_are_settings():

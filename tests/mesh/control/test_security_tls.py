@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from mesh import api
 from mesh.control import builder, snapshot
 from mesh.view import model
 from tests.mesh.control import simulate as sim
@@ -208,3 +209,61 @@ def test_min_protocol_version(version, expected):
 def test_sidecars_get_no_gateway_tls():
     v = view(GATEWAY, sidecar())
     assert all(x.tls == () and not x.https_redirect for x in v.listeners)
+
+
+OPTIONAL_MUTUAL = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-cred, protocol: HTTPS}
+    hosts: ["partners.example.com"]
+    tls: {mode: OPTIONAL_MUTUAL, credentialName: partners, subjectAltNames: [partner.example.com]}
+  - port: {number: 8443, name: https-files, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: OPTIONAL_MUTUAL, serverCertificate: /c/s.crt, privateKey: /c/s.key, caCertificates: /c/ca.crt}
+  - port: {number: 9443, name: https-no-ca, protocol: HTTPS}
+    hosts: ["*"]
+    tls:
+      mode: OPTIONAL_MUTUAL
+      tlsCertificates: [{serverCertificate: /c/s.crt, privateKey: /c/s.key}]
+---
+""" + GATEWAY.split("---\n", 1)[1]
+
+
+def test_optional_mutual_asks_for_a_client_certificate_verified_against_its_ca(caplog):
+    """Istio: OPTIONAL_MUTUAL requests a client certificate and verifies one that is sent, against the
+    server's CA and subjectAltNames; clients without one are let in (the proxy enforces that part)."""
+    with caplog.at_level(logging.WARNING, logger="mesh.control.tls"):
+        v = gateway_view(OPTIONAL_MUTUAL)
+    assert listener(v, 443).tls == (
+        model.ServerTls(mode="OPTIONAL_MUTUAL", hosts=("partners.example.com",),
+                        cert_file="/var/weir/credentials/partners/tls.crt",
+                        key_file="/var/weir/credentials/partners/tls.key",
+                        ca_file="/var/weir/credentials/partners/ca.crt",
+                        subject_alt_names=("partner.example.com",)),
+    )
+    assert listener(v, 8443).tls == (
+        model.ServerTls(mode="OPTIONAL_MUTUAL", hosts=("*",), cert_file="/c/s.crt", key_file="/c/s.key",
+                        ca_file="/c/ca.crt"),
+    )
+    # No roots to verify a client certificate against: none is asked for (SIMPLE), as Envoy does, and said.
+    assert listener(v, 9443).tls == (
+        model.ServerTls(mode="SIMPLE", hosts=("*",), cert_file="/c/s.crt", key_file="/c/s.key"),
+    )
+    assert "OPTIONAL_MUTUAL without caCertificates" in caplog.text
+    assert "9443" in caplog.text and "8443" not in caplog.text
+
+
+def test_gateway_listeners_are_the_servers_analyze_does_not_warn_about():
+    """`mesh.api.dropped_server` is the one list: the servers analyze warns about (WEIR0001) are exactly
+    those that get no listener."""
+    resources = snap(GATEWAY).resources
+    (gw,) = [r for r in resources if r.kind == "Gateway"]
+    warned = {m.text.split(" ", 1)[0] for m in api.analyze(resources) if m.code == "WEIR0001"}
+    dropped = {f"spec.servers[{i}]" for i, s in enumerate(gw.spec.servers) if api.dropped_server(s)}
+    assert {w.rsplit(".", 2)[0] for w in warned} == dropped == {"spec.servers[4]"}  # the PASSTHROUGH one
+    served = {s.port.number for s in gw.spec.servers if api.dropped_server(s) is None}
+    assert {x.port for x in gateway_view().listeners} == served

@@ -144,6 +144,43 @@ async def test_one_port_with_simple_and_mutual_servers_enforces_each(ca, tmp_pat
 
 
 @pytest.mark.uvloop
+async def test_optional_mutual_verifies_a_client_certificate_when_one_is_sent(ca, tmp_path):
+    """Istio's OPTIONAL_MUTUAL: the gateway asks for a client certificate and verifies one that is sent
+    (chain to the server's CA, then its subjectAltNames), but a client without one gets through."""
+    roots = tlsnet.write_pem(tmp_path, "clients-root.pem", ca.root_pem)
+    server = simple(ca, tmp_path, "o.example.com", mode=security.TLS_OPTIONAL_MUTUAL, ca_file=roots,
+                    subject_alt_names=(tlsnet.spiffe("partner"), tlsnet.spiffe("user")))
+    gw = await gateway((server,))
+    user = tlsnet.mesh(ca, tmp_path, "user")
+    try:
+        answer = await http(port_of(gw), ctx=client(ca), sni="o.example.com")
+        assert answer.status == 200 and sans(answer) == ["o.example.com"]
+        async with tlsnet.kept_open(port_of(gw), ctx=client(ca, user), sni="o.example.com") as held:
+            assert held.status == 200
+            peer = held.accepted_by(gw.runtime).transport.get_extra_info("peercert")
+            assert [value for _, value in peer["subjectAltName"]] == [tlsnet.spiffe("user")]
+        stranger = tlsnet.mesh(pki.make_ca(), tmp_path, "partner")  # the right name from another CA
+        assert await refused(port_of(gw), ctx=client(ca, stranger), sni="o.example.com")
+        assert gw.counter("downstream_cx_tls_failures_total", reason="handshake") == 1
+        outsider = tlsnet.mesh(ca, tmp_path, "outsider")  # the right CA, a name not accepted
+        assert await refused(port_of(gw), ctx=client(ca, outsider), sni="o.example.com")
+        assert gw.counter("downstream_cx_tls_failures_total", reason="policy") == 1
+    finally:
+        await gw.proxy.shutdown()
+
+
+@pytest.mark.uvloop
+async def test_optional_mutual_needs_its_ca_file(ca, tmp_path):
+    gw = await gateway()
+    try:
+        server = simple(ca, tmp_path, "o.example.com", mode=security.TLS_OPTIONAL_MUTUAL)
+        with pytest.raises(model.ViewError, match="OPTIONAL_MUTUAL needs ca_file"):
+            await gw.proxy.apply_view(tlsnet.gateway_view(HTTPS, (server,)), "v2")
+    finally:
+        await gw.proxy.shutdown()
+
+
+@pytest.mark.uvloop
 async def test_istio_mutual_serves_the_gateway_workload_certificate(ca, tmp_path):
     material = tlsnet.mesh(ca, tmp_path, "istio-ingressgateway")
     gw = await gateway((model.ServerTls(security.TLS_ISTIO_MUTUAL, ("*",)),), material=material)

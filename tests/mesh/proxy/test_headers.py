@@ -129,9 +129,20 @@ def test_rewrite(loop, rt, match, rewrite, path, expected):
 @pytest.mark.parametrize("redirect, path, host, expected", [
     (model.Redirect(uri="/v1/bookRatings", authority="newratings.default.svc.cluster.local"), "/v1/getProductRatings",
      "ratings:9080", b"http://newratings.default.svc.cluster.local/v1/bookRatings"),
-    (model.Redirect(uri="/new"), "/old?q=1", "books:9080", b"http://books:9080/new"),
+    # Envoy keeps the request's query (strip_query false) unless the redirect's uri has its own.
+    (model.Redirect(uri="/new"), "/old?q=1", "books:9080", b"http://books:9080/new?q=1"),
+    (model.Redirect(uri="/new?from=old"), "/old?q=1", "books:9080", b"http://books:9080/new?from=old"),
+    (model.Redirect(uri="/new"), "/old", "books:9080", b"http://books:9080/new"),
     (model.Redirect(scheme="https"), "/old?q=1", "books:80", b"https://books/old?q=1"),
     (model.Redirect(authority="b", port=8443, scheme="https"), "/p", "books:9080", b"https://b:8443/p"),
+    # derivePort: the protocol's default port is implied (none written), or the request's port is kept.
+    (model.Redirect(scheme="https", derive_port=model.FROM_PROTOCOL_DEFAULT), "/p", "books:8080",
+     b"https://books/p"),
+    (model.Redirect(uri="/n", derive_port=model.FROM_PROTOCOL_DEFAULT), "/p?a=1", "books:9080",
+     b"http://books/n?a=1"),
+    (model.Redirect(authority="b", derive_port=model.FROM_REQUEST_PORT), "/p", "books:9080", b"http://b:9080/p"),
+    (model.Redirect(scheme="https", derive_port=model.FROM_REQUEST_PORT), "/p", "books:8443",
+     b"https://books:8443/p"),
 ])
 def test_redirect_location(redirect, path, host, expected):
     name, _, port = host.partition(":")
@@ -167,6 +178,17 @@ def test_hash_cookie_with_ttl_is_generated_and_set():
     present = make_exchange(raw_headers=b"cookie: user=" + key.encode())
     assert headers.hash_key(lb(hash_cookie="user", hash_cookie_ttl=60.0), present) == key
     assert present.extra_response_headers == b""
+
+
+def test_hash_cookie_attributes_are_set_on_the_generated_cookie():
+    """Istio 1.24 httpCookie.attributes → Envoy's cookie attributes: after Path, before HttpOnly; an
+    attribute without a value is written as its name alone."""
+    exchange = make_exchange("/")
+    balancer = lb(hash_cookie="user", hash_cookie_ttl=60.0, hash_cookie_path="/",
+                  hash_cookie_attributes=(("SameSite", "Strict"), ("Secure", "")))
+    key = headers.hash_key(balancer, exchange)
+    assert exchange.extra_response_headers == (
+        f"set-cookie: user={key}; Max-Age=60; Path=/; SameSite=Strict; Secure; HttpOnly\r\n".encode())
 
 
 def test_hash_cookie_with_zero_ttl_is_a_session_cookie():
