@@ -81,6 +81,7 @@ class StackSettings:
     routing: str  # the pinned release (`all-v1@v1`), or an unreleased scenario's name
     routing_resources: tuple[dict[str, Any], ...]  # its custom resources, validated (and digest-checked)
     workload_cert_ttl: str  # weir:security.workloadCertTtl, Istio's 24h when unset
+    otlp_endpoint: str | None = None  # weir:otlpEndpoint: every proxy also exports spans there; None: off
 
     @property
     def workload_pool(self) -> str:
@@ -96,6 +97,7 @@ class StackSettings:
             mtls_mode=self.mtls_mode,
             outbound_policy=self.outbound_policy,
             workload_cert_ttl=self.workload_cert_ttl,
+            otlp_endpoint=self.otlp_endpoint,
         )
 
 
@@ -263,6 +265,15 @@ def _workload_cert_ttl(read: Reader) -> str:
     return ttl
 
 
+def _otlp_endpoint(read: Reader) -> str | None:
+    key = manifest_settings.OTLP_ENDPOINT_KEY
+    endpoint = _get(read, key, None)
+    problem = manifest_settings.otlp_endpoint_problem(endpoint) if endpoint is not None else None
+    if problem is not None:
+        raise SettingsError(key, problem)
+    return endpoint
+
+
 def from_reader(read: Reader, stack: str) -> StackSettings:
     """Build and validate the settings; `read` maps a full key to its parsed value (or `_MISSING`)."""
     return StackSettings(
@@ -285,6 +296,7 @@ def from_reader(read: Reader, stack: str) -> StackSettings:
         outbound_policy=_outbound_policy(read),
         **_routing(read),
         workload_cert_ttl=_workload_cert_ttl(read),
+        otlp_endpoint=_otlp_endpoint(read),
     )
 
 

@@ -300,7 +300,8 @@ def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list
         manifest_settings = ManifestSettings(
             stack=settings.name, image=settings.image, routing=settings.routing_resources(),
             admin_users=settings.admin_users, mtls_mode=settings.mtls_mode,
-            outbound_policy=settings.outbound_policy, workload_cert_ttl=settings.workload_cert_ttl or "24h")
+            outbound_policy=settings.outbound_policy, workload_cert_ttl=settings.workload_cert_ttl or "24h",
+            otlp_endpoint=settings.otlp_endpoint)
         return manifests.render(manifest_settings)
     except _api().ConfigError as exc:
         raise errors.WeirError(f"stack {settings.name}: routing {settings.routing_file}: {exc}") from None

@@ -6,7 +6,8 @@ Service dicts) into a Plan; nothing here touches the OS. Ports follow docs/archi
 gateway's admin port is `portBase + 9`; the control plane listens on `controlPlanePort` (meshctl's HTTP
 API) and on the stack's mesh channel port (TLS, for proxies). Each proxy trusts only the mesh root
 (`--ca-file <state>/ca/root-cert.pem`), keeps its key in `<state>/proxies/<proxy-id>/`, and carries an
-`identity` the supervisor mints a one-time bootstrap token for. A Plan round-trips through JSON
+`identity` the supervisor mints a one-time bootstrap token for; every proxy also exports its spans to the
+stack's `weir:otlpEndpoint` when it sets one (`--otlp-endpoint`). A Plan round-trips through JSON
 (`plan.json` in the state dir), which is how the supervisor receives it. Next: mesh.local.supervisor runs it.
 """
 
@@ -178,6 +179,12 @@ LOCAL_TELEMETRY = ("--trace-sampling", "100")
 LOCAL_DRAIN_TIMEOUT = ("--drain-timeout", "4")
 
 
+def _telemetry(settings: StackSettings) -> tuple[str, ...]:
+    """Every proxy's telemetry flags: LOCAL_TELEMETRY, and the stack's OTLP collector when it names one."""
+    otlp = ("--otlp-endpoint", settings.otlp_endpoint) if settings.otlp_endpoint else ()
+    return (*LOCAL_TELEMETRY, *otlp)
+
+
 def _identity(namespace: str, account: str, proxy_id: str) -> dict[str, str]:
     return {"namespace": namespace, "serviceAccount": account, "proxyId": proxy_id}
 
@@ -190,7 +197,7 @@ def _gateway(settings: StackSettings, python: str) -> ProcessSpec:
                  "--id", GATEWAY_PROXY_ID, "--namespace", GATEWAY_NAMESPACE,
                  "--workload", GATEWAY_WORKLOAD, "--labels", GATEWAY_LABELS,
                  "--service-account", GATEWAY_SERVICE_ACCOUNT, *_mesh_channel(settings, GATEWAY_PROXY_ID),
-                 *LOCAL_TELEMETRY, *LOCAL_DRAIN_TIMEOUT,
+                 *_telemetry(settings), *LOCAL_DRAIN_TIMEOUT,
                  "--port-map", f"{GATEWAY_SERVICE_PORT}={settings.ingress_port},"
                                f"{GATEWAY_TLS_SERVICE_PORT}={settings.ingress_tls_port}",
                  "--admin-port", str(admin)),
@@ -219,7 +226,7 @@ def _workload(settings: StackSettings, index: int, deployment: Mapping[str, Any]
         command=(python, "-m", "mesh.proxy", "--role", "sidecar", "--id", proxy_id,
                  "--namespace", namespace, "--workload", name,
                  "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), "--service-account", account,
-                 *_mesh_channel(settings, proxy_id), *LOCAL_TELEMETRY, *LOCAL_DRAIN_TIMEOUT,
+                 *_mesh_channel(settings, proxy_id), *_telemetry(settings), *LOCAL_DRAIN_TIMEOUT,
                  "--inbound-port", str(ports["inbound"]), "--outbound-port", str(ports["outbound"]),
                  "--app-port", str(ports["app"]), "--admin-port", str(ports["admin"])),
         env={}, ports={p: ports[p] for p in ("inbound", "outbound", "admin")},

@@ -9,7 +9,9 @@ instead name a scenario file with `weir:routing` (`stacks/routing/<name>.yaml`, 
 `dashboardPort` (the control plane's service graph page; default controlPlanePort + 4991: 20001).
 For the Kubernetes manifests (`meshctl render`, the Pulumi program): `weir:image` (default
 ghcr.io/weir-mesh/weir:0.1.0), `weir:adminUsers` (list of users bound to cluster-admin) and `weir:mtlsMode`
-(STRICT|PERMISSIVE|DISABLE, default PERMISSIVE). The project root is the parent of the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
+(STRICT|PERMISSIVE|DISABLE, default PERMISSIVE). For both: `weir:otlpEndpoint` (an OTLP/HTTP collector URL,
+unset by default) makes every proxy also export its spans there (`--otlp-endpoint`).
+The project root is the parent of the `stacks/` directory; the state root is `<root>/.weir/` unless `WEIR_HOME` says otherwise.
 Next in the flow: mesh.local.plan turns the settings into process specs.
 """
 
@@ -24,7 +26,13 @@ import yaml
 
 from mesh.local import errors, gates
 from mesh.manifests import releases
-from mesh.manifests.settings import DEFAULT_IMAGE, MTLS_MODES, OUTBOUND_POLICIES
+from mesh.manifests.settings import (
+    DEFAULT_IMAGE,
+    MTLS_MODES,
+    OTLP_ENDPOINT_KEY,
+    OUTBOUND_POLICIES,
+    otlp_endpoint_problem,
+)
 
 STACKS_DIR = "stacks"
 STATE_ROOT = ".weir"
@@ -61,6 +69,7 @@ class StackSettings:
     release: releases.Pin | None = None  # weir:release + weir:releaseDigest; None: an unreleased scenario
     source: Path | None = None  # the stack file
     promotion: gates.PromotionPolicy = gates.PromotionPolicy()  # weir:promotion (mesh.local.gates)
+    otlp_endpoint: str | None = None  # weir:otlpEndpoint: every proxy's --otlp-endpoint; None: no OTLP export
 
     def routing_resources(self) -> tuple[dict[str, Any], ...]:
         """The resources this environment runs, as custom resources (validated; a release is verified
@@ -164,6 +173,7 @@ def parse(doc: Any, *, stack: str, root: Path, source: Path) -> StackSettings:
         release=pin,
         source=source,
         promotion=gates.parse_policy(config.get("weir:promotion"), str(source)),
+        otlp_endpoint=_otlp_endpoint(config, source),
         **_kubernetes(config, source),
     )
 
@@ -213,6 +223,17 @@ def _kubernetes(config: dict[str, Any], source: Path) -> dict[str, Any]:
                                     f"got {mode!r}")
         out["mtls_mode"] = mode
     return out
+
+
+def _otlp_endpoint(config: dict[str, Any], source: Path) -> str | None:
+    """`weir:otlpEndpoint`: the OpenTelemetry collector every proxy also sends its spans to; None when unset."""
+    endpoint = config.get(OTLP_ENDPOINT_KEY)
+    if endpoint is None:
+        return None
+    problem = otlp_endpoint_problem(endpoint)
+    if problem is not None:
+        raise errors.StackError(f"{source}: key `{OTLP_ENDPOINT_KEY}`: {problem}")
+    return endpoint
 
 
 def _workload_cert_ttl(security: Any, source: Path) -> str | None:

@@ -3,7 +3,8 @@
 
 The proxy (`python -m mesh.proxy --role gateway`) maps Gateway server ports 80/443 to 8080/8443 (no root,
 no NET_BIND_SERVICE), listens on the pod IP for them, keeps its admin on loopback and answers the kubelet and
-Prometheus (the pod's `prometheus.io/*` annotations) on the health port. Identity, trust and key material come exactly as for sidecars: `mesh.manifests.injection`'s
+Prometheus (the pod's `prometheus.io/*` annotations) on the health port. Identity, trust, key material and
+span export (the stack's `weir:otlpEndpoint`) come exactly as for sidecars: `mesh.manifests.injection`'s
 proxy helpers.
 """
 
@@ -27,7 +28,7 @@ def _meta(name: str) -> Obj:
     return {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": dict(LABELS)}
 
 
-def _args() -> list[str]:
+def _args(otlp_endpoint: str | None) -> list[str]:
     return [
         "--role", "gateway",
         "--id", "$(POD_NAME).$(POD_NAMESPACE)",
@@ -44,10 +45,11 @@ def _args() -> list[str]:
         "--inbound-bind", "0.0.0.0",
         "--address", "$(INSTANCE_IP)",
         "--health-port", str(injection.HEALTH_PORT),
+        *injection.otlp_args(otlp_endpoint),
     ]  # fmt: skip
 
 
-def _container(image: str) -> Obj:
+def _container(image: str, otlp_endpoint: str | None) -> Obj:
     ports = [{"name": name, "containerPort": target, "protocol": "TCP"} for _, target, name in PORTS]
     ports.append({"name": "weir-health", "containerPort": injection.HEALTH_PORT, "protocol": "TCP"})
     return {
@@ -55,7 +57,7 @@ def _container(image: str) -> Obj:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "mesh.proxy"],
-        "args": _args(),
+        "args": _args(otlp_endpoint),
         "env": injection.proxy_env(),
         "ports": ports,
         "readinessProbe": injection.readiness_probe(),
@@ -82,7 +84,7 @@ def deployment(settings: ManifestSettings) -> Obj:
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,  # the projected, audience-bound token only
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [_container(settings.image)],
+                    "containers": [_container(settings.image, settings.otlp_endpoint)],
                     "volumes": injection.proxy_volumes(),
                 },
             },

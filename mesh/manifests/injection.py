@@ -9,7 +9,8 @@ It points the app at the proxy through `HTTP_PROXY`,
 mounts an audience-bound service-account token for the CA (TokenReview proves the pod's identity), the
 mesh root certificate (ConfigMap `weir-ca-root-cert`, Istio's `istio-ca-root-cert`: the only trust for the
 control plane's TLS mesh channel) and a memory-backed directory for the proxy's own key and certificate
-(the key never leaves the pod), and annotates the pod for Prometheus. Pure:
+(the key never leaves the pod), and annotates the pod for Prometheus. With `otlp_endpoint` (the stack's
+`weir:otlpEndpoint`) the proxy also exports its spans to that OpenTelemetry collector. Pure:
 the input is never mutated, and injecting twice is the same as injecting once.
 """
 
@@ -62,7 +63,8 @@ def sidecar_of(pod_spec: Obj) -> Obj | None:
     return None
 
 
-def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DEFAULT_CONTROL_PLANE) -> Obj:
+def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DEFAULT_CONTROL_PLANE,
+                   otlp_endpoint: str | None = None) -> Obj:
     """A new Deployment dict with the sidecar added; an injected one comes back unchanged (as a copy)."""
     out = copy.deepcopy(deployment)
     if is_injected(out):
@@ -84,6 +86,7 @@ def inject_sidecar(deployment: Obj, *, proxy_image: str, control_plane: str = DE
         labels=labels,
         service_account=pod.get("serviceAccountName", "default"),
         app_port=_app_port(app),
+        otlp_endpoint=otlp_endpoint,
     )
     # First: the kubelet starts init containers in order, so later ones (and the app) find the proxy ready.
     pod["initContainers"] = [sidecar, *(pod.get("initContainers") or ())]
@@ -132,6 +135,7 @@ def _sidecar(
     labels: dict[str, str],
     service_account: str,
     app_port: int,
+    otlp_endpoint: str | None,
 ) -> Obj:
     args = [
         "--role", "sidecar",
@@ -151,6 +155,7 @@ def _sidecar(
         "--inbound-bind", "0.0.0.0",
         "--address", "$(INSTANCE_IP)",
         "--health-port", str(HEALTH_PORT),
+        *otlp_args(otlp_endpoint),
     ]  # fmt: skip
     return {
         "name": SIDECAR_CONTAINER,
@@ -179,6 +184,11 @@ def _sidecar(
 
 # The pieces every proxy container in a pod shares (sidecars here, the ingress gateway in
 # `mesh.manifests.gateway`): identity env, the readiness probe, the security context and the volumes.
+
+
+def otlp_args(endpoint: str | None) -> list[str]:
+    """`--otlp-endpoint URL` when the stack names an OpenTelemetry collector, else nothing."""
+    return ["--otlp-endpoint", endpoint] if endpoint else []
 
 
 def proxy_env() -> list[Obj]:

@@ -31,7 +31,8 @@ Obj = dict[str, Any]
 def meshed_bookinfo(settings: ManifestSettings) -> list[Obj]:
     """bookinfo-lite's objects, each Deployment with the one sidecar injected."""
     return [
-        injection.inject_sidecar(obj, proxy_image=settings.image) if obj["kind"] == "Deployment" else obj
+        injection.inject_sidecar(obj, proxy_image=settings.image, otlp_endpoint=settings.otlp_endpoint)
+        if obj["kind"] == "Deployment" else obj
         for obj in bookinfo.all_objects(settings.image)
     ]
 

@@ -98,7 +98,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.registry.add(self)
         runtime = self.forwarding.runtime
-        self.tcp_labels = runtime.tcp_labels(self.forwarding.direction, self.secure)
+        self.tcp_labels = runtime.tcp_labels(self.forwarding.direction, self.peer_identity)
         runtime.tcp.open(self.tcp_labels)
         upstream.no_delay(transport)
         peer = transport.get_extra_info("peername")

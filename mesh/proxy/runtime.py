@@ -3,7 +3,8 @@
 `apply()` compiles a received view and swaps one reference (`self.view`), so an exchange that already
 chose its target finishes on the old view and the next one sees the new view: no lock, no torn state.
 Label tuples for metrics are cached per (cluster, endpoint) and per caller (its verified identity too),
-never built per request.
+never built per request; a connection's (mesh.proxy.stats TcpStats) per listener direction and client
+certificate, looked up once per connection.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class ProxyRuntime:
         self.pools = pool.Pools()
         self.stats = stats.RequestStats()
         self.tcp = stats.TcpStats()
-        self._tcp_labels: dict[tuple[str, bool], tuple] = {}
+        self._tcp_labels: dict[tuple[str, str | None], tuple] = {}
         self.counters = stats.Counters()
         # Access log and spans: off until the server configures them (mesh.proxy.server); a bare runtime
         # (tests, benchmarks) records metrics only.
@@ -119,14 +120,17 @@ class ProxyRuntime:
         self.view = compiled
         self.view_applied_at = time.time()
         self.counters.inc("config_applied_total")
+        self.counters.info("config_info", version=version)  # weir_config_info{version}: the view in force
         self._source_peers.clear()
         self._inbound_peers.clear()  # labels of callers without a peer header name our service: may change
+        self._tcp_labels.clear()  # inbound connections' labels name our service too
         return compiled
 
     def tls_changed(self) -> None:
         """This proxy's certificate arrived (auto mTLS starts): principal labels cached so far are stale."""
         self._source_peers.clear()
         self._inbound_peers.clear()
+        self._tcp_labels.clear()
         if self.view is not None:
             self.view.inbound_targets.clear()
             for cluster in self.view.clusters.values():
@@ -162,19 +166,10 @@ class ProxyRuntime:
         else:
             # A caller outside the mesh: the source is unknown, but the service is still ours (as in Istio).
             src_ns = src_workload = src_app = src_version = UNKNOWN
-            inbound = self.view.inbound_cluster if self.view is not None else None
-            service = inbound.spec.service if inbound is not None and inbound.spec.service else UNKNOWN
+            service = self._own_service()
         name, namespace = _service_parts(service)
-        # Istio: mutual_tls when the caller presented a verified certificate; the principals are the two
-        # certificates' SPIFFE IDs, "unknown" on a plaintext connection.
-        if peer_identity is not None:
-            mesh = self.mesh_tls
-            own = mesh.spiffe_id if mesh is not None and mesh.spiffe_id else UNKNOWN
-            secured = ("mutual_tls", peer_identity, own)
-        else:
-            secured = ("none", UNKNOWN, UNKNOWN)
         peer = ("destination", src_workload, src_ns, src_app, src_version, *self._self_labels,
-                service, name, namespace, "http", *secured)
+                service, name, namespace, "http", *self._inbound_security(peer_identity))
         if len(self._inbound_peers) < MAX_CACHED_PEERS:
             self._inbound_peers[key] = peer
         return peer
@@ -207,15 +202,34 @@ class ProxyRuntime:
             return self._inbound_peer(head.header(headers.PEER_HEADER), peer_identity)
         return self.source_peer(model.Cluster("none", service=head.host), None)
 
-    def tcp_labels(self, direction: str, secure: bool) -> tuple:
-        """The label set of a connection accepted on `direction`'s listener (stats.TCP_LABELS)."""
-        labels = self._tcp_labels.get((direction, secure))
+    def _own_service(self) -> str:
+        """The service of this workload's inbound cluster, as the view in force names it."""
+        inbound = self.view.inbound_cluster if self.view is not None else None
+        return inbound.spec.service if inbound is not None and inbound.spec.service else UNKNOWN
+
+    def _inbound_security(self, peer_identity: str | None) -> tuple[str, str, str]:
+        """(connection_security_policy, source_principal, destination_principal) of an inbound connection.
+        Istio: mutual_tls when the caller presented a verified certificate; the principals are the two
+        certificates' SPIFFE IDs, "unknown" on a plaintext connection."""
+        if peer_identity is None:
+            return "none", UNKNOWN, UNKNOWN
+        mesh = self.mesh_tls
+        return "mutual_tls", peer_identity, mesh.spiffe_id if mesh is not None and mesh.spiffe_id else UNKNOWN
+
+    def tcp_labels(self, direction: str, peer_identity: str | None = None) -> tuple:
+        """The peer tuple (stats.PEER_LABELS order, request_protocol "tcp") of a connection accepted on
+        `direction`'s listener, from what is known as it opens; mesh.proxy.stats says what stays unknown."""
+        key = (direction, peer_identity if direction == model.INBOUND else None)
+        labels = self._tcp_labels.get(key)
         if labels is None:
-            me = (self.identity.workload, self.identity.namespace)
-            policy = "mutual_tls" if secure and direction == model.INBOUND else "none"
-            labels = (("destination", UNKNOWN, UNKNOWN, *me, policy) if direction == model.INBOUND
-                      else ("source", *me, UNKNOWN, UNKNOWN, policy))
-            self._tcp_labels[(direction, secure)] = labels
+            if direction == model.INBOUND:
+                service = self._own_service()
+                labels = ("destination", UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, *self._self_labels,
+                          service, *_service_parts(service), "tcp", *self._inbound_security(peer_identity))
+            else:
+                labels = ("source", *self._self_labels, *(UNKNOWN,) * 7, "tcp", UNKNOWN, UNKNOWN, UNKNOWN)
+            if len(self._tcp_labels) < MAX_CACHED_PEERS:  # keyed by client certificates: bound it
+                self._tcp_labels[key] = labels
         return labels
 
     def peer_header(self, target: forwarding.Target) -> bytes:

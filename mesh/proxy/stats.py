@@ -3,6 +3,21 @@
 The hot path only does a dict lookup and a few additions (`RequestStats.record`); label strings are
 built when `/stats/prometheus` is read. Label names and histogram buckets are Istio's, so existing
 dashboards and Kiali queries work on them.
+
+`istio_tcp_connections_opened_total` / `_closed_total` carry Istio's TCP label set (TCP_LABELS: the peer
+labels with request_protocol "tcp", the derived ones but gRPC's status, response_flags), filled from what
+the accepting proxy knows when a connection opens (mesh.proxy.runtime `tcp_labels`), so some stay "unknown":
+- inbound (reporter destination): the destination is this workload and its service; with mutual TLS the
+  principals are the client certificate's SPIFFE ID and ours. The source workload, namespace, app and
+  version stay "unknown": Istio learns them by peer metadata exchange, Weir from the `x-weir-peer` header
+  of each request, which no connection has when it opens; Istio does not derive them from the SPIFFE ID
+  either (its connection metrics without metadata exchange report the principal and an unknown workload).
+- outbound and gateway (reporter source): the source is this workload; the destination is chosen per
+  request, not per connection (one listener serves every service), so every destination label, the
+  principals (mutual TLS or not is decided per upstream) and the security policy (Istio's client side
+  reports "unknown" there anyway) stay "unknown".
+Istio itself counts these metrics only for connections it proxies as TCP; Weir proxies HTTP/1.1 and counts
+its downstream connections, so `sum(opened - closed)` is a proxy's open connections.
 """
 
 from __future__ import annotations
@@ -42,10 +57,9 @@ CLUSTER_ID = "Kubernetes"  # Istio's default cluster id (values.global.multiClus
 UNKNOWN = "unknown"
 # Istio's buckets for istio_request_bytes / istio_response_bytes: 1 B to 1 GB, ×10 each.
 SIZE_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
-# The labels of istio_tcp_connections_opened_total / _closed_total: a connection is counted before any
-# request on it is routed, so only what the accepting proxy knows of itself.
-TCP_LABELS = ("reporter", "source_workload", "source_workload_namespace", "destination_workload",
-              "destination_workload_namespace", "connection_security_policy")
+# The labels of istio_tcp_connections_opened_total / _closed_total, Istio's: the peer labels, the derived
+# ones but gRPC's status, and response_flags ("-": a connection has no local reply of its own).
+TCP_LABELS = PEER_LABELS + DERIVED_LABELS[:-1] + ("response_flags",)
 
 
 def _escape(value: str) -> str:
@@ -136,7 +150,8 @@ def _histogram(out: list[str], name: str, labels: str, bounds: tuple, counts: li
 
 
 class TcpStats:
-    """`istio_tcp_connections_opened_total` / `_closed_total` per label set (see TCP_LABELS)."""
+    """`istio_tcp_connections_opened_total` / `_closed_total` per peer tuple (PEER_LABELS order; TCP_LABELS
+    when rendered)."""
 
     __slots__ = ("opened", "closed")
 
@@ -155,18 +170,24 @@ class TcpStats:
         for name, table in (("istio_tcp_connections_opened_total", self.opened),
                             ("istio_tcp_connections_closed_total", self.closed)):
             lines.append(f"# TYPE {name} counter")
-            lines.extend(f"{name}{{{label_text(TCP_LABELS, labels)}}} {count}" for labels, count in sorted(table.items()))
+            for peer, count in sorted(table.items()):
+                labels = label_text(TCP_LABELS, (*peer, *derived_labels(peer)[:-1], "-"))
+                lines.append(f"{name}{{{labels}}} {count}")
         return lines
 
 
 class Counters:
-    """Named proxy-internal counters and gauges (pool, config, overflow...), rendered with a `weir_` prefix."""
+    """Named proxy-internal counters and gauges (pool, config, overflow...), rendered with a `weir_` prefix.
 
-    __slots__ = ("values", "gauges")
+    An info gauge (`info`) is one series of value 1 whose labels say what is in force (the config version):
+    setting it again replaces the labels, so the old series is gone from the next scrape."""
+
+    __slots__ = ("values", "gauges", "infos")
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.infos: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -178,6 +199,9 @@ class Counters:
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         self.gauges[name] = read
 
+    def info(self, name: str, **labels: str) -> None:
+        self.infos[name] = tuple(sorted(labels.items()))
+
     def render(self) -> list[str]:
         lines = []  # values as str(), not `:g`, which rounds a counter past six digits
         for (name, labels), value in sorted(self.values.items()):
@@ -185,4 +209,6 @@ class Counters:
             lines.append(f"weir_{name}{{{text}}} {value}" if text else f"weir_{name} {value}")
         for name, read in sorted(self.gauges.items()):
             lines.append(f"weir_{name} {read()}")
+        for name, labels in sorted(self.infos.items()):
+            lines.append(f"weir_{name}{{{label_text((k for k, _ in labels), (v for _, v in labels))}}} 1")
         return lines

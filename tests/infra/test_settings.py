@@ -88,6 +88,8 @@ BAD = [
     ("weir:security", {"workloadCertTtl": "1d"}, "weir:security.workloadCertTtl", "does not match"),
     ("weir:meshConfig", {"outboundTrafficPolicy": {"mode": "DENY"}}, "weir:meshConfig.outboundTrafficPolicy.mode",
      "ALLOW_ANY"),
+    ("weir:otlpEndpoint", "otel-collector:4318", "weir:otlpEndpoint", "OTLP/HTTP collector"),
+    ("weir:otlpEndpoint", "grpc://otel-collector:4317", "weir:otlpEndpoint", "http(s)://host:port"),
 ]
 
 
@@ -97,6 +99,13 @@ def test_bad_or_missing_key_is_named(path, value, key, says):
         settings.from_mapping(_set(config(), path, value), "dev")
     assert err.value.key == key
     assert str(err.value).startswith(f"stack config {key}: ") and says in str(err.value)
+
+
+def test_otlp_endpoint_reaches_the_manifests_and_is_unset_by_default():
+    assert settings.from_mapping(config(), "dev").manifests.otlp_endpoint is None
+    endpoint = "http://otel-collector.observability.svc:4318"
+    s = settings.from_mapping({**config(), "weir:otlpEndpoint": endpoint}, "dev")
+    assert s.otlp_endpoint == s.manifests.otlp_endpoint == endpoint
 
 
 def test_an_unreleased_scenario_may_be_deployed_by_name():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -167,3 +168,20 @@ def test_broken_deployment_is_named(settings: StackSettings) -> None:
     del broken["spec"]["template"]["spec"]["containers"]
     with pytest.raises(errors.StackError, match="deployment books-v1"):
         plan_mod.build(settings, [broken], SERVICES)
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:4318"])
+def test_every_proxy_exports_spans_to_the_stacks_otlp_collector_only_when_set(settings: StackSettings,
+                                                                             endpoint: str | None) -> None:
+    from mesh.proxy import __main__ as proxy_main
+
+    plan = plan_mod.build(dataclasses.replace(settings, otlp_endpoint=endpoint),
+                          [deployment("books", "v1"), deployment("books", "v2")], SERVICES, python="/py")
+    proxies = [p for p in plan.processes if p.role in (plan_mod.ROLE_SIDECAR, plan_mod.ROLE_GATEWAY)]
+    assert [p.name for p in proxies] == ["books-v1.proxy", "books-v2.proxy", "ingress"]
+    for proxy in proxies:
+        args = list(proxy.command[3:])  # after `python -m mesh.proxy`
+        assert proxy_main.parse_args(args).otlp_endpoint == endpoint, proxy.name
+        assert args.count("--otlp-endpoint") == (1 if endpoint else 0), proxy.name
+    others = [p for p in plan.processes if p not in proxies]
+    assert all("--otlp-endpoint" not in p.command for p in others)

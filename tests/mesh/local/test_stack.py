@@ -181,3 +181,17 @@ def test_invalid_yaml(root: Path) -> None:
     (root / "stacks" / "Pulumi.dev.yaml").write_text("config: [\n")
     with pytest.raises(errors.StackError, match="not valid YAML"):
         stack.load("dev", root)
+
+
+def test_otlp_endpoint_is_unset_by_default_and_checked(root: Path) -> None:
+    write_stack(root, GOOD)
+    assert stack.load("dev", root).otlp_endpoint is None
+    write_stack(root, {"config": {**GOOD["config"], "weir:otlpEndpoint": "http://127.0.0.1:4318"}})
+    assert stack.load("dev", root).otlp_endpoint == "http://127.0.0.1:4318"
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:4318", "grpc://collector:4317", "http://", 4318, "http://c:99999"])
+def test_a_bad_otlp_endpoint_names_the_key(root: Path, value) -> None:
+    write_stack(root, {"config": {**GOOD["config"], "weir:otlpEndpoint": value}})
+    with pytest.raises(errors.StackError, match="key `weir:otlpEndpoint`: expected an OTLP/HTTP collector"):
+        stack.load("dev", root)

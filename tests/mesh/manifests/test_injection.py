@@ -153,3 +153,17 @@ def test_deployment_without_containers_is_refused() -> None:
     deployment["spec"]["template"]["spec"]["containers"] = []
     with pytest.raises(ValueError, match="no containers"):
         _inject(deployment)
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://otel-collector.observability.svc:4318"])
+def test_the_sidecar_exports_spans_only_to_a_configured_otlp_collector(endpoint) -> None:
+    from mesh.proxy import __main__ as proxy_main
+
+    injected = _inject(bookinfo.deployments()[1], otlp_endpoint=endpoint)
+    kubernetes_validate.validate(injected, K8S_VERSION, strict=True)
+    args = injection.sidecar_of(injected["spec"]["template"]["spec"])["args"]
+    if endpoint is None:
+        assert "--otlp-endpoint" not in args
+    else:
+        assert args[args.index("--otlp-endpoint") + 1] == endpoint and args.count("--otlp-endpoint") == 1
+    assert proxy_main.parse_args(args).otlp_endpoint == endpoint  # the flag the proxy really takes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,13 @@ def test_kubernetes_stack_keys_set(tmp_path: Path) -> None:
 def test_bad_kubernetes_stack_keys_name_the_key(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(errors.StackError, match=f"key `{key}`"):
         _parse(tmp_path, **{key: value})
+
+
+def test_render_passes_the_stacks_otlp_endpoint_to_every_proxy(tmp_path: Path, monkeypatch) -> None:
+    endpoint = "http://otel-collector.observability.svc:4318"
+    staging = dataclasses.replace(stack_mod.load("staging", ROOT), otlp_endpoint=endpoint)
+    monkeypatch.setattr(stack_mod, "load", lambda name: staging)
+    result = CliRunner().invoke(cli.main, ["render", "--stack", "staging", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    text = "".join((tmp_path / f"{group}.yaml").read_text() for group in ("platform", "bookinfo"))
+    assert text.count(f"- {endpoint}\n") == 7  # the ingress gateway and six sidecars

@@ -236,3 +236,31 @@ def test_render_is_pure() -> None:
     deployments = [o for o in first["bookinfo"] if o["kind"] == "Deployment"]
     deployments[-1]["spec"]["template"]["spec"]["containers"].pop()
     assert stack.render(settings_of("dev")) == snapshot
+
+
+def _proxy_containers(rendered: dict[str, list[dict]]) -> dict[str, dict]:
+    """Every proxy container of a stack (the ingress gateway's and each injected sidecar), by Deployment."""
+    out = {}
+    for obj in rendered["platform"] + rendered["bookinfo"]:
+        if obj["kind"] == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            for container in [*pod.get("initContainers", ()), *pod["containers"]]:
+                if container.get("command") == ["python", "-m", "mesh.proxy"]:
+                    out[obj["metadata"]["name"]] = container
+    return out
+
+
+def test_every_proxy_exports_spans_to_the_stacks_otlp_collector_only_when_set() -> None:
+    endpoint = "http://otel-collector.observability.svc:4318"
+    rendered = stack.render(settings_of("dev", otlp_endpoint=endpoint))
+    proxies = _proxy_containers(rendered)
+    assert set(proxies) == {"istio-ingressgateway", "ui-v1", "gw-v1", "books-v1", "books-v2", "ratings-v1",
+                            "ratings-v2"}
+    for name, container in proxies.items():
+        args = container["args"]
+        assert args[args.index("--otlp-endpoint") + 1] == endpoint, name
+    for obj in rendered["platform"] + rendered["bookinfo"]:
+        if obj["kind"] == "Deployment":
+            kubernetes_validate.validate(obj, "1.30", strict=True)
+    for name in STACKS:  # no stack file sets weir:otlpEndpoint: no proxy exports
+        assert all("--otlp-endpoint" not in c["args"] for c in _proxy_containers(RENDERED[name]).values())

@@ -9,7 +9,7 @@ import ssl
 
 import pytest
 
-from mesh.proxy import inbound_tls
+from mesh.proxy import inbound_tls, stats
 from mesh.view import security
 from tests import pki
 from tests.mesh.proxy import tlsnet
@@ -83,6 +83,23 @@ async def test_permissive_serves_mtls_and_plaintext_on_one_port(ca, tmp_path):
                     for s in car.series("destination")}
         assert policies == {"none": ("unknown", "unknown"), "mutual_tls": (spiffe("gw"), spiffe("books"))}
         assert car.counter("downstream_cx_tls_handshakes_total") == 1
+    finally:
+        await stop(car, runner)
+
+
+@pytest.mark.uvloop
+async def test_connection_metrics_name_the_client_certificate(ca, tmp_path):
+    """istio_tcp_connections_*: the principal a connection's handshake verified, counted as it opens."""
+    car, runner = await books_sidecar(ca, tmp_path, security.PERMISSIVE)
+    gw = tlsnet.mesh(ca, tmp_path, "gw")
+    try:
+        assert (await http(car.inbound, "/plain")).status == 200
+        assert (await http(car.inbound, "/mtls", ctx=client_context(gw, ca.root_pem))).status == 200
+        opened = [dict(zip(stats.PEER_LABELS, peer)) for peer in car.runtime.tcp.opened]
+        seen = {(s["connection_security_policy"], s["source_principal"], s["destination_principal"],
+                 s["source_workload"], s["destination_workload"]) for s in opened}
+        assert seen == {("none", "unknown", "unknown", "unknown", "books-v1"),
+                        ("mutual_tls", spiffe("gw"), spiffe("books"), "unknown", "books-v1")}
     finally:
         await stop(car, runner)
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
-from mesh.proxy import forwarding, runtime
+from mesh.proxy import forwarding, runtime, stats
 from mesh.proxy.matching import RequestHead
 from mesh.view import model
-from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn
+from tests.mesh.proxy.fakes import APP, BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn
+
+OWN = "spiffe://cluster.local/ns/bookinfo/sa/gw"
+CALLER = "spiffe://cluster.local/ns/weir-system/sa/istio-ingressgateway-service-account"
 
 
 @pytest.fixture
@@ -94,3 +99,53 @@ def test_a_header_value_http11_cannot_carry_is_refused_not_fatal(rt):
     with pytest.raises(model.ViewError, match="HTTP/1.1 header"):
         rt.apply(spec, "bad")
     assert rt.view is old
+
+
+def test_inbound_connection_labels_name_this_workload_and_the_client_certificate(rt):
+    rt.mesh_tls = SimpleNamespace(spiffe_id=OWN)
+    labels = dict(zip(stats.PEER_LABELS, rt.tcp_labels(model.INBOUND, CALLER)))
+    assert labels == {
+        "reporter": "destination",
+        # Weir learns the caller's workload per request (its peer header), never at connection time.
+        "source_workload": "unknown", "source_workload_namespace": "unknown", "source_app": "unknown",
+        "source_version": "unknown",
+        "destination_workload": "gw-v1", "destination_workload_namespace": "bookinfo", "destination_app": "gw",
+        "destination_version": "v1", "destination_service": fqdn("gw"), "destination_service_name": "gw",
+        "destination_service_namespace": "bookinfo", "request_protocol": "tcp",
+        "connection_security_policy": "mutual_tls", "source_principal": CALLER, "destination_principal": OWN,
+    }
+    plain = dict(zip(stats.PEER_LABELS, rt.tcp_labels(model.INBOUND)))
+    assert (plain["connection_security_policy"], plain["source_principal"], plain["destination_principal"]) == (
+        "none", "unknown", "unknown")
+
+
+@pytest.mark.parametrize("direction", [model.OUTBOUND, model.GATEWAY])
+def test_outbound_connection_labels_know_only_the_source(rt, direction):
+    """One listener serves every destination: each request picks its own, the connection has none."""
+    labels = dict(zip(stats.PEER_LABELS, rt.tcp_labels(direction, CALLER)))
+    assert (labels["reporter"], labels["source_workload"], labels["source_workload_namespace"],
+            labels["source_app"], labels["source_version"]) == ("source", "gw-v1", "bookinfo", "gw", "v1")
+    unknown = {name for name, value in labels.items() if value == "unknown"}
+    assert unknown == {name for name in stats.PEER_LABELS if name.startswith("destination_")} | {
+        "source_principal", "connection_security_policy"}
+    assert rt.tcp_labels(direction, CALLER) is rt.tcp_labels(direction, None)  # one cached tuple
+
+
+def test_connection_labels_follow_the_view_and_are_bounded(rt, monkeypatch):
+    assert rt.tcp_labels(model.INBOUND)[9] == fqdn("gw")
+    clusters = tuple(replace(c, service=fqdn("gw2")) if c.name == APP else c for c in rt.view.spec.clusters)
+    rt.apply(replace(rt.view.spec, clusters=clusters), "v2")
+    assert rt.tcp_labels(model.INBOUND)[9] == fqdn("gw2")
+    monkeypatch.setattr(runtime, "MAX_CACHED_PEERS", 8)
+    for i in range(20):
+        rt.tcp_labels(model.INBOUND, f"spiffe://cluster.local/ns/x/sa/a{i}")
+    assert len(rt._tcp_labels) <= 8
+
+
+def test_config_info_names_the_version_in_force_only(rt):
+    assert 'weir_config_info{version="v1"} 1' in rt.prometheus().splitlines()
+    rt.apply(bookinfo_view(), "v2")
+    with pytest.raises(model.ViewError):
+        rt.apply(model.ProxyView(proxy="p", endpoints=(model.ClusterEndpoints("nope", ()),)), "v3")
+    info = [line for line in rt.prometheus().splitlines() if line.startswith("weir_config_info")]
+    assert info == ['weir_config_info{version="v2"} 1']  # v1's series is gone, the NACKed v3 never shows
