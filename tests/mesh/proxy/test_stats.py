@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from mesh.local.expectations import samples
 from mesh.proxy import stats
+from tests.istio_metrics import ISTIO_TCP_LABELS
 
-# The labels of Istio's istio_tcp_connections_opened_total / _closed_total, as its proxy's own tests expect
-# them (istio/proxy testdata/metric/tcp_server_connection_open.yaml.tmpl and tcp_client_…): the request
-# metrics' labels without response_code and grpc_response_status.
-ISTIO_TCP_LABELS = frozenset({
-    "reporter",
-    "source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
-    "source_cluster", "source_canonical_service", "source_canonical_revision",
-    "destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
-    "destination_version", "destination_service", "destination_service_name", "destination_service_namespace",
-    "destination_cluster", "destination_canonical_service", "destination_canonical_revision",
-    "request_protocol", "response_flags", "connection_security_policy",
-})
 GW = "spiffe://cluster.local/ns/bookinfo/sa/gw"
 BOOKS = "spiffe://cluster.local/ns/bookinfo/sa/books"
 # An inbound mTLS connection to books-v1 as runtime.tcp_labels builds it: the source is known by its
