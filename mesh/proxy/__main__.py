@@ -85,6 +85,10 @@ def _listener_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--app-port", type=int, default=9080)
     group.add_argument("--admin-port", type=int, default=15000)
     group.add_argument("--port-map", default="", help="gateway: server port=local port, e.g. 80=8080")
+    group.add_argument("--trusted-proxies", type=int, default=0,
+                       help="gateway: L7 proxies in front of it whose X-Forwarded-For entries are believed, so the "
+                            "client address (remoteIpBlocks, remote.ip) is that many entries from the right "
+                            "(Istio's gatewayTopology.numTrustedProxies; default 0: the connection's peer)")
 
 
 def _telemetry_flags(group: argparse._ArgumentGroup) -> None:
@@ -127,6 +131,7 @@ def _problem(args: argparse.Namespace) -> str | None:
         (all(static) and args.control_plane,
          "--tls-cert/--tls-key/--tls-roots replace the CA: use them with --bootstrap only"),
         (args.drain_timeout < 0, "--drain-timeout must not be negative"),
+        (args.trusted_proxies < 0, "--trusted-proxies must not be negative"),
         (min(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
              args.max_request_body_bytes) < 0, "request timeouts and --max-request-body-bytes must not be negative"),
         (not 0.0 < args.cert_grace_ratio < 1.0, "--cert-grace-ratio must be between 0 and 1"),
@@ -188,6 +193,7 @@ async def serve(args: argparse.Namespace) -> int:
     identity = runtime.Identity(args.id, args.role, args.namespace, args.workload, labels, args.service_account)
     rt = runtime.ProxyRuntime(identity)
     rt.mesh_tls = _mesh_tls(args)
+    rt.trusted_proxies = args.trusted_proxies
     rt.limits = request_limits.Limits(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
                                       args.max_request_body_bytes)
     if args.tls_cert:

@@ -111,14 +111,12 @@ def request_attributes(forwarding: Forwarding, exchange: Exchange, access: Acces
         principal = identity[len(authz.SPIFFE):] if identity.startswith(authz.SPIFFE) else identity
     else:
         principal = None
-    if forwarding.direction == model.INBOUND:
-        port = access.inbound_port
-    else:
-        port = access.gateway_ports.get(forwarding.table)
+    gateway = forwarding.direction == model.GATEWAY
+    port = access.gateway_ports.get(forwarding.table) if gateway else access.inbound_port
     return authz.Request(
         head.method, head.uri_path, head.host, port, head.headers, principal, conn.peer_ip, auth,
-        authority=exchange.host_header.decode("latin-1").lower(),
-        local_ip=lambda: _local_ip(conn), sni=conn.sni, use_remote_address=forwarding.direction == model.GATEWAY,
+        authority=exchange.host_header.decode("latin-1").lower(), local_ip=lambda: _local_ip(conn), sni=conn.sni,
+        use_remote_address=gateway, trusted_hops=forwarding.runtime.trusted_proxies if gateway else 0,
     )
 
 

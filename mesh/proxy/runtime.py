@@ -78,6 +78,7 @@ class ProxyRuntime:
         self.telemetry = telemetry.Telemetry(identity.workload, None, self.counters, stream=None)
         self.connections: set = set()
         self.limits = request_limits.Limits()  # downstream timeouts and body limit (proxy flags)
+        self.trusted_proxies = 0  # gateway: X-Forwarded-For entries believed (numTrustedProxies; proxy flag)
         self.mirrors_in_flight = 0  # bounded by mesh.proxy.mirror.MAX_MIRRORS_IN_FLIGHT
         # The workload certificate's SSL contexts (`.server`, `.client`), kept fresh by mesh.proxy.certagent;
         # None when the proxy runs without mesh TLS (a --bootstrap view without --tls-cert).

@@ -235,3 +235,30 @@ async def test_a_gateway_believes_the_connection_not_a_forged_x_forwarded_for():
     await settle()
     assert [r.first for r in forger.responses()] == ["403"]
     assert len(proxy.upstreams) == 1  # the partner's request went through
+
+
+async def test_a_gateway_behind_trusted_proxies_believes_their_x_forwarded_for_entries():
+    """--trusted-proxies 1 (numTrustedProxies: an L7 load balancer in front): the client is the entry that
+    load balancer appended, the rightmost; what the client wrote before it is still not believed."""
+    only_partners = model.AuthzPolicy("istio-system/partners", security.ALLOW, (model.AuthzRule(
+        sources=(model.AuthzSource(remote_ip_blocks=("203.0.113.0/24",)),)),))
+    proxy = Proxy(gateway_view(only_partners), model.GATEWAY, "http.80")
+    proxy.runtime.trusted_proxies = 1
+    balancer = ("10.0.0.99", 40000)
+    partner = proxy.client(peer=balancer)
+    partner.send(get(host=b"books.example.com", extra=b"X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n"))
+    forger = proxy.client(peer=balancer)
+    forger.send(get(host=b"books.example.com", extra=b"X-Forwarded-For: 203.0.113.7, 198.51.100.1\r\n"))
+    await settle()
+    assert [r.first for r in forger.responses()] == ["403"]
+    assert len(proxy.upstreams) == 1
+
+
+def test_trusted_proxies_is_a_count():
+    from mesh.proxy import __main__ as main
+
+    base = ["--id", "x", "--workload", "x", "--bootstrap", "view.json"]
+    assert main.parse_args(base).trusted_proxies == 0
+    assert main.parse_args([*base, "--trusted-proxies", "2"]).trusted_proxies == 2
+    with pytest.raises(SystemExit):
+        main.parse_args([*base, "--trusted-proxies", "-1"])
