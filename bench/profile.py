@@ -59,7 +59,7 @@ def profile_sidecar(ctx, start_sidecar, procs_dir: Path) -> dict | None:
         return None
     raw_path = procs_dir / "profile.raw"
     with processes.Processes(procs_dir) as procs:
-        target = start_sidecar(procs, ctx)
+        target = start_sidecar(procs, ctx, name="profile-sidecar")  # the run's own sidecar is still up
         pid = target.proxies["sidecar"]
         seconds = max(3, round(ctx.duration))
         spy = procs.start("py-spy", ctx.pinning.prefix(ctx.pinning.load) + [

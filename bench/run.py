@@ -93,9 +93,9 @@ def start_direct(procs: processes.Processes, ctx: Context) -> Target:
     return Target(ctx.upstream_port)
 
 
-def start_sidecar(procs: processes.Processes, ctx: Context) -> Target:
+def start_sidecar(procs: processes.Processes, ctx: Context, name: str = "weir-sidecar") -> Target:
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    one = sidecar.start(procs, "weir-sidecar", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin)
+    one = sidecar.start(procs, name, sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin)
     return Target(one.inbound_port, None, {"sidecar": one.pid})
 
 

@@ -259,8 +259,8 @@ _PASSTHROUGH_MODES = frozenset({"PASSTHROUGH", "AUTO_PASSTHROUGH"})
 SERVICE_ENTRY_HTTP_PROTOCOLS = GATEWAY_HTTP_PROTOCOLS
 _SERVER_DROPPED = "this server is not served"
 _PORT_NOT_CARRIED = (
-    "Weir's sidecars carry HTTP only (no CONNECT tunnel, no TCP proxy): "
-    "TLS or TCP traffic to this port cannot pass"
+    "Weir's sidecars carry HTTP only (no CONNECT tunnel, no TCP proxy): TLS or TCP a client starts itself "
+    "cannot pass; HTTP from the app, routed here with TLS originated by a DestinationRule, can"
 )
 
 

@@ -169,17 +169,22 @@ _NOT_RE2 = {
     _sre_constants.GROUPREF: "a backreference", _sre_constants.GROUPREF_EXISTS: "a conditional group",
     _sre_constants.ATOMIC_GROUP: "an atomic group", _sre_constants.POSSESSIVE_REPEAT: "a possessive quantifier",
 }
+_NOT_RE2_FLAGS = re.VERBOSE | re.ASCII | re.LOCALE  # RE2 knows the inline flags i, m, s and U only
+_RE2_MAX_REPEAT = 1000
+_REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT)
 
 
 def compile_re2(pattern: str, at: str = "") -> re.Pattern:
     """A regex Istio would accept: it compiles, and uses nothing RE2 lacks (lookaround, backreferences,
-    conditionals, atomic groups, possessive quantifiers), since Istio refuses those and Envoy cannot run them.
+    conditionals, atomic groups, possessive quantifiers, `\\Z`, repeats over 1000, the flags x/a/L), since Istio
+    refuses those and Envoy cannot run them. (`re`'s own parser reads the pattern: the stdlib has no public one.)
     Raises the pydantic error `invalid` naming what is wrong."""
     try:
         compiled = re.compile(pattern)
     except (re.error, OverflowError, RecursionError) as exc:
         raise invalid(f"invalid regex {pattern!r}: {exc}", at=at) from None
-    found = _first_not_re2(_sre_parser.parse(pattern))
+    tree = _sre_parser.parse(pattern)
+    found = "the inline flag x, a or L" if tree.state.flags & _NOT_RE2_FLAGS else _first_not_re2(tree)
     if found:
         raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
     return compiled
@@ -189,6 +194,12 @@ def _first_not_re2(tree) -> str | None:
     for op, arg in tree:
         if op in _NOT_RE2:
             return _NOT_RE2[op]
+        if op is _sre_constants.AT and arg is _sre_constants.AT_END_STRING:
+            return "\\Z (RE2 writes \\z)"
+        if op in _REPEATS and _RE2_MAX_REPEAT < max(arg[0], 0 if arg[1] is _sre_constants.MAXREPEAT else arg[1]):
+            return f"a repeat count over {_RE2_MAX_REPEAT}"
+        if op is _sre_constants.SUBPATTERN and arg[1] & _NOT_RE2_FLAGS:
+            return "the inline flag x, a or L"
         for child in arg if isinstance(arg, tuple | list) else ():
             if isinstance(child, _sre_parser.SubPattern):
                 found = _first_not_re2(child)

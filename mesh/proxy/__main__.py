@@ -132,6 +132,7 @@ def _problem(args: argparse.Namespace) -> str | None:
          "--tls-cert/--tls-key/--tls-roots replace the CA: use them with --bootstrap only"),
         (args.drain_timeout < 0, "--drain-timeout must not be negative"),
         (args.trusted_proxies < 0, "--trusted-proxies must not be negative"),
+        (args.trusted_proxies and args.role != "gateway", "--trusted-proxies is a gateway's (--role gateway)"),
         (min(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,
              args.max_request_body_bytes) < 0, "request timeouts and --max-request-body-bytes must not be negative"),
         (not 0.0 < args.cert_grace_ratio < 1.0, "--cert-grace-ratio must be between 0 and 1"),

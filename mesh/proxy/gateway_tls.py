@@ -168,7 +168,8 @@ class GatewayPolicy:
     def update(self, listener: model.Listener | None, servers: ServerTlsSet | None) -> None:
         self.servers = servers
         redirect = listener is not None and listener.https_redirect and servers is None
-        self.redirect = HttpsRedirect(self.runtime, model.GATEWAY) if redirect else None
+        # Its table names the Gateway server port that authorization rules on `ports` compare.
+        self.redirect = HttpsRedirect(self.runtime, model.GATEWAY, listener.route_table) if redirect else None
 
     def decide(self):
         servers = self.servers

@@ -29,6 +29,8 @@ HOP_BY_HOP = frozenset({
 PEER_HEADER = b"x-weir-peer"
 REQUEST_ID = b"x-request-id"
 USER_AGENT = b"user-agent"
+FORWARDED_FOR = b"x-forwarded-for"
+_FORWARDED_FOR = frozenset({FORWARDED_FOR})
 # Headers never copied to the upstream request (we write host ourselves) or back to the client.
 SKIP_UPSTREAM = HOP_BY_HOP | {b"host", PEER_HEADER}
 SKIP_DOWNSTREAM = HOP_BY_HOP | {PEER_HEADER}
@@ -79,6 +81,9 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         if exchange.trace is None:  # a retry keeps its span
             exchange.trace = tracer.start(head.headers)
         dropped = tracing.TRACE_HEADERS.union(dropped) if dropped else tracing.TRACE_HEADERS
+    gateway = forwarding.direction == model.GATEWAY
+    if gateway:  # X-Forwarded-For is rewritten below, as one line
+        dropped = _FORWARDED_FOR.union(dropped)
     logged_id = user_agent = None  # for the access log: the last of each, as the client sent them
     for name, value in head.headers:
         if name == REQUEST_ID:
@@ -102,15 +107,22 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         append(tracing.upstream_lines(*exchange.trace))
     if forwarding.direction != model.INBOUND:
         append(forwarding.runtime.peer_header(target))
-        if forwarding.direction == model.GATEWAY and exchange.conn.peer_ip:
-            # Envoy at a gateway (use_remote_address) appends the client's address to X-Forwarded-For. A
-            # second line after the client's own is that append (RFC 9110 §5.3: lines join in order), so the
-            # rightmost entry, the one sidecars believe, is always the address the gateway saw.
-            append(b"x-forwarded-for: " + exchange.conn.peer_ip.encode("latin-1") + CRLF)
+    if gateway:
+        append(forwarded_for(head, exchange.conn.peer_ip))
     if exchange.chunked_request:
         append(CHUNKED)
     append(CRLF)
     return b"".join(parts)
+
+
+def forwarded_for(head: matching.RequestHead, peer_ip: str) -> bytes:
+    """The X-Forwarded-For line a gateway sends on: what the client sent (every line, in order), then the
+    address the gateway saw, in one header as Envoy writes it (use_remote_address). The rightmost entry,
+    the one sidecars believe (`mesh.proxy.authz` remote_ip), is so always the gateway's own observation."""
+    hops = [value for name, value in head.headers if name == FORWARDED_FOR]
+    if peer_ip:
+        hops.append(peer_ip.encode("latin-1"))
+    return b"x-forwarded-for: " + b", ".join(hops) + CRLF if hops else b""
 
 
 def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:

@@ -112,6 +112,27 @@ CASES = [
         "a backreference is not RE2 syntax",
     ),
     (
+        "regex-verbose-flag-not-re2",
+        match(uri={"regex": "(?x)/books /v1"}),
+        VS_KEY,
+        "spec.http[0].match[0].uri.regex",
+        "the inline flag x, a or L is not RE2 syntax",
+    ),
+    (
+        "regex-end-of-string-not-re2",
+        match(uri={"regex": "/books\\Z"}),
+        VS_KEY,
+        "spec.http[0].match[0].uri.regex",
+        "RE2 writes \\z",
+    ),
+    (
+        "regex-repeat-over-1000-not-re2",
+        match(uri={"regex": "/a{1,1001}"}),
+        VS_KEY,
+        "spec.http[0].match[0].uri.regex",
+        "a repeat count over 1000",
+    ),
+    (
         "rewrite-regex-possessive-not-re2",
         http(rewrite={"uriRegexRewrite": {"match": "/a++", "rewrite": "/b"}}),
         VS_KEY,

@@ -257,8 +257,9 @@ async def test_a_gateway_behind_trusted_proxies_believes_their_x_forwarded_for_e
 def test_trusted_proxies_is_a_count():
     from mesh.proxy import __main__ as main
 
-    base = ["--id", "x", "--workload", "x", "--bootstrap", "view.json"]
+    base = ["--id", "x", "--workload", "x", "--bootstrap", "view.json", "--role", "gateway"]
     assert main.parse_args(base).trusted_proxies == 0
     assert main.parse_args([*base, "--trusted-proxies", "2"]).trusted_proxies == 2
-    with pytest.raises(SystemExit):
-        main.parse_args([*base, "--trusted-proxies", "-1"])
+    for wrong in (["--trusted-proxies", "-1"], ["--role", "sidecar", "--trusted-proxies", "1"]):
+        with pytest.raises(SystemExit):
+            main.parse_args([*base, *wrong])

@@ -232,6 +232,17 @@ async def test_https_redirect_comes_after_authorization_as_envoys_rbac_filter_be
 
 
 @pytest.mark.uvloop
+async def test_authorization_before_a_redirect_compares_the_gateway_server_port(ca, tmp_path):
+    on_this_port = model.AuthzPolicy("istio-system/port", security.ALLOW, (model.AuthzRule(
+        operations=(model.AuthzOperation(ports=(str(HTTPS),)),)),))
+    gw = await gateway(https_redirect=True, policies=(on_this_port,))
+    try:
+        assert (await http(port_of(gw), "/", host="bookinfo.example.com")).status == 301
+    finally:
+        await gw.proxy.shutdown()
+
+
+@pytest.mark.uvloop
 async def test_tls_settings_change_without_rebinding_and_bad_files_are_a_view_error(ca, tmp_path):
     gw = await gateway()
     listener = gw.proxy.servers[port_of(gw)][0]

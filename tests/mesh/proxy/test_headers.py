@@ -77,10 +77,14 @@ def test_chunked_request_gets_exactly_one_transfer_encoding(loop, rt):
 
 def test_a_gateway_appends_the_address_it_saw_to_x_forwarded_for(loop, rt):
     """Envoy at a gateway (use_remote_address): the client's address goes last, after whatever the client
-    wrote; a sidecar appends nothing (it forwards what its gateway sent)."""
+    wrote, in one header line; a sidecar appends nothing (it forwards what its gateway sent)."""
     forged = make_exchange(raw_headers=b"X-Forwarded-For: 203.0.113.7")
     forged.conn.peer_ip = "198.51.100.4"
-    assert upstream(rt, forged, direction=model.GATEWAY).all("x-forwarded-for") == ["203.0.113.7", "198.51.100.4"]
+    assert upstream(rt, forged, direction=model.GATEWAY).all("x-forwarded-for") == ["203.0.113.7, 198.51.100.4"]
+    two_lines = make_exchange(raw_headers=b"X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 203.0.113.7")
+    two_lines.conn.peer_ip = "198.51.100.4"
+    assert upstream(rt, two_lines, direction=model.GATEWAY).all("x-forwarded-for") == [
+        "192.0.2.1, 203.0.113.7, 198.51.100.4"]  # one line, as Envoy writes it
     plain = make_exchange()
     plain.conn.peer_ip = "198.51.100.4"
     assert upstream(rt, plain, direction=model.GATEWAY).all("x-forwarded-for") == ["198.51.100.4"]
