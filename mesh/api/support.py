@@ -281,14 +281,29 @@ def dropped_server(server: Server) -> tuple[str, str, str] | None:
     return "port.protocol", server.port.protocol, why
 
 
+_ASKS_CLIENT_CERT = frozenset({"MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"})
+_MIXED_CLIENT_CERTS = (
+    "shares its port with servers that ask for a client certificate, so this one asks too (one TLS context "
+    "starts every handshake on a port): a client that sends a certificate here fails the handshake"
+)
+
+
 def unenforced_values(resource: Resource) -> list[tuple[str, str, str]]:
-    """(concrete path, value, why) for each enforced field set to a value Weir accepts but does not act on."""
+    """(concrete path, value, why) for each enforced field set to a value Weir accepts but does not act on,
+    or not quite as Istio does."""
     out: list[tuple[str, str, str]] = []
     if isinstance(resource, Gateway):
+        served: dict[int, list[tuple[int, str]]] = {}  # port → (server index, tls mode) of the TLS servers
         for i, server in enumerate(resource.spec.servers):
             if dropped := dropped_server(server):
                 field, value, why = dropped
                 out.append((f"spec.servers[{i}].{field}", value, why))
+            elif server.tls is not None and server.tls.mode:
+                served.setdefault(server.port.number, []).append((i, server.tls.mode))
+        for modes in served.values():
+            if any(mode in _ASKS_CLIENT_CERT for _, mode in modes):
+                out.extend((f"spec.servers[{i}].tls.mode", mode, _MIXED_CLIENT_CERTS)
+                           for i, mode in modes if mode == "SIMPLE")
     elif isinstance(resource, ServiceEntry):
         for i, port in enumerate(resource.spec.ports or ()):
             if port.protocol and port.protocol.upper() not in SERVICE_ENTRY_HTTP_PROTOCOLS:

@@ -335,6 +335,15 @@ def test_only_the_dropped_server_of_a_gateway_is_warned() -> None:
     assert m.text.startswith("spec.servers[2].tls.mode PASSTHROUGH ")
 
 
+def test_a_simple_server_sharing_a_port_with_client_certificate_servers_is_warned() -> None:
+    mixed = [_server("HTTPS", "MUTUAL"), _server("HTTPS", "SIMPLE"), _server("HTTPS", "SIMPLE", number=8443)]
+    for i, host in enumerate(("a.example.com", "b.example.com", "c.example.com")):
+        mixed[i]["hosts"] = [host]
+    (m,) = _codes(analyze([load_document(gw(mixed))]), "WEIR0001")
+    assert m.text.startswith("spec.servers[1].tls.mode SIMPLE ")
+    assert "a client that sends a certificate here fails the handshake" in m.text
+
+
 @pytest.mark.parametrize(
     ("protocol", "warned"),
     [("HTTP", False), ("http2", False), ("GRPC", False), (None, False),
