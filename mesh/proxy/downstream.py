@@ -202,7 +202,9 @@ class DownstreamConnection(asyncio.Protocol):
             split = (host.lower(), port)
             if len(_HOSTS) < MAX_CACHED_HOSTS:
                 _HOSTS[host_header] = split
-        head = RequestHead(method, path, split[0], split[1], headers, "http", self.peer_ip)
+        # The scheme is the connection's, as Envoy sets :scheme (redirects, VirtualService `scheme` matches).
+        head = RequestHead(method, path, split[0], split[1], headers, "https" if self.secure else "http",
+                           self.peer_ip)
         exchange = Exchange(self, head, method, chunked, parser.should_keep_alive() and not self.draining,
                             self.forwarding.runtime.request_clock(), host_header)
         # A request without a body is complete now: a local reply to it need not close the connection.

@@ -243,6 +243,26 @@ async def test_authorization_before_a_redirect_compares_the_gateway_server_port(
 
 
 @pytest.mark.uvloop
+async def test_a_request_over_tls_has_the_https_scheme(ca, tmp_path):
+    """As Envoy sets :scheme from the connection: a redirect that keeps the scheme says https, and a
+    VirtualService match on `scheme: https` sees it."""
+    view = tlsnet.gateway_view(HTTPS, (simple(ca, tmp_path, "a.example.com"),))
+    (table,) = view.route_tables
+    moved = model.Route("moved", (model.RouteMatch(scheme=model.StringMatch("exact", "https")),),
+                        redirect=model.Redirect(uri="/new"))
+    view = dataclasses.replace(view, route_tables=(dataclasses.replace(table, virtual_hosts=(
+        model.VirtualHost("all", ("*",), (moved,)),)),))
+    (local,) = tlsnet.free_ports(1)
+    gw = await tlsnet.sidecar("istio-ingressgateway", "istio-ingressgateway", None, lambda *_: view,
+                              role="gateway", port_map={HTTPS: local})
+    try:
+        answer = await http(local, "/old", host="a.example.com", ctx=client(ca), sni="a.example.com")
+        assert (answer.status, answer.headers["location"]) == (301, "https://a.example.com/new")
+    finally:
+        await gw.proxy.shutdown()
+
+
+@pytest.mark.uvloop
 async def test_tls_settings_change_without_rebinding_and_bad_files_are_a_view_error(ca, tmp_path):
     gw = await gateway()
     listener = gw.proxy.servers[port_of(gw)][0]
