@@ -31,6 +31,7 @@ REQUEST_ID = b"x-request-id"
 USER_AGENT = b"user-agent"
 FORWARDED_FOR = b"x-forwarded-for"
 _FORWARDED_FOR = frozenset({FORWARDED_FOR})
+_TRACE_AND_FORWARDED_FOR = tracing.TRACE_HEADERS | _FORWARDED_FOR  # a gateway's usual set: no union per request
 # Headers never copied to the upstream request (we write host ourselves) or back to the client.
 SKIP_UPSTREAM = HOP_BY_HOP | {b"host", PEER_HEADER}
 SKIP_DOWNSTREAM = HOP_BY_HOP | {PEER_HEADER}
@@ -83,7 +84,10 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         dropped = tracing.TRACE_HEADERS.union(dropped) if dropped else tracing.TRACE_HEADERS
     gateway = forwarding.direction == model.GATEWAY
     if gateway:  # X-Forwarded-For is rewritten below, as one line
-        dropped = _FORWARDED_FOR.union(dropped)
+        if dropped is tracing.TRACE_HEADERS:
+            dropped = _TRACE_AND_FORWARDED_FOR
+        else:
+            dropped = _FORWARDED_FOR.union(dropped) if dropped else _FORWARDED_FOR
     logged_id = user_agent = None  # for the access log: the last of each, as the client sent them
     for name, value in head.headers:
         if name == REQUEST_ID:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from mesh.proxy import exchange as exchange_mod
-from mesh.proxy import forwarding, headers, routing, runtime
+from mesh.proxy import forwarding, headers, routing, runtime, tracing
 from mesh.proxy.matching import RequestHead
 from mesh.view import model
 from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn, parse_requests, parse_responses
@@ -88,6 +88,13 @@ def test_a_gateway_appends_the_address_it_saw_to_x_forwarded_for(loop, rt):
     plain = make_exchange()
     plain.conn.peer_ip = "198.51.100.4"
     assert upstream(rt, plain, direction=model.GATEWAY).all("x-forwarded-for") == ["198.51.100.4"]
+    rt.telemetry.tracer = tracing.Tracer(100.0)  # trace headers rewritten too: both sets of lines dropped
+    traced = make_exchange(raw_headers=b"X-Forwarded-For: 203.0.113.7\r\ntraceparent: x")
+    traced.conn.peer_ip = "198.51.100.4"
+    request = upstream(rt, traced, direction=model.GATEWAY)
+    assert request.all("x-forwarded-for") == ["203.0.113.7, 198.51.100.4"]
+    assert len(request.all("traceparent")) == 1 and request.header("traceparent") != "x"
+    rt.telemetry.tracer = None
     for direction in (model.OUTBOUND, model.INBOUND):
         sidecar = make_exchange(raw_headers=b"X-Forwarded-For: 203.0.113.7")
         sidecar.conn.peer_ip = "198.51.100.4"
