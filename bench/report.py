@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from mesh.local.expectations import samples
 
 # The targets of the project's issue 2.
 MIN_THROUGHPUT_VS_NGINX = 0.6  # one sidecar, requests/s ÷ nginx-as-proxy's
@@ -107,22 +108,22 @@ def evaluate(results: dict, connections: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
-
-
 def tls_summary(client_text: str, server_text: str) -> dict:
     """From both sidecars' /stats/prometheus: handshakes on each side, failures, requests served."""
-    def total(text: str, name: str, must: str = "") -> float:
-        return sum(float(value) for metric, labels, value in _SAMPLE.findall(text)
-                   if metric == name and must in (labels or ""))
-    requests = total(server_text, "istio_requests_total", 'connection_security_policy="mutual_tls"')
-    client = total(client_text, "weir_upstream_cx_tls_handshakes_total")
-    server = total(server_text, "weir_downstream_cx_tls_handshakes_total")
-    return {"client_handshakes": client, "server_handshakes": server, "mtls_requests": requests,
-            "client_tls_failures": total(client_text, "weir_upstream_cx_tls_failures_total"),
-            "server_tls_failures": total(server_text, "weir_downstream_cx_tls_failures_total"),
-            "plaintext_requests": total(server_text, "istio_requests_total", 'connection_security_policy="none"'),
-            "requests_per_handshake": requests / server if server else math.nan}
+    client, server = samples(client_text), samples(server_text)
+
+    def total(scrape: list, name: str, policy: str | None = None) -> float:
+        return sum(value for metric, labels, value in scrape if metric == name
+                   and (policy is None or labels.get("connection_security_policy") == policy))
+
+    requests = total(server, "istio_requests_total", "mutual_tls")
+    server_handshakes = total(server, "weir_downstream_cx_tls_handshakes_total")
+    return {"client_handshakes": total(client, "weir_upstream_cx_tls_handshakes_total"),
+            "server_handshakes": server_handshakes, "mtls_requests": requests,
+            "client_tls_failures": total(client, "weir_upstream_cx_tls_failures_total"),
+            "server_tls_failures": total(server, "weir_downstream_cx_tls_failures_total"),
+            "plaintext_requests": total(server, "istio_requests_total", "none"),
+            "requests_per_handshake": requests / server_handshakes if server_handshakes else math.nan}
 
 
 def _fmt(value: float, digits: int = 2) -> str:
