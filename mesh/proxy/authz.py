@@ -28,16 +28,16 @@ class Request:
 
     `principal` is the peer's SPIFFE ID without "spiffe://" (None on plaintext); `port` the destination
     port (inbound: the workload's port; gateway: the Gateway server port); `auth` the verified JWT
-    (`mesh.proxy.jwt_authn.Authenticated`) or None. `local_ip` and `sni` may be callables, read only when
-    a `when` condition asks for them."""
+    (`mesh.proxy.jwt_authn.Authenticated`) or None; `sni` the server name the client sent ("" for none).
+    `local_ip` may be a callable, read only when a `when` condition asks for it."""
 
     __slots__ = ("method", "path", "host", "authority", "port", "headers", "principal", "peer_ip", "auth",
-                 "_local_ip", "_sni", "_remote_ip", "_namespace", "use_remote_address", "trusted_hops")
+                 "_local_ip", "sni", "_remote_ip", "_namespace", "use_remote_address", "trusted_hops")
 
     def __init__(self, method: str, path: str, host: str, port: int | None = None,
                  headers: list[tuple[bytes, bytes]] | None = None, principal: str | None = None,
                  peer_ip: str = "", auth=None, authority: str | None = None,
-                 local_ip: str | Callable[[], str] = "", sni: str | Callable[[], str] = "",
+                 local_ip: str | Callable[[], str] = "", sni: str = "",
                  use_remote_address: bool = False, trusted_hops: int = 0) -> None:
         self.method = method
         self.path = path  # already normalized, without the query
@@ -49,7 +49,7 @@ class Request:
         self.peer_ip = peer_ip
         self.auth = auth
         self._local_ip = local_ip
-        self._sni = sni
+        self.sni = sni
         self._remote_ip: str | None = None
         self._namespace: str | None | bool = False
         # How `remote_ip` trusts X-Forwarded-For: a gateway (Envoy's use_remote_address, as Istio sets it on
@@ -98,12 +98,6 @@ class Request:
         if callable(self._local_ip):
             self._local_ip = self._local_ip()
         return self._local_ip
-
-    @property
-    def sni(self) -> str:
-        if callable(self._sni):
-            self._sni = self._sni()
-        return self._sni
 
     def header(self, name: str) -> str | None:
         """Every value of a header, joined with "," as Envoy merges duplicates; None when absent."""
