@@ -21,6 +21,7 @@ from typing import Any
 
 from mesh.local import errors, statedir
 from mesh.local.stack import StackSettings
+from mesh.manifests import injection
 
 LOOPBACK = "127.0.0.1"
 PORT_STRIDE = 10  # ports reserved per workload
@@ -181,8 +182,7 @@ LOCAL_DRAIN_TIMEOUT = ("--drain-timeout", "4")
 
 def _telemetry(settings: StackSettings) -> tuple[str, ...]:
     """Every proxy's telemetry flags: LOCAL_TELEMETRY, and the stack's OTLP collector when it names one."""
-    otlp = ("--otlp-endpoint", settings.otlp_endpoint) if settings.otlp_endpoint else ()
-    return (*LOCAL_TELEMETRY, *otlp)
+    return (*LOCAL_TELEMETRY, *injection.otlp_args(settings.otlp_endpoint))  # the flags a pod's proxy gets
 
 
 def _identity(namespace: str, account: str, proxy_id: str) -> dict[str, str]:
