@@ -5,6 +5,9 @@ does), through the same keep-alive pools. Its answer is read and thrown away; it
 never seen by the caller. Copies in flight are bounded (`MAX_MIRRORS_IN_FLIGHT`) and each is cut after
 `MIRROR_TIMEOUT_S`, so a slow mirror target cannot hold memory or sockets: past the bound a copy is
 skipped and counted (`weir_mirror_overflow_total`); `weir_mirror_requests_active` is the number in flight.
+A copy's new connections count against the mirror cluster's `maxConnections` and its pool's cap on TLS
+handshakes in flight (`mesh.proxy.pool.MAX_TLS_CONNECTING`), as the original's do; where an original would
+wait for a connection, a copy is dropped and counted as an overflow.
 
 Example: a ratings route to v1 with `mirror: {host: ratings, subset: v2}` and no percentage sends every
 request to v1 (whose answer the caller gets) and a copy with `Host: ratings-shadow:9080` to v2.
@@ -60,20 +63,36 @@ class MirrorExchange:
     def send(self, data: bytes) -> None:
         loop = self.forwarding.loop
         self.timer = loop.call_later(MIRROR_TIMEOUT_S, self._timed_out)
-        conn = self.pool.acquire(loop.time())
+        pool, cluster = self.pool, self.cluster
+        conn = pool.acquire(loop.time())
         if conn is not None:
             self.upstream = conn
             conn.send(self, data)
             return
-        self.pool.opening()
+        if not pool.may_connect() or cluster.breaker.connections >= cluster.spec.pool.max_connections:
+            # A copy never waits: with the pool's TLS handshakes at their cap, or the mirror cluster at its
+            # maxConnections, it is dropped and counted (an original request would queue here).
+            self.forwarding.runtime.counters.inc("mirror_overflow_total")
+            self._end(failed=False)
+            return
+        pool.opening()
+        if pool.origin is not None:
+            pool.connecting += 1
+        cluster.breaker.connections += 1  # given back when the connection closes (UpstreamConnection.cluster)
         task = loop.create_task(self.forwarding.runtime.origination.open(
-            loop, self.pool, lambda: UpstreamConnection(self.pool), self.endpoint,
-            self.cluster.spec.pool.connect_timeout_s))
+            loop, pool, lambda: UpstreamConnection(pool, cluster), self.endpoint,
+            cluster.spec.pool.connect_timeout_s))
         task.add_done_callback(lambda done: self._connected(done, data))
 
     def _connected(self, done: asyncio.Task, data: bytes) -> None:
+        pool = self.pool
+        if pool.origin is not None:  # a TLS connect ended: requests waiting for one may go on
+            pool.connecting -= 1
+            if pool.waiting:
+                pool.wake()
         if done.cancelled() or done.exception() is not None:
-            self.pool.active -= 1
+            pool.active -= 1
+            self.cluster.connection_closed()
             self._end(failed=True)
             return
         _, conn = done.result()

@@ -201,13 +201,17 @@ async def test_client_leaving_during_an_injected_delay_sends_nothing():
 RATINGS_V2 = model.Endpoint("10.0.0.22", 9080, "ratings-v2", "bookinfo", "ratings", "v2")
 
 
-def mirrored_proxy(percent: float = 100.0) -> Proxy:
+def mirrored_proxy(percent: float = 100.0, mirror_pool: model.ConnectionPool | None = None) -> Proxy:
     import dataclasses
 
     from tests.mesh.proxy.fakes import RATINGS
 
     view = bookinfo_view(books_route=route(mirrors=(model.Mirror(RATINGS, percent),)))
-    view = dataclasses.replace(view, endpoints=(*view.endpoints, model.ClusterEndpoints(RATINGS, (RATINGS_V2,))))
+    clusters = view.clusters
+    if mirror_pool is not None:
+        clusters = tuple(dataclasses.replace(c, pool=mirror_pool) if c.name == RATINGS else c for c in clusters)
+    view = dataclasses.replace(view, clusters=clusters,
+                               endpoints=(*view.endpoints, model.ClusterEndpoints(RATINGS, (RATINGS_V2,))))
     return Proxy(view)
 
 
@@ -246,6 +250,44 @@ async def test_mirror_percentage_and_in_flight_bound(monkeypatch):
     assert full.runtime.counters.get("mirror_requests_total") == 3
     assert full.runtime.counters.get("mirror_overflow_total") == 2
     assert "weir_mirror_requests_active 3" in full.runtime.counters.render()  # the copies in flight, scraped
+
+
+async def test_mirror_copies_count_against_the_mirror_clusters_max_connections():
+    """maxConnections 1 on the mirror cluster: the first copy opens its one connection; while it is busy the
+    next copy is dropped as an overflow (never queued), and once the connection is gone a copy may open again."""
+    from tests.mesh.proxy.fakes import RATINGS
+
+    proxy = mirrored_proxy(mirror_pool=model.ConnectionPool(max_connections=1))
+    ratings = proxy.runtime.view.clusters[RATINGS]
+    for _ in range(3):
+        proxy.client().send(GET_BOOKS)
+    await settle()
+    shadows = [up for up in proxy.upstreams if up.address == RATINGS_V2.address]
+    counters = proxy.runtime.counters
+    assert len(shadows) == 1 and ratings.breaker.connections == 1
+    assert counters.get("mirror_overflow_total") == 2 and proxy.runtime.mirrors_in_flight == 1
+    shadows[0].respond(OK)  # the copy's answer: its connection goes back to the pool, still counted
+    assert ratings.breaker.connections == 1 and proxy.runtime.mirrors_in_flight == 0
+    shadows[0].reset()  # the server closes it: the cluster may open another
+    assert ratings.breaker.connections == 0
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    assert len([up for up in proxy.upstreams if up.address == RATINGS_V2.address]) == 2
+    assert counters.get("mirror_overflow_total") == 2
+
+
+async def test_mirror_copies_respect_the_pools_cap_on_tls_handshakes_in_flight():
+    from mesh.proxy import pool as pool_mod
+    from tests.mesh.proxy.fakes import RATINGS
+
+    proxy = mirrored_proxy()
+    mirror_pool = proxy.runtime.origination.pool(proxy.runtime.view.clusters[RATINGS], RATINGS_V2)
+    mirror_pool.origin = object()  # as if its connections were TLS: connects count against the cap
+    mirror_pool.connecting = pool_mod.MAX_TLS_CONNECTING
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    assert not [up for up in proxy.upstreams if up.address == RATINGS_V2.address]
+    assert proxy.runtime.counters.get("mirror_overflow_total") == 1 and proxy.runtime.mirrors_in_flight == 0
 
 
 async def test_a_mirror_that_never_answers_is_cut_after_its_timeout():
