@@ -142,3 +142,83 @@ async def test_the_first_view_applied_calls_the_entry_points_hook_once():
     await proxy.apply_view(bookinfo_view(books=()), "v2")
     assert calls == ["freeze"]
     await proxy.shutdown()
+
+
+def test_the_allocator_keeps_tls_read_buffers_on_the_heap_and_the_heap_top_between_reads():
+    calls = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    assert heap.tune_allocator(mallopt)
+    assert calls == [(heap.M_MMAP_THRESHOLD, heap.MMAP_THRESHOLD_BYTES), (heap.M_TRIM_THRESHOLD, heap.TRIM_THRESHOLD_BYTES)]
+    assert heap.MMAP_THRESHOLD_BYTES > 256 * 1024  # uvloop's SSL read size, allocated whole by CPython per read
+    assert heap.TRIM_THRESHOLD_BYTES > heap.MMAP_THRESHOLD_BYTES
+    assert not heap.tune_allocator(lambda param, value: 0)  # an allocator that refuses: reported, not raised
+
+
+TLS_READS = textwrap.dedent("""
+    import ssl, subprocess, sys, tempfile
+    from pathlib import Path
+    from mesh.proxy import heap
+    if sys.argv[1] == "tuned":
+        assert heap.tune_allocator()
+    d = Path(tempfile.mkdtemp())
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", d / "k.pem", "-out", d / "c.pem", "-days", "1", "-subj", "/CN=x"], capture_output=True, check=True)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(d / "c.pem", d / "k.pem")
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    ci, co, si, so = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    c, s = client.wrap_bio(ci, co), server.wrap_bio(si, so, server_side=True)
+    for _ in range(10):
+        for end in (c, s):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        si.write(co.read())
+        ci.write(so.read())
+    print("READY", flush=True)
+    sys.stdin.readline()
+    for _ in range(200):  # as uvloop reads a TLS record: SSLObject.read(256 KiB)
+        c.write(b"x" * 1100)
+        si.write(co.read())
+        assert len(s.read(256 * 1024)) == 1100
+    print("DONE", flush=True)
+    sys.stdin.readline()  # killed here, once counted
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or heap._glibc_mallopt() is None, reason="glibc only")
+@pytest.mark.skipif(subprocess.run(["which", "strace"], capture_output=True).returncode != 0, reason="needs strace")
+@pytest.mark.parametrize(("mode", "most_maps"), [("default", None), ("tuned", 5)])
+def test_tls_reads_map_no_memory_once_the_allocator_is_tuned(mode, most_maps, tmp_path):
+    """Counted with strace: 200 reads the way uvloop makes them map memory each time on glibc's defaults (an
+    mmap, an mremap and a munmap per read), and no more than a few times in all once tuned."""
+    log = tmp_path / "strace.log"
+    child = subprocess.Popen([sys.executable, "-c", TLS_READS, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "READY"
+        tracer = subprocess.Popen(["strace", "-f", "-e", "trace=mmap,mremap,munmap,brk", "-o", str(log), "-p",
+                                   str(child.pid)], stderr=subprocess.PIPE, text=True)
+        attached = tracer.stderr.readline()  # "Process N attached": tracing from here on
+        if "attached" not in attached:
+            tracer.wait(timeout=10)
+            pytest.skip(f"strace cannot trace here (no ptrace rights?): {attached.strip()}")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "DONE"
+        tracer.terminate()
+        tracer.wait(timeout=10)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    maps = sum(1 for line in log.read_text().splitlines() if line.split()[1].startswith(("mmap(", "mremap(", "munmap(", "brk(")))
+    if most_maps is None:
+        assert maps >= 200  # the default allocator: the cost this setting removes is real here
+    else:
+        assert maps <= most_maps
