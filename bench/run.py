@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import nginx, processes, report, sidecar, wrk  # noqa: E402
+from bench import nginx, processes, report, sidecar, warm, wrk  # noqa: E402
 from mesh.view import security  # noqa: E402
 
 CONNECTIONS = (16, 64)  # wrk connections at saturation (one wrk thread)
@@ -180,6 +180,11 @@ def run_openloop(target: Target, ctx: Context) -> dict:
     return json.loads(out.stdout)
 
 
+def _fill_pool(target: Target, connections: int) -> None:
+    warm.fill_pool("127.0.0.1", target.port, nginx.PAYLOAD_PATH, host_header=target.host_header,
+                   connections=connections)
+
+
 def measure_latency(target: Target, ctx: Context) -> dict:
     """The path's open-loop run at RATE (p50/p99 from the intended send times) and its CPU per request."""
     check_path(target)
@@ -188,6 +193,7 @@ def measure_latency(target: Target, ctx: Context) -> dict:
         tls_before = _tls(target)
         wrk.run(_url(target), OPENLOOP_CONNECTIONS, target.warm_s, host_header=target.host_header,
                 pin=ctx.pinning.prefix(ctx.pinning.load))
+        _fill_pool(target, OPENLOOP_CONNECTIONS)  # what wrk left in flight, its upstream connections closed
         result["tls_phases"]["warmup"] = _tls_delta(tls_before, _tls(target))
     result["busy_before"]["openloop"] = processes.wait_quiet()
     before, tls_before = _cpu(target), _tls(target)
@@ -209,6 +215,9 @@ def measure_throughput(targets: dict[str, Target], results: dict[str, dict], ctx
         for c in CONNECTIONS:
             for name, target in targets.items():
                 busy = processes.wait_quiet()
+                # A path waits a minute between its rounds, and the last wrk run left its pool short by the
+                # requests it had in flight: refilled gracefully first (bench.warm), unmeasured.
+                _fill_pool(target, c)
                 before, tls_before = _cpu(target), _tls(target)
                 got = wrk.run(_url(target), c, seconds, host_header=target.host_header,
                               pin=ctx.pinning.prefix(ctx.pinning.load))

@@ -186,7 +186,12 @@ def test_saturation_runs_interleave_the_paths_and_keep_the_median_round(monkeypa
         return {"rps": rps, "requests": int(rps * seconds), "p50_ms": 1000 / rps, "p99_ms": 2000 / rps,
                 "socket_errors": 1, "non_2xx": 0, "connections": connections}
 
+    def fake_fill(host, port, path, *, host_header=None, connections):
+        order.append((str(port), connections, "fill"))
+        return connections * 4
+
     monkeypatch.setattr(run.wrk, "run", fake_wrk)
+    monkeypatch.setattr(run.warm, "fill_pool", fake_fill)
     monkeypatch.setattr(run.processes, "wait_quiet", lambda: 0.0)
     targets = {"fast": run.Target(1001), "slow": run.Target(1002)}
     results = {name: {"wrk": {}, "busy_before": {}, "tls_phases": {}} for name in targets}
@@ -194,10 +199,59 @@ def test_saturation_runs_interleave_the_paths_and_keep_the_median_round(monkeypa
     monkeypatch.setattr(run, "CONNECTIONS", (16, 64))
     run.measure_throughput(targets, results, ctx)
 
-    assert order[:4] == [("1001", 16, 2), ("1002", 16, 2), ("1001", 64, 2), ("1002", 64, 2)]
-    assert len(order) == 12
+    assert order[:8] == [("1001", 16, "fill"), ("1001", 16, 2), ("1002", 16, "fill"), ("1002", 16, 2),
+                         ("1001", 64, "fill"), ("1001", 64, 2), ("1002", 64, "fill"), ("1002", 64, 2)]
+    assert len(order) == 24  # each measured run right after its pool was refilled at its connection count
     fast16 = results["fast"]["wrk"]["16"]
     assert fast16["rps_rounds"] == [900.0, 500.0, 100.0]
     assert (fast16["rps"], fast16["p50_ms"]) == (500.0, 2.0)
     assert (fast16["requests"], fast16["socket_errors"]) == (3000, 3)
     assert results["slow"]["wrk"]["64"]["rps"] == 70.0
+
+
+def test_fill_pool_reads_every_response_to_its_end_over_overlapping_connections():
+    """Against a real server: every client connected before the first request, each request answered 200 and
+    read whole before the next, and every connection closed only when idle."""
+    import asyncio
+    import threading
+
+    from bench import warm
+
+    state = {"open": 0, "most_open": 0, "served": 0}
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state["open"] += 1
+        state["most_open"] = max(state["most_open"], state["open"])
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(0.01)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n" + b"x" * 1024)
+                state["served"] += 1
+        except asyncio.IncompleteReadError as idle:
+            assert idle.partial == b""  # closed between requests, never in the middle of one
+        finally:
+            state["open"] -= 1
+            writer.close()
+
+    async def listen() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        state["port"] = server.sockets[0].getsockname()[1]
+
+    def serve() -> None:
+        loop.run_until_complete(listen())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    try:
+        answered = warm.fill_pool("127.0.0.1", state["port"], "/1k", connections=8, requests_each=3)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert answered == 24 and state["served"] == 24
+    assert state["most_open"] == 8  # all at once: a proxy in between would have opened as many upstream
