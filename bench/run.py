@@ -93,10 +93,16 @@ def start_direct(procs: processes.Processes, ctx: Context) -> Target:
     return Target(ctx.upstream_port)
 
 
-def start_sidecar(procs: processes.Processes, ctx: Context, name: str = "weir-sidecar") -> Target:
+def start_sidecar(procs: processes.Processes, ctx: Context, name: str = "weir-sidecar",
+                  extra: tuple[str, ...] = ()) -> Target:
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    one = sidecar.start(procs, name, sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin)
+    one = sidecar.start(procs, name, sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin, extra=extra)
     return Target(one.inbound_port, None, {"sidecar": one.pid})
+
+
+def start_sidecar_no_telemetry(procs: processes.Processes, ctx: Context) -> Target:
+    """One sidecar with routing and metrics on and no access log or tracing: what issue 2's targets name."""
+    return start_sidecar(procs, ctx, "weir-sidecar-no-telemetry", ("--telemetry", "off"))
 
 
 def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False,
@@ -146,8 +152,9 @@ def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
     return Target(port, None, {"worker": workers[0] if workers else master.pid})
 
 
-SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "pair": start_pair,
-             "pair-no-telemetry": start_pair_no_telemetry, "pair-resilience": start_pair_resilience, "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
+SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "sidecar-no-telemetry": start_sidecar_no_telemetry,
+             "pair": start_pair, "pair-no-telemetry": start_pair_no_telemetry, "pair-resilience": start_pair_resilience,
+             "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
 
 
 # -- measuring one path --------------------------------------------------------------------------------------
