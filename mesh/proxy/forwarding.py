@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mesh.proxy import access, breaker, deadlines, fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
+from mesh.proxy.retrying import RetriesAndTimeouts
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
 
@@ -36,8 +37,12 @@ class Target:
         self.peer = peer
         self.pool = None  # the endpoint's EndpointPool, looked up once
 
+    def with_endpoint(self, endpoint: model.Endpoint, peer: tuple) -> Target:
+        """The same route and destination, to another endpoint of the cluster (a retry's other host)."""
+        return Target(self.cluster, endpoint, self.route, self.weighted, peer)
 
-class Forwarding:
+
+class Forwarding(RetriesAndTimeouts):
     __slots__ = ("runtime", "direction", "table", "loop", "deadlines", "guarded")
 
     def __init__(self, runtime: ProxyRuntime, direction: str, table: str | None = None) -> None:
@@ -152,102 +157,6 @@ class Forwarding:
                 exchange.target.cluster.wake_pending()  # this wake-up was for someone who left
             return
         self._dispatch(exchange)
-
-    # -- retries and timeouts --------------------------------------------------------------------------
-    def retry(self, exchange: Exchange, failure: str) -> bool:
-        """After a try that got no answer: schedule another (True), or let the caller answer."""
-        if not self._may_retry(exchange, failure, 0):
-            return False
-        self._schedule_retry(exchange)
-        return True
-
-    def retry_answer(self, exchange: Exchange, status: int) -> bool:
-        """An answer with `status` is arriving: drop it and try again (True), or let it through."""
-        if not self._may_retry(exchange, None, status):
-            return False
-        self._detach(exchange)
-        self._schedule_retry(exchange)
-        return True
-
-    def _may_retry(self, exchange: Exchange, failure: str | None, status: int) -> bool:
-        target = exchange.target
-        route = target.route if target is not None else None
-        if route is None or exchange.done or exchange.response_started:
-            return False
-        policy = route.spec.retries
-        if failure is not None:
-            eligible = retry.failure_is_retriable(policy, failure)
-        else:
-            eligible = retry.status_is_retriable(policy, status)
-        if not eligible:
-            return False
-        if exchange.retries_left <= 0:
-            exchange.retries_exhausted = True  # Envoy's URX: this outcome goes to the client, flagged
-            return False
-        if not exchange.request_complete or not exchange.replayable:
-            return False
-        return target.cluster is None or breaker.admit_retry(self, exchange, target.cluster)
-
-    def _schedule_retry(self, exchange: Exchange) -> None:
-        target = exchange.target
-        route = target.route
-        policy = route.spec.retries
-        exchange.retries_left -= 1
-        self.runtime.counters.inc("upstream_rq_retry_total")
-        cluster = target.cluster
-        if cluster is not None:  # Envoy's previous_hosts predicate: prefer another endpoint
-            endpoint = cluster.pick(None, avoid=target.endpoint) or target.endpoint
-            if endpoint != target.endpoint:
-                exchange.target = Target(cluster, endpoint, route, target.weighted,
-                                         self.runtime.source_peer(cluster.spec, endpoint))
-        number = policy.attempts - exchange.retries_left
-        exchange.try_timer = self.loop.call_later(retry.backoff(policy, number, self.runtime.view.rng),
-                                                  self._send, exchange)
-
-    def _detach(self, exchange: Exchange) -> None:
-        upstream = exchange.upstream
-        if upstream is not None:
-            exchange.upstream = None
-            upstream.exchange = None
-            self.release(exchange, upstream, False)  # its answer is not wanted any more: never reused
-
-    def _try_timed_out(self, exchange: Exchange) -> None:
-        exchange.try_timer = None
-        if exchange.done or exchange.response_started:
-            return
-        if exchange.upstream is not None:  # a try still waiting for a connection says nothing of the host
-            self.report(exchange, 504)
-        self._detach(exchange)
-        self.runtime.counters.inc("upstream_rq_per_try_timeout_total")
-        if not self.retry(exchange, retry.PER_TRY_TIMEOUT):
-            exchange.reply_error(replies.UpstreamTimeout())
-
-    def _timed_out(self, exchange: Exchange) -> None:
-        exchange.timer = None
-        if exchange.done:
-            return
-        self.runtime.counters.inc("upstream_rq_timeout_total")
-        if exchange.try_timer is not None:
-            exchange.try_timer.cancel()
-            exchange.try_timer = None
-        if exchange.response_started:
-            # Part of the answer is out: only closing the connection tells the client it is cut short.
-            exchange.flag = "UT"
-            self._detach(exchange)
-            exchange.keep_alive = False
-            exchange.finish()
-            exchange.conn.close()
-            return
-        if exchange.upstream is not None:
-            self.report(exchange, 504)
-        self._detach(exchange)
-        exchange.reply_error(replies.UpstreamTimeout())
-
-    def report(self, exchange: Exchange, status: int) -> None:
-        """A try's outcome, for outlier detection: failures we saw ourselves count as 503/504."""
-        target = exchange.target
-        if target is not None and target.cluster is not None and target.cluster.detector is not None:
-            target.cluster.detector.report(target.endpoint, status)
 
     def _decide(self, exchange: Exchange) -> Target | None:
         runtime = self.runtime
