@@ -106,7 +106,7 @@ def request_attributes(forwarding: Forwarding, exchange: Exchange, access: Acces
                        auth: jwt_authn.Authenticated | None) -> authz.Request:
     head = exchange.head
     conn = exchange.conn
-    identity = getattr(conn, "peer_identity", None)
+    identity = conn.peer_identity
     if identity:
         principal = identity[len(authz.SPIFFE):] if identity.startswith(authz.SPIFFE) else identity
     else:
