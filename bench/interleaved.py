@@ -26,8 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/interleaved.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import nginx, processes, sidecar, wrk  # noqa: E402
-from bench import run as bench_run  # noqa: E402
+from bench import nginx, paths, processes, sidecar, wrk  # noqa: E402
 
 TELEMETRY_VARIANTS = {"telemetry-off": ("--telemetry", "off"), "telemetry-on": (),
                       "tracing-only": ("--access-log", "off")}
@@ -66,10 +65,10 @@ def run(variants: dict[str, tuple[str, ...]], cycles: int, seconds: float) -> di
     samples = {name: Samples() for name in variants}
     with tempfile.TemporaryDirectory(prefix="weir-ab-") as tmp, processes.Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
-        ctx = bench_run.Context(workdir, pinning, bench_run.start_upstream(procs, workdir, pinning), seconds, 0.0)
+        ctx = paths.Context(workdir, pinning, paths.start_upstream(procs, workdir, pinning), seconds, 0.0)
         pairs = {}
         for name, flags in variants.items():
-            target = bench_run.start_pair(procs, ctx, extra=flags, name=name)
+            target = paths.start_pair(procs, ctx, extra=flags, name=name)
             pairs[name] = (f"http://127.0.0.1:{target.port}{nginx.PAYLOAD_PATH}", list(target.proxies.values()))
         for url, _ in pairs.values():  # warm each pool and allocator once
             wrk.run(url, CONNECTIONS, 1, host_header=sidecar.HOST_HEADER, pin=load)

@@ -1,19 +1,14 @@
 """`make bench`: Weir's data-plane cost against a direct call and against nginx, side by side in one run.
 
-One fixed upstream (nginx serving a 1 KiB file with keep-alive) and five paths to it: direct, one Weir
-sidecar (inbound listener), a sidecar pair (client outbound listener as an HTTP proxy → server inbound
-listener), the same pair with resilience settings on the client's outbound route and cluster (retries,
-timeouts, connection-pool limits, outlier detection: `sidecar.outbound_view(resilience=True)`), the same
-pair with automatic mutual TLS between the sidecars (`pair-mtls`: server inbound STRICT, static identities
-from a test CA; its TLS pool warmed by WARM_S of load first, its cold-start handshakes counted apart), and
-nginx as a keep-alive reverse proxy. Each path gets: requests/s at saturation (wrk, 16 and
-64 connections, 1 thread), p50/p99 at a fixed rate from the open-loop client (`bench.openloop`), CPU
-seconds per 1000 requests and peak RSS of the proxy processes (and for `pair-mtls` the TLS handshakes both
-sidecars counted against the requests they served: handshakes are paid per connection, not per request).
-The proxies are pinned to one CPU and the load side to the other (`bench.processes.choose_pinning`).
-Every path starts up front; the open-loop runs go path by path, the wrk runs in `--rounds` interleaved
-rounds (the median round counts), so that the ratios "in the same run" survive a shared VM whose speed
-drifts by a quarter from one minute to the next. `bench.report` prints and saves the result.
+The paths (`bench.paths`: direct, one Weir sidecar as deployed and with metrics only, sidecar pairs as deployed,
+metrics only, with resilience settings and with mutual TLS, nginx as a keep-alive reverse proxy) reach one fixed
+upstream, nginx serving a 1 KiB file. Each path gets: requests/s at saturation (wrk, 16 and 64 connections,
+1 thread), p50/p99 at a fixed rate from the open-loop client (`bench.openloop`), CPU seconds per 1000
+requests and peak RSS of the proxy processes (and for `pair-mtls` the TLS handshakes both sidecars counted
+against the requests they served: handshakes are paid per connection, not per request). Every path starts
+up front; the open-loop runs go path by path, the wrk runs in `--rounds` interleaved rounds (the median round
+counts), each on a pool refilled first (`bench.warm`), so that the ratios "in the same run" survive a shared
+VM whose speed drifts by a quarter from one minute to the next. `bench.report` prints and saves the result.
 
     .venv/bin/python -m bench.run [--duration 10] [--rounds 3] [--quick] [--profile] [--only pair pair-mtls]
 """
@@ -28,41 +23,19 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import nginx, processes, report, sidecar, warm, wrk  # noqa: E402
-from mesh.view import security  # noqa: E402
+from bench.paths import ROUNDS, SCENARIOS, Context, Target, start_sidecar, start_upstream  # noqa: E402
 
 CONNECTIONS = (16, 64)  # wrk connections at saturation (one wrk thread)
 RATE = 1000.0  # open-loop requests per second
 OPENLOOP_CONNECTIONS = 32  # keep-alive connections the open-loop client opens up front
-WARM_S = 2.0  # pair-mtls: closed-loop load at OPENLOOP_CONNECTIONS before measuring (opens its TLS pool)
-ROUNDS = 3  # interleaved wrk rounds per path and connection count (bench.run.measure_throughput)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TLS_COUNTS = ("client_handshakes", "server_handshakes", "mtls_requests", "plaintext_requests")
-
-
-@dataclass
-class Target:
-    port: int
-    host_header: str | None = None
-    proxies: dict[str, int] = field(default_factory=dict)  # measured processes: name → pid
-    admin_ports: dict[str, int] = field(default_factory=dict)  # name → admin port, for TLS counters
-    warm_s: float = 0.0  # closed-loop load before measuring: the upstream pool opened as in a running mesh
-
-
-@dataclass
-class Context:
-    workdir: Path
-    pinning: processes.Pinning
-    upstream_port: int
-    duration: float
-    warmup: float
-    rounds: int = ROUNDS
 
 
 def ensure_tools() -> None:
@@ -75,86 +48,6 @@ def ensure_tools() -> None:
     subprocess.run(["apt-get", "update"], check=True, env=env, timeout=600)
     if subprocess.run(["apt-get", "install", "-y", "wrk", "nginx-light"], env=env, timeout=600).returncode:
         subprocess.run(["apt-get", "install", "-y", "wrk", "nginx"], check=True, env=env, timeout=600)
-
-
-def start_upstream(procs: processes.Processes, workdir: Path, pinning: processes.Pinning) -> int:
-    """The fixed upstream every path reaches: nginx serving the 1 KiB payload, on the load CPU; its port."""
-    workdir.chmod(0o755)  # nginx workers (user nobody when root) read the payload below it
-    root = workdir / "www"
-    nginx.write_payload(root)
-    port = processes.free_port()
-    nginx.start(procs, "upstream", nginx.upstream_conf(workdir, port, root), workdir, port,
-                pinning.prefix(pinning.load))
-    return port
-
-
-# -- the paths ------------------------------------------------------------------------------------------
-def start_direct(procs: processes.Processes, ctx: Context) -> Target:
-    return Target(ctx.upstream_port)
-
-
-def start_sidecar(procs: processes.Processes, ctx: Context, name: str = "weir-sidecar",
-                  extra: tuple[str, ...] = ()) -> Target:
-    pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    one = sidecar.start(procs, name, sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin, extra=extra)
-    return Target(one.inbound_port, None, {"sidecar": one.pid})
-
-
-def start_sidecar_no_telemetry(procs: processes.Processes, ctx: Context) -> Target:
-    """One sidecar with routing and metrics on and no access log or tracing: what issue 2's targets name."""
-    return start_sidecar(procs, ctx, "weir-sidecar-no-telemetry", ("--telemetry", "off"))
-
-
-def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False,
-               extra: tuple[str, ...] = (), name: str = "pair") -> Target:
-    """A client sidecar (outbound) → a server sidecar (inbound) → the upstream; `name` prefixes their
-    process names, so that several pairs run side by side (every path of a run, bench.interleaved)."""
-    pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    server = sidecar.start(procs, f"{name}-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin,
-                           extra=extra)
-    view = sidecar.outbound_view(server.inbound_port, resilience=resilience)
-    client = sidecar.start(procs, f"{name}-client", view, ctx.workdir, pin, extra=extra)
-    return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid})
-
-
-def start_pair_resilience(procs: processes.Processes, ctx: Context) -> Target:
-    """The pair again, the client sidecar's outbound route and cluster carrying issue 3's settings (the server
-    sidecar's inbound listener has no route or upstream cluster policy to carry them)."""
-    return start_pair(procs, ctx, resilience=True, name="pair-resilience")
-
-
-def start_pair_no_telemetry(procs: processes.Processes, ctx: Context) -> Target:
-    """The pair with `--telemetry off` (metrics only): the base of issue 7's cost of telemetry. `pair` itself
-    runs as deployed: JSON access log on stdout, trace headers and spans (Istio's 1 % sampling)."""
-    return start_pair(procs, ctx, extra=("--telemetry", "off"), name="pair-no-telemetry")
-
-
-def start_pair_mtls(procs: processes.Processes, ctx: Context) -> Target:
-    """The pair with issue 4's auto mTLS between the sidecars: the server's inbound listener is STRICT, so
-    a request that got through crossed mutual TLS; each sidecar has a static identity from a test CA."""
-    pin = ctx.pinning.prefix(ctx.pinning.proxy)
-    ids = sidecar.write_identities(ctx.workdir, "up", "bench-client")
-    server = sidecar.start(procs, "pair-mtls-server", sidecar.inbound_view(ctx.upstream_port, mode=security.STRICT),
-                           ctx.workdir, pin, ids["up"])
-    view = sidecar.outbound_view(server.inbound_port, peer_identity=ids["up"].spiffe_id)
-    client = sidecar.start(procs, "pair-mtls-client", view, ctx.workdir, pin, ids["bench-client"])
-    # Its pool is warmed before measuring, as a running mesh's is: a cold pool's handshakes (milliseconds of
-    # CPU each) would land in the open-loop figures; they are counted apart (`tls.phases.warmup`).
-    return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid},
-                  {"client": client.admin_port, "server": server.admin_port}, warm_s=WARM_S)
-
-
-def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
-    port = processes.free_port()
-    conf = nginx.proxy_conf(ctx.workdir, port, ctx.upstream_port)
-    master = nginx.start(procs, "nginx-proxy", conf, ctx.workdir, port, ctx.pinning.prefix(ctx.pinning.proxy))
-    workers = processes.children_pids(master.pid)
-    return Target(port, None, {"worker": workers[0] if workers else master.pid})
-
-
-SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "sidecar-no-telemetry": start_sidecar_no_telemetry,
-             "pair": start_pair, "pair-no-telemetry": start_pair_no_telemetry, "pair-resilience": start_pair_resilience,
-             "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
 
 
 # -- measuring one path --------------------------------------------------------------------------------------

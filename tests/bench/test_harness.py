@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench import nginx, processes, profile, report, sidecar, wrk
+from bench import nginx, paths, processes, profile, report, sidecar, wrk
 from mesh.view import model, wire
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:40000/1k
@@ -211,9 +211,9 @@ def test_saturation_runs_interleave_the_paths_and_keep_the_median_round(monkeypa
     monkeypatch.setattr(run.wrk, "run", fake_wrk)
     monkeypatch.setattr(run.warm, "fill_pool", fake_fill)
     monkeypatch.setattr(run.processes, "wait_quiet", lambda: 0.0)
-    targets = {"fast": run.Target(1001), "slow": run.Target(1002)}
+    targets = {"fast": paths.Target(1001), "slow": paths.Target(1002)}
     results = {name: {"wrk": {}, "busy_before": {}, "tls_phases": {}} for name in targets}
-    ctx = run.Context(tmp_path, processes.choose_pinning(1), 0, duration=6.0, warmup=0.0, rounds=3)
+    ctx = paths.Context(tmp_path, processes.choose_pinning(1), 0, duration=6.0, warmup=0.0, rounds=3)
     monkeypatch.setattr(run, "CONNECTIONS", (16, 64))
     run.measure_throughput(targets, results, ctx)
 
