@@ -1,25 +1,24 @@
 """RequestAuthentication in the data plane: JWTs found in a request, verified against the view's rules.
 
-`JwtAuthenticator` is built once per view from its `JwtRule`s (keys parsed from the inline JWKS, token
-locations, audiences); `authenticate` is synchronous over the request head and an injected wall clock and
-says: no token (the request goes on unauthenticated), a verified token (`Authenticated`: principal
-"<iss>/<sub>", audiences, presenter, claims, for `mesh.proxy.authz`), or the reason it is refused (the
-401 body, in Envoy's jwt_authn words). `rewrite` then removes the token and adds the output headers.
-`mesh.proxy.access` runs it before authorization. Semantics are Istio's as Envoy's jwt_authn runs them
-(`requires_any` over the rules plus `allow_missing`): a missing token passes, a present invalid one is
+`JwtAuthenticator` is built once per view from its `JwtRule`s (keys parsed from the inline JWKS by
+`mesh.proxy.jwks`, token locations, audiences); `authenticate` is synchronous over the request head and an
+injected wall clock and says: no token (the request goes on unauthenticated), a verified token
+(`Authenticated`: principal "<iss>/<sub>", audiences, presenter, claims, for `mesh.proxy.authz`), or the
+reason it is refused (the 401 body, in Envoy's jwt_authn words). Issuer, times and audiences are checked
+here, the signature by `mesh.proxy.jwks.verify`. `rewrite` then removes the token and adds the output
+headers. `mesh.proxy.access` runs it before authorization. Semantics are Istio's as Envoy's jwt_authn runs
+them (`requires_any` over the rules plus `allow_missing`): a missing token passes, a present invalid one is
 refused, one verified token is enough.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
 import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
+from mesh.proxy import jwks
 from mesh.view import model
 
 # Envoy's jwt_authn default clock_skew_seconds, which Istio keeps: leeway on `exp` and `nbf`.
@@ -42,77 +41,8 @@ AUDIENCE_NOT_ALLOWED = "Audiences in Jwt are not allowed"
 NO_KEY = "Jwks doesn't have key to match kid or alg from Jwt"
 VERIFICATION_FAILS = "Jwt verification fails"
 
-_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-_EC = {"P-256": ("ES256",), "P-384": ("ES384",), "P-521": ("ES512",), "secp256k1": ("ES256K",)}
-_HMAC = ("HS256", "HS384", "HS512")
 # Characters of a JWT (base64url segments and dots): what follows a header prefix, up to anything else.
 _TOKEN = re.compile(r"[A-Za-z0-9_\-.=+/]+")
-
-
-@functools.cache
-def _algorithms() -> dict[str, Any]:
-    """PyJWT's verification algorithms, "none" excluded. Imported on first use: PyJWT and the cryptography
-    backends it loads cost every proxy megabytes of memory, and only those with a RequestAuthentication
-    need them."""
-    from jwt.algorithms import get_default_algorithms
-
-    return {name: alg for name, alg in get_default_algorithms().items() if name != "none"}
-
-
-def base64url_decode(segment: str) -> bytes:
-    """A JWT segment: base64url without padding (RFC 7515 section 2). Raises ValueError."""
-    data = segment.encode("ascii")
-    return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
-
-
-def _key_algorithms(jwk: dict) -> tuple[str, ...]:
-    """What a JWK may verify: its `alg` when set, else every algorithm of its key type (never crossing
-    families, so an RSA public key is never used as an HMAC secret)."""
-    kty = jwk.get("kty")
-    family = {"RSA": _RSA, "EC": _EC.get(jwk.get("crv"), ()), "OKP": ("EdDSA",), "oct": _HMAC}.get(kty, ())
-    alg = jwk.get("alg")
-    if alg:
-        return (alg,) if alg in family else ()
-    return family
-
-
-class Key:
-    """One usable JWKS key: its `kid` and, per algorithm it may verify, the algorithm and prepared key."""
-
-    __slots__ = ("kid", "verifiers")
-
-    def __init__(self, kid: str, verifiers: dict[str, tuple]) -> None:
-        self.kid = kid
-        self.verifiers = verifiers
-
-
-def parse_jwks(text: str) -> tuple[Key, ...]:
-    """Usable keys of a JWKS; keys PyJWT cannot load are skipped (a set with none fails every token,
-    as Istio's placeholder key does when a JWKS cannot be fetched)."""
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return ()
-    entries = document.get("keys", ()) if isinstance(document, dict) else ()
-    from jwt import PyJWK
-
-    algorithms = _algorithms()
-    keys = []
-    for entry in entries if isinstance(entries, list) else ():
-        if not isinstance(entry, dict):
-            continue
-        verifiers = {}
-        for name in _key_algorithms(entry):
-            algorithm = algorithms.get(name)
-            if algorithm is None:
-                continue
-            try:
-                verifiers[name] = (algorithm, algorithm.prepare_key(PyJWK(entry, name).key))
-            except Exception:  # noqa: BLE001 - any key PyJWT refuses is simply not usable
-                continue
-        if verifiers:
-            keys.append(Key(str(entry.get("kid") or ""), verifiers))
-    return tuple(keys)
 
 
 class Authenticated:
@@ -151,8 +81,8 @@ class CompiledJwtRule:
 
     def __init__(self, spec: model.JwtRule) -> None:
         self.spec = spec
-        self.algorithms = _algorithms()  # PyJWT is imported here, as the view is applied, never in a request
-        self.keys = parse_jwks(spec.jwks)
+        self.algorithms = jwks.supported_algorithms()  # PyJWT: imported as a view is applied, not per request
+        self.keys = jwks.parse_jwks(spec.jwks)
         configured = spec.from_headers or spec.from_params or spec.from_cookies
         self.headers = tuple((name.lower().encode("latin-1"), prefix) for name, prefix in (
             spec.from_headers if configured else DEFAULT_HEADERS))
@@ -201,11 +131,11 @@ def _parse(token: str) -> tuple[dict, dict] | str:
     if len(parts) != 3:
         return BAD_FORMAT
     try:
-        header = json.loads(base64url_decode(parts[0]))
+        header = json.loads(jwks.base64url_decode(parts[0]))
     except ValueError:
         return BAD_HEADER
     try:
-        payload = json.loads(base64url_decode(parts[1]))
+        payload = json.loads(jwks.base64url_decode(parts[1]))
     except ValueError:
         return BAD_PAYLOAD
     if not isinstance(header, dict):
@@ -293,28 +223,10 @@ class JwtAuthenticator:
         if not isinstance(alg, str) or alg not in rule.algorithms:
             return UNSUPPORTED_ALG
         kid = header.get("kid")
-        kid = kid if isinstance(kid, str) else ""
-        head_segment, payload_segment, signature_segment = token.split(".")
-        try:
-            signature = base64url_decode(signature_segment)
-        except ValueError:
-            return VERIFICATION_FAILS
-        signing_input = f"{head_segment}.{payload_segment}".encode("ascii", "replace")
-        matched = False
-        for key in rule.keys:
-            if kid and key.kid and key.kid != kid:
-                continue
-            verifier = key.verifiers.get(alg)
-            if verifier is None:
-                continue
-            matched = True
-            algorithm, prepared = verifier
-            try:
-                if algorithm.verify(signing_input, prepared, signature):
-                    return Authenticated(payload, token, rule)
-            except Exception:  # noqa: BLE001 - a malformed signature is a failed verification
-                continue
-        return VERIFICATION_FAILS if matched else NO_KEY
+        verified = jwks.verify(rule.keys, token, alg, kid if isinstance(kid, str) else "")
+        if verified:
+            return Authenticated(payload, token, rule)
+        return NO_KEY if verified is None else VERIFICATION_FAILS
 
     def rewrite(self, head, auth: Authenticated) -> None:
         """After verification, as Envoy does before forwarding: the token's headers removed (unless

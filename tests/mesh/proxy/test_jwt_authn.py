@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from mesh.proxy import authz, jwt_authn
+from mesh.proxy import authz, jwks, jwt_authn
 from mesh.proxy.matching import RequestHead
 from mesh.view import model, security
 
@@ -36,8 +36,8 @@ def keys():
     intruder = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
     ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
-    jwks = json.dumps({"keys": [{**rsa_jwk, "kid": "rsa-1", "use": "sig"}, {**ec_jwk, "kid": "ec-1"}]})
-    return {"rsa": rsa_key, "ec": ec_key, "intruder": intruder, "jwks": jwks}
+    key_set = json.dumps({"keys": [{**rsa_jwk, "kid": "rsa-1", "use": "sig"}, {**ec_jwk, "kid": "ec-1"}]})
+    return {"rsa": rsa_key, "ec": ec_key, "intruder": intruder, "jwks": key_set}
 
 
 def token(keys, claims: dict | None = None, key: str = "rsa", alg: str = "RS256", kid: str | None = "rsa-1",
@@ -289,17 +289,17 @@ def test_a_proxy_without_request_authentication_never_loads_pyjwt():
     import sys
 
     code = ("import sys, mesh.proxy.__main__, mesh.proxy.access; assert 'jwt' not in sys.modules, 'jwt imported';"
-            "from mesh.proxy import jwt_authn; jwt_authn.parse_jwks('{\"keys\": []}'); assert 'jwt' in sys.modules")
+            "from mesh.proxy import jwks; jwks.parse_jwks('{\"keys\": []}'); assert 'jwt' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 @pytest.mark.parametrize(("segment", "decoded"), [("", b""), ("YQ", b"a"), ("YWI", b"ab"), ("YWJj", b"abc"),
                                                    ("-_8", b"\xfb\xff")])
 def test_segments_decode_as_unpadded_base64url(segment, decoded):
-    assert jwt_authn.base64url_decode(segment) == decoded
+    assert jwks.base64url_decode(segment) == decoded
 
 
 @pytest.mark.parametrize("segment", ["a", "é", "Y*Q"])
 def test_a_segment_that_is_not_base64url_is_a_value_error(segment):
     with pytest.raises(ValueError):  # noqa: PT011 - binascii.Error and UnicodeEncodeError are both ValueErrors
-        jwt_authn.base64url_decode(segment)
+        jwks.base64url_decode(segment)
