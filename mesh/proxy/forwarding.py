@@ -267,6 +267,11 @@ class Forwarding(RetriesAndTimeouts):
         target = exchange.target
         if target is not None and target.cluster is not None and target.cluster.balancer.tracks_load:
             target.cluster.balancer.finished(target.endpoint)  # balances `started`, one per attempt
+        self.give_back(upstream, reusable)
+
+    def give_back(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        """A connection's request is over (an exchange's, or a mirror copy's): back to its pool, or closed;
+        either way a request waiting for a connection of that pool or cluster may now go on."""
         pool = upstream.pool
         pool.release(upstream, reusable, self.loop.time())
         if pool.waiting and not upstream.closed:

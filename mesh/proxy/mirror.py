@@ -5,9 +5,12 @@ does), through the same keep-alive pools. Its answer is read and thrown away; it
 never seen by the caller. Copies in flight are bounded (`MAX_MIRRORS_IN_FLIGHT`) and each is cut after
 `MIRROR_TIMEOUT_S`, so a slow mirror target cannot hold memory or sockets: past the bound a copy is
 skipped and counted (`weir_mirror_overflow_total`); `weir_mirror_requests_active` is the number in flight.
-A copy's new connections count against the mirror cluster's `maxConnections` and its pool's cap on TLS
-handshakes in flight (`mesh.proxy.pool.MAX_TLS_CONNECTING`), as the original's do; where an original would
-wait for a connection, a copy is dropped and counted as an overflow.
+A copy's connections are the mirror cluster's, as the original's are the route's: they count against its
+`maxConnections` and `maxRequestsPerConnection` and the pool's cap on TLS handshakes in flight
+(`mesh.proxy.pool.MAX_TLS_CONNECTING`), and one a copy frees goes first to a request waiting for it. Where an
+original would wait for a connection (or take another host's idle one), a copy is dropped: counted in
+`weir_mirror_overflow_total`, and at the connection limit in `weir_circuit_breaker_overflow_total{kind=
+"connections"}` as well.
 
 Example: a ratings route to v1 with `mirror: {host: ratings, subset: v2}` and no percentage sends every
 request to v1 (whose answer the caller gets) and a copy with `Host: ratings-shadow:9080` to v2.
@@ -72,7 +75,10 @@ class MirrorExchange:
         if not pool.may_connect() or cluster.breaker.connections >= cluster.spec.pool.max_connections:
             # A copy never waits: with the pool's TLS handshakes at their cap, or the mirror cluster at its
             # maxConnections, it is dropped and counted (an original request would queue here).
-            self.forwarding.runtime.counters.inc("mirror_overflow_total")
+            counters = self.forwarding.runtime.counters
+            counters.inc("mirror_overflow_total")
+            if pool.may_connect():
+                counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name, kind="connections")
             self._end(failed=False)
             return
         pool.opening()
@@ -97,7 +103,7 @@ class MirrorExchange:
             return
         _, conn = done.result()
         if self.done:
-            self.pool.release(conn, True, self.forwarding.loop.time())
+            self.forwarding.give_back(conn, True)
             return
         self.upstream = conn
         conn.send(self, data)
@@ -109,12 +115,13 @@ class MirrorExchange:
 
     def response_complete(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
         self.upstream = None
-        self.pool.release(upstream, keep_alive, self.forwarding.loop.time())
+        limit = self.cluster.spec.pool.max_requests_per_connection
+        self.forwarding.give_back(upstream, keep_alive and not (limit and upstream.requests >= limit))
         self._end(failed=False)
 
     def upstream_failed(self, upstream: UpstreamConnection, error: replies.ProxyError) -> None:
         self.upstream = None
-        self.pool.release(upstream, False, self.forwarding.loop.time())
+        self.forwarding.give_back(upstream, False)
         self._end(failed=True)
 
     def flush(self) -> None:
@@ -133,7 +140,7 @@ class MirrorExchange:
         if upstream is not None:
             self.upstream = None
             upstream.exchange = None
-            self.pool.release(upstream, False, self.forwarding.loop.time())
+            self.forwarding.give_back(upstream, False)
         self._end(failed=True)
 
     def _end(self, failed: bool) -> None:

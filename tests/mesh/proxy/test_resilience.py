@@ -276,6 +276,36 @@ async def test_mirror_copies_count_against_the_mirror_clusters_max_connections()
     assert counters.get("mirror_overflow_total") == 2
 
 
+async def test_a_connection_a_mirror_copy_frees_serves_the_request_waiting_for_it():
+    """The mirror cluster at maxConnections 1, held by a copy: a request of the cluster's own waits (circuit
+    breaking), and gets that connection as soon as the copy's answer is read, as it would from a request."""
+    from tests.mesh.proxy.fakes import RATINGS
+
+    proxy = mirrored_proxy(mirror_pool=model.ConnectionPool(max_connections=1))
+    proxy.client().send(GET_BOOKS)  # its copy to ratings takes the one connection
+    await settle()
+    ratings_client = proxy.client()
+    ratings_client.send(b"GET /ratings/1 HTTP/1.1\r\nHost: ratings:9080\r\n\r\n")
+    await settle()
+    (shadow,) = [up for up in proxy.upstreams if up.address == RATINGS_V2.address]
+    assert len(shadow.requests()) == 1 and len(proxy.runtime.view.clusters[RATINGS].breaker.pending) == 1
+    shadow.respond(OK)  # the copy's answer: the connection is free
+    await settle()
+    assert [r.first for r in shadow.requests()] == ["GET /books", "GET /ratings/1"]
+    shadow.respond(OK)
+    assert [r.first for r in ratings_client.responses()] == ["200"]
+
+
+async def test_a_mirror_connection_is_not_reused_past_max_requests_per_connection():
+    proxy = mirrored_proxy(mirror_pool=model.ConnectionPool(max_requests_per_connection=1))
+    for _ in range(2):
+        proxy.client().send(GET_BOOKS)
+        await settle()
+        shadows = [up for up in proxy.upstreams if up.address == RATINGS_V2.address]
+        shadows[-1].respond(OK)
+    assert len(shadows) == 2 and shadows[0].transport.closed  # one request each, as for the original's
+
+
 async def test_mirror_copies_respect_the_pools_cap_on_tls_handshakes_in_flight():
     from mesh.proxy import pool as pool_mod
     from tests.mesh.proxy.fakes import RATINGS
@@ -288,6 +318,13 @@ async def test_mirror_copies_respect_the_pools_cap_on_tls_handshakes_in_flight()
     await settle()
     assert not [up for up in proxy.upstreams if up.address == RATINGS_V2.address]
     assert proxy.runtime.counters.get("mirror_overflow_total") == 1 and proxy.runtime.mirrors_in_flight == 0
+    mirror_pool.connecting = pool_mod.MAX_TLS_CONNECTING - 1  # one handshake free: the next copy takes it
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    assert proxy.runtime.counters.get("mirror_overflow_total") == 1  # not dropped this time: it had a slot
+    # Its connect ended (this fake origin cannot make a TLS connection): the slot is free again, nothing held.
+    assert mirror_pool.connecting == pool_mod.MAX_TLS_CONNECTING - 1 and mirror_pool.active == 0
+    assert proxy.runtime.view.clusters[RATINGS].breaker.connections == 0 and proxy.runtime.mirrors_in_flight == 0
 
 
 async def test_a_mirror_that_never_answers_is_cut_after_its_timeout():
