@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.control.dashboard import metrics
-from mesh.local import errors
+from mesh.local import errors, exposition
 
 REQUESTS = "istio_requests_total"
 BUCKETS = "istio_request_duration_milliseconds_bucket"
@@ -114,11 +114,10 @@ def growth(before: str, after: str, name: str, **match: str) -> dict[tuple[tuple
     """Per label set, how much the counters `name` matching `match` grew between two scrapes: 0 for a series
     that did not grow (histogram_quantile needs the empty buckets below the rank for their bounds), none for
     one that shrank (its proxy restarted: its counters started again)."""
-    from mesh.local.expectations import samples  # the one Prometheus text parser; it loads mesh.api
 
     def totals(text: str) -> dict[tuple[tuple[str, str], ...], float]:
         out: dict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        for sample, labels, value in samples(text):
+        for sample, labels, value in exposition.samples(text):
             if sample == name and all(labels.get(k) == v for k, v in match.items()):
                 out[tuple(sorted(labels.items()))] += value
         return out

@@ -4,7 +4,7 @@
 Baseline, always: `workloads-ready`, `proxies-in-sync`, `release-in-effect` (the control plane's config
 label carries the stack's pinned digest) and `books-contract` (DESIGN.md's `GET /gateway/books`). With
 `scenario=True`, one check per rule the release's `weir.dev/expect` annotation states
-(mesh.local.expectations.RULES), judged on traffic that `exercise` sends: the one traffic runner, also
+(mesh.local.judgement.RULES), judged on traffic that `exercise` sends: the one traffic runner, also
 used by tests/e2e/test_scenarios.py and by the Ansible module playbooks/library/weir_smoke.py.
 `record` keeps the last result in `<state_dir>/smoke.json`; promotion requires it passed at the source's
 pinned digest. The `judge_*` functions are pure; `run`, `exercise` and `record` do the I/O.
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.api import ConfigError
-from mesh.local import client, environment, errors, expectations, statedir
+from mesh.local import client, environment, errors, expectations, judgement, statedir
 from mesh.local import probes as probes_mod
-from mesh.local.expectations import Expectation, Observations, Response
+from mesh.local.expectations import Expectation
+from mesh.local.judgement import Observations, Response
 from mesh.local.stack import StackSettings
 
 BOOKS_PATH = "/gateway/books"
@@ -180,7 +181,7 @@ def exercise(env: environment.Environment, expectation: Expectation, *, ingress:
              timeout: float = CLIENT_TIMEOUT, settle: float = STATS_SETTLE
              ) -> tuple[Observations, dict[str, list[str]]]:
     """Set the chaos switches, scrape, send, probe, scrape again (for up to `settle` s while a stats rule
-    is unmet), reset the switches; the observations and `expectations.check_rules` of them."""
+    is unmet), reset the switches; the observations and `judgement.check_rules` of them."""
     ingress = ingress or env.urls()["ingress"]
     try:
         for step in expectation.setup:
@@ -193,7 +194,7 @@ def exercise(env: environment.Environment, expectation: Expectation, *, ingress:
         while True:
             observed = Observations(responses, before, {w: env.stats(w) for w in expectation.workloads},
                                     probe_results)
-            failures = expectations.check_rules(expectation, observed)
+            failures = judgement.check_rules(expectation, observed)
             if not any(failures.get(rule) for rule in STATS_RULES) or time.monotonic() > deadline:
                 return observed, failures
             time.sleep(POLL_S * 2)

@@ -128,7 +128,7 @@ def main() -> None:
     )
     try:
         from mesh.api import ConfigError
-        from mesh.local import errors, expectations, smoke, statedir
+        from mesh.local import errors, judgement, smoke, statedir
         from mesh.local import stack as stack_mod
         from mesh.local.cluster_env import ClusterEnvironment
     except ImportError as exc:
@@ -151,7 +151,7 @@ def main() -> None:
         except ConfigError:
             expectation = None
         out = {"changed": False, "release": release, "digest": digest, "checks": {},
-               "rules": list(expectations.rules_of(expectation)) if expectation else [],
+               "rules": list(judgement.rules_of(expectation)) if expectation else [],
                "books_contract_waived": smoke.contract_waived(expectation)}
         if params["failed_check"]:
             report = smoke.failed(settings, params["failed_check"], params["failed_detail"])

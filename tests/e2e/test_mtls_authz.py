@@ -13,7 +13,7 @@ import ssl
 
 import pytest
 
-from mesh.local import expectations, probes
+from mesh.local import exposition, probes
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def spiffe_of(cert: dict) -> list[str]:
 
 
 def requests_seen(stats: str, **labels: str) -> float:
-    return sum(v for name, lab, v in expectations.samples(stats)
+    return sum(v for name, lab, v in exposition.samples(stats)
                if name == "istio_requests_total" and all(lab.get(k) == x for k, x in labels.items()))
 
 

@@ -2,7 +2,7 @@
 states, on the real local mesh — the same statements the smoke playbooks check (mesh.local.expectations).
 
 Each test applies the scenario and runs it with mesh.local.smoke's runner (`exercise`: chaos switches,
-scrapes, requests with threads for its concurrency, probes, judged by `expectations.check_rules`); then it
+scrapes, requests with threads for its concurrency, probes, judged by `judgement.check_rules`); then it
 re-applies all-v1.
 """
 

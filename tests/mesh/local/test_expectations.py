@@ -1,5 +1,6 @@
 """mesh.local.expectations: every scenario states a valid expectation, bad annotations are refused clearly,
-and `check` passes crafted observations that meet an expectation and names every rule they miss."""
+and `check` (mesh.local.judgement) passes crafted observations that meet an expectation and names every rule
+they miss."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from pydantic import ValidationError
 
 from mesh.api import ConfigError
 from mesh.local import expectations as ex
-from mesh.local.expectations import Expectation, ExpectationError, Observations, Response
+from mesh.local import exposition, judgement
+from mesh.local.bands import miss_probability
+from mesh.local.expectations import Expectation, ExpectationError
+from mesh.local.judgement import Observations, Response
 from mesh.manifests import releases
 
 ROUTING = Path(__file__).resolve().parents[3] / "stacks" / "routing"
@@ -91,7 +95,7 @@ def test_split_bands_are_statistically_sound(scenario: str) -> None:
     bands = expectation.split["versions.ratings"]
     assert set(bands) == set(weights)
     for version, p in weights.items():
-        miss = ex.miss_probability(expectation.requests, p, bands[version])
+        miss = miss_probability(expectation.requests, p, bands[version])
         assert miss < MAX_MISS, f"{version}: band {bands[version]} misses {miss:.1e} of healthy runs"
         # and not so wide that a wrong weight passes: 10 points off the weight falls outside
         assert not (bands[version][0] <= p - 0.15 or bands[version][1] >= p + 0.15)
@@ -104,9 +108,9 @@ def test_retry_band_is_statistically_sound() -> None:
              if d["kind"] == "VirtualService" and d["metadata"]["name"] == "ratings"]
     tries = vs["spec"]["http"][0]["retries"]["attempts"] + 1
     success = 1 - step.error_rate**tries
-    assert ex.miss_probability(expectation.requests, success, expectation.status[200]) < MAX_MISS
+    assert miss_probability(expectation.requests, success, expectation.status[200]) < MAX_MISS
     # without retries (success = 1 - error rate) the band must fail
-    assert ex.miss_probability(expectation.requests, 1 - step.error_rate, expectation.status[200]) > 0.999
+    assert miss_probability(expectation.requests, 1 - step.error_rate, expectation.status[200]) > 0.999
 
 
 # -- refused annotations ------------------------------------------------------------------------------------
@@ -260,7 +264,7 @@ def full() -> Expectation:
 
 def test_met_expectation_has_no_failures(full) -> None:
     assert full.workloads == ("gw-v1", "ratings-v2")
-    assert ex.check(full, Observations(**_met())) == []
+    assert judgement.check(full, Observations(**_met())) == []
 
 
 def test_observations_from_dict(full) -> None:
@@ -271,7 +275,7 @@ def test_observations_from_dict(full) -> None:
         "statsBefore": met["stats_before"],
         "statsAfter": met["stats_after"],
     }
-    assert ex.check(full, Observations.from_dict(json.loads(json.dumps(data)))) == []
+    assert judgement.check(full, Observations.from_dict(json.loads(json.dumps(data)))) == []
 
 
 def _replace(index: int, response: Response) -> dict:
@@ -300,7 +304,8 @@ def _stats(which: str, workload: str, text: str) -> dict:
         ({**_met(), "responses": [Response(200, _body("v1"), 20.0)] * 7 + [Response(200, _body("v2"), 20)]
           + [Response(503, b"", 5.0)] * 2}, "split versions.ratings = v1: share 0.875 (7/8), expected [0.25, 0.75]"),
         (_replace(0, Response(200, _body("v3"), 20.0)), "split versions.ratings = v3: share 0.125 (1/8), expected none"),
-        (_replace(0, Response(200, b"<html>", 20.0)), f"split versions.ratings = {ex.MISSING}: share 0.125"),
+        (_replace(0, Response(200, b"<html>", 20.0)),
+         f"split versions.ratings = {judgement.MISSING}: share 0.125"),
         ({**_met(), "responses": [Response(503, b"", 5.0)] * 10}, "split versions.ratings: no 200 answers"),
         # latency
         (_replace(9, Response(503, b"", 5000.0)), "latency max: 5000 ms, expected [null, 1000] ms"),
@@ -320,13 +325,13 @@ def _stats(which: str, workload: str, text: str) -> dict:
     ],
 )
 def test_each_rule_can_fail(full, observations, failure) -> None:
-    failures = ex.check(full, Observations(**observations))
+    failures = judgement.check(full, Observations(**observations))
     assert any(f.startswith(failure) for f in failures), failures
 
 
 def test_unmet_rules_are_all_reported(full) -> None:
     observed = Observations([Response(500, b"", 9000.0)] * 10, {}, {})
-    failures = ex.check(full, observed)
+    failures = judgement.check(full, observed)
     assert len(failures) >= 5, failures  # 200, 500, 503 shares, split, latencies, stats
 
 
@@ -335,7 +340,7 @@ def test_flags_are_matched_one_by_one_in_combined_flags() -> None:
     before = _series("source", "books-v1", 504, "UT,URX", 1)
     after = _series("source", "books-v1", 504, "UT,URX", 2)
     observed = Observations([Response(200, b"{}", 1.0)], {"books-v1": before}, {"books-v1": after})
-    assert ex.check(expectation, observed) == []
+    assert judgement.check(expectation, observed) == []
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -343,27 +348,27 @@ def test_flags_are_matched_one_by_one_in_combined_flags() -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert ex.percentile(values, "p50") == 50 and ex.percentile(values, "p99") == 99
-    assert ex.percentile(values, "p99.9") == 100 and ex.percentile(values, "p0") == 1
-    assert ex.percentile([3.0, 1.0, 2.0], "min") == 1 and ex.percentile([3.0, 1.0], "max") == 3
-    assert ex.percentile([1.0, 2.0], "mean") == 1.5
+    assert judgement.percentile(values, "p50") == 50 and judgement.percentile(values, "p99") == 99
+    assert judgement.percentile(values, "p99.9") == 100 and judgement.percentile(values, "p0") == 1
+    assert judgement.percentile([3.0, 1.0, 2.0], "min") == 1 and judgement.percentile([3.0, 1.0], "max") == 3
+    assert judgement.percentile([1.0, 2.0], "mean") == 1.5
 
 
 def test_field_values() -> None:
     body = _body("v2")
-    assert ex.field_value(body, "versions.ratings") == "v2"
-    assert ex.field_value(body, "books.0.rating.stars") == "4"
-    assert ex.field_value(body.decode(), "books.1.rating") == ex.MISSING
-    assert ex.field_value(b"not json", "versions.ratings") == ex.MISSING
+    assert judgement.field_value(body, "versions.ratings") == "v2"
+    assert judgement.field_value(body, "books.0.rating.stars") == "4"
+    assert judgement.field_value(body.decode(), "books.1.rating") == judgement.MISSING
+    assert judgement.field_value(b"not json", "versions.ratings") == judgement.MISSING
 
 
 def test_selectors_and_samples() -> None:
-    assert ex.parse_selector("up") == ("up", {})
-    assert ex.parse_selector('m{a="x",b="y \\"q\\""}') == ("m", {"a": "x", "b": 'y "q"'})
+    assert exposition.parse_selector("up") == ("up", {})
+    assert exposition.parse_selector('m{a="x",b="y \\"q\\""}') == ("m", {"a": "x", "b": 'y "q"'})
     with pytest.raises(ValueError):
-        ex.parse_selector("m{a=x}")
+        exposition.parse_selector("m{a=x}")
     text = '# TYPE m counter\nm{a="1"} 2\nm{a="2"} 3.5\nother 1\ngarbage line here\n'
-    assert ex.samples(text) == [("m", {"a": "1"}, 2.0), ("m", {"a": "2"}, 3.5), ("other", {}, 1.0)]
+    assert exposition.samples(text) == [("m", {"a": "1"}, 2.0), ("m", {"a": "2"}, 3.5), ("other", {}, 1.0)]
 
 
 def test_chaos_step_commands() -> None:
@@ -374,19 +379,20 @@ def test_chaos_step_commands() -> None:
 
 
 def test_miss_probability() -> None:
-    assert ex.miss_probability(10, 0.5, (0.0, 1.0)) == 0
-    assert math.isclose(ex.miss_probability(2, 0.5, (0.5, 0.5)), 0.5)
-    assert math.isclose(ex.miss_probability(1, 0.3, (None, 0.5)), 0.3)
+    assert miss_probability(10, 0.5, (0.0, 1.0)) == 0
+    assert math.isclose(miss_probability(2, 0.5, (0.5, 0.5)), 0.5)
+    assert math.isclose(miss_probability(1, 0.3, (None, 0.5)), 0.3)
 
 
 def test_probes_are_judged_with_the_rest() -> None:
     exp = Expectation.model_validate({"requests": 1, "status": {"200": [1, 1]},
                                       "probes": [{"direct": "books-v1", "path": "/books", "refused": True}]})
     ok = [Response(200, "{}", 1.0)]
-    assert ex.check(exp, Observations(ok, probe_results=[ex.probes_mod.ProbeResult(None, error="reset")])) == []
+    refused = [ex.probes_mod.ProbeResult(None, error="reset")]
+    assert judgement.check(exp, Observations(ok, probe_results=refused)) == []
     answered = Observations.from_dict({"responses": [{"status": 200, "latencyMs": 1}],
                                        "probeResults": [{"status": 200, "body": "plaintext served"}]})
-    assert ex.check(exp, answered) == [
+    assert judgement.check(exp, answered) == [
         "probe direct to books-v1 GET /books: expected the connection refused, got 200 'plaintext served'"]
 
 
@@ -408,11 +414,11 @@ def test_resources_are_validated_naming_the_file() -> None:
 
 
 def test_check_rules_names_only_the_stated_rules(full) -> None:
-    by_rule = ex.check_rules(full, Observations(**_met()))
-    assert set(by_rule) == set(ex.rules_of(full)) and all(v == [] for v in by_rule.values())
+    by_rule = judgement.check_rules(full, Observations(**_met()))
+    assert set(by_rule) == set(judgement.rules_of(full)) and all(v == [] for v in by_rule.values())
     observed = Observations([Response(500, b"", 9000.0)] * 10, {}, {})
-    failing = ex.check_rules(full, observed)
+    failing = judgement.check_rules(full, observed)
     assert failing["status"] and failing["latency"]
-    assert sum(failing.values(), []) == ex.check(full, observed)
+    assert sum(failing.values(), []) == judgement.check(full, observed)
     minimal = ex.parse(yaml.safe_dump({"requests": 1, "status": {"200": [1.0, 1.0]}}))
-    assert ex.rules_of(minimal) == ("status",)
+    assert judgement.rules_of(minimal) == ("status",)

@@ -12,7 +12,8 @@ import pytest
 
 from mesh.local import errors, smoke
 from mesh.local import stack as stack_mod
-from mesh.local.expectations import Expectation, Observations, Response
+from mesh.local.expectations import Expectation
+from mesh.local.judgement import Observations, Response
 from mesh.manifests import releases
 
 REPO = Path(__file__).resolve().parents[3]
