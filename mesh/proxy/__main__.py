@@ -192,8 +192,9 @@ def _telemetry(args: argparse.Namespace, rt: runtime.ProxyRuntime, control: chan
 async def serve(args: argparse.Namespace) -> int:
     labels = _pairs(args.labels)
     identity = runtime.Identity(args.id, args.role, args.namespace, args.workload, labels, args.service_account)
-    heap.tune_allocator()
+    tuned = heap.tune_allocator()
     rt = runtime.ProxyRuntime(identity)
+    rt.counters.gauge(heap.ALLOCATOR_TUNED, lambda: float(tuned))
     rt.mesh_tls = _mesh_tls(args)
     rt.trusted_proxies = args.trusted_proxies
     rt.limits = request_limits.Limits(args.request_headers_timeout, args.request_body_timeout, args.idle_timeout,

@@ -113,3 +113,12 @@ def test_standard_metric_labels_match_istios(mesh, traffic):
             assert names == ISTIO_TCP_LABELS, (
                 f"{workload} {metric}: labels Istio does not have {sorted(names - ISTIO_TCP_LABELS)}, "
                 f"Weir lacks {sorted(ISTIO_TCP_LABELS - names)}")
+
+
+def test_every_proxy_started_with_its_allocator_tuned(mesh):
+    """mesh.proxy.heap.tune_allocator ran at start in a sidecar and in the gateway (glibc: TLS reads map no
+    memory); the gauge says so."""
+    for workload in ("gw-v1", INGRESS):
+        tuned = [value for name, _, value in samples(mesh.meshctl("stats", workload).stdout)
+                 if name == "weir_heap_allocator_tuned"]
+        assert tuned == [1.0], f"{workload}: weir_heap_allocator_tuned {tuned}"
