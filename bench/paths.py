@@ -60,7 +60,8 @@ def start_sidecar(procs: processes.Processes, ctx: Context, name: str = "weir-si
 
 
 def start_sidecar_no_telemetry(procs: processes.Processes, ctx: Context) -> Target:
-    """One sidecar with routing and metrics on and no access log or tracing: what issue 2's targets name."""
+    """One sidecar's inbound listener with its metrics and no access log or tracing (`--telemetry off`), as
+    issue 2's targets were set before issue 7's telemetry; nginx-as-proxy has no access log either."""
     return start_sidecar(procs, ctx, "weir-sidecar-no-telemetry", ("--telemetry", "off"))
 
 

@@ -81,8 +81,11 @@ def run_openloop(target: Target, ctx: Context) -> dict:
 
 
 def _fill_pool(target: Target, connections: int) -> None:
-    warm.fill_pool("127.0.0.1", target.port, nginx.PAYLOAD_PATH, host_header=target.host_header,
-                   connections=connections)
+    wanted = connections * warm.REQUESTS_EACH
+    answered = warm.fill_pool("127.0.0.1", target.port, nginx.PAYLOAD_PATH, host_header=target.host_header,
+                              connections=connections)
+    if answered < wanted:
+        print(f"bench: warning: refilling a pool, {answered} of {wanted} requests answered 200", file=sys.stderr)
 
 
 def measure_latency(target: Target, ctx: Context) -> dict:
@@ -114,10 +117,11 @@ def measure_throughput(targets: dict[str, Target], results: dict[str, dict], ctx
     for _ in range(ctx.rounds):
         for c in CONNECTIONS:
             for name, target in targets.items():
-                busy = processes.wait_quiet()
                 # A path waits a minute between its rounds, and the last wrk run left its pool short by the
-                # requests it had in flight: refilled gracefully first (bench.warm), unmeasured.
+                # requests it had in flight: refilled gracefully first (bench.warm), unmeasured, then the
+                # machine is let go quiet.
                 _fill_pool(target, c)
+                busy = processes.wait_quiet()
                 before, tls_before = _cpu(target), _tls(target)
                 got = wrk.run(_url(target), c, seconds, host_header=target.host_header,
                               pin=ctx.pinning.prefix(ctx.pinning.load))

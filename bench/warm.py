@@ -55,7 +55,8 @@ async def _requests(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 async def _fill(host: str, port: int, request: bytes, connections: int, requests_each: int) -> int:
     # Every client connects before any sends, so that the first requests overlap and the pool grows to match.
-    opened = await asyncio.gather(*(asyncio.open_connection(host, port) for _ in range(connections)))
+    opened = await asyncio.wait_for(
+        asyncio.gather(*(asyncio.open_connection(host, port) for _ in range(connections))), TIMEOUT_S)
     answered = await asyncio.wait_for(
         asyncio.gather(*(_requests(reader, writer, request, requests_each) for reader, writer in opened)), TIMEOUT_S)
     return sum(answered)

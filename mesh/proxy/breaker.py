@@ -71,8 +71,6 @@ def released(exchange: Exchange) -> None:
 
 def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> UpstreamConnection | None:
     """At the connection limit, an idle connection to another host of the cluster serves this try."""
-    from mesh.proxy.forwarding import Target
-
     origination = forwarding.runtime.origination
     now = forwarding.loop.time()
     target = exchange.target
@@ -86,8 +84,7 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
         if conn is not None:
             cluster.balancer.finished(target.endpoint)
             cluster.balancer.started(endpoint)
-            moved = Target(cluster, endpoint, target.route, target.weighted,
-                           forwarding.runtime.source_peer(cluster.spec, endpoint))
+            moved = target.with_endpoint(endpoint, forwarding.runtime.source_peer(cluster.spec, endpoint))
             moved.pool = pool
             exchange.target = moved
             return conn

@@ -3,7 +3,8 @@
 `Forwarding.start` is the sync decision step (route → weighted cluster → endpoint, or a local reply);
 `connect` is the only place that awaits (opening a new upstream connection, as a task, only when the pool
 has no idle one). Header rewriting follows Envoy: hop-by-hop headers dropped, `x-request-id` added,
-Istio header operations applied (route level, then destination level).
+Istio header operations applied (route level, then destination level). Retries and the route and per-try
+timeouts are `mesh.proxy.retrying`'s, a base of `Forwarding`.
 """
 
 from __future__ import annotations

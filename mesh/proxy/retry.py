@@ -1,6 +1,6 @@
 """Retry eligibility and backoff: Envoy's router retry policy, as Istio configures it.
 
-Pure functions over a `mesh.view.model.RetryPolicy`; `mesh.proxy.forwarding` asks them after each failed
+Pure functions over a `mesh.view.model.RetryPolicy`; `mesh.proxy.retrying` asks them after each failed
 try and does the I/O. Semantics (Envoy `x-envoy-retry-on`):
 - `5xx`: any 5xx answer, and no answer at all (connect failure, reset, per-try timeout);
 - `gateway-error`: 502, 503, 504, and no answer at all;
