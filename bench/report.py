@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mesh.local.exposition import samples
+from mesh.control.exposition import samples
 
 # The targets of the project's issue 2.
 MIN_THROUGHPUT_VS_NGINX = 0.6  # one sidecar, requests/s ÷ nginx-as-proxy's

@@ -68,7 +68,7 @@ from mesh.api import ConfigError, load_document, load_files
 from mesh.api.errors import invalid, problems_of
 from mesh.api.resource import Resource
 from mesh.api.types import Duration, Model
-from mesh.local import exposition
+from mesh.control import exposition
 from mesh.local import probes as probes_mod
 from mesh.local.bands import CountBand, MsBand, ShareBand
 

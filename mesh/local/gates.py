@@ -30,8 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.control import exposition
 from mesh.control.dashboard import metrics
-from mesh.local import errors, exposition
+from mesh.local import errors
 
 REQUESTS = "istio_requests_total"
 BUCKETS = "istio_request_duration_milliseconds_bucket"

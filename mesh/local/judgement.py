@@ -3,7 +3,7 @@
 The expectation comes from mesh.local.expectations (the `weir.dev/expect` annotation); a runner (the one
 runner is mesh.local.smoke's `exercise`) collects `Observations`: every response, `meshctl stats W` for W in
 `expectation.workloads` scraped before the first request and after the last (read by
-mesh.local.exposition), and the probe results (judged by mesh.local.probes). `check(expectation,
+mesh.control.exposition), and the probe results (judged by mesh.local.probes). `check(expectation,
 observations)` lists every way they miss it (an empty list means met; re-scrape for a moment when it is
 not, mirrors are fire-and-forget). `check_rules` gives the same failures by rule (`RULES`: status, split,
 latency, mirrored, flags, counters, probes; only the rules the expectation states).
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.local import exposition
+from mesh.control import exposition
 from mesh.local import probes as probes_mod
 from mesh.local.bands import band_text, in_band
 from mesh.local.expectations import Expectation

@@ -11,7 +11,7 @@ import urllib.error
 import pytest
 import yaml
 
-from mesh.local.exposition import samples
+from mesh.control.exposition import samples
 from tests.e2e.conftest import DIRECT
 from tests.istio_metrics import ISTIO_LABELS, ISTIO_TCP_LABELS
 

@@ -13,7 +13,8 @@ import ssl
 
 import pytest
 
-from mesh.local import exposition, probes
+from mesh.control import exposition
+from mesh.local import probes
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,8 @@
 """Istio's request metrics read back from one proxy's Prometheus text, and the delta of two scrapes.
 
-Pure: `parse` keeps `istio_requests_total` and the buckets of `istio_request_duration_milliseconds` (the
-label names of mesh.proxy.stats, which this package does not import: DESIGN.md principle 9), `delta`
+Pure: `parse` keeps `istio_requests_total` and the buckets of `istio_request_duration_milliseconds` (read
+with mesh.control.exposition; the label names of mesh.proxy.stats, which this package does not import:
+DESIGN.md principle 9), `delta`
 subtracts two scrapes of one proxy with Prometheus' counter-reset rule, `quantile` is Prometheus'
 `histogram_quantile`. Next: mesh.control.dashboard.graph turns the deltas of every proxy into edges.
 """
@@ -9,20 +10,17 @@ subtracts two scrapes of one proxy with Prometheus' counter-reset rule, `quantil
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+
+from mesh.control import exposition
 
 REQUESTS = "istio_requests_total"
 BUCKETS = "istio_request_duration_milliseconds_bucket"
 UNKNOWN = "unknown"
 
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs: one series
-
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}\s+(\S+)")
-_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +42,14 @@ class Scrape:
 def parse(text: str, at: float) -> Scrape:
     counts: dict[Labels, float] = {}
     buckets: dict[Labels, list[tuple[float, float]]] = {}
-    for line in text.splitlines():
-        if not line.startswith(("istio_requests_total{", "istio_request_duration_milliseconds_bucket{")):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            continue
-        name, body, value = match.groups()
-        pairs = {k: _unescape(v) for k, v in _PAIR.findall(body)}
-        try:
-            number = float(value)
-        except ValueError:
-            continue
+    for name, pairs, number in exposition.samples(text, (REQUESTS, BUCKETS)):
         if name == REQUESTS:
             counts[_key(pairs)] = number
-        elif name == BUCKETS and "le" in pairs:
-            bound = float(pairs.pop("le"))  # "+Inf" parses as inf
+        elif "le" in pairs:
+            try:
+                bound = float(pairs.pop("le"))  # "+Inf" parses as inf
+            except ValueError:
+                continue
             buckets.setdefault(_key(pairs), []).append((bound, number))
     series = {key: Series(count, tuple(sorted(buckets.get(key, ())))) for key, count in counts.items()}
     return Scrape(at, MappingProxyType(series))
@@ -111,9 +101,3 @@ def labels(key: Labels) -> dict[str, str]:
 
 def _key(pairs: Mapping[str, str]) -> Labels:
     return tuple(sorted(pairs.items()))
-
-
-def _unescape(value: str) -> str:
-    if "\\" not in value:
-        return value
-    return re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m.group(0)], value)

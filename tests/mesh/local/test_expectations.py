@@ -13,8 +13,9 @@ import yaml
 from pydantic import ValidationError
 
 from mesh.api import ConfigError
+from mesh.control import exposition
 from mesh.local import expectations as ex
-from mesh.local import exposition, judgement
+from mesh.local import judgement
 from mesh.local.bands import miss_probability
 from mesh.local.expectations import Expectation, ExpectationError
 from mesh.local.judgement import Observations, Response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mesh.local.exposition import samples
+from mesh.control.exposition import samples
 from mesh.proxy import stats
 from tests.istio_metrics import ISTIO_TCP_LABELS
 

@@ -1,11 +1,9 @@
-"""Reading the Prometheus text exposition format: what `meshctl stats W` and a proxy's `/stats/prometheus`
-return, as (name, labels, value) samples.
-
-Pure text in, samples out; the one reader of scraped sidecar stats on the runner's side: a counter selector
-of a scenario's expectation (mesh.local.expectations) is parsed here, the growth of counters and response
-flags between two scrapes is measured here for mesh.local.judgement, and mesh.local.gates, the bench report
-and the metrics tests read scrapes through `samples`. Malformed lines are skipped, not refused: a scrape is
-not ours to validate.
+"""Reading the Prometheus text exposition format: what a proxy's `/stats/prometheus` (and `meshctl stats W`)
+returns, as (name, labels, value) samples. The one reader of proxies' metrics in the project: the dashboard
+(mesh.control.dashboard.metrics) and, on the runner's side, a scenario's counter selectors
+(mesh.local.expectations), the growth of counters and response flags between two scrapes
+(mesh.local.judgement), the promotion gates (mesh.local.gates), the bench report and the metrics tests.
+Pure text in, samples out; malformed lines are skipped, not refused: a scrape is not ours to validate.
 """
 
 from __future__ import annotations
@@ -36,18 +34,22 @@ def _labels(text: str, where: str) -> dict[str, str]:
     return labels
 
 
-def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of a Prometheus text exposition as (name, labels, value); comments skipped."""
+def samples(text: str, names: tuple[str, ...] | None = None) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of a Prometheus text exposition as (name, labels, value); comments skipped. `names`: only
+    the samples of these metrics (a proxy's scrape is mostly other series: lines are skipped unparsed)."""
     out = []
     for line in text.splitlines():
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith("#") or (names is not None and not line.startswith(names)):
             continue
         series, _, value = line.rpartition(" ")
         try:
-            out.append((*parse_selector(series), float(value)))
+            name, labels = parse_selector(series)
+            sample = (name, labels, float(value))
         except ValueError:
             continue  # not a sample line; a scrape is not ours to validate
+        if names is None or name in names:
+            out.append(sample)
     return out
 
 
