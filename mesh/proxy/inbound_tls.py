@@ -1,5 +1,5 @@
-"""The accept path of the sidecar inbound and gateway listeners: how each connection is secured, decided
-per connection.
+"""The accept path of the sidecar inbound and gateway listeners: each connection secured as its listener's
+policy decides, per connection (sniffing, handshakes, the bound on pending connections).
 
 `asyncio.create_server` wraps every connection of a port the same way, but a sidecar's inbound port
 serves mutual TLS and plaintext side by side (PeerAuthentication PERMISSIVE), and a PeerAuthentication
@@ -7,10 +7,10 @@ change must apply to the next connection without re-binding. So these listeners 
 in callbacks (no task and no wait per listener, so one slow client never delays the next accept):
 
     listening socket readable → accept() up to ACCEPT_BATCH → `policy.decide()` for each connection:
-      PLAIN   → loop.connect_accepted_socket(factory, sock)                     DISABLE, or no certificate yet
-      REFUSE  → closed, counted                                                 STRICT without a certificate
+      PLAIN   → loop.connect_accepted_socket(factory, sock)
+      REFUSE  → closed, counted
       SNIFF   → wait until readable (at most FIRST_BYTE_TIMEOUT_S), peek ONE byte without consuming it:
-                0x16 (a TLS handshake record) → TLS; anything else → PLAIN (PERMISSIVE) or closed (STRICT)
+                0x16 (a TLS handshake record) → TLS; anything else → PLAIN, or closed (SNIFF_STRICT)
       TLS     → connect_accepted_socket(..., ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
 
 A TLS connection's protocol is a `SecureDownstream`: before its first request is parsed it records the
@@ -20,7 +20,8 @@ A connection is "pending" from accept until its protocol starts (or it is refuse
 the listener stops accepting (the kernel backlog holds the rest) until one finishes, so a flood of idle or
 slow TLS clients costs bounded memory and never blocks the accept path. Counters:
 `weir_downstream_cx_tls_handshakes_total` and `weir_downstream_cx_tls_failures_total{reason}`.
-`mesh.proxy.gateway_tls` supplies the gateway policy; the protocol is `mesh.proxy.downstream`'s.
+The policies: `mesh.proxy.peer_authentication` (sidecar inbound: which PeerAuthentication mode gives
+which decision) and `mesh.proxy.gateway_tls` (gateway); the protocol is `mesh.proxy.downstream`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mesh.proxy import downstream, tls
-from mesh.view import security
 
 if TYPE_CHECKING:
     from mesh.proxy.forwarding import Forwarding
@@ -54,6 +54,7 @@ ACCEPT_BATCH = 64
 ACCEPT_RETRY_S = 0.5
 TLS_HANDSHAKE_BYTE = b"\x16"
 
+# A policy's `decide()` returns (how, an SSLContext or None, the Forwarding, a Check or None); how is one of:
 PLAIN = "plain"
 REFUSE = "refuse"
 SNIFF = "sniff"  # PERMISSIVE: TLS or plaintext by the first byte
@@ -87,36 +88,6 @@ class SecureDownstream(downstream.DownstreamConnection):
             self.peer_identity = tls.peer_identity(ssl_object)
             self.sni = tls.sni(ssl_object)
         super().connection_made(transport)
-
-
-class PeerAuthentication:
-    """The sidecar inbound policy: PeerAuthentication's mode for the app port, read per connection."""
-
-    __slots__ = ("runtime", "forwarding")
-
-    def __init__(self, runtime: ProxyRuntime, forwarding: Forwarding) -> None:
-        self.runtime = runtime
-        self.forwarding = forwarding
-
-    def mode(self) -> str:
-        view = self.runtime.view
-        if view is None:
-            return security.PERMISSIVE
-        mtls = view.spec.security.mtls
-        if not mtls.port_modes:
-            return mtls.mode
-        cluster = view.inbound_cluster  # portLevelMtls names the workload's port: the inbound cluster's
-        return mtls.mode_for(cluster.spec.port if cluster is not None else None)
-
-    def decide(self) -> tuple[str, ssl.SSLContext | None, Forwarding, Check | None]:
-        mode = self.mode()
-        if mode == security.DISABLE:
-            return PLAIN, None, self.forwarding, None
-        mesh = self.runtime.mesh_tls
-        ctx = mesh.server if mesh is not None else None
-        if ctx is None:  # no workload certificate (yet): plaintext only, and STRICT accepts nothing
-            return (REFUSE if mode == security.STRICT else PLAIN), None, self.forwarding, None
-        return (SNIFF_STRICT if mode == security.STRICT else SNIFF), ctx, self.forwarding, None
 
 
 class _Pending:

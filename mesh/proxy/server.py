@@ -33,6 +33,7 @@ from mesh.proxy import (
     gateway_tls,
     heap,
     inbound_tls,
+    peer_authentication,
     runtime,
     telemetry,
 )
@@ -147,7 +148,7 @@ class ProxyServer:
                 lambda: downstream.DownstreamConnection(fwd, port, self.runtime.connections),
                 self.bind, port, reuse_address=True, backlog=1024)
         if direction == model.INBOUND:
-            policy = inbound_tls.PeerAuthentication(self.runtime, fwd)
+            policy = peer_authentication.PeerAuthentication(self.runtime, fwd)
         else:
             policy = gateway_tls.GatewayPolicy(self.runtime, fwd)
         return inbound_tls.Listener.bind(self.runtime, policy, self.inbound_bind, port)

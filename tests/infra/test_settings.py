@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import mesh.manifests.settings as manifest_settings
-from infra import settings
+from infra import config_keys, settings
 
 STACKS = ("dev", "staging", "prod")
 
@@ -95,7 +95,7 @@ BAD = [
 
 @pytest.mark.parametrize(("path", "value", "key", "says"), BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
 def test_bad_or_missing_key_is_named(path, value, key, says):
-    with pytest.raises(settings.SettingsError) as err:
+    with pytest.raises(config_keys.SettingsError) as err:
         settings.from_mapping(_set(config(), path, value), "dev")
     assert err.value.key == key
     assert str(err.value).startswith(f"stack config {key}: ") and says in str(err.value)
@@ -112,7 +112,7 @@ def test_an_unreleased_scenario_may_be_deployed_by_name():
     raw = {k: v for k, v in config("dev").items() if k not in ("weir:release", "weir:releaseDigest")}
     s = settings.from_mapping({**raw, "weir:routing": "ratings-50"}, "dev")
     assert s.routing == "ratings-50" and len(s.routing_resources) == 10
-    with pytest.raises(settings.SettingsError, match="no stacks/routing/no-such.yaml") as err:
+    with pytest.raises(config_keys.SettingsError, match="no stacks/routing/no-such.yaml") as err:
         settings.from_mapping({**raw, "weir:routing": "no-such"}, "dev")
     assert err.value.key == "weir:routing"
 
