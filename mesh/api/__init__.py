@@ -17,6 +17,7 @@ from mesh.api.authorizationpolicy import (
     Source,
 )
 from mesh.api.destinationrule import DestinationRule, DestinationRuleSpec, Subset
+from mesh.api.enforced_values import dropped_server, unenforced_values
 from mesh.api.errors import ConfigError
 from mesh.api.gateway import Gateway, GatewaySpec, Port, Server, ServerTLSSettings
 from mesh.api.hosts import CLUSTER_DOMAIN, fqdn, gateway_ref
@@ -57,10 +58,8 @@ from mesh.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort, W
 from mesh.api.support import (
     ENFORCED,
     ENFORCED_TRAFFIC_POLICY,
-    dropped_server,
     refuse_unsupported,
     unenforced_fields,
-    unenforced_values,
     unsupported,
 )
 from mesh.api.trafficpolicy import (

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mesh.api.destinationrule import DestinationRule
+from mesh.api.enforced_values import unenforced_values
 from mesh.api.gateway import Gateway
 from mesh.api.hosts import fqdn, gateway_ref
 from mesh.api.resource import Resource
-from mesh.api.support import unenforced_fields, unenforced_values, unsupported
+from mesh.api.support import unenforced_fields, unsupported
 from mesh.api.virtualservice import MESH_GATEWAY, VirtualService
 
 Level = Literal["Error", "Warning", "Info"]

@@ -1,8 +1,7 @@
-"""What Weir's data plane enforces today, as data; `unenforced_fields`, which names every field a
-resource sets outside that set, and `unenforced_values`, which names every enforced field set to a value
-Weir does not act on (a Gateway server it does not serve, a ServiceEntry port it cannot carry), so
-`analyze` and `apply` can warn instead of ignoring them silently; and `refuse_unsupported`, for valid
-Istio that Weir cannot honour at all and so refuses on apply.
+"""What Weir's data plane enforces today, as data (`ENFORCED`, `ENFORCED_TRAFFIC_POLICY`); `unenforced_fields`,
+which names every field a resource sets outside that set, so `analyze` and `apply` can warn instead of
+ignoring it silently; and `refuse_unsupported`, for valid Istio that Weir cannot honour at all and so
+refuses on apply. Which values of an enforced field Weir acts on is mesh.api.enforced_values's.
 
 Paths are camelCase without list indices; a path covers everything below it. Traffic-policy paths
 are relative to a `trafficPolicy` and apply wherever one appears (DestinationRule and subset level,
@@ -15,10 +14,8 @@ from typing import Any
 
 from mesh.api.authorizationpolicy import AuthorizationPolicy
 from mesh.api.errors import ConfigError
-from mesh.api.gateway import Gateway, Server
 from mesh.api.loader import dump
 from mesh.api.resource import Resource
-from mesh.api.serviceentry import ServiceEntry
 
 _HTTP_MATCH = (
     "uri",
@@ -247,67 +244,6 @@ def unenforced_fields(resource: Resource) -> list[str]:
     """Concrete paths (e.g. `spec.http[0].corsPolicy`) of fields set but not enforced by Weir."""
     out: list[str] = []
     _walk(dump(resource).get("spec", {}), "spec", "spec", _rules(resource.kind), out)
-    return out
-
-
-# Gateway servers Weir serves (mesh.control.gateways drops the others): plaintext HTTP, or HTTPS whose TLS
-# the gateway terminates. TLS passthrough and TCP/TLS servers would need TCP and SNI routing.
-GATEWAY_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
-GATEWAY_TERMINATING_MODES = frozenset({"SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"})
-_PASSTHROUGH_MODES = frozenset({"PASSTHROUGH", "AUTO_PASSTHROUGH"})
-# ServiceEntry port protocols a sidecar carries: HTTP only (it answers CONNECT 501, it has no TCP proxy).
-SERVICE_ENTRY_HTTP_PROTOCOLS = GATEWAY_HTTP_PROTOCOLS
-_SERVER_DROPPED = "this server is not served"
-_PORT_NOT_CARRIED = (
-    "Weir's sidecars carry HTTP only (no CONNECT tunnel, no TCP proxy): TLS or TCP a client starts itself "
-    "cannot pass; HTTP from the app, routed here with TLS originated by a DestinationRule, can"
-)
-
-
-def dropped_server(server: Server) -> tuple[str, str, str] | None:
-    """Why Weir's gateway does not serve a Gateway server: (field below the server, its value, why), or
-    None when it serves it. `mesh.control.gateways` drops exactly the servers this names."""
-    protocol = server.port.protocol.upper()
-    if protocol in GATEWAY_HTTP_PROTOCOLS:
-        return None
-    set_mode = server.tls.mode if server.tls is not None else None
-    mode = set_mode or "PASSTHROUGH"  # the proto's zero value
-    if protocol == "HTTPS" and mode in GATEWAY_TERMINATING_MODES:
-        return None
-    if protocol in ("HTTPS", "TLS") and mode in _PASSTHROUGH_MODES:
-        value = mode if set_mode else f"{mode} (unset)"
-        return "tls.mode", value, f"TLS passthrough needs SNI routing, which Weir lacks: {_SERVER_DROPPED}"
-    why = f"Weir's gateway serves HTTP and HTTPS only: {_SERVER_DROPPED}"
-    return "port.protocol", server.port.protocol, why
-
-
-_ASKS_CLIENT_CERT = frozenset({"MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"})
-_MIXED_CLIENT_CERTS = (
-    "shares its port with servers that ask for a client certificate, so this one asks too (one TLS context "
-    "starts every handshake on a port): a client that sends a certificate here fails the handshake"
-)
-
-
-def unenforced_values(resource: Resource) -> list[tuple[str, str, str]]:
-    """(concrete path, value, why) for each enforced field set to a value Weir accepts but does not act on,
-    or not quite as Istio does."""
-    out: list[tuple[str, str, str]] = []
-    if isinstance(resource, Gateway):
-        served: dict[int, list[tuple[int, str]]] = {}  # port → (server index, tls mode) of the TLS servers
-        for i, server in enumerate(resource.spec.servers):
-            if dropped := dropped_server(server):
-                field, value, why = dropped
-                out.append((f"spec.servers[{i}].{field}", value, why))
-            elif server.tls is not None and server.tls.mode:
-                served.setdefault(server.port.number, []).append((i, server.tls.mode))
-        for modes in served.values():
-            if any(mode in _ASKS_CLIENT_CERT for _, mode in modes):
-                out.extend((f"spec.servers[{i}].tls.mode", mode, _MIXED_CLIENT_CERTS)
-                           for i, mode in modes if mode == "SIMPLE")
-    elif isinstance(resource, ServiceEntry):
-        for i, port in enumerate(resource.spec.ports or ()):
-            if port.protocol and port.protocol.upper() not in SERVICE_ENTRY_HTTP_PROTOCOLS:
-                out.append((f"spec.ports[{i}].protocol", port.protocol, _PORT_NOT_CARRIED))
     return out
 
 

@@ -47,7 +47,7 @@ log = logging.getLogger("weir.supervisor")
 
 # -- start and stop order (pure) ---------------------------------------------------------------------------
 def runs_after(child: Any) -> str:
-    """What a supervisor.Child starts after and stops before (its spec's `after`; "" for none)."""
+    """What a supervised.Child starts after and stops before (its spec's `after`; "" for none)."""
     return child.spec.after
 
 
@@ -76,7 +76,7 @@ class Operation:
     request: mailbox.Request
     started: float
     steps: Iterator[str | None]
-    children: list[Any] = field(default_factory=list)  # supervisor.Child of the workload
+    children: list[Any] = field(default_factory=list)  # supervised.Child of the workload
     log: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -107,7 +107,7 @@ def refused(request: mailbox.Request, error: str) -> dict[str, Any]:
 # -- the steps of an operation ------------------------------------------------------------------------------
 def steps(host: Any, action: str, children: list[Any], clock: Callable[[], float] = time.monotonic,
           ) -> Iterator[str | None]:
-    """The sequence of `action` on one workload's `children` (supervisor.Child); yields once per wait,
+    """The sequence of `action` on one workload's `children` (supervised.Child); yields once per wait,
     with a line for the result's log when a step completes. Raises WeirError when a step fails.
 
     The host (the supervisor) has `grace`, `spawn(child)`, `stopped(child)`, `crashed(child, now)`,

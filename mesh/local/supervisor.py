@@ -4,7 +4,8 @@
 or `--stack S [--root DIR]` (builds the plan from the stack itself). It starts the plan's processes
 stage by stage (control plane → sidecars, then each app once its sidecar is ready → ingress gateway),
 each in its own process group with stdout/stderr appended to `logs/<log>`; polls readiness URLs;
-restarts a crashed process with exponential backoff, counting restarts; carries out `meshctl
+restarts a crashed process with exponential backoff (mesh.local.supervised: the state of each process,
+a `Child`, and that backoff), counting restarts; carries out `meshctl
 restart|stop|start WORKLOAD` (mesh.local.lifecycle); and publishes `state.json` and `registry.json`
 (atomically, only when they change; each registry.json write has the next `generation`). On
 SIGTERM/SIGINT it stops the stages in reverse, apps before their sidecars: SIGTERM, up to 5 s, SIGKILL.
@@ -24,21 +25,17 @@ import subprocess
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mesh.control import tokens
-from mesh.local import client, errors, lifecycle, mailbox, process, registry, stack, statedir
+from mesh.local import client, errors, lifecycle, mailbox, process, registry, stack, statedir, supervised
 from mesh.local import plan as plan_mod
 
 TICK = 0.1  # seconds between checks for exits, due restarts and stage progress
 READY_PROBE_INTERVAL = 2.0  # once everything is ready, readiness is re-checked this often
 STAGE_WAIT = 20.0  # a stage that is not ready by then does not hold back the next one
-BACKOFF_BASE = 0.5  # first restart delay; doubles per consecutive crash
-BACKOFF_MAX = 10.0
-STABLE_AFTER = 10.0  # a process up this long has its backoff reset when it next crashes
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")  # the user's, never the mesh's
 
 log = logging.getLogger("weir.supervisor")
@@ -48,40 +45,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@dataclass(slots=True)
-class Child:
-    """Run-time state of one planned process."""
-
-    spec: plan_mod.ProcessSpec
-    proc: subprocess.Popen[bytes] | None = None
-    # pending → (waiting: for the process it starts after) → starting → ready; crashed (waiting to restart);
-    # stopping → stopped
-    status: str = "pending"
-    ready: bool = False
-    held: bool = False  # a lifecycle operation owns it: not restarted by the supervisor, not in the registry
-    restarts: int = 0
-    crashes: int = 0  # consecutive crashes, for the backoff
-    started: float = 0.0  # monotonic
-    started_at: str | None = None
-    restart_at: float | None = None
-    exit_code: int | None = None
-    token: str | None = None  # the bootstrap token of the current run (proxies only)
-
-    def row(self, log_dir: Path) -> dict[str, Any]:
-        return {
-            "role": self.spec.role, "workload": self.spec.workload, "stage": self.spec.stage,
-            "pid": self.proc.pid if self.proc else None, "status": self.status, "ready": self.ready,
-            "restarts": self.restarts, "exit_code": self.exit_code, "started_at": self.started_at,
-            "ports": dict(self.spec.ports), "ready_url": self.spec.ready_url, "log": str(log_dir / self.spec.log),
-        }
-
-
 class Supervisor:
     def __init__(self, plan: plan_mod.Plan, grace: float = process.STOP_GRACE) -> None:
         self.plan = plan
         self.state = statedir.StateDir(Path(plan.state_dir))
         self.grace = grace
-        self.children = [Child(spec) for spec in plan.processes]
+        self.children = [supervised.Child(spec) for spec in plan.processes]
         self.stages = sorted({spec.stage for spec in plan.processes})
         self.launched = 0  # stages started so far
         self.status = "running"
@@ -137,7 +106,7 @@ class Supervisor:
             self._publish()
             time.sleep(TICK)
 
-    def _stage(self, index: int) -> list[Child]:
+    def _stage(self, index: int) -> list[supervised.Child]:
         return [child for child in self.children if child.spec.stage == self.stages[index]]
 
     def _stage_ready(self, index: int) -> bool:
@@ -152,7 +121,7 @@ class Supervisor:
         self.launched += 1
         return time.monotonic() + STAGE_WAIT
 
-    def _blocked(self, child: Child) -> bool:
+    def _blocked(self, child: supervised.Child) -> bool:
         return lifecycle.waiting_for(child.spec.after, {c.spec.name: c.ready for c in self.children})
 
     def _start_waiting(self) -> None:
@@ -160,7 +129,7 @@ class Supervisor:
             if child.status == "waiting" and not child.held and not self._blocked(child):
                 self._spawn(child)
 
-    def _spawn(self, child: Child) -> None:
+    def _spawn(self, child: supervised.Child) -> None:
         spec = child.spec
         child.restart_at, child.ready = None, False  # exit_code stays: the last exit, for status
         self._next_probe = 0.0
@@ -181,7 +150,7 @@ class Supervisor:
         child.status = "starting"
         log.info("%s: started pid %s", spec.name, child.proc.pid)
 
-    def _credentials(self, child: Child) -> dict[str, str]:
+    def _credentials(self, child: supervised.Child) -> dict[str, str]:
         """A new bootstrap token for a proxy's identity (its last one revoked); nothing for other processes."""
         identity = child.spec.identity
         self._revoke(child)
@@ -191,7 +160,7 @@ class Supervisor:
                                   identity["proxyId"], now=time.time())
         return {tokens.TOKEN_ENV: child.token}
 
-    def _revoke(self, child: Child) -> None:
+    def _revoke(self, child: supervised.Child) -> None:
         if child.token is not None:
             tokens.revoke(self.state.tokens_dir, child.token)  # a no-op once the control plane consumed it
             child.token = None
@@ -206,10 +175,8 @@ class Supervisor:
             child.proc = None
             self._crashed(child, now)
 
-    def _crashed(self, child: Child, now: float) -> None:
-        child.crashes = 1 if now - child.started >= STABLE_AFTER else child.crashes + 1
-        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (child.crashes - 1))
-        child.status, child.ready, child.restart_at = "crashed", False, now + delay
+    def _crashed(self, child: supervised.Child, now: float) -> None:
+        delay = child.schedule_restart(now)
         self._next_probe = 0.0
         log.warning("%s: exited (code %s); restart in %.1fs", child.spec.name, child.exit_code, delay)
 
@@ -230,7 +197,7 @@ class Supervisor:
                 child.status = "ready" if ready else "starting"
 
     # the host side of lifecycle.steps (with spawn, publish and crashed below)
-    def stopped(self, child: Child) -> None:
+    def stopped(self, child: supervised.Child) -> None:
         child.exit_code = process.exit_code(child.proc)
         child.proc, child.status, child.ready = None, "stopped", False
         self._revoke(child)
