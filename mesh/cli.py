@@ -1,25 +1,24 @@
 """meshctl: run Weir's mesh locally, push Istio YAML to it, and look inside it.
 
 Commands only: terminal input and output live in mesh.local.console; environments are started and
-stopped by mesh.local.runtime, reached through mesh.local.environment; YAML is checked by mesh.api
-(imported only by `validate` and `analyze`).
+stopped by mesh.local.runtime, reached through mesh.local.environment; the configuration commands (apply,
+delete, validate, analyze, get) are in mesh.cli_config, whose `load_api` imports mesh.api on demand.
 Expected failures are mesh.local.errors.WeirError, mapped once (in `_Group.invoke`) to a message on
 stderr and exit code 1.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
 import click
 
+from mesh import cli_config
 from mesh.local import certstatus, console, environment, errors, runtime
 from mesh.local import stack as stack_mod
 
 PROXY_RESOURCES = ("routes", "clusters", "endpoints", "listeners", "secrets")
-SCHEMA_CODE = "IST0106"  # Istio's SchemaValidationError
 
 
 class _Group(click.Group):
@@ -33,16 +32,6 @@ class _Group(click.Group):
 
 stack_option = click.option("--stack", default="dev", show_default=True, envvar="WEIR_STACK",
                             help="The stack (stacks/Pulumi.<stack>.yaml); env WEIR_STACK.")
-def files_option(command: Any) -> Any:
-    """`-f PATH…`: repeatable, and the paths after one `-f` count too (`-f a.yaml b.yaml`)."""
-
-    @functools.wraps(command)
-    def merged(*args: Any, paths: tuple[str, ...], more_paths: tuple[str, ...], **kwargs: Any) -> Any:
-        return command(*args, paths=paths + more_paths, **kwargs)
-
-    merged = click.argument("more_paths", nargs=-1)(merged)
-    return click.option("-f", "--filename", "paths", multiple=True, required=True,
-                        help="A YAML file, a directory (all *.yaml/*.yml inside) or - for stdin.")(merged)
 
 
 def output_option(*choices: str) -> Any:
@@ -115,93 +104,6 @@ def status(stack: str, output: str) -> None:
         click.echo(f"Warning: {warning}", err=True)
     for name, url in doc["urls"].items():
         click.echo(f"{name + ':':14} {url}")
-
-
-# configuration
-
-
-@main.command()
-@stack_option
-@files_option
-def apply(stack: str, paths: tuple[str, ...]) -> None:
-    """Validate and push Istio YAML; on error nothing is applied."""
-    env = _attach(stack)
-    console.print_push(env.push_config(console.read_inputs(paths)), delete=False)
-
-
-@main.command()
-@stack_option
-@files_option
-def delete(stack: str, paths: tuple[str, ...]) -> None:
-    """Remove the resources named in the files."""
-    env = _attach(stack)
-    console.print_push(env.push_config(console.read_inputs(paths), delete=True), delete=True)
-
-
-@main.command()
-@files_option
-@click.pass_context
-def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
-    """Check each file on its own (schema and values); exit 0 only when all are valid."""
-    api = _api()
-    failed = False
-    for name, text in console.read_inputs(paths):
-        try:
-            resources = api.load_text(text, name)
-        except api.ConfigError as exc:
-            failed = True
-            click.echo(f"✘ {console.with_file(exc, name)}", err=True)
-        else:
-            click.echo(f"✔ {name} ({len(resources)} resources)")
-    if failed:
-        ctx.exit(1)
-
-
-@main.command()
-@files_option
-@click.pass_context
-def analyze(ctx: click.Context, paths: tuple[str, ...]) -> None:
-    """Validation plus cross-resource checks, Istio analyzer style; nothing is applied."""
-    api = _api()
-    inputs = console.read_inputs(paths)
-    resources, failed = [], False
-    for name, text in inputs:
-        try:
-            resources += api.load_text(text, name)
-        except api.ConfigError as exc:
-            failed = True
-            where = console.resource_ref(exc.resource) if getattr(exc, "resource", None) else name
-            click.echo(f"Error [{SCHEMA_CODE}] ({where}) Schema validation error: {console.with_file(exc, name)}")
-    lines = []
-    for message in api.analyze(resources):
-        level = console.level(message.level)
-        failed = failed or level == "Error"
-        lines.append(f"{level} [{message.code}] ({console.resource_ref(message.resource_key)}) {message.text}")
-    for line in lines:
-        click.echo(line)
-    if not lines and not failed:
-        click.echo(f"✔ No validation issues found when analyzing {len(resources)} resources in {len(inputs)} files.")
-    if failed:
-        ctx.exit(1)
-
-
-@main.command()
-@stack_option
-@output_option("json")
-@click.argument("kind")
-@click.argument("name", required=False)
-def get(stack: str, output: str, kind: str, name: str | None) -> None:
-    """List applied resources of KIND (vs, dr, gw, se, …), or one by NAME."""
-    resources = _attach(stack).config(kind)  # the control plane resolves aliases and plurals (vs, gateways)
-    if name:
-        resources = [r for r in resources if r.get("metadata", {}).get("name") == name]
-        if not resources:
-            raise errors.WeirError(f'{kind} "{name}" not found')
-    if output == "json":
-        return console.print_json(resources)
-    rows = [{"kind": r.get("kind"), "namespace": r.get("metadata", {}).get("namespace"),
-             "name": r.get("metadata", {}).get("name"), "hosts": console.hosts(r.get("spec") or {})} for r in resources]
-    console.print_table(rows, empty=f"no {kind} resources applied")
 
 
 # proxies and apps
@@ -303,13 +205,18 @@ def _render(settings: stack_mod.StackSettings, manifests: Any) -> dict[str, list
             outbound_policy=settings.outbound_policy, workload_cert_ttl=settings.workload_cert_ttl or "24h",
             otlp_endpoint=settings.otlp_endpoint)
         return manifests.render(manifest_settings)
-    except _api().ConfigError as exc:
+    except cli_config.load_api().ConfigError as exc:
         raise errors.WeirError(f"stack {settings.name}: routing {settings.routing_file}: {exc}") from None
 
 
 def _register_commands() -> None:
     from mesh import cli_dashboard, cli_lifecycle, cli_promote, cli_releases, cli_smoke, cli_top, cli_trace
 
+    main.add_command(cli_config.apply_command)
+    main.add_command(cli_config.delete_command)
+    main.add_command(cli_config.validate_command)
+    main.add_command(cli_config.analyze_command)
+    main.add_command(cli_config.get_command)
     main.add_command(cli_releases.release_group)
     main.add_command(cli_releases.diff_command)
     main.add_command(cli_smoke.smoke_command)
@@ -330,21 +237,13 @@ def _attach(stack: str) -> environment.Environment:
     return environment.attach(stack, stack_mod.state_dir(stack))
 
 
-def _api() -> Any:
-    try:
-        import mesh.api as api
-    except ImportError as exc:
-        raise errors.WeirError(f"mesh.api is not available: {exc}") from None
-    return api
-
-
 def _duration_seconds(text: str) -> float:
     """`--delay`: plain seconds (`1.5`) or a duration as `mesh.api` reads one (`2s`, `500ms`), as in a
     scenario's `setup[].delay`."""
     if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text):
         return float(text)
     try:
-        return _api().types.parse_duration(text)
+        return cli_config.load_api().types.parse_duration(text)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a duration (2s, 500ms, 1.5)", param_hint="--delay") from None
 

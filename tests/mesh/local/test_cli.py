@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from mesh import cli
+from mesh import cli, cli_config
 from mesh.local import runtime
 
 from .conftest import fake_plan, settings_for
@@ -107,7 +107,7 @@ def yaml_dir(tmp_path: Path) -> Path:
 
 
 def test_validate_all_valid(monkeypatch: pytest.MonkeyPatch, yaml_dir: Path) -> None:
-    monkeypatch.setattr(cli, "_api", fake_api)
+    monkeypatch.setattr(cli_config, "load_api", fake_api)
     result = meshctl("validate", "-f", str(yaml_dir), "-f", "-", stdin="kind: VirtualService\n")
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [f"✔ {yaml_dir / 'a.yaml'} (1 resources)",
@@ -115,7 +115,7 @@ def test_validate_all_valid(monkeypatch: pytest.MonkeyPatch, yaml_dir: Path) -> 
 
 
 def test_validate_reports_each_bad_file_and_exits_1(monkeypatch: pytest.MonkeyPatch, yaml_dir: Path) -> None:
-    monkeypatch.setattr(cli, "_api", fake_api)
+    monkeypatch.setattr(cli_config, "load_api", fake_api)
     (yaml_dir / "c.yaml").write_text("bad: true\n")
     result = meshctl("validate", "-f", str(yaml_dir))
     assert result.exit_code == 1
@@ -129,7 +129,7 @@ def test_analyze_prints_istio_style_lines(monkeypatch: pytest.MonkeyPatch, tmp_p
                                     text='Referenced host+subset in destinationrule not found: "reviews+v3"')
     unenforced = types.SimpleNamespace(code="WEIR0001", level=Level.WARNING, resource_key="VirtualService/bookinfo/mirror",
                                        text="spec.http[0].mirrorPercentage is accepted but not enforced by Weir yet")
-    monkeypatch.setattr(cli, "_api", lambda: fake_api([warning, unenforced]))
+    monkeypatch.setattr(cli_config, "load_api", lambda: fake_api([warning, unenforced]))
     (tmp_path / "mirror.yaml").write_text("kind: VirtualService\n")
     result = meshctl("analyze", "-f", str(tmp_path / "mirror.yaml"))
     assert result.exit_code == 0
@@ -143,14 +143,14 @@ def test_analyze_prints_istio_style_lines(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_analyze_exits_non_zero_on_error_level(monkeypatch: pytest.MonkeyPatch) -> None:
     error = types.SimpleNamespace(code="IST0145", level="Error", resource_key="Gateway/bookinfo/gw", text="conflict")
-    monkeypatch.setattr(cli, "_api", lambda: fake_api([error]))
+    monkeypatch.setattr(cli_config, "load_api", lambda: fake_api([error]))
     result = meshctl("analyze", "-f", "-", stdin="kind: Gateway\n")
     assert result.exit_code == 1
     assert result.stdout == "Error [IST0145] (Gateway bookinfo/gw) conflict\n"
 
 
 def test_analyze_schema_error_and_clean_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_api", fake_api)
+    monkeypatch.setattr(cli_config, "load_api", fake_api)
     result = meshctl("analyze", "-f", "-", stdin="bad: 1\n")
     assert result.exit_code == 1
     assert result.stdout.startswith("Error [IST0106] (VirtualService bookinfo/bad) Schema validation error: ")
@@ -317,7 +317,7 @@ def test_up_reports_an_already_running_stack(home: Path, monkeypatch: pytest.Mon
 
 
 def test_several_paths_after_one_f(monkeypatch: pytest.MonkeyPatch, yaml_dir: Path) -> None:
-    monkeypatch.setattr(cli, "_api", fake_api)
+    monkeypatch.setattr(cli_config, "load_api", fake_api)
     (yaml_dir / "c.yaml").write_text("bad: true\n")
     result = meshctl("validate", "-f", str(yaml_dir / "a.yaml"), str(yaml_dir / "c.yaml"))
     assert result.exit_code == 1
