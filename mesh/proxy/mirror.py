@@ -67,20 +67,22 @@ class MirrorExchange:
         loop = self.forwarding.loop
         self.timer = loop.call_later(MIRROR_TIMEOUT_S, self._timed_out)
         pool, cluster = self.pool, self.cluster
+        counters = self.forwarding.runtime.counters
         conn = pool.acquire(loop.time())
         if conn is not None:
+            counters.inc("mirror_requests_total")
             self.upstream = conn
             conn.send(self, data)
             return
         if not pool.may_connect() or cluster.breaker.connections >= cluster.spec.pool.max_connections:
             # A copy never waits: with the pool's TLS handshakes at their cap, or the mirror cluster at its
             # maxConnections, it is dropped and counted (an original request would queue here).
-            counters = self.forwarding.runtime.counters
             counters.inc("mirror_overflow_total")
             if pool.may_connect():
                 counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name, kind="connections")
             self._end(failed=False)
             return
+        counters.inc("mirror_requests_total")  # copies sent (or being connected for), not those dropped
         pool.opening()
         if pool.origin is not None:
             pool.connecting += 1
@@ -175,7 +177,6 @@ def send_copies(forwarding: Forwarding, exchange: Exchange) -> None:
             runtime.counters.inc("mirror_failed_total")
             continue
         runtime.mirrors_in_flight += 1
-        runtime.counters.inc("mirror_requests_total")
         head = exchange.request_head.replace(b"\r\nhost: " + exchange.host_header + b"\r\n",
                                              b"\r\nhost: " + shadow_host(exchange.host_header) + b"\r\n", 1)
         body = b"".join(exchange._frame(chunk) for chunk in exchange.body)

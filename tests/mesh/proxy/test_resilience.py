@@ -266,6 +266,7 @@ async def test_mirror_copies_count_against_the_mirror_clusters_max_connections()
     counters = proxy.runtime.counters
     assert len(shadows) == 1 and ratings.breaker.connections == 1
     assert counters.get("mirror_overflow_total") == 2 and proxy.runtime.mirrors_in_flight == 1
+    assert counters.get("mirror_requests_total") == 1  # copies sent; the dropped ones are overflows only
     shadows[0].respond(OK)  # the copy's answer: its connection goes back to the pool, still counted
     assert ratings.breaker.connections == 1 and proxy.runtime.mirrors_in_flight == 0
     shadows[0].reset()  # the server closes it: the cluster may open another
