@@ -44,15 +44,21 @@ COLLECTED = "heap_cycles_collected_total"
 FAILURES = "heap_release_failures_total"
 
 
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `int malloc_trim(size_t pad)` from the running process, or None on another libc."""
+def _glibc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """`int name(argtypes...)` from the running process's C library, or None where it has none. Only glibc has
+    `malloc_trim`; a libc with `mallopt` but none of glibc's parameters (musl) refuses them (returns 0)."""
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `int malloc_trim(size_t pad)`."""
+    return _glibc("malloc_trim", ctypes.c_size_t)
 
 
 def tune_allocator(mallopt: Callable[[int, int], int] | None = None) -> bool:
@@ -80,15 +86,8 @@ def tune_allocator(mallopt: Callable[[int, int], int] | None = None) -> bool:
 
 
 def _glibc_mallopt() -> Callable[[int, int], int] | None:
-    """glibc's `int mallopt(int param, int value)`, or None on another libc (musl has no such parameters)."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt, _ = libc.mallopt, libc.malloc_trim  # both: glibc, not a libc that only shares the name
-    except (OSError, AttributeError):
-        return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    """glibc's `int mallopt(int param, int value)`."""
+    return _glibc("mallopt", ctypes.c_int, ctypes.c_int)
 
 
 def freeze_startup() -> None:
