@@ -164,13 +164,7 @@ class Exchange:
             self.conn.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         self.upstream = None
-        reusable = upstream_keep_alive and self.request_complete
-        cluster = upstream.cluster
-        if cluster is not None:
-            limit = cluster.spec.pool.max_requests_per_connection
-            if limit and upstream.requests >= limit:
-                reusable = False
-        self.conn.forwarding.release(self, upstream, reusable)
+        self.conn.forwarding.release(self, upstream, upstream_keep_alive and self.request_complete)
         self.finish()
 
     def flush(self) -> None:

@@ -271,13 +271,17 @@ class Forwarding(RetriesAndTimeouts):
         self.give_back(upstream, reusable)
 
     def give_back(self, upstream: UpstreamConnection, reusable: bool) -> None:
-        """A connection's request is over (an exchange's, or a mirror copy's): back to its pool, or closed;
-        either way a request waiting for a connection of that pool or cluster may now go on."""
+        """A connection's request is over (an exchange's, or a mirror copy's): back to its pool, or closed
+        (also once it served its cluster's maxRequestsPerConnection); either way a request waiting for a
+        connection of that pool or cluster may now go on."""
+        cluster = upstream.cluster
+        if reusable and cluster is not None:
+            limit = cluster.spec.pool.max_requests_per_connection
+            reusable = not (limit and upstream.requests >= limit)
         pool = upstream.pool
         pool.release(upstream, reusable, self.loop.time())
         if pool.waiting and not upstream.closed:
             pool.wake()  # an idle connection for a request waiting on a TLS pool
-        cluster = upstream.cluster
         if cluster is not None and cluster.breaker.pending and not upstream.closed:
             cluster.wake_pending()  # an idle connection for a request that waits
 

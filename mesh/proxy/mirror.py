@@ -117,8 +117,7 @@ class MirrorExchange:
 
     def response_complete(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
         self.upstream = None
-        limit = self.cluster.spec.pool.max_requests_per_connection
-        self.forwarding.give_back(upstream, keep_alive and not (limit and upstream.requests >= limit))
+        self.forwarding.give_back(upstream, keep_alive)
         self._end(failed=False)
 
     def upstream_failed(self, upstream: UpstreamConnection, error: replies.ProxyError) -> None:
