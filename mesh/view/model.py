@@ -11,6 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mesh.view.http import (  # noqa: F401 - re-exported: the view's types live in one namespace
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_ON,
+    FROM_PROTOCOL_DEFAULT,
+    FROM_REQUEST_PORT,
+    NO_HEADER_OPS,
+    Cors,
+    DirectResponse,
+    Fault,
+    HeaderOps,
+    KeyMatch,
+    Mirror,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+    Route,
+    RouteMatch,
+    StringMatch,
+    WeightedCluster,
+)
 from mesh.view.security import (  # noqa: F401 - re-exported: the view's types live in one namespace
     DEFAULT_SECURITY,
     AuthzCondition,
@@ -39,142 +59,6 @@ BLACKHOLE = "blackhole"  # REGISTRY_ONLY: refuse
 
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
-
-
-@dataclass(frozen=True, slots=True)
-class StringMatch:
-    kind: str  # "exact" | "prefix" | "regex"
-    value: str
-    ignore_case: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class KeyMatch:
-    """A header or query parameter condition; `match=None` means "present"."""
-
-    name: str  # headers: lower-case
-    match: StringMatch | None = None
-    invert: bool = False  # from withoutHeaders: the condition must NOT hold
-
-
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
-    """One Istio match block: every set condition must hold (AND)."""
-
-    uri: StringMatch | None = None
-    scheme: StringMatch | None = None
-    method: StringMatch | None = None
-    authority: StringMatch | None = None
-    headers: tuple[KeyMatch, ...] = ()
-    query_params: tuple[KeyMatch, ...] = ()
-    port: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderOps:
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-
-NO_HEADER_OPS = HeaderOps()
-
-
-@dataclass(frozen=True, slots=True)
-class WeightedCluster:
-    cluster: str
-    weight: int = 1
-    request_headers: HeaderOps = NO_HEADER_OPS
-    response_headers: HeaderOps = NO_HEADER_OPS
-
-
-# Redirect.derive_port (Istio's derivePort): no explicit port in the Location, or the request's port.
-FROM_PROTOCOL_DEFAULT = "FROM_PROTOCOL_DEFAULT"
-FROM_REQUEST_PORT = "FROM_REQUEST_PORT"
-
-
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    """A VirtualService `redirect`. `uri` replaces the path (the request's query is kept unless `uri` has
-    its own, as Envoy does); `port` or `derive_port` ("" or one of the two above) decide the port."""
-
-    uri: str | None = None
-    authority: str | None = None
-    port: int | None = None
-    scheme: str | None = None
-    status: int = 301
-    derive_port: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DirectResponse:
-    status: int
-    body: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Rewrite:
-    uri: str | None = None
-    authority: str | None = None
-    uri_regex: tuple[str, str] | None = None  # (pattern, substitution)
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """Istio HTTPFaultInjection, applied by the calling proxy before the request leaves it.
-    Percentages are 0-100; a delay or abort with no percentage is never injected."""
-
-    delay_s: float | None = None
-    delay_percent: float = 0.0
-    abort_status: int | None = None
-    abort_percent: float = 0.0
-
-
-# Istio's retry policy when a route sets none: 2 retries on connection failures and 503.
-DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Envoy retry policy: `attempts` retries after the first try (0 disables), each bounded by
-    `per_try_timeout_s`, all bounded by the route timeout; jittered backoff between tries."""
-
-    attempts: int = 2
-    per_try_timeout_s: float | None = None
-    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
-    retriable_status: tuple[int, ...] = (503,)
-    backoff_base_s: float = 0.025
-    backoff_max_s: float = 0.25
-
-
-DEFAULT_RETRIES = RetryPolicy()
-
-
-@dataclass(frozen=True, slots=True)
-class Mirror:
-    """Istio mirror/mirrors: a fire-and-forget copy of each request (`percent` of them, 0-100) to
-    `cluster`, with "-shadow" appended to the Host; its answer is discarded."""
-
-    cluster: str
-    percent: float = 100.0
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One Istio http rule. Empty `matches` matches everything; blocks are ORed."""
-
-    name: str
-    matches: tuple[RouteMatch, ...] = ()
-    clusters: tuple[WeightedCluster, ...] = ()
-    redirect: Redirect | None = None
-    direct_response: DirectResponse | None = None
-    rewrite: Rewrite | None = None
-    request_headers: HeaderOps = NO_HEADER_OPS
-    response_headers: HeaderOps = NO_HEADER_OPS
-    timeout_s: float | None = None  # off by default, as in Istio
-    retries: RetryPolicy = DEFAULT_RETRIES
-    fault: Fault | None = None
-    mirrors: tuple[Mirror, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
