@@ -16,6 +16,7 @@ from mesh.api.authorizationpolicy import (
     RuleTo,
     Source,
 )
+from mesh.api.cors import CorsPolicy
 from mesh.api.destinationrule import DestinationRule, DestinationRuleSpec, Subset
 from mesh.api.enforced_values import dropped_server, unenforced_values
 from mesh.api.errors import ConfigError
@@ -23,7 +24,6 @@ from mesh.api.gateway import Gateway, GatewaySpec, Port, Server, ServerTLSSettin
 from mesh.api.hosts import CLUSTER_DOMAIN, fqdn, gateway_ref
 from mesh.api.httproute import (
     Abort,
-    CorsPolicy,
     Delay,
     Delegate,
     Destination,

@@ -9,8 +9,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mesh.api.cors import CorsPolicy
 from mesh.api.errors import invalid
 from mesh.api.types import (
+    HEADER_NAME,
     Duration,
     Labels,
     Model,
@@ -21,6 +23,7 @@ from mesh.api.types import (
     RequiredStringMatch,
     StringMatch,
     StrMap,
+    check_header_names,
     compile_re2,
 )
 
@@ -30,7 +33,6 @@ RETRY_ON_POLICIES = frozenset(
     "refused-stream retriable-status-codes retriable-headers http3-post-connect-failure "
     "cancelled deadline-exceeded internal resource-exhausted unavailable".split()
 )
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$|^:[a-z]+$")
 
 
 class Destination(Model):
@@ -61,7 +63,7 @@ class HeaderOperations(Model):
     @classmethod
     def _fields(cls, fields: dict[str, str] | None) -> dict[str, str] | None:
         for name, value in (fields or {}).items():
-            if not _HEADER_NAME.match(name):
+            if not HEADER_NAME.match(name):
                 raise invalid(f"invalid header name {name!r}", at=name)
             if not _HEADER_VALUE.match(value):
                 raise invalid(f"invalid header value {value!r}: control or non-Latin-1 characters", at=name)
@@ -70,10 +72,7 @@ class HeaderOperations(Model):
     @field_validator("remove")
     @classmethod
     def _removed(cls, names: list[str] | None) -> list[str] | None:
-        for i, name in enumerate(names or []):
-            if not _HEADER_NAME.match(name):
-                raise invalid(f"invalid header name {name!r}", at=f"[{i}]")
-        return names
+        return check_header_names(names)
 
 
 class Headers(Model):
@@ -89,7 +88,7 @@ class HTTPRouteDestination(Model):
 
 def _check_header_names(names: dict[str, StringMatch] | None) -> dict[str, StringMatch] | None:
     for name in names or {}:
-        if not name or not _HEADER_NAME.match(name):
+        if not name or not HEADER_NAME.match(name):
             raise invalid(f"invalid header name {name!r}", at=name)
     return names
 
@@ -241,17 +240,6 @@ class HTTPFaultInjection(Model):
 class HTTPMirrorPolicy(Model):
     destination: Destination
     percentage: Percent | None = None
-
-
-class CorsPolicy(Model):
-    allow_origin: list[str] | None = None  # deprecated by allowOrigins
-    allow_origins: list[RequiredStringMatch] | None = None
-    allow_methods: list[str] | None = None
-    allow_headers: list[str] | None = None
-    expose_headers: list[str] | None = None
-    max_age: Duration | None = None
-    allow_credentials: bool | None = None
-    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
 
 
 class HTTPRoute(Model):

@@ -99,6 +99,8 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.http.mirrorPercentage",
             "spec.http.mirrorPercent",
             "spec.http.mirrors",
+            # CORS (mesh.proxy.cors), every field of it.
+            "spec.http.corsPolicy",
             # Names only label routes: nothing to enforce.
             "spec.http.name",
             "spec.http.match.name",

@@ -139,6 +139,18 @@ def _check_export_to(values: list[str]) -> list[str]:
 ExportTo = Annotated[list[str], AfterValidator(_check_export_to)]
 
 # Kubernetes label syntax: optional DNS-subdomain prefix, then a name of at most 63 characters.
+# An HTTP header field name (an RFC 9110 token), or an HTTP/2 pseudo-header.
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$|^:[a-z]+$")
+
+
+def check_header_names(names: list[str] | None) -> list[str] | None:
+    """A validator's body for a list of header names: the error names the bad entry's index."""
+    for i, name in enumerate(names or []):
+        if not HEADER_NAME.match(name):
+            raise invalid(f"invalid header name {name!r}", at=f"[{i}]")
+    return names
+
+
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 

@@ -118,6 +118,27 @@ def _route(ctx: RouteContext, vs: Any, index: int, rule: Any, matches: tuple[mod
         retries=resilience.retry_policy(rule.retries),
         fault=resilience.fault(rule.fault),
         mirrors=_mirrors(ctx, vs, rule) if rule.route else (),
+        cors=_cors(rule.cors_policy) if rule.route else None,  # Envoy skips CORS on redirects and direct responses
+    )
+
+
+def _cors(policy: Any) -> model.Cors | None:
+    """Istio's TranslateCORSPolicy: allowOrigins as matches (else the deprecated exact allowOrigin), the
+    lists joined with ",", maxAge in seconds, unmatchedPreflights IGNORE → answer instead of forwarding."""
+    if policy is None:
+        return None
+    if policy.allow_origins:  # proto3: an empty list is no list
+        origins = tuple(_string_match(m) for m in policy.allow_origins)
+    else:
+        origins = tuple(model.StringMatch("exact", origin) for origin in policy.allow_origin or ())
+    return model.Cors(
+        origins=origins,
+        allow_methods=",".join(policy.allow_methods or ()),
+        allow_headers=",".join(policy.allow_headers or ()),
+        expose_headers=",".join(policy.expose_headers or ()),
+        max_age=str(round(policy.max_age.seconds)) if policy.max_age is not None else "",
+        credentials=policy.allow_credentials,
+        forward_unmatched=policy.unmatched_preflights != "IGNORE",
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mesh.proxy import access, breaker, deadlines, fault, mirror, replies, retry
+from mesh.proxy import access, breaker, cors, deadlines, fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
 from mesh.proxy.retrying import RetriesAndTimeouts
 from mesh.proxy.upstream import UpstreamConnection
@@ -72,7 +72,12 @@ class Forwarding(RetriesAndTimeouts):
             return  # answered locally (redirect, direct response)
         exchange.target = target
         route = target.route
-        if route is not None and route.spec.fault is not None:
+        if route is None:
+            self._first_try(exchange)
+            return
+        if route.cors is not None and cors.answered(exchange, route.cors):
+            return  # a CORS preflight (Istio's filter order: cors, fault, router)
+        if route.spec.fault is not None:
             delay, abort = fault.decide(route.spec.fault, self.runtime.view.rng)
             if delay is not None:
                 exchange.flag = "DI"

@@ -46,6 +46,37 @@ CHUNKED = b"transfer-encoding: chunked\r\n"
 CLOSE = b"connection: close\r\n"
 
 
+class HeaderPlan:
+    """Istio header operations of one route + destination, merged and encoded once per view."""
+
+    __slots__ = ("lines", "dropped")
+
+    def __init__(self, dropped: frozenset[bytes], lines: bytes) -> None:
+        self.dropped = dropped  # names removed from the message (`remove`, and `set` replaces)
+        self.lines = lines  # header lines added, encoded
+
+    @classmethod
+    def of(cls, ops: tuple[model.HeaderOps, ...]) -> HeaderPlan:
+        dropped, lines = set(), []
+        for op in ops:
+            dropped.update(name.lower().encode("latin-1") for name in op.remove)
+            dropped.update(name.lower().encode("latin-1") for name, _ in op.set)
+            for name, value in (*op.set, *op.add):
+                lines.append(b"%b: %b\r\n" % (name.lower().encode("latin-1"), value.encode("latin-1")))
+        return cls(frozenset(dropped), b"".join(lines))
+
+    def overridden(self, names: frozenset[bytes]) -> HeaderPlan:
+        """This plan, with `names` also dropped and none of its own lines for them: what a later stage (the
+        CORS filter) sets replaces both the upstream's and the route's."""
+        kept = [line for line in self.lines.splitlines(keepends=True) if line.partition(b":")[0] not in names]
+        return HeaderPlan(self.dropped | names, b"".join(kept))
+
+
+def header_plan(*ops: model.HeaderOps) -> HeaderPlan | None:
+    used = tuple(op for op in ops if op != model.NO_HEADER_OPS)
+    return HeaderPlan.of(used) if used else None
+
+
 def _rewrite(route: CompiledRoute, block: model.RouteMatch | None, head: matching.RequestHead) -> tuple[str, str | None]:
     rewrite = route.spec.rewrite
     path = head.path

@@ -15,29 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from mesh.proxy import access, balancer, matching, outlier
+from mesh.proxy import access, balancer, cors, matching, outlier
+from mesh.proxy.headers import header_plan
 from mesh.view import model
-
-
-class HeaderPlan:
-    """Istio header operations of one route + destination, merged and encoded once per view."""
-
-    __slots__ = ("lines", "dropped")
-
-    def __init__(self, ops: tuple[model.HeaderOps, ...]) -> None:
-        dropped, lines = set(), []
-        for op in ops:
-            dropped.update(name.lower().encode("latin-1") for name in op.remove)
-            dropped.update(name.lower().encode("latin-1") for name, _ in op.set)
-            for name, value in (*op.set, *op.add):
-                lines.append(b"%b: %b\r\n" % (name.lower().encode("latin-1"), value.encode("latin-1")))
-        self.dropped = frozenset(dropped)
-        self.lines = b"".join(lines)
-
-
-def header_plan(*ops: model.HeaderOps) -> HeaderPlan | None:
-    used = tuple(op for op in ops if op != model.NO_HEADER_OPS)
-    return HeaderPlan(used) if used else None
 
 
 class CompiledDestination:
@@ -57,10 +37,11 @@ class CompiledDestination:
 
 
 class CompiledRoute:
-    __slots__ = ("spec", "blocks", "cumulative", "total", "uri_regex", "destinations")
+    __slots__ = ("spec", "blocks", "cumulative", "total", "uri_regex", "destinations", "cors")
 
     def __init__(self, spec: model.Route) -> None:
         self.spec = spec
+        self.cors = cors.CompiledCors(spec.cors) if spec.cors is not None else None
         rewrite = spec.rewrite
         self.uri_regex = re.compile(rewrite.uri_regex[0]) if rewrite and rewrite.uri_regex else None
         self.blocks = tuple((matching.compile_route_match(m), m) for m in spec.matches)

@@ -36,6 +36,26 @@ SE_BASE = {"hosts": ["api.example.com"], "ports": [{"number": 443, "name": "http
 CASES = [
     # --- VirtualService
     ("unknown-field", http(foo=1), VS_KEY, "spec.http[0].foo", "unknown field"),
+    # corsPolicy, as Istio's validateCORSPolicy
+    ("cors-method", http(corsPolicy={"allowMethods": ["GET", "FETCH"]}), VS_KEY,
+     "spec.http[0].corsPolicy.allowMethods[1]", "'FETCH' is not a supported HTTP method"),
+    ("cors-method-wildcard", http(corsPolicy={"allowMethods": ["*"]}), VS_KEY,
+     "spec.http[0].corsPolicy.allowMethods[0]", "not a supported HTTP method"),
+    ("cors-header-name", http(corsPolicy={"allowHeaders": ["x ok"]}), VS_KEY,
+     "spec.http[0].corsPolicy.allowHeaders[0]", "invalid header name"),
+    ("cors-expose-name", http(corsPolicy={"exposeHeaders": ["a:b"]}), VS_KEY,
+     "spec.http[0].corsPolicy.exposeHeaders[0]", "invalid header name"),
+    ("cors-max-age-fraction", http(corsPolicy={"maxAge": "1.5s"}), VS_KEY,
+     "spec.http[0].corsPolicy.maxAge", "accurate only to seconds"),
+    ("cors-max-age-zero", http(corsPolicy={"maxAge": "0s"}), VS_KEY, "spec.http[0].corsPolicy.maxAge", "at least 1ms"),
+    ("cors-empty-origin", http(corsPolicy={"allowOrigins": [{"exact": ""}]}), VS_KEY,
+     "spec.http[0].corsPolicy.allowOrigins[0]", "not a valid match for a CORS allowed origin"),
+    ("cors-no-origin-match", http(corsPolicy={"allowOrigins": [{}]}), VS_KEY,
+     "spec.http[0].corsPolicy.allowOrigins[0]", "one of exact, prefix or regex is required"),
+    ("cors-origin-regex", http(corsPolicy={"allowOrigins": [{"regex": "(?=x)"}]}), VS_KEY,
+     "spec.http[0].corsPolicy.allowOrigins[0].regex", "not RE2 syntax"),
+    ("cors-unmatched-preflights", http(corsPolicy={"unmatchedPreflights": "DROP"}), VS_KEY,
+     "spec.http[0].corsPolicy.unmatchedPreflights", "'UNSPECIFIED', 'FORWARD' or 'IGNORE'"),
     ("unknown-spec-field", vs([{"route": [route_to()]}], hostz=["a"]), VS_KEY, "spec.hostz", "unknown field"),
     (
         "weight-bad-type",

@@ -15,7 +15,7 @@ spec:
   hosts: [books]
   http:
   - route: [{destination: {host: books, subset: v1}}]
-    corsPolicy: {allowOrigins: [{exact: "https://x"}]}
+    retries: {attempts: 2, retryRemoteLocalities: true}
 """
 DR = """
 apiVersion: networking.istio.io/v1
@@ -51,7 +51,7 @@ def test_apply_reports_changes_and_warnings(tmp_path):
     assert [(c.key, c.action) for c in result.changes] == [("VirtualService/bookinfo/books", "created")]
     text = "\n".join(result.warnings)
     assert "IST0101" in text  # subset v1 not defined yet
-    assert text.count("corsPolicy") == 1  # parsed but not enforced: said once, with its field path
+    assert text.count("retryRemoteLocalities") == 1  # parsed but not enforced: said once, with its field path
     result = store.apply([("both.yaml", VS + "---" + DR)], default_namespace="bookinfo")
     assert {c.key: c.action for c in result.changes} == {
         "VirtualService/bookinfo/books": "unchanged", "DestinationRule/bookinfo/books": "created"}

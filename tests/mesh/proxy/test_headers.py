@@ -239,7 +239,7 @@ def test_bodyless_responses_are_not_chunked(status, method):
 
 def test_response_header_ops_at_route_and_destination_level():
     exchange = make_exchange()
-    exchange.response_ops = routing.header_plan(OPS(set=(("x-set", "route"),), remove=("x-secret",)),
+    exchange.response_ops = headers.header_plan(OPS(set=(("x-set", "route"),), remove=("x-secret",)),
                                                 OPS(add=(("x-added", "dest"),)))
     head = response(exchange, 200, [(b"x-set", b"app"), (b"x-secret", b"s"), (b"x-added", b"app"),
                                     (b"content-length", b"0")])
