@@ -83,12 +83,14 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.http.headers.request",
             "spec.http.headers.response",
             "spec.http.rewrite.uriRegexRewrite",
-            # Resilience (mesh.control.resilience). retryRemoteLocalities, retryIgnorePreviousHosts,
-            # backoff, exponentialDelay, grpcStatus and http2Error stay unenforced.
+            # Resilience (mesh.control.resilience). retryRemoteLocalities (Weir's load balancing has no
+            # locality priorities), exponentialDelay, grpcStatus and http2Error stay unenforced.
             "spec.http.timeout",
             "spec.http.retries.attempts",
             "spec.http.retries.perTryTimeout",
             "spec.http.retries.retryOn",
+            "spec.http.retries.backoff",
+            "spec.http.retries.retryIgnorePreviousHosts",
             "spec.http.fault.delay.fixedDelay",
             "spec.http.fault.delay.percentage",
             "spec.http.fault.delay.percent",

@@ -8,7 +8,9 @@ applyOutlierDetection):
 - `retries` unset: Istio's default policy (`model.DEFAULT_RETRIES`); `attempts: 0` (or unset inside a
   `retries` block) disables retries altogether, per-try timeout included; `retryOn` unset keeps the
   default conditions and 503; a set `retryOn` replaces both: names are conditions, numbers are
-  retriable status codes (and add `retriable-status-codes`).
+  retriable status codes (and add `retriable-status-codes`). `backoff` is the base interval of the
+  jittered backoff, its cap ten times that (Envoy's default max_interval); `retryIgnorePreviousHosts:
+  false` lets a retry go to the endpoint that just failed.
 - `fault`: a delay or abort with neither `percentage` nor the deprecated integer `percent` is injected
   0% of the time. gRPC-status and HTTP/2-error aborts are not executed (`abort_status` None); a fault left
   with nothing Weir executes is dropped.
@@ -29,6 +31,7 @@ from mesh.view import model
 
 RETRIABLE_STATUS_CODES = "retriable-status-codes"
 NO_RETRIES = model.RetryPolicy(attempts=0)
+ENVOY_MAX_BACKOFF_FACTOR = 10  # Envoy's retry_back_off.max_interval when only base_interval is set
 
 
 def timeout_seconds(timeout: Any) -> float | None:
@@ -43,13 +46,16 @@ def retry_policy(retries: Any) -> model.RetryPolicy:
         return model.DEFAULT_RETRIES
     if not retries.attempts:
         return NO_RETRIES
-    per_try = retries.per_try_timeout.seconds if retries.per_try_timeout is not None else None
-    if not (retries.retry_on or "").strip():
-        return model.RetryPolicy(attempts=retries.attempts, per_try_timeout_s=per_try)
-    retry_on, codes = parse_retry_on(retries.retry_on)
-    return model.RetryPolicy(
-        attempts=retries.attempts, per_try_timeout_s=per_try, retry_on=retry_on, retriable_status=codes
-    )
+    settings: dict[str, Any] = {"attempts": retries.attempts,
+                                "avoid_previous_host": retries.retry_ignore_previous_hosts is not False}
+    if retries.per_try_timeout is not None:
+        settings["per_try_timeout_s"] = retries.per_try_timeout.seconds
+    if retries.backoff is not None:
+        settings["backoff_base_s"] = retries.backoff.seconds
+        settings["backoff_max_s"] = ENVOY_MAX_BACKOFF_FACTOR * retries.backoff.seconds
+    if (retries.retry_on or "").strip():
+        settings["retry_on"], settings["retriable_status"] = parse_retry_on(retries.retry_on)
+    return model.RetryPolicy(**settings)
 
 
 def parse_retry_on(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:

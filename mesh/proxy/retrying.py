@@ -68,7 +68,8 @@ class RetriesAndTimeouts:
         self.runtime.counters.inc("upstream_rq_retry_total")
         cluster = target.cluster
         if cluster is not None:  # Envoy's previous_hosts predicate: prefer another endpoint
-            endpoint = cluster.pick(None, avoid=target.endpoint) or target.endpoint
+            endpoint = cluster.pick(None, avoid=target.endpoint if policy.avoid_previous_host else None
+                                    ) or target.endpoint
             if endpoint != target.endpoint:
                 exchange.target = target.with_endpoint(endpoint, self.runtime.source_peer(cluster.spec, endpoint))
         number = policy.attempts - exchange.retries_left

@@ -104,7 +104,8 @@ DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancell
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Envoy retry policy: `attempts` retries after the first try (0 disables), each bounded by
-    `per_try_timeout_s`, all bounded by the route timeout; jittered backoff between tries."""
+    `per_try_timeout_s`, all bounded by the route timeout; jittered backoff between tries. A retry goes
+    to another endpoint when there is one (`avoid_previous_host`, Envoy's previous_hosts predicate)."""
 
     attempts: int = 2
     per_try_timeout_s: float | None = None
@@ -112,6 +113,7 @@ class RetryPolicy:
     retriable_status: tuple[int, ...] = (503,)
     backoff_base_s: float = 0.025
     backoff_max_s: float = 0.25
+    avoid_previous_host: bool = True
 
 
 DEFAULT_RETRIES = RetryPolicy()

@@ -132,7 +132,11 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 "rewrite": {"uri": "/v1"},
                 "headers": {"request": {"set": {"a": "b"}}},
                 "timeout": "3s",
-                "retries": {"attempts": 3, "perTryTimeout": "0.5s", "retryOn": "5xx,503"},
+                "retries": {"attempts": 3, "perTryTimeout": "0.5s", "retryOn": "5xx,503", "backoff": "50ms",
+                            "retryIgnorePreviousHosts": False},
+                "corsPolicy": {"allowOrigins": [{"exact": "https://a"}], "allowOrigin": ["https://b"],
+                               "allowMethods": ["GET"], "allowHeaders": ["x"], "exposeHeaders": ["y"],
+                               "maxAge": "1m", "allowCredentials": True, "unmatchedPreflights": "IGNORE"},
                 "fault": {
                     "delay": {"fixedDelay": "2s", "percent": 50},
                     "abort": {"httpStatus": 503, "percentage": {"value": 10}},

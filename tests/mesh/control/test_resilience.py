@@ -74,6 +74,15 @@ def test_retries_compile_exactly():
     )
 
 
+def test_backoff_and_previous_hosts_compile_as_istio_sets_envoys_retry_policy():
+    r = books_route("    retries: {attempts: 2, backoff: 100ms, retryIgnorePreviousHosts: false}").retries
+    # Istio sets retry_back_off.base_interval only; Envoy's max_interval is then ten times it.
+    assert (r.backoff_base_s, r.backoff_max_s, r.avoid_previous_host) == (0.1, 1.0, False)
+    assert (r.retry_on, r.retriable_status) == (DEFAULT_RETRY_ON, (503,))
+    assert books_route("    retries: {attempts: 2, retryIgnorePreviousHosts: true}").retries.avoid_previous_host
+    assert books_route("    retries: {attempts: 2}").retries.avoid_previous_host  # Istio's default
+
+
 def test_attempts_without_retry_on_keep_istio_conditions():
     r = books_route("    retries: {attempts: 5, perTryTimeout: 2s}")
     assert r.retries == model.RetryPolicy(attempts=5, per_try_timeout_s=2.0)

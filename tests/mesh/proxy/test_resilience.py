@@ -96,6 +96,32 @@ async def test_a_retry_prefers_another_endpoint():
     assert [r.first for r in client.responses()] == ["200"]
 
 
+async def retried_to_the_same_endpoint(retries: model.RetryPolicy, requests: int = 40) -> int:
+    """Of `requests` each failing once, how many were retried to the endpoint that failed (random LB; one
+    proxy per request, seeded apart, so that each starts with empty pools)."""
+    view = bookinfo_view(books=(BOOKS_V1, BOOKS_V2), books_route=route(retries=retries),
+                         lb=model.LoadBalancer("RANDOM"))
+    same = 0
+    for seed in range(requests):
+        proxy = Proxy(view, seed=seed)
+        client = proxy.client()
+        client.send(GET_BOOKS)
+        await settle()
+        first = proxy.upstreams[-1]
+        first.respond(UNAVAILABLE)
+        await step(proxy)
+        second = proxy.upstreams[-1]
+        same += (second.address, second.port) == (first.address, first.port)
+        second.respond(OK)
+        assert [r.first for r in client.responses()] == ["200"]
+    return same
+
+
+async def test_retry_ignore_previous_hosts_false_lets_a_retry_go_back_to_the_same_endpoint():
+    assert await retried_to_the_same_endpoint(model.RetryPolicy()) == 0
+    assert 5 <= await retried_to_the_same_endpoint(model.RetryPolicy(avoid_previous_host=False)) <= 35
+
+
 async def test_a_request_whose_body_was_not_kept_is_not_retried(monkeypatch):
     from mesh.proxy import exchange
 

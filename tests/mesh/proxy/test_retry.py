@@ -48,10 +48,15 @@ def test_attempts_zero_disables_everything():
     assert not retry.status_is_retriable(off, 503)
 
 
-def test_backoff_is_full_jitter_under_a_growing_capped_ceiling():
+@pytest.mark.parametrize(("policy", "ceilings"), [
+    (DEFAULT, ((1, 0.025), (2, 0.075), (3, 0.175), (4, 0.25), (9, 0.25))),
+    # `retries.backoff: 100ms`: base 0.1 s, cap ten times that
+    (model.RetryPolicy(backoff_base_s=0.1, backoff_max_s=1.0), ((1, 0.1), (2, 0.3), (3, 0.7), (4, 1.0))),
+])
+def test_backoff_is_full_jitter_under_a_growing_capped_ceiling(policy, ceilings):
     rng = random.Random(3)
-    for number, ceiling in ((1, 0.025), (2, 0.075), (3, 0.175), (4, 0.25), (9, 0.25)):
-        waits = [retry.backoff(DEFAULT, number, rng) for _ in range(2000)]
+    for number, ceiling in ceilings:
+        waits = [retry.backoff(policy, number, rng) for _ in range(2000)]
         assert 0 <= min(waits) and max(waits) <= ceiling
         assert max(waits) > 0.9 * ceiling and min(waits) < 0.1 * ceiling
 
