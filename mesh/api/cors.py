@@ -1,9 +1,11 @@
 """A VirtualService HTTP rule's `corsPolicy`, validated as Istio validates it (`validateCORSPolicy`).
 
 Istio refuses an allowed origin whose match is empty, a regex RE2 would not compile (both `StringMatch`'s),
-a method outside the nine of net/http (`*` included), a malformed header name, and a `maxAge` finer than
-whole seconds (Envoy's `max_age` is a count of seconds). `allowOrigin` is the deprecated list of exact
-origins, still read when `allowOrigins` is absent.
+a method outside the nine of net/http (`*` included), an empty header name, and a `maxAge` finer than
+whole seconds (Envoy's `max_age` is a count of seconds). `allowHeaders` and `exposeHeaders` entries are
+joined into one header value as they are (`["content-type, x-a"]` is accepted, as Istio does); Weir also
+refuses an entry a header value cannot carry (CR, LF, NUL, beyond Latin-1), which Istio lets through to
+Envoy. `allowOrigin` is the deprecated list of exact origins, still read when `allowOrigins` is absent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from mesh.api.errors import invalid
-from mesh.api.types import Model, PositiveDuration, RequiredStringMatch, check_header_names
+from mesh.api.types import HEADER_VALUE, Duration, Model, PositiveDuration, RequiredStringMatch
 
 # Go's net/http method names: Istio's `supportedMethods`.
 SUPPORTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"})
@@ -48,11 +50,16 @@ class CorsPolicy(Model):
     @field_validator("allow_headers", "expose_headers")
     @classmethod
     def _header_names(cls, names: list[str] | None) -> list[str] | None:
-        return check_header_names(names)
+        for i, name in enumerate(names or []):
+            if not name:
+                raise invalid("header name cannot be empty", at=f"[{i}]")
+            if not HEADER_VALUE.match(name):
+                raise invalid(f"invalid header name {name!r}: control or non-Latin-1 characters", at=f"[{i}]")
+        return names
 
     @field_validator("max_age")
     @classmethod
-    def _whole_seconds(cls, max_age):
+    def _whole_seconds(cls, max_age: Duration | None) -> Duration | None:
         if max_age is not None and abs(max_age.seconds - round(max_age.seconds)) > 1e-9:
             raise invalid(f"maxAge {max_age} is accurate only to seconds precision")
         return max_age

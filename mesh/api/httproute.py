@@ -4,7 +4,6 @@ direct response, rewrite, retries, fault injection, mirroring, CORS and header o
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -13,6 +12,7 @@ from mesh.api.cors import CorsPolicy
 from mesh.api.errors import invalid
 from mesh.api.types import (
     HEADER_NAME,
+    HEADER_VALUE,
     Duration,
     Labels,
     Model,
@@ -23,7 +23,6 @@ from mesh.api.types import (
     RequiredStringMatch,
     StringMatch,
     StrMap,
-    check_header_names,
     compile_re2,
 )
 
@@ -50,8 +49,6 @@ def check_weights(weights: list[int | None]) -> None:
         raise invalid("total weight is 0")
 
 
-# A header field value HTTP/1.1 can carry (RFC 9110 5.5): no CR, LF or NUL, nothing beyond Latin-1.
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 
 
 class HeaderOperations(Model):
@@ -65,14 +62,17 @@ class HeaderOperations(Model):
         for name, value in (fields or {}).items():
             if not HEADER_NAME.match(name):
                 raise invalid(f"invalid header name {name!r}", at=name)
-            if not _HEADER_VALUE.match(value):
+            if not HEADER_VALUE.match(value):
                 raise invalid(f"invalid header value {value!r}: control or non-Latin-1 characters", at=name)
         return fields
 
     @field_validator("remove")
     @classmethod
     def _removed(cls, names: list[str] | None) -> list[str] | None:
-        return check_header_names(names)
+        for i, name in enumerate(names or []):
+            if not HEADER_NAME.match(name):
+                raise invalid(f"invalid header name {name!r}", at=f"[{i}]")
+        return names
 
 
 class Headers(Model):

@@ -118,7 +118,8 @@ def _route(ctx: RouteContext, vs: Any, index: int, rule: Any, matches: tuple[mod
         retries=resilience.retry_policy(rule.retries),
         fault=resilience.fault(rule.fault),
         mirrors=_mirrors(ctx, vs, rule) if rule.route else (),
-        cors=_cors(rule.cors_policy) if rule.route else None,  # Envoy skips CORS on redirects and direct responses
+        # Envoy's CORS filter does nothing on a redirect or a direct response.
+        cors=_cors(rule.cors_policy) if rule.route else None,
     )
 
 

@@ -1,7 +1,8 @@
 """CORS on a route (Istio `corsPolicy`), as Envoy's CORS filter runs it in a sidecar or gateway.
 
-The filter runs once the route is chosen, before fault injection (Istio's filter order: cors, fault, router),
-and only for a request that sends a non-empty `Origin`. An origin is allowed when one of the policy's
+The filter runs once the route is chosen and before anything else is decided for the request (Istio's
+filter order: cors, fault, router; so a preflight takes no destination, endpoint or balancer turn), and only
+for a request that sends a non-empty `Origin`. An origin is allowed when one of the policy's
 matches accepts it, or accepts `*` (`exact: "*"` allows every origin). Then:
 
 - A preflight (OPTIONS with `Access-Control-Request-Method`) is answered here, 200 with no body and never
@@ -9,9 +10,9 @@ matches accepts it, or accepts `*` (`exact: "*"` allows every origin). Then:
   methods, headers and max-age follow. A preflight from an origin not allowed goes upstream untouched
   (unmatchedPreflights FORWARD, the default) or is answered without an allow-origin (IGNORE).
 - Any other request from an allowed origin goes on; its answer (the upstream's, or a local reply such as a
-  fault's abort or a 503) carries `access-control-allow-origin: <origin>`, plus allow-credentials and
-  expose-headers when set. These replace the upstream's own lines of the same name, and the route's
-  header operations for them.
+  fault's abort, a 503 UH or UO, a 504) carries `access-control-allow-origin: <origin>`, plus
+  allow-credentials and expose-headers when set. These replace the upstream's own lines of the same name,
+  and the route's header operations for them (`mesh.proxy.routing.CompiledDestination.cors_response`).
 
 A worked example, the policy of Istio's test data (allowOrigins exact `http://foo.example`, allowMethods
 POST,GET,OPTIONS, allowHeaders content-type, exposeHeaders x-custom-header, maxAge 300s, credentials):
@@ -29,8 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mesh.proxy.headers import HeaderPlan
-from mesh.proxy.matching import compile_string_match
+from mesh.proxy.matching import RequestHead, compile_string_match
 from mesh.view import model
 
 if TYPE_CHECKING:
@@ -43,16 +43,18 @@ ALLOW_ORIGIN = b"access-control-allow-origin"
 ALLOW_CREDENTIALS = b"access-control-allow-credentials"
 EXPOSE_HEADERS = b"access-control-expose-headers"
 CREDENTIALS_LINE = b"access-control-allow-credentials: true\r\n"
+OTHER, ALLOWED, ANSWERED = range(3)  # what `check` did
 
 
 class CompiledCors:
     """A route's policy with its origin matches compiled and its constant header lines encoded once."""
 
-    __slots__ = ("origins", "methods", "headers", "preflight_tail", "response_tail", "overridden",
+    __slots__ = ("origins", "any_origin", "methods", "headers", "preflight_tail", "response_tail", "overridden",
                  "forward_unmatched")
 
     def __init__(self, spec: model.Cors) -> None:
         self.origins = tuple(compile_string_match(m) for m in spec.origins)
+        self.any_origin = any(match("*") for match in self.origins)  # Envoy: a matcher accepting "*" allows all
         self.methods = spec.allow_methods
         self.headers = spec.allow_headers
         credentials = CREDENTIALS_LINE if spec.credentials else b""
@@ -70,9 +72,9 @@ class CompiledCors:
         self.forward_unmatched = spec.forward_unmatched
 
     def allows(self, origin: str) -> bool:
-        return any(match("*") or match(origin) for match in self.origins)
+        return self.any_origin or any(match(origin) for match in self.origins)
 
-    def preflight_lines(self, origin: str, allowed: bool, head) -> bytes:
+    def preflight_lines(self, origin: str, allowed: bool, head: RequestHead) -> bytes:
         lines = [_allow_origin(origin)] if allowed else []
         lines.append(self.preflight_tail)
         for name, value, echoed in ((b"access-control-allow-methods", self.methods, REQUEST_METHOD),
@@ -87,21 +89,21 @@ def _allow_origin(origin: str) -> bytes:
     return ALLOW_ORIGIN + b": " + origin.encode("latin-1") + b"\r\n"
 
 
-def answered(exchange: Exchange, cors: CompiledCors) -> bool:
-    """Run the filter on a routed request; True when it answered it (a preflight)."""
+def check(exchange: Exchange, cors: CompiledCors) -> int:
+    """Run the filter on a request whose route has a policy, before the upstream is picked: ANSWERED (a
+    preflight, replied to), ALLOWED (its answers, upstream's or local, will carry the CORS headers; the
+    caller takes the destination's `cors_response` plan) or OTHER (nothing to do)."""
     head = exchange.head
     origin = head.header(ORIGIN)
     if not origin:
-        return False
+        return OTHER
     allowed = cors.allows(origin)
     if exchange.method == "OPTIONS" and head.header(REQUEST_METHOD):
         if allowed or not cors.forward_unmatched:
-            exchange.reply(200, b"", extra_headers=cors.preflight_lines(origin, allowed, head))
-            return True
-        return False
-    if allowed:
-        exchange.extra_response_headers += _allow_origin(origin) + cors.response_tail
-        plan = exchange.response_ops
-        exchange.response_ops = (plan.overridden(cors.overridden) if plan is not None
-                                 else HeaderPlan(cors.overridden, b""))
-    return False
+            exchange.reply(200, b"", extra_headers=cors.preflight_lines(origin, allowed, head), content_type=b"")
+            return ANSWERED
+        return OTHER
+    if not allowed:
+        return OTHER
+    exchange.extra_response_headers += _allow_origin(origin) + cors.response_tail
+    return ALLOWED

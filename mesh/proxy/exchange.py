@@ -15,7 +15,7 @@ from mesh.proxy import headers as headers_mod
 
 if TYPE_CHECKING:
     from mesh.proxy.downstream import DownstreamConnection
-    from mesh.proxy.forwarding import Target
+    from mesh.proxy.routing import Target
     from mesh.proxy.upstream import UpstreamConnection
 
 # Request body bytes held while no upstream is attached yet (connecting, pipelined): beyond this the
@@ -206,14 +206,15 @@ class Exchange:
         flag = error.flag + ",URX" if self.retries_exhausted else error.flag
         self.reply(error.status, error.body.encode(), flag)
 
-    def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"") -> None:
+    def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"",
+              content_type: bytes = b"text/plain") -> None:
         self.status = status
         self.flag = flag
         self.bytes_sent = 0 if self.is_head else len(body)
         if not self.request_complete:
             self.keep_alive = False
-        self.conn.write(replies.local_reply(status, body, self.keep_alive,
-                                            extra_headers + self.extra_response_headers, head=self.is_head))
+        self.conn.write(replies.local_reply(status, body, self.keep_alive, extra_headers + self.extra_response_headers,
+                                            content_type, head=self.is_head))
         self.finish()
 
     def _cancel_timers(self) -> None:

@@ -15,32 +15,15 @@ from typing import TYPE_CHECKING
 from mesh.proxy import access, breaker, cors, deadlines, fault, mirror, replies, retry
 from mesh.proxy import headers as hdr
 from mesh.proxy.retrying import RetriesAndTimeouts
+from mesh.proxy.routing import Target
 from mesh.proxy.upstream import UpstreamConnection
 from mesh.view import model
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
-    from mesh.proxy.routing import CompiledCluster, CompiledDestination, CompiledRoute
     from mesh.proxy.runtime import ProxyRuntime
 
 CONNECT_TIMEOUT_S = 10.0  # Istio's default connectionPool.tcp.connectTimeout
-
-
-class Target:
-    __slots__ = ("cluster", "endpoint", "route", "weighted", "peer", "pool")
-
-    def __init__(self, cluster: CompiledCluster | None, endpoint: model.Endpoint, route: CompiledRoute | None,
-                 weighted: CompiledDestination | None, peer: tuple) -> None:
-        self.cluster = cluster
-        self.endpoint = endpoint
-        self.route = route
-        self.weighted = weighted
-        self.peer = peer
-        self.pool = None  # the endpoint's EndpointPool, looked up once
-
-    def with_endpoint(self, endpoint: model.Endpoint, peer: tuple) -> Target:
-        """The same route and destination, to another endpoint of the cluster (a retry's other host)."""
-        return Target(self.cluster, endpoint, self.route, self.weighted, peer)
 
 
 class Forwarding(RetriesAndTimeouts):
@@ -72,12 +55,7 @@ class Forwarding(RetriesAndTimeouts):
             return  # answered locally (redirect, direct response)
         exchange.target = target
         route = target.route
-        if route is None:
-            self._first_try(exchange)
-            return
-        if route.cors is not None and cors.answered(exchange, route.cors):
-            return  # a CORS preflight (Istio's filter order: cors, fault, router)
-        if route.spec.fault is not None:
+        if route is not None and route.spec.fault is not None:
             delay, abort = fault.decide(route.spec.fault, self.runtime.view.rng)
             if delay is not None:
                 exchange.flag = "DI"
@@ -188,12 +166,20 @@ class Forwarding(RetriesAndTimeouts):
             location = hdr.redirect_location(spec.redirect, head)
             exchange.reply(spec.redirect.status, b"", extra_headers=b"location: " + location + b"\r\n")
             return None
+        # CORS before any pick (Istio's filter order: cors, fault, router): a preflight takes no upstream.
+        origin_allowed = False
+        if route.cors is not None:
+            verdict = cors.check(exchange, route.cors)
+            if verdict == cors.ANSWERED:
+                return None
+            origin_allowed = verdict == cors.ALLOWED
         weighted = route.pick(view.rng)
         if weighted is None:
             raise replies.NoRoute()
         cluster = view.clusters.get(weighted.cluster)
         if cluster is None or cluster.spec.kind == model.BLACKHOLE:
             raise replies.NoHealthyUpstream()
+        exchange.response_ops = weighted.cors_response if origin_allowed else weighted.response
         if cluster.spec.kind == model.PASSTHROUGH:
             endpoint = model.Endpoint(head.host, head.port)
             return Target(None, endpoint, route, weighted, runtime.source_peer(cluster.spec, endpoint))
@@ -203,7 +189,6 @@ class Forwarding(RetriesAndTimeouts):
             exchange.target = Target(cluster, model.Endpoint("", 0), route, weighted,
                                      runtime.source_peer(cluster.spec, None))
             raise replies.NoHealthyUpstream()
-        exchange.response_ops = weighted.response
         peer = cluster.peers.get(id(endpoint))
         if peer is None:
             peer = cluster.peers[id(endpoint)] = runtime.source_peer(cluster.spec, endpoint)

@@ -18,8 +18,8 @@ from mesh.view import model
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
-    from mesh.proxy.forwarding import Forwarding, Target
-    from mesh.proxy.routing import CompiledRoute
+    from mesh.proxy.forwarding import Forwarding
+    from mesh.proxy.routing import CompiledRoute, Target
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",

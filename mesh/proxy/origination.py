@@ -158,7 +158,7 @@ class Origination:
         return mesh is not None and mesh.client is not None
 
     def target_pool(self, target) -> pool_mod.EndpointPool:
-        """The pool of a forwarding.Target (set on it); when this proxy's certificate just arrived, the
+        """The pool of a routing.Target (set on it); when this proxy's certificate just arrived, the
         target's metric labels are recomputed too (they were chosen as plaintext)."""
         mesh = self.runtime.mesh_tls
         if (mesh is not None and mesh.client is not None) is not self.mesh_ready:

@@ -129,14 +129,14 @@ def local_reply(
     """A complete HTTP/1.1 response in one buffer: one write.
 
     `head`: the answer to a HEAD request: the same head (content-length of the body a GET would get), no
-    body, or a keep-alive client would read the body as the start of its next response."""
+    body, or a keep-alive client would read the body as the start of its next response. An empty
+    `content_type` sends none (a CORS preflight's answer, headers only)."""
     return b"".join(
         (
             status_line(status),
             b"content-length: ",
             str(len(body)).encode(),
-            b"\r\ncontent-type: ",
-            content_type,
+            b"\r\ncontent-type: " + content_type if content_type else b"",
             b"\r\nserver: weir\r\n",
             extra_headers,
             b"" if keep_alive else b"connection: close\r\n",

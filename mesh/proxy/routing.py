@@ -16,20 +16,27 @@ from collections import deque
 from collections.abc import Callable
 
 from mesh.proxy import access, balancer, cors, matching, outlier
-from mesh.proxy.headers import header_plan
+from mesh.proxy.headers import HeaderPlan, header_plan
 from mesh.view import model
 
 
 class CompiledDestination:
-    """One weighted destination of a route, with its header operations precompiled."""
+    """One weighted destination of a route, with its header operations precompiled: `response` for every
+    answer, `cors_response` for one to an origin the route's CORS policy allows (the CORS headers replace
+    the upstream's and the route's own)."""
 
-    __slots__ = ("spec", "cluster", "request", "response")
+    __slots__ = ("spec", "cluster", "request", "response", "cors_response")
 
-    def __init__(self, route: model.Route, spec: model.WeightedCluster) -> None:
+    def __init__(self, route: model.Route, spec: model.WeightedCluster, policy: cors.CompiledCors | None = None
+                 ) -> None:
         self.spec = spec
         self.cluster = spec.cluster
         self.request = header_plan(route.request_headers, spec.request_headers)
-        self.response = header_plan(route.response_headers, spec.response_headers)
+        self.response = response = header_plan(route.response_headers, spec.response_headers)
+        self.cors_response = None
+        if policy is not None:
+            self.cors_response = (response.overridden(policy.overridden) if response is not None
+                                  else HeaderPlan(policy.overridden, b""))
 
     @property
     def weight(self) -> int:
@@ -41,11 +48,11 @@ class CompiledRoute:
 
     def __init__(self, spec: model.Route) -> None:
         self.spec = spec
-        self.cors = cors.CompiledCors(spec.cors) if spec.cors is not None else None
         rewrite = spec.rewrite
         self.uri_regex = re.compile(rewrite.uri_regex[0]) if rewrite and rewrite.uri_regex else None
         self.blocks = tuple((matching.compile_route_match(m), m) for m in spec.matches)
-        self.destinations = tuple(CompiledDestination(spec, weighted) for weighted in spec.clusters)
+        self.cors = cors.CompiledCors(spec.cors) if spec.cors is not None else None
+        self.destinations = tuple(CompiledDestination(spec, weighted, self.cors) for weighted in spec.clusters)
         cumulative, total = [], 0
         for weighted in spec.clusters:
             total += max(0, weighted.weight)
@@ -209,7 +216,7 @@ class CompiledView:
         self.clusters = {c.name: CompiledCluster(c, assignments.get(c.name, ()), rng, clock) for c in spec.clusters}
         inbound = self.listener(model.INBOUND)
         self.inbound_cluster = self.clusters.get(inbound.cluster) if inbound is not None and inbound.cluster else None
-        self.inbound_targets: dict = {}  # caller's peer header → forwarding.Target (filled by the runtime)
+        self.inbound_targets: dict = {}  # caller's peer header → Target (filled by the runtime)
         self.access = access.compile_access(spec)  # JWT + authorization of received requests; None: nothing to do
 
     def endpoint_keys(self) -> frozenset[tuple[str, int]]:
@@ -234,3 +241,23 @@ class CompiledView:
     def has_virtual_host(self, table_name: str, host: str) -> bool:
         table = self.tables.get(table_name)
         return table is not None and table.virtual_host(host) is not None
+
+
+class Target:
+    """Where one try of a request goes: the route and weighted destination chosen, the cluster and its endpoint,
+    and the peer labels its metrics carry (`pool`: the endpoint's EndpointPool, looked up once)."""
+
+    __slots__ = ("cluster", "endpoint", "route", "weighted", "peer", "pool")
+
+    def __init__(self, cluster: CompiledCluster | None, endpoint: model.Endpoint, route: CompiledRoute | None,
+                 weighted: CompiledDestination | None, peer: tuple) -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.route = route
+        self.weighted = weighted
+        self.peer = peer
+        self.pool = None  # the endpoint's EndpointPool, looked up once
+
+    def with_endpoint(self, endpoint: model.Endpoint, peer: tuple) -> Target:
+        """The same route and destination, to another endpoint of the cluster (a retry's other host)."""
+        return Target(self.cluster, endpoint, self.route, self.weighted, peer)

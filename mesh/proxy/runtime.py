@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 
 from mesh.proxy import (
-    forwarding,
     headers,
     origination,
     pool,
@@ -138,7 +137,7 @@ class ProxyRuntime:
                 cluster.peers.clear()
 
     # -- inbound -------------------------------------------------------------------------------------------
-    def inbound_target(self, head: RequestHead, peer_identity: str | None = None) -> forwarding.Target:
+    def inbound_target(self, head: RequestHead, peer_identity: str | None = None) -> routing.Target:
         """`peer_identity`: the caller's verified SPIFFE ID (mutual TLS), None for plaintext."""
         view = self.view
         peer_header = head.header(headers.PEER_HEADER)
@@ -150,7 +149,7 @@ class ProxyRuntime:
         endpoint = cluster.balancer.pick() if cluster is not None else None
         if endpoint is None:
             raise replies.NoHealthyUpstream()
-        target = forwarding.Target(cluster, endpoint, None, None, self._inbound_peer(peer_header, peer_identity))
+        target = routing.Target(cluster, endpoint, None, None, self._inbound_peer(peer_header, peer_identity))
         # One local app endpoint (the usual sidecar): the target depends only on the caller; reuse it.
         if len(cluster.balancer.endpoints) == 1 and len(view.inbound_targets) < MAX_CACHED_PEERS:
             view.inbound_targets[key] = target
@@ -233,7 +232,7 @@ class ProxyRuntime:
                 self._tcp_labels[key] = labels
         return labels
 
-    def peer_header(self, target: forwarding.Target) -> bytes:
+    def peer_header(self, target: routing.Target) -> bytes:
         service = target.cluster.spec.service if target.cluster is not None else target.endpoint.address
         line = self._peer_lines.get(service)
         if line is None:

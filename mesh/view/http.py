@@ -133,7 +133,8 @@ class Cors:
     """Istio corsPolicy as Envoy's CORS filter takes it: origins as matches (`*` allows any), the other
     values joined with "," as they are sent, `max_age` in whole seconds ("" when unset); `credentials` None
     when unset (no header). `forward_unmatched`: a preflight from an origin not allowed goes upstream
-    (Istio's default, unmatchedPreflights FORWARD) instead of being answered without CORS headers (IGNORE)."""
+    (Istio's default, unmatchedPreflights FORWARD) instead of being answered here without an allow-origin
+    (IGNORE; the other preflight headers are sent as configured, as Envoy does)."""
 
     origins: tuple[StringMatch, ...] = ()
     allow_methods: str = ""

@@ -66,7 +66,7 @@ FULL_VS = {
             "corsPolicy": {
                 "allowOrigins": [{"exact": "https://example.com"}],
                 "allowMethods": ["GET"],
-                "allowHeaders": ["x"],
+                "allowHeaders": ["x", "content-type, x-a"],  # entries are joined as they are, as Istio does
                 "exposeHeaders": ["y"],
                 "maxAge": "24h",
                 "allowCredentials": False,

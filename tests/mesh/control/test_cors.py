@@ -35,6 +35,10 @@ def test_deprecated_allow_origin_is_exact_and_ignore_answers_unmatched_preflight
                              credentials=False, forward_unmatched=False)
 
 
+def test_a_wildcard_allow_headers_is_sent_as_star_for_the_proxy_to_echo():
+    assert cors_of("    corsPolicy: {allowOrigins: [{exact: '*'}], allowHeaders: ['*']}").allow_headers == "*"
+
+
 def test_allow_origins_win_over_the_deprecated_list():
     got = cors_of("""    corsPolicy: {allowOrigin: ["http://old"], allowOrigins: [{exact: "http://new"}]}""")
     assert got.origins == (model.StringMatch("exact", "http://new"),)

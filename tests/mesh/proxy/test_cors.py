@@ -3,12 +3,14 @@ origins marked, everything else untouched; Envoy's CORS filter is the reference.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mesh.proxy import cors
 from mesh.view import model
-from tests.mesh.proxy.fakes import settle
-from tests.mesh.proxy.test_resilience import flags, proxy_for
+from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, BOOKS_V2, Proxy, bookinfo_view, settle
+from tests.mesh.proxy.test_resilience import flags, proxy_for, route
 
 FOO = "http://foo.example"
 # Istio's own test data (tests/testdata/config/rule-default-route-cors-policy.yaml), as the control plane
@@ -32,8 +34,8 @@ def preflight(origin: str = FOO, *extra: str) -> bytes:
     return request("OPTIONS", origin, "Access-Control-Request-Method: POST", *extra)
 
 
-async def exchange(policy: model.Cors, data: bytes, upstream_answer: bytes | None = UPSTREAM_OK, **route):
-    proxy = proxy_for(cors=policy, **route)
+async def exchange(policy: model.Cors, data: bytes, upstream_answer: bytes | None = UPSTREAM_OK, **route_kw):
+    proxy = proxy_for(cors=policy, **route_kw)
     client = proxy.client()
     client.send(data)
     await settle()
@@ -47,6 +49,7 @@ async def test_a_preflight_from_an_allowed_origin_is_answered_here_with_the_poli
     proxy, response = await exchange(ISTIO_TESTDATA, preflight())
     assert proxy.upstreams == []  # never forwarded
     assert response.first == "200" and response.body == b""
+    assert response.header("content-length") == "0" and response.header("content-type") is None  # as Envoy
     assert {name: response.header(name) for name in (
         "access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-methods",
         "access-control-allow-headers", "access-control-max-age", "access-control-expose-headers")} == {
@@ -136,3 +139,72 @@ def test_compiled_policy_allows_by_any_match():
                                                    model.StringMatch("prefix", "https://b."))))
     assert [policy.allows(o) for o in ("https://a", "https://b.x", "https://c", "*")] == [True, True, False, False]
     assert not cors.CompiledCors(model.Cors()).allows(FOO)  # no origins: none allowed
+
+
+async def test_with_no_healthy_endpoint_a_preflight_is_still_answered_and_the_503_allows_the_origin():
+    proxy, response = await exchange(ISTIO_TESTDATA, preflight(), books=())
+    assert response.first == "200" and response.header("access-control-allow-origin") == FOO
+    proxy, response = await exchange(ISTIO_TESTDATA, request(), books=())
+    assert (response.first, response.header("access-control-allow-origin")) == ("503", FOO)
+    assert flags(proxy) == [(503, "UH")]
+
+
+async def test_an_overflow_503_allows_the_origin():
+    pool = model.ConnectionPool(max_connections=1, max_pending_requests=0)
+    view = bookinfo_view(books_route=route(cors=ISTIO_TESTDATA))
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, pool=pool) if c.name == BOOKS else c for c in view.clusters))
+    proxy = Proxy(view)
+    first, second = proxy.client(), proxy.client()
+    first.send(request())
+    await settle()
+    second.send(request())
+    await settle()
+    (response,) = second.responses()
+    assert (response.first, response.header("access-control-allow-origin")) == ("503", FOO)
+    assert response.header("x-envoy-overloaded") == "true"
+
+
+async def test_preflights_take_no_turn_of_the_balancer_and_no_hash_cookie():
+    balanced = model.LoadBalancer("ROUND_ROBIN")
+    proxy = Proxy(bookinfo_view(books=(BOOKS_V1, BOOKS_V2), books_route=route(cors=ISTIO_TESTDATA), lb=balanced))
+    hosts = []
+    for _ in range(4):
+        client = proxy.client()
+        client.send(preflight())
+        client.send(request())
+        await settle()
+        upstream = next(u for u in proxy.upstreams if u.requests() and u.transport.data)
+        hosts.append(upstream.address)
+        upstream.respond(UPSTREAM_OK)
+        upstream.transport.clear()
+    assert sorted(hosts) == sorted([BOOKS_V1.address, BOOKS_V2.address] * 2)  # the GETs alternate
+    cookie = model.LoadBalancer("RING_HASH", hash_cookie="affinity", hash_cookie_ttl=60.0)
+    proxy = Proxy(bookinfo_view(books_route=route(cors=ISTIO_TESTDATA), lb=cookie))
+    client = proxy.client()
+    client.send(preflight())
+    await settle()
+    (response,) = client.responses()
+    assert response.first == "200" and response.header("set-cookie") is None
+
+
+async def test_pipelined_requests_each_get_their_own_verdict():
+    proxy = proxy_for(cors=ISTIO_TESTDATA)
+    client = proxy.client()
+    client.send(request() + request(origin=None))
+    for _ in range(2):
+        await settle()
+        proxy.upstreams[-1].respond(UPSTREAM_OK)
+    allowed, plain = client.responses()
+    assert allowed.all("access-control-allow-origin") == [FOO]
+    assert plain.all("access-control-allow-origin") == ["*"]  # the upstream's, nothing of ours
+
+
+async def test_a_head_answer_allows_the_origin():
+    proxy = proxy_for(cors=ISTIO_TESTDATA)
+    client = proxy.client()
+    client.send(request("HEAD"))
+    await settle()
+    proxy.upstreams[-1].respond(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    head = client.transport.data.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200") and b"\r\naccess-control-allow-origin: http://foo.example" in head

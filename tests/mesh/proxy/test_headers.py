@@ -45,7 +45,7 @@ def upstream(rt, exchange, route: model.Route | None = None, weighted: model.Wei
         destination = compiled.destinations[0]
         if weighted is not None:
             destination = routing.CompiledDestination(route, weighted)
-    target = forwarding.Target(rt.view.clusters[BOOKS], BOOKS_V1, compiled, destination, ())
+    target = routing.Target(rt.view.clusters[BOOKS], BOOKS_V1, compiled, destination, ())
     exchange.block = block
     (request,) = parse_requests(headers.upstream_request_head(fwd, exchange, target))
     return request

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mesh.proxy import forwarding, runtime, stats
+from mesh.proxy import routing, runtime, stats
 from mesh.proxy.matching import RequestHead
 from mesh.view import model
 from tests.mesh.proxy.fakes import APP, BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn
@@ -52,11 +52,11 @@ def test_label_caches_are_bounded(rt, monkeypatch):
     for i in range(20):
         rt._inbound_peer(f"ns;w{i};a;v;s")
         endpoint = model.Endpoint(f"host{i}.example.com", 80)
-        rt.peer_header(forwarding.Target(None, endpoint, None, None, ()))
+        rt.peer_header(routing.Target(None, endpoint, None, None, ()))
         rt.source_peer(model.Cluster("PassthroughCluster", service=endpoint.address), endpoint)
     assert len(rt._inbound_peers) <= 8 and len(rt._peer_lines) <= 8 and len(rt._source_peers) <= 8
     endpoint = model.Endpoint("host19.example.com", 80)
-    line = rt.peer_header(forwarding.Target(None, endpoint, None, None, ()))
+    line = rt.peer_header(routing.Target(None, endpoint, None, None, ()))
     assert line == b"x-weir-peer: bookinfo;gw-v1;gw;v1;host19.example.com\r\n"
 
 
