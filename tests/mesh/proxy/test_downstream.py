@@ -6,6 +6,8 @@ connector (tests/mesh/proxy/fakes.py) and are answered by feeding response bytes
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mesh.proxy import downstream, pool, stats
@@ -514,6 +516,26 @@ async def test_allow_any_passes_through_to_the_requested_host():
     assert (up.address, up.port) == ("example.com", 8000)
     up.respond(OK)
     assert only_series(proxy)["destination_service"] == "example.com"
+
+
+async def test_a_route_to_a_passthrough_cluster_applies_its_response_header_operations():
+    """A ServiceEntry with resolution NONE routes to the requested host itself; the rule's header
+    operations still apply to the answer, as Envoy's route-level response headers do."""
+    passthrough = model.Cluster("outbound|8000||example.com", kind=model.PASSTHROUGH, service="example.com")
+    rule = model.Route("external", clusters=(model.WeightedCluster(passthrough.name),),
+                       response_headers=model.HeaderOps(set=(("x-route", "1"),), remove=("server",)))
+    view = bookinfo_view()
+    view = dataclasses.replace(view, clusters=(*view.clusters, passthrough), route_tables=(
+        *view.route_tables, model.RouteTable("8000", (model.VirtualHost("example", ("example.com",), (rule,)),))))
+    proxy = Proxy(view)
+    client = proxy.client()
+    client.send(b"GET /x HTTP/1.1\r\nHost: example.com:8000\r\n\r\n")
+    await settle()
+    (up,) = proxy.upstreams
+    assert (up.address, up.port) == ("example.com", 8000)
+    up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nserver: app\r\n\r\nok")
+    (response,) = client.responses()
+    assert response.header("x-route") == "1" and response.header("server") is None
 
 
 async def test_client_disconnect_mid_exchange_is_recorded_dc_and_closes_upstream():
