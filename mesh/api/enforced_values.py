@@ -10,7 +10,7 @@ warnings, and mesh.control.gateways drops exactly the servers `dropped_server` n
 
 from __future__ import annotations
 
-from mesh.api.gateway import Gateway, Server
+from mesh.api.gateway import CIPHER_SUITES, Gateway, Server, ServerTLSSettings
 from mesh.api.resource import Resource
 from mesh.api.serviceentry import ServiceEntry
 
@@ -52,6 +52,30 @@ _MIXED_CLIENT_CERTS = (
 )
 
 
+_OLD_PROTOCOL = "Weir's gateway serves TLS 1.2 and 1.3 only: read as TLSV1_2"
+_CIPHER_IGNORED = (
+    "ignored, as Istio ignores a suite it does not know; Weir acts on the suite names of Istio's list and on "
+    "[a|b] groups of them, not on OpenSSL operators"
+)
+
+
+def _tls_values(tls: ServerTLSSettings) -> list[tuple[str, str, str]]:
+    """(field below `tls`, value, why) for protocol versions below TLS 1.2 and cipher suite entries ignored."""
+    out = [(field, version, _OLD_PROTOCOL)
+           for field, version in (("minProtocolVersion", tls.min_protocol_version),
+                                  ("maxProtocolVersion", tls.max_protocol_version))
+           if version in ("TLSV1_0", "TLSV1_1")]
+    seen: set[str] = set()
+    for i, entry in enumerate(tls.cipher_suites or ()):
+        names = entry.strip("[]").split("|")
+        if any(name not in CIPHER_SUITES for name in names):
+            out.append((f"cipherSuites[{i}]", entry, _CIPHER_IGNORED))
+        elif seen.issuperset(names):
+            out.append((f"cipherSuites[{i}]", entry, "a duplicate: ignored, as Istio does"))
+        seen.update(names)
+    return out
+
+
 def unenforced_values(resource: Resource) -> list[tuple[str, str, str]]:
     """(concrete path, value, why) for each enforced field set to a value Weir accepts but does not act on,
     or not quite as Istio does."""
@@ -68,6 +92,10 @@ def unenforced_values(resource: Resource) -> list[tuple[str, str, str]]:
             if any(mode in _ASKS_CLIENT_CERT for _, mode in modes):
                 out.extend((f"spec.servers[{i}].tls.mode", mode, _MIXED_CLIENT_CERTS)
                            for i, mode in modes if mode == "SIMPLE")
+        for i, server in enumerate(resource.spec.servers):
+            if server.tls is not None:
+                out.extend((f"spec.servers[{i}].tls.{field}", value, why)
+                           for field, value, why in _tls_values(server.tls))
     elif isinstance(resource, ServiceEntry):
         for i, port in enumerate(resource.spec.ports or ()):
             if port.protocol and port.protocol.upper() not in SERVICE_ENTRY_HTTP_PROTOCOLS:

@@ -3,6 +3,9 @@ that picks those workloads."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Literal
 
 from pydantic import field_validator, model_validator
@@ -17,6 +20,13 @@ PROTOCOLS = frozenset("HTTP HTTPS GRPC GRPC-WEB HTTP2 HTTP_PROXY MONGO MYSQL RED
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 
 TLSProtocolVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
+# Istio's ValidCipherSuites (BoringSSL's names, PSK suites left out): the TLS 1.2 suites `cipherSuites` may name.
+CIPHER_SUITES = frozenset(
+    "ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-RSA-AES128-GCM-SHA256 ECDHE-ECDSA-AES256-GCM-SHA384 "
+    "ECDHE-RSA-AES256-GCM-SHA384 ECDHE-ECDSA-CHACHA20-POLY1305 ECDHE-RSA-CHACHA20-POLY1305 ECDHE-ECDSA-AES128-SHA "
+    "ECDHE-RSA-AES128-SHA ECDHE-ECDSA-AES256-SHA ECDHE-RSA-AES256-SHA AES128-GCM-SHA256 AES256-GCM-SHA384 "
+    "AES128-SHA AES256-SHA DES-CBC3-SHA".split())
+_HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class Port(Model):
@@ -58,6 +68,35 @@ class ServerTLSSettings(Model):
     min_protocol_version: TLSProtocolVersion | None = None
     max_protocol_version: TLSProtocolVersion | None = None
     cipher_suites: list[str] | None = None
+
+    @field_validator("verify_certificate_hash")
+    @classmethod
+    def _hashes(cls, hashes: list[str] | None) -> list[str] | None:
+        for i, value in enumerate(hashes or []):
+            if not _HEX_SHA256.match(value.replace(":", "")):
+                raise invalid(f"{value!r} is not a hex-encoded SHA-256 hash (64 hex digits, colons allowed)",
+                              at=f"[{i}]")
+        return hashes
+
+    @field_validator("verify_certificate_spki")
+    @classmethod
+    def _spkis(cls, spkis: list[str] | None) -> list[str] | None:
+        for i, value in enumerate(spkis or []):
+            try:
+                digest = base64.b64decode(value, validate=True)
+            except binascii.Error:
+                digest = b""
+            if len(digest) != 32:
+                raise invalid(f"{value!r} is not a base64-encoded SHA-256 hash", at=f"[{i}]")
+        return spkis
+
+    @property
+    def cipher_suites_in_effect(self) -> tuple[str, ...]:
+        """Istio's FilterCipherSuites with BoringSSL's `[A|B]` groups opened: the named suites, in order, once
+        each. Other entries (an unknown name, alone or in a group; OpenSSL operators such as `!X` or `ALL`)
+        are left out; mesh.api.enforced_values warns about them."""
+        groups = (entry.strip("[]").split("|") for entry in self.cipher_suites or ())
+        return tuple(dict.fromkeys(name for names in groups if CIPHER_SUITES.issuperset(names) for name in names))
 
     @model_validator(mode="after")
     def _mode_fields(self) -> ServerTLSSettings:

@@ -134,6 +134,10 @@ ENFORCED: dict[str, frozenset[str]] = {
             "spec.servers.tls.httpsRedirect",
             "spec.servers.tls.subjectAltNames",
             "spec.servers.tls.minProtocolVersion",
+            "spec.servers.tls.maxProtocolVersion",
+            "spec.servers.tls.cipherSuites",
+            "spec.servers.tls.verifyCertificateSpki",
+            "spec.servers.tls.verifyCertificateHash",
         }
     ),
     "ServiceEntry": frozenset(

@@ -12,6 +12,7 @@ mounts them.
 
 from __future__ import annotations
 
+import base64
 import logging
 import posixpath
 from typing import Any
@@ -22,7 +23,6 @@ from mesh.view import security as view_security
 log = logging.getLogger(__name__)
 
 CLIENT_CA_MODES = frozenset({view_security.TLS_MUTUAL, view_security.TLS_OPTIONAL_MUTUAL})
-MIN_PROTOCOLS = {"TLSV1_2": "TLSV1_2", "TLSV1_3": "TLSV1_3", "TLS_AUTO": ""}
 
 CERT_FILE = "tls.crt"  # Kubernetes TLS Secret keys; also the local files of a credentialName
 KEY_FILE = "tls.key"
@@ -82,7 +82,12 @@ def server_tls(gateway_key: str, server: Any, credentials_dir: str) -> model.Ser
         key_file=key if mode != view_security.TLS_ISTIO_MUTUAL else "",
         ca_file=ca if mutual else "",
         subject_alt_names=tuple(tls.subject_alt_names or ()) if mutual else (),
-        min_protocol=_min_protocol(gateway_key, tls.min_protocol_version),
+        min_protocol=_protocol(gateway_key, "min", tls.min_protocol_version),
+        max_protocol=_protocol(gateway_key, "max", tls.max_protocol_version),
+        cipher_suites=tls.cipher_suites_in_effect,
+        # Pins check client certificates, so only where one is verified (Envoy's validation context).
+        spki_sha256=tuple(base64.b64decode(v).hex() for v in tls.verify_certificate_spki or ()) if mutual else (),
+        cert_sha256=tuple(v.replace(":", "").lower() for v in tls.verify_certificate_hash or ()) if mutual else (),
     )
 
 
@@ -92,10 +97,13 @@ def server_hosts(server: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(hosts)) or ("*",)
 
 
-def _min_protocol(gateway_key: str, version: str | None) -> str:
-    if version is None:
+def _protocol(gateway_key: str, bound: str, version: str | None) -> str:
+    """A min/maxProtocolVersion for the proxy: "" (unset, TLS_AUTO: the default bound) or TLSV1_2/TLSV1_3.
+    Weir's gateway serves TLS 1.2 and 1.3 only: an older version reads as TLSV1_2 (analyze warns)."""
+    if version is None or version == "TLS_AUTO":
         return ""
-    if version not in MIN_PROTOCOLS:
-        log.warning("%s: minProtocolVersion %s is below what Weir's gateway accepts (TLS 1.2)", gateway_key, version)
-        return ""
-    return MIN_PROTOCOLS[version]
+    if version not in ("TLSV1_2", "TLSV1_3"):
+        log.warning("%s: %sProtocolVersion %s is below what Weir's gateway serves (TLS 1.2)", gateway_key, bound,
+                    version)
+        return "TLSV1_2" if bound == "max" else ""
+    return version

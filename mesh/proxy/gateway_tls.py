@@ -4,11 +4,12 @@ httpsRedirect.
 A listener's `ServerTls` entries share one port and are chosen by SNI, as Envoy's filter chains are:
 exact host, then the longest `*.suffix`, then `*`; no match or no SNI → the first server. Python swaps the
 certificate in the handshake (`sni_callback` sets the chosen server's SSLContext), but OpenSSL keeps the
-verify mode and protocol range of the context the handshake began with. So the listener's base context
+verify mode and protocol range of the context the handshake began with. So the base context
 asks for a client certificate when any server wants one (CERT_REQUIRED when all require one, else
-CERT_OPTIONAL) and allows the lowest minimum protocol; `check()` then enforces, right after the handshake
-and before a byte is parsed, what the chosen server requires (a client certificate, its SANs,
-`min_protocol`). A presented client certificate is verified against the chosen server's roots (its
+CERT_OPTIONAL) and allows the widest protocol range; `check()` then enforces, right after the handshake and
+before a byte is parsed, what the chosen server requires (`min_protocol`, `max_protocol`, a client
+certificate, its SANs, its pinned hashes, and again its TLS 1.2 `cipher_suites`, which the chosen context
+already applies in the handshake). A presented client certificate is verified against the chosen server's roots (its
 `ca_file`; the mesh root for ISTIO_MUTUAL): a bad one fails the handshake. OPTIONAL_MUTUAL asks for a
 certificate and verifies it the same way, but lets a client that sends none in. ISTIO_MUTUAL serves the
 gateway's workload certificate, read at each handshake.
@@ -22,6 +23,7 @@ gateway's authorization, as Envoy's filter chain orders them.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from typing import TYPE_CHECKING
 
@@ -36,16 +38,21 @@ VERSIONS = {"TLSV1_2": ssl.TLSVersion.TLSv1_2, "TLSV1_3": ssl.TLSVersion.TLSv1_3
 _ORDER = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
 _RANK = {ssl.TLSVersion.TLSv1_2: 2, ssl.TLSVersion.TLSv1_3: 3}
 DEFAULT_MIN = ssl.TLSVersion.TLSv1_2  # Envoy's server default
+DEFAULT_MAX = ssl.TLSVersion.TLSv1_3
 _FILE_MODES = (security.TLS_SIMPLE, security.TLS_MUTUAL, security.TLS_OPTIONAL_MUTUAL)  # certificate files
 _CLIENT_CA_MODES = (security.TLS_MUTUAL, security.TLS_OPTIONAL_MUTUAL)  # verify clients against ca_file
 
 
 class CompiledServer:
-    __slots__ = ("spec", "context", "client_cert", "asks_cert", "minimum")
+    __slots__ = ("spec", "context", "client_cert", "asks_cert", "minimum", "maximum", "ciphers")
 
     def __init__(self, spec: model.ServerTls) -> None:
         self.spec = spec
         self.minimum = VERSIONS.get(spec.min_protocol, DEFAULT_MIN)
+        self.maximum = VERSIONS.get(spec.max_protocol, DEFAULT_MAX)
+        if _RANK[self.maximum] < _RANK[self.minimum]:
+            raise ValueError(f"maxProtocolVersion {spec.max_protocol} is below minProtocolVersion {spec.min_protocol}")
+        self.ciphers = frozenset(spec.cipher_suites)  # empty: OpenSSL's default list
         self.client_cert = spec.mode in (security.TLS_MUTUAL, security.TLS_ISTIO_MUTUAL)  # required
         self.asks_cert = self.client_cert or spec.mode == security.TLS_OPTIONAL_MUTUAL
         self.context: ssl.SSLContext | None = None  # ISTIO_MUTUAL: the workload context, at handshake time
@@ -56,6 +63,31 @@ class CompiledServer:
             self.context = tls.server_context(spec.cert_file, spec.key_file, roots,
                                               require_client_cert=spec.mode == security.TLS_MUTUAL)
             self.context.minimum_version = self.minimum
+            self.context.maximum_version = self.maximum
+            if spec.cipher_suites:
+                _set_ciphers(self.context, spec.cipher_suites)
+
+    def refusal(self, ssl_object: ssl.SSLObject) -> str | None:
+        """What of this server's protocol range and TLS 1.2 suites the connection does not honour: the range
+        is the base context's in the handshake (OpenSSL keeps it when SNI switches context); the suites are
+        the chosen context's, checked again here in case an OpenSSL keeps the base's too. None: all met."""
+        version = ssl_object.version() or ""
+        rank = _ORDER.get(version, 0)
+        if rank < _RANK[self.minimum]:
+            return f"protocol {version} below {self.spec.min_protocol}"
+        if rank > _RANK[self.maximum]:
+            return f"protocol {version} above {self.spec.max_protocol}"
+        cipher = ssl_object.cipher()
+        if self.ciphers and version == "TLSv1.2" and cipher and cipher[0] not in self.ciphers:
+            return f"cipher suite {cipher[0]} not among the server's cipherSuites"
+        return None
+
+
+def _set_ciphers(context: ssl.SSLContext, suites) -> None:
+    try:
+        context.set_ciphers(":".join(sorted(suites)))
+    except ssl.SSLError:
+        raise ValueError(f"none of the cipher suites {sorted(suites)} is available") from None
 
 
 class ServerTlsSet:
@@ -83,6 +115,7 @@ class ServerTlsSet:
         self.by_context = {id(s.context): s for s in self.servers if s.context is not None}
         base = self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         base.minimum_version = min((s.minimum for s in self.servers), key=_RANK.__getitem__)
+        base.maximum_version = max((s.maximum for s in self.servers), key=_RANK.__getitem__)
         required, asked = [s.client_cert for s in self.servers], [s.asks_cert for s in self.servers]
         base.verify_mode = (
             ssl.CERT_REQUIRED if all(required) else ssl.CERT_OPTIONAL if any(asked) else ssl.CERT_NONE
@@ -122,10 +155,9 @@ class ServerTlsSet:
         server = self.by_context.get(id(ssl_object.context))
         if server is None:  # the workload context: an ISTIO_MUTUAL server
             server = next((s for s in self.servers if s.context is None), self.servers[0])
-        if _ORDER.get(ssl_object.version() or "", 0) < _RANK[server.minimum]:
-            return f"protocol {ssl_object.version()} below {server.spec.min_protocol}"
-        if not server.asks_cert:
-            return None
+        refusal = server.refusal(ssl_object)
+        if refusal is not None or not server.asks_cert:
+            return refusal
         cert = ssl_object.getpeercert()  # verified against the server's roots when present
         if not cert:
             return "client certificate required" if server.client_cert else None
@@ -134,7 +166,25 @@ class ServerTlsSet:
             names = {value for _, value in cert.get("subjectAltName", ())}
             if not names.intersection(wanted):
                 return f"client certificate names {sorted(names)} are not among {list(wanted)}"
+        if server.spec.spki_sha256 or server.spec.cert_sha256:
+            return _pin_refusal(ssl_object.getpeercert(binary_form=True), server.spec)
         return None
+
+
+def _pin_refusal(der: bytes, spec: model.ServerTls) -> str | None:
+    """Istio's verifyCertificateHash / verifyCertificateSpki (Envoy's validation context): once the chain and
+    SANs pass, the certificate must match a pin of either list, by SHA-256 of its DER or of its public key."""
+    if hashlib.sha256(der).hexdigest() in spec.cert_sha256:
+        return None
+    if spec.spki_sha256:
+        from cryptography import x509  # a pinning gateway only: the import costs a sidecar ~10 MiB
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        key = x509.load_der_x509_certificate(der).public_key()
+        if hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest() in \
+                spec.spki_sha256:
+            return None
+    return "client certificate matches none of the server's pinned hashes"
 
 
 class HttpsRedirect(forwarding.Forwarding):

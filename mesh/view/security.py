@@ -79,6 +79,12 @@ class ServerTls:
     ca_file: str = ""
     subject_alt_names: tuple[str, ...] = ()  # (OPTIONAL_)MUTUAL: accepted client cert SANs (empty: any)
     min_protocol: str = ""  # "TLSV1_2", "TLSV1_3" or "" (library default)
+    max_protocol: str = ""  # "TLSV1_2", "TLSV1_3" or "" (no cap)
+    cipher_suites: tuple[str, ...] = ()  # TLS 1.2 suites offered, OpenSSL names (empty: the default list)
+    # (OPTIONAL_)MUTUAL pinning, lower-case hex SHA-256 digests: a client certificate must match one of
+    # either list when any is set (Envoy's verify_certificate_spki / verify_certificate_hash).
+    spki_sha256: tuple[str, ...] = ()  # of the certificate's SubjectPublicKeyInfo
+    cert_sha256: tuple[str, ...] = ()  # of the whole certificate (DER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,11 +254,12 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                         "port": {"number": 443, "protocol": "HTTPS"},
                         "hosts": ["*"],
                         "bind": "0.0.0.0",
-                        "tls": {"mode": "SIMPLE", "credentialName": "c", "cipherSuites": ["AES128-SHA"]},
+                        "tls": {"mode": "SIMPLE", "credentialName": "c", "cipherSuites": ["AES128-SHA"],
+                                "maxProtocolVersion": "TLSV1_3", "verifyCertificateHash": ["ab" * 32]},
                     }
                 ]
             ),
-            ["spec.servers[0].bind", "spec.servers[0].tls.cipherSuites"],
+            ["spec.servers[0].bind"],  # the TLS options are enforced
         ),
         (
             doc(
@@ -346,6 +347,20 @@ def test_a_simple_server_sharing_a_port_with_client_certificate_servers_is_warne
     (m,) = _codes(analyze([load_document(gw(mixed))]), "WEIR0001")
     assert m.text.startswith("spec.servers[1].tls.mode SIMPLE ")
     assert "a client that sends a certificate here fails the handshake" in m.text
+
+
+def test_tls_option_values_weir_does_not_act_on_are_warned() -> None:
+    server = _server("HTTPS", "SIMPLE")
+    server["tls"].update(minProtocolVersion="TLSV1_0", maxProtocolVersion="TLSV1_3", cipherSuites=[
+        "AES128-SHA", "[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]", "!RC4", "AES128-SHA",
+        "[AES256-SHA|RC4-MD5]"])
+    texts = {m.text.split(" is accepted")[0]: m.text for m in _codes(analyze([load_document(gw([server]))]),
+                                                                       "WEIR0001")}
+    assert sorted(texts) == [
+        "spec.servers[0].tls.cipherSuites[2] !RC4", "spec.servers[0].tls.cipherSuites[3] AES128-SHA",
+        "spec.servers[0].tls.cipherSuites[4] [AES256-SHA|RC4-MD5]", "spec.servers[0].tls.minProtocolVersion TLSV1_0"]
+    assert "serves TLS 1.2 and 1.3 only" in texts["spec.servers[0].tls.minProtocolVersion TLSV1_0"]
+    assert "duplicate" in texts["spec.servers[0].tls.cipherSuites[3] AES128-SHA"]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,11 @@ SE_BASE = {"hosts": ["api.example.com"], "ports": [{"number": 443, "name": "http
 CASES = [
     # --- VirtualService
     ("unknown-field", http(foo=1), VS_KEY, "spec.http[0].foo", "unknown field"),
+    # Gateway client certificate pins: Envoy refuses a malformed one at config load, Weir at apply
+    ("gw-hash", server(tls={"mode": "SIMPLE", "credentialName": "c", "verifyCertificateHash": ["abc"]}), GW_KEY,
+     "spec.servers[0].tls.verifyCertificateHash[0]", "not a hex-encoded SHA-256 hash"),
+    ("gw-spki", server(tls={"mode": "SIMPLE", "credentialName": "c", "verifyCertificateSpki": ["bm90IDMyIGJ5dGVz"]}),
+     GW_KEY, "spec.servers[0].tls.verifyCertificateSpki[0]", "not a base64-encoded SHA-256 hash"),
     # corsPolicy, as Istio's validateCORSPolicy
     ("cors-method", http(corsPolicy={"allowMethods": ["GET", "FETCH"]}), VS_KEY,
      "spec.http[0].corsPolicy.allowMethods[1]", "'FETCH' is not a supported HTTP method"),

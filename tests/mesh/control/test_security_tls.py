@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import pytest
@@ -204,6 +205,30 @@ def test_a_port_is_tls_or_plaintext_and_passthrough_never_crashes(caplog):
 def test_min_protocol_version(version, expected):
     config = GATEWAY.replace("minProtocolVersion: TLSV1_3", f"minProtocolVersion: {version}")
     assert listener(gateway_view(config), 443).tls[0].min_protocol == expected
+
+
+@pytest.mark.parametrize(("version", "expected"), [("TLS_AUTO", ""), ("TLSV1_3", "TLSV1_3"), ("TLSV1_1", "TLSV1_2")])
+def test_max_protocol_version(version, expected):
+    """Weir's gateway serves TLS 1.2 and 1.3: an older maximum reads as TLS 1.2 (analyze warns)."""
+    config = GATEWAY.replace("minProtocolVersion: TLSV1_3", f"maxProtocolVersion: {version}")
+    assert listener(gateway_view(config), 443).tls[0].max_protocol == expected
+
+
+SPKI_B64 = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="  # base64 of SHA-256("")
+
+
+def test_cipher_suites_in_effect_and_pins_of_mutual_servers():
+    config = GATEWAY.replace("subjectAltNames: [client.example.com]}", (
+        "subjectAltNames: [client.example.com],\n"
+        "          cipherSuites: [AES128-SHA, '[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]', "
+        "'!RC4', AES128-SHA, NO-SUCH-SUITE],\n"
+        f"          verifyCertificateSpki: ['{SPKI_B64}'], verifyCertificateHash: ['AB:CD{':00' * 30}']}}"))
+    mutual = listener(gateway_view(config), 443).tls[1]
+    assert mutual.cipher_suites == ("AES128-SHA", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305")
+    assert mutual.spki_sha256 == (hashlib.sha256(b"").hexdigest(),)
+    assert mutual.cert_sha256 == ("abcd" + "00" * 30,)
+    simple_pins = GATEWAY.replace("minProtocolVersion: TLSV1_3", f"verifyCertificateSpki: ['{SPKI_B64}']")
+    assert listener(gateway_view(simple_pins), 443).tls[0].spki_sha256 == ()  # no client certificate to pin
 
 
 def test_sidecars_get_no_gateway_tls():

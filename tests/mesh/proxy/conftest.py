@@ -1,4 +1,5 @@
-"""Runs `async def` tests on a fresh event loop (no pytest-asyncio); `@pytest.mark.uvloop` picks uvloop."""
+"""Runs `async def` tests on a fresh event loop (no pytest-asyncio); `@pytest.mark.uvloop` picks uvloop. `ca`:
+a fresh mesh CA (tests.pki) for the TLS tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import inspect
 
 import pytest
 import uvloop
+
+from tests import pki
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,3 +37,8 @@ def loop():
     yield loop
     asyncio.set_event_loop(None)
     loop.close()
+
+
+@pytest.fixture
+def ca():
+    return pki.make_ca()

@@ -18,11 +18,6 @@ from tests.mesh.proxy.tlsnet import http, refused
 HTTPS = 443
 
 
-@pytest.fixture
-def ca():
-    return pki.make_ca()
-
-
 def server_files(ca, tmp_path, host: str) -> tuple[str, str]:
     chain, key = ca.issue_server([host], now=time.time())
     return (tlsnet.write_pem(tmp_path, f"{host}.pem", chain), tlsnet.write_pem(tmp_path, f"{host}.key", key))

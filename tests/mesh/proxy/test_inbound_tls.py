@@ -11,14 +11,8 @@ import pytest
 
 from mesh.proxy import inbound_tls, stats
 from mesh.view import security
-from tests import pki
 from tests.mesh.proxy import tlsnet
 from tests.mesh.proxy.tlsnet import client_context, http, inbound_view, refused, spiffe
-
-
-@pytest.fixture
-def ca():
-    return pki.make_ca()
 
 
 async def books_sidecar(ca, tmp_path, mode: str, *, certified: bool = True, port_modes=()):

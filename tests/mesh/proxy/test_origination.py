@@ -18,11 +18,6 @@ from tests.mesh.proxy import tlsnet
 from tests.mesh.proxy.tlsnet import books_endpoint, http, inbound_view, outbound_view, spiffe
 
 
-@pytest.fixture
-def ca():
-    return pki.make_ca()
-
-
 class Mesh:
     """gw-v1's sidecar (outbound) → books-v1's sidecar (inbound, `mode`) → the books app."""
 

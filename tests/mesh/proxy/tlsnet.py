@@ -161,6 +161,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     peercert: dict | None = None
+    version: str = ""  # the TLS protocol version negotiated ("" in plaintext)
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -177,6 +178,8 @@ async def http(port: int, path: str = "/", *, host: str = "books:9080", ctx: ssl
         writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         raw = await asyncio.wait_for(reader.read(-1), timeout)
         peercert = writer.get_extra_info("peercert")
+        ssl_object = writer.get_extra_info("ssl_object")
+        version = ssl_object.version() if ssl_object is not None else ""
     finally:
         writer.close()
     if not raw:
@@ -187,7 +190,7 @@ async def http(port: int, path: str = "/", *, host: str = "books:9080", ctx: ssl
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return Answer(int(lines[0].split()[1]), headers, body, peercert)
+    return Answer(int(lines[0].split()[1]), headers, body, peercert, version)
 
 
 @dataclass
