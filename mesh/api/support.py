@@ -193,6 +193,8 @@ ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
         "outlierDetection.baseEjectionTime",
         "outlierDetection.maxEjectionPercent",
         "outlierDetection.minHealthPercent",
+        "outlierDetection.splitExternalLocalOriginErrors",
+        "outlierDetection.consecutiveLocalOriginFailures",
         # Client TLS to the destination (mesh.proxy). credentialName and caCrl stay unenforced.
         "tls.mode",
         "tls.sni",

@@ -20,7 +20,8 @@ applyOutlierDetection):
   `consecutiveGatewayErrors` (default 0: off); the deprecated `consecutiveErrors` (> 0) becomes the
   gateway-error threshold and switches the 5xx detector off unless `consecutive5xxErrors` is set;
   `interval` 10 s, `baseEjectionTime` 30 s, `maxEjectionPercent` 10 (0 counts as unset),
-  `minHealthPercent` 0 (panic threshold off).
+  `minHealthPercent` 0 (panic threshold off); `splitExternalLocalOriginErrors` counts the failures a proxy
+  sees itself apart, `consecutiveLocalOriginFailures` (Envoy's default 5) in a row ejecting.
 """
 
 from __future__ import annotations
@@ -149,4 +150,8 @@ def outlier_detection(spec: Any) -> model.OutlierDetection | None:
         ),
         max_ejection_percent=float(spec.max_ejection_percent or default.max_ejection_percent),
         min_health_percent=float(spec.min_health_percent or 0),
+        split_local_origin=bool(spec.split_external_local_origin_errors),
+        consecutive_local_origin=(spec.consecutive_local_origin_failures
+                                  if spec.consecutive_local_origin_failures is not None
+                                  else default.consecutive_local_origin),
     )

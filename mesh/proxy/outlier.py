@@ -1,9 +1,12 @@
-"""Outlier detection: Envoy's consecutive-5xx and consecutive-gateway-failure detectors, per client proxy
-per cluster, configured by Istio's DestinationRule `outlierDetection` (`mesh.view.model.OutlierDetection`).
+"""Outlier detection: Envoy's consecutive-5xx, consecutive-gateway-failure and consecutive-local-origin-failure
+detectors, per client proxy per cluster, configured by Istio's DestinationRule `outlierDetection`
+(`mesh.view.model.OutlierDetection`).
 
-Every try reports its outcome: the upstream's status, or 503/504 for failures the proxy saw itself
-(connect failure, reset, timeout), as Envoy counts locally originated errors when it does not split
-them. A host reaching the threshold is ejected at once, for `baseEjectionTime × times ejected` (capped at
+Every try reports its outcome: the upstream's status, or a failure the proxy saw itself (connect failure,
+reset, timeout: `local`). By default these count as 503/504, as Envoy counts locally originated errors when
+it does not split them; with `splitExternalLocalOriginErrors` they count only in their own detector
+(`consecutiveLocalOriginFailures` in a row eject), the 5xx and gateway detectors see only answers, and any
+answer resets the local count (the host is reachable: Envoy's local-origin success). A host reaching the threshold is ejected at once, for `baseEjectionTime × times ejected` (capped at
 300 s), unless `maxEjectionPercent` of the hosts are already out (Envoy lets the first one go whatever
 the percentage). Ejected hosts return at the first interval sweep after their time is up; each sweep
 that finds a host in service lowers its ejection count. With `minHealthPercent` > 0 and fewer healthy
@@ -13,7 +16,9 @@ request gets 503 UH.
 Worked example, `consecutive5xxErrors: 2, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent:
 100`, hosts A and B: B answers 500, 500 at t=1 → ejected until t=31 (picks go to A only); the sweep at
 t=40 returns B (counter `ejections_active` back to 0); two more 5xx at t=45 eject B until t=105 (60 s,
-second ejection).
+second ejection). With `splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2`, two
+connection refusals from B in a row eject it; a 503 answer in between counts in the 5xx detector only and
+starts B's local count again.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ MAX_EJECTION_TIME_S = 300.0  # Envoy's default max_ejection_time
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 CONSECUTIVE_5XX = "consecutive_5xx"
 CONSECUTIVE_GATEWAY = "consecutive_gateway_failure"
+CONSECUTIVE_LOCAL_ORIGIN = "consecutive_local_origin_failure"
 
 
 class HostState:
-    __slots__ = ("consecutive_5xx", "consecutive_gateway", "ejections", "ejected_until")
+    __slots__ = ("consecutive_5xx", "consecutive_gateway", "consecutive_local", "ejections", "ejected_until")
 
     def __init__(self) -> None:
         self.consecutive_5xx = 0
         self.consecutive_gateway = 0
+        self.consecutive_local = 0  # local-origin failures in a row (split mode only)
         self.ejections = 0  # times ejected, lowered by one per sweep in service
         self.ejected_until = 0.0
 
@@ -51,19 +58,27 @@ class OutlierDetector:
         self.version = 0  # changes whenever the ejected set does: balancers over healthy hosts follow it
         self.next_sweep = clock() + config.interval_s
         self.stats = {f"{what}_{kind}": 0 for what in ("detected", "enforced")
-                      for kind in (CONSECUTIVE_5XX, CONSECUTIVE_GATEWAY)}
+                      for kind in (CONSECUTIVE_5XX, CONSECUTIVE_GATEWAY, CONSECUTIVE_LOCAL_ORIGIN)}
         self.stats["overflow"] = 0
 
-    def report(self, endpoint: model.Endpoint, status: int) -> None:
+    def report(self, endpoint: model.Endpoint, status: int, local: bool = False) -> None:
+        """A try's outcome: the upstream's `status`, or (`local`) a failure seen here, as 503/504."""
         state = self._by_id.get(id(endpoint))
         if state is None:
             return
+        config = self.config
+        if config.split_local_origin:
+            if local:
+                state.consecutive_local += 1
+                if config.consecutive_local_origin and state.consecutive_local >= config.consecutive_local_origin:
+                    self._detected(endpoint, state, CONSECUTIVE_LOCAL_ORIGIN)
+                return
+            state.consecutive_local = 0
         if status < 500:
             state.consecutive_5xx = state.consecutive_gateway = 0
             return
         state.consecutive_5xx += 1
         state.consecutive_gateway = state.consecutive_gateway + 1 if status in GATEWAY_ERRORS else 0
-        config = self.config
         if config.consecutive_gateway_errors and state.consecutive_gateway >= config.consecutive_gateway_errors:
             self._detected(endpoint, state, CONSECUTIVE_GATEWAY)
         elif config.consecutive_5xx and state.consecutive_5xx >= config.consecutive_5xx:
@@ -71,7 +86,7 @@ class OutlierDetector:
 
     def _detected(self, endpoint: model.Endpoint, state: HostState, kind: str) -> None:
         self.stats[f"detected_{kind}"] += 1
-        state.consecutive_5xx = state.consecutive_gateway = 0
+        state.consecutive_5xx = state.consecutive_gateway = state.consecutive_local = 0
         if endpoint in self.ejected:
             return
         if len(self.ejected) * 100 >= self.config.max_ejection_percent * len(self.hosts):

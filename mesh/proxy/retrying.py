@@ -116,7 +116,8 @@ class RetriesAndTimeouts:
         exchange.reply_error(replies.UpstreamTimeout())
 
     def report(self, exchange: Exchange, status: int) -> None:
-        """A try's outcome, for outlier detection: failures we saw ourselves count as 503/504."""
+        """A try that failed here (connect failure, reset, timeout), for outlier detection: a 503/504, or a
+        local-origin failure when the cluster splits them (`mesh.proxy.outlier`)."""
         target = exchange.target
         if target is not None and target.cluster is not None and target.cluster.detector is not None:
-            target.cluster.detector.report(target.endpoint, status)
+            target.cluster.detector.report(target.endpoint, status, local=True)

@@ -180,10 +180,6 @@ class CompiledCluster:
             if isinstance(self._healthy, balancer.LeastRequest):
                 self._healthy.active = self.balancer.active  # one count of requests in flight per host
 
-    def report(self, endpoint: model.Endpoint, status: int) -> None:
-        if self.detector is not None:
-            self.detector.report(endpoint, status)
-
     def connection_closed(self) -> None:
         self.breaker.connections -= 1
         self.wake_pending()

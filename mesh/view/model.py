@@ -127,6 +127,10 @@ class OutlierDetection:
     base_ejection_time_s: float = 30.0
     max_ejection_percent: float = 10.0
     min_health_percent: float = 0.0  # panic threshold; 0 = never route to ejected hosts
+    # splitExternalLocalOriginErrors: failures the proxy sees itself (connect failure, reset, timeout) count
+    # in their own detector, `consecutive_local_origin` in a row (0 disables), not as 503/504.
+    split_local_origin: bool = False
+    consecutive_local_origin: int = 5
 
 
 @dataclass(frozen=True, slots=True)

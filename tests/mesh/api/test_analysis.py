@@ -242,10 +242,8 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                 "spec.trafficPolicy.tls.caCrl",  # tls.mode and tls.sni are enforced
                 "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
                 "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
-                "spec.trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
                 "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.useClientProtocol",
-                "spec.subsets[0].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
-            ],
+            ],  # splitExternalLocalOriginErrors and consecutiveLocalOriginFailures are enforced
         ),
         (
             gw(

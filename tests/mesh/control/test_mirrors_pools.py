@@ -310,12 +310,15 @@ def test_outlier_defaults_are_envoys():
         base_ejection_time_s=30.0,
         max_ejection_percent=10.0,
         min_health_percent=0.0,
+        split_local_origin=False,
+        consecutive_local_origin=5,
     )
 
 
 def test_every_outlier_field():
     spec = """{consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 5s, baseEjectionTime: 1m,
-      maxEjectionPercent: 50, minHealthPercent: 30}"""
+      maxEjectionPercent: 50, minHealthPercent: 30, splitExternalLocalOriginErrors: true,
+      consecutiveLocalOriginFailures: 0}"""
     assert outlier(spec) == model.OutlierDetection(
         consecutive_5xx=3,
         consecutive_gateway_errors=2,
@@ -323,6 +326,8 @@ def test_every_outlier_field():
         base_ejection_time_s=60.0,
         max_ejection_percent=50.0,
         min_health_percent=30.0,
+        split_local_origin=True,
+        consecutive_local_origin=0,  # explicitly 0: the local-origin detector is off
     )
 
 

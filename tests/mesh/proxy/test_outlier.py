@@ -128,11 +128,11 @@ def test_a_cluster_never_picks_an_ejected_host(policy):
     spec = model.Cluster("c", lb=model.LoadBalancer(policy),
                          outlier=model.OutlierDetection(consecutive_5xx=1, max_ejection_percent=100.0))
     cluster = routing.CompiledCluster(spec, (A, B, C), random.Random(2), clock)
-    cluster.report(B, 503)
+    cluster.detector.report(B, 503)
     picks = {cluster.pick() for _ in range(200)}
     assert picks == {A, C}
-    cluster.report(A, 503)
-    cluster.report(C, 503)
+    cluster.detector.report(A, 503)
+    cluster.detector.report(C, 503)
     assert cluster.pick() is None
 
 
@@ -177,3 +177,56 @@ async def test_through_the_proxy_an_ejected_host_gets_no_traffic_and_shows_in_th
     health = {e["address"]: e["health"] for a in dump if a["cluster"] == BOOKS for e in a["endpoints"]}
     assert health == {BOOKS_V1.address: "HEALTHY", BOOKS_V2.address: "EJECTED"}
     assert f'weir_outlier_detection_ejections_active{{cluster="{BOOKS}"}} 1' in proxy.runtime.prometheus()
+
+
+def test_unsplit_local_failures_count_as_5xx():
+    d, _ = detector()
+    d.report(B, 503, local=True)
+    d.report(B, 504, local=True)
+    assert d.ejected == {B} and d.stats["enforced_consecutive_5xx"] == 1
+
+
+def test_split_local_origin_failures_have_their_own_detector():
+    """The docstring's second example: consecutiveLocalOriginFailures 2, split."""
+    d, _ = detector(split_local_origin=True, consecutive_local_origin=2, consecutive_5xx=3)
+    d.report(B, 503, local=True)
+    d.report(B, 503)  # an answer: counted as a 5xx, and B is reachable, so the local count starts again
+    d.report(B, 503, local=True)
+    assert d.ejected == set() and d.hosts[B].consecutive_5xx == 1
+    d.report(B, 504, local=True)
+    assert d.ejected == {B}
+    assert (d.stats["enforced_consecutive_local_origin_failure"], d.stats["enforced_consecutive_5xx"]) == (1, 0)
+    off, _ = detector(split_local_origin=True, consecutive_local_origin=0)
+    for _ in range(10):
+        off.report(A, 503, local=True)
+    assert off.ejected == set()  # 0 disables the detector, and split failures never reach the 5xx one
+
+
+async def test_through_the_proxy_refused_connections_eject_a_host_when_split():
+    import dataclasses
+
+    from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, BOOKS_V2, Proxy, bookinfo_view, settle
+    from tests.mesh.proxy.test_downstream import GET_BOOKS, OK
+    from tests.mesh.proxy.test_resilience import route
+
+    view = bookinfo_view(books=(BOOKS_V1, BOOKS_V2), lb=model.LoadBalancer("ROUND_ROBIN"),
+                         books_route=route(retries=model.RetryPolicy(attempts=0)))
+    detection = model.OutlierDetection(consecutive_5xx=0, max_ejection_percent=100.0, split_local_origin=True,
+                                       consecutive_local_origin=2)
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, outlier=detection) if c.name == BOOKS else c for c in view.clusters))
+    proxy = Proxy(view)
+    proxy.net.refused.add((BOOKS_V2.address, BOOKS_V2.port))
+    statuses = []
+    for _ in range(6):
+        client = proxy.client()
+        client.send(GET_BOOKS)
+        await settle()
+        for upstream in proxy.upstreams:
+            if upstream.protocol.exchange is not None:
+                upstream.respond(OK)
+        statuses.append(client.responses()[0].first)
+    assert statuses.count("503") == 2 and statuses[-2:] == ["200", "200"]  # v2 out after its second refusal
+    detector_stats = proxy.runtime.view.clusters[BOOKS].detector.stats
+    assert detector_stats["enforced_consecutive_local_origin_failure"] == 1
+    assert 'weir_outlier_detection_enforced_consecutive_local_origin_failure_total' in proxy.runtime.prometheus()
