@@ -10,7 +10,7 @@ warnings, and mesh.control.gateways drops exactly the servers `dropped_server` n
 
 from __future__ import annotations
 
-from mesh.api.gateway import CIPHER_SUITES, Gateway, Server, ServerTLSSettings
+from mesh.api.gateway import CIPHER_SUITES, Gateway, Server, ServerTLSSettings, cipher_names
 from mesh.api.resource import Resource
 from mesh.api.serviceentry import ServiceEntry
 
@@ -53,27 +53,52 @@ _MIXED_CLIENT_CERTS = (
 
 
 _OLD_PROTOCOL = "Weir's gateway serves TLS 1.2 and 1.3 only: read as TLSV1_2"
-_CIPHER_IGNORED = (
-    "ignored, as Istio ignores a suite it does not know; Weir acts on the suite names of Istio's list and on "
-    "[a|b] groups of them, not on OpenSSL operators"
+_UNKNOWN_SUITE = "not a suite Istio knows: ignored, as Istio ignores it"
+_SUITE_EXPRESSION = (
+    "an OpenSSL expression, which Istio passes on to Envoy: Weir acts on suite names and [a|b] groups of "
+    "them only, so it is ignored"
 )
+_PINS_UNUSED = ("pins check client certificates, which only MUTUAL and OPTIONAL_MUTUAL servers verify: "
+                "not used")
+_SUITES_UNUSED = "ISTIO_MUTUAL servers handshake with the workload certificate's own context: not applied"
+_VERSIONS = ("TLSV1_2", "TLSV1_3")  # what Weir's gateway serves; older versions read as TLSV1_2
 
 
 def _tls_values(tls: ServerTLSSettings) -> list[tuple[str, str, str]]:
-    """(field below `tls`, value, why) for protocol versions below TLS 1.2 and cipher suite entries ignored."""
+    """(field below `tls`, value, why) for protocol versions below TLS 1.2, cipher suite entries ignored, and
+    pins or suites set where a mode does not use them."""
     out = [(field, version, _OLD_PROTOCOL)
            for field, version in (("minProtocolVersion", tls.min_protocol_version),
                                   ("maxProtocolVersion", tls.max_protocol_version))
            if version in ("TLSV1_0", "TLSV1_1")]
+    if tls.mode not in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        out.extend((field, str(pins), _PINS_UNUSED)
+                   for field, pins in (("verifyCertificateHash", tls.verify_certificate_hash),
+                                       ("verifyCertificateSpki", tls.verify_certificate_spki)) if pins)
+    if tls.mode == "ISTIO_MUTUAL" and tls.cipher_suites:
+        return [*out, ("cipherSuites", str(tls.cipher_suites), _SUITES_UNUSED)]
     seen: set[str] = set()
     for i, entry in enumerate(tls.cipher_suites or ()):
-        names = entry.strip("[]").split("|")
-        if any(name not in CIPHER_SUITES for name in names):
-            out.append((f"cipherSuites[{i}]", entry, _CIPHER_IGNORED))
+        names = cipher_names(entry)
+        if not CIPHER_SUITES.issuperset(names):
+            why = _UNKNOWN_SUITE if entry[:1].isalnum() else _SUITE_EXPRESSION
+            out.append((f"cipherSuites[{i}]", entry, why))
         elif seen.issuperset(names):
-            out.append((f"cipherSuites[{i}]", entry, "a duplicate: ignored, as Istio does"))
+            out.append((f"cipherSuites[{i}]", entry, "a duplicate: ignored, as Istio ignores it"))
         seen.update(names)
     return out
+
+
+def _capped_by_port(servers: list[tuple[int, Server]]) -> list[tuple[str, str, str]]:
+    """Servers on one port whose maximum TLS version is above the port's lowest: served with that one."""
+    def maximum(server: Server) -> str:
+        version = server.tls.max_protocol_version if server.tls is not None else None
+        return "TLSV1_3" if version in (None, "TLS_AUTO") else version if version in _VERSIONS else "TLSV1_2"
+    lowest = min((maximum(server) for _, server in servers), key=_VERSIONS.index)
+    why = (f"shares its port with a server whose maximum is {lowest}: one TLS context settles the version "
+           "on a port, so this server is served with that maximum")
+    return [(f"spec.servers[{i}].tls.maxProtocolVersion", maximum(server), why)
+            for i, server in servers if maximum(server) != lowest]
 
 
 def unenforced_values(resource: Resource) -> list[tuple[str, str, str]]:
@@ -81,17 +106,18 @@ def unenforced_values(resource: Resource) -> list[tuple[str, str, str]]:
     or not quite as Istio does."""
     out: list[tuple[str, str, str]] = []
     if isinstance(resource, Gateway):
-        served: dict[int, list[tuple[int, str]]] = {}  # port → (server index, tls mode) of the TLS servers
+        served: dict[int, list[tuple[int, Server]]] = {}  # port → (server index, server) of the TLS servers
         for i, server in enumerate(resource.spec.servers):
             if dropped := dropped_server(server):
                 field, value, why = dropped
                 out.append((f"spec.servers[{i}].{field}", value, why))
             elif server.tls is not None and server.tls.mode:
-                served.setdefault(server.port.number, []).append((i, server.tls.mode))
-        for modes in served.values():
-            if any(mode in _ASKS_CLIENT_CERT for _, mode in modes):
-                out.extend((f"spec.servers[{i}].tls.mode", mode, _MIXED_CLIENT_CERTS)
-                           for i, mode in modes if mode == "SIMPLE")
+                served.setdefault(server.port.number, []).append((i, server))
+        for servers in served.values():
+            if any(server.tls.mode in _ASKS_CLIENT_CERT for _, server in servers):
+                out.extend((f"spec.servers[{i}].tls.mode", "SIMPLE", _MIXED_CLIENT_CERTS)
+                           for i, server in servers if server.tls.mode == "SIMPLE")
+            out.extend(_capped_by_port(servers))
         for i, server in enumerate(resource.spec.servers):
             if server.tls is not None:
                 out.extend((f"spec.servers[{i}].tls.{field}", value, why)

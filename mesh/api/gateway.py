@@ -20,13 +20,20 @@ PROTOCOLS = frozenset("HTTP HTTPS GRPC GRPC-WEB HTTP2 HTTP_PROXY MONGO MYSQL RED
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 
 TLSProtocolVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
-# Istio's ValidCipherSuites (BoringSSL's names, PSK suites left out): the TLS 1.2 suites `cipherSuites` may name.
+_VERSION_ORDER = ("TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
+# Istio's ValidCipherSuites (BoringSSL's names, PSK suites left out): the TLS 1.2 suites `cipherSuites` names.
 CIPHER_SUITES = frozenset(
     "ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-RSA-AES128-GCM-SHA256 ECDHE-ECDSA-AES256-GCM-SHA384 "
-    "ECDHE-RSA-AES256-GCM-SHA384 ECDHE-ECDSA-CHACHA20-POLY1305 ECDHE-RSA-CHACHA20-POLY1305 ECDHE-ECDSA-AES128-SHA "
-    "ECDHE-RSA-AES128-SHA ECDHE-ECDSA-AES256-SHA ECDHE-RSA-AES256-SHA AES128-GCM-SHA256 AES256-GCM-SHA384 "
-    "AES128-SHA AES256-SHA DES-CBC3-SHA".split())
-_HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+    "ECDHE-RSA-AES256-GCM-SHA384 ECDHE-ECDSA-CHACHA20-POLY1305 ECDHE-RSA-CHACHA20-POLY1305 "
+    "ECDHE-ECDSA-AES128-SHA ECDHE-RSA-AES128-SHA ECDHE-ECDSA-AES256-SHA ECDHE-RSA-AES256-SHA "
+    "AES128-GCM-SHA256 AES256-GCM-SHA384 AES128-SHA AES256-SHA DES-CBC3-SHA".split())
+# verifyCertificateHash: hex SHA-256, plain or in Envoy's colon-separated form.
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}|(?:[0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2}")
+
+
+def cipher_names(entry: str) -> list[str]:
+    """The suite names of one `cipherSuites` entry: itself, or the names of a BoringSSL `[A|B]` group."""
+    return entry[1:-1].split("|") if entry.startswith("[") and entry.endswith("]") else [entry]
 
 
 class Port(Model):
@@ -73,9 +80,9 @@ class ServerTLSSettings(Model):
     @classmethod
     def _hashes(cls, hashes: list[str] | None) -> list[str] | None:
         for i, value in enumerate(hashes or []):
-            if not _HEX_SHA256.match(value.replace(":", "")):
-                raise invalid(f"{value!r} is not a hex-encoded SHA-256 hash (64 hex digits, colons allowed)",
-                              at=f"[{i}]")
+            if not _HEX_SHA256.fullmatch(value):
+                raise invalid(f"{value!r} is not a hex-encoded SHA-256 hash (64 hex digits, or 32 pairs "
+                              "separated by colons)", at=f"[{i}]")
         return hashes
 
     @field_validator("verify_certificate_spki")
@@ -93,10 +100,21 @@ class ServerTLSSettings(Model):
     @property
     def cipher_suites_in_effect(self) -> tuple[str, ...]:
         """Istio's FilterCipherSuites with BoringSSL's `[A|B]` groups opened: the named suites, in order, once
-        each. Other entries (an unknown name, alone or in a group; OpenSSL operators such as `!X` or `ALL`)
-        are left out; mesh.api.enforced_values warns about them."""
-        groups = (entry.strip("[]").split("|") for entry in self.cipher_suites or ())
-        return tuple(dict.fromkeys(name for names in groups if CIPHER_SUITES.issuperset(names) for name in names))
+        each. Other entries (an unknown name, alone or in a group; OpenSSL expressions such as `!X` or `ALL`,
+        which Istio passes on to Envoy) are left out; mesh.api.enforced_values warns about them."""
+        groups = [cipher_names(entry) for entry in self.cipher_suites or ()]
+        known = (name for names in groups if CIPHER_SUITES.issuperset(names) for name in names)
+        return tuple(dict.fromkeys(known))
+
+    @model_validator(mode="after")
+    def _version_range(self) -> ServerTLSSettings:
+        """Envoy refuses a maximum below the minimum when it loads the listener; Weir at apply."""
+        low, high = self.min_protocol_version, self.max_protocol_version
+        if low in _VERSION_ORDER and high in _VERSION_ORDER and \
+                _VERSION_ORDER.index(high) < _VERSION_ORDER.index(low):
+            raise invalid(f"maxProtocolVersion {high} is below minProtocolVersion {low}",
+                          at="maxProtocolVersion")
+        return self
 
     @model_validator(mode="after")
     def _mode_fields(self) -> ServerTLSSettings:

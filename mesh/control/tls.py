@@ -84,10 +84,13 @@ def server_tls(gateway_key: str, server: Any, credentials_dir: str) -> model.Ser
         subject_alt_names=tuple(tls.subject_alt_names or ()) if mutual else (),
         min_protocol=_protocol(gateway_key, "min", tls.min_protocol_version),
         max_protocol=_protocol(gateway_key, "max", tls.max_protocol_version),
-        cipher_suites=tls.cipher_suites_in_effect,
+        # ISTIO_MUTUAL handshakes on the workload context, which no server's suites change (analyze warns).
+        cipher_suites=tls.cipher_suites_in_effect if mode != view_security.TLS_ISTIO_MUTUAL else (),
         # Pins check client certificates, so only where one is verified (Envoy's validation context).
-        spki_sha256=tuple(base64.b64decode(v).hex() for v in tls.verify_certificate_spki or ()) if mutual else (),
-        cert_sha256=tuple(v.replace(":", "").lower() for v in tls.verify_certificate_hash or ()) if mutual else (),
+        spki_sha256=tuple(base64.b64decode(v).hex() for v in tls.verify_certificate_spki or ()) if mutual
+        else (),
+        cert_sha256=tuple(v.replace(":", "").lower() for v in tls.verify_certificate_hash or ()) if mutual
+        else (),
     )
 
 
@@ -103,7 +106,7 @@ def _protocol(gateway_key: str, bound: str, version: str | None) -> str:
     if version is None or version == "TLS_AUTO":
         return ""
     if version not in ("TLSV1_2", "TLSV1_3"):
-        log.warning("%s: %sProtocolVersion %s is below what Weir's gateway serves (TLS 1.2)", gateway_key, bound,
-                    version)
+        log.warning("%s: %sProtocolVersion %s is below what Weir's gateway serves (TLS 1.2)", gateway_key,
+                    bound, version)
         return "TLSV1_2" if bound == "max" else ""
     return version

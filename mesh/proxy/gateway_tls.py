@@ -4,15 +4,16 @@ httpsRedirect.
 A listener's `ServerTls` entries share one port and are chosen by SNI, as Envoy's filter chains are:
 exact host, then the longest `*.suffix`, then `*`; no match or no SNI → the first server. Python swaps the
 certificate in the handshake (`sni_callback` sets the chosen server's SSLContext), but OpenSSL keeps the
-verify mode and protocol range of the context the handshake began with. So the base context
-asks for a client certificate when any server wants one (CERT_REQUIRED when all require one, else
-CERT_OPTIONAL) and allows the widest protocol range; `check()` then enforces, right after the handshake and
-before a byte is parsed, what the chosen server requires (`min_protocol`, `max_protocol`, a client
-certificate, its SANs, its pinned hashes, and again its TLS 1.2 `cipher_suites`, which the chosen context
-already applies in the handshake). A presented client certificate is verified against the chosen server's roots (its
-`ca_file`; the mesh root for ISTIO_MUTUAL): a bad one fails the handshake. OPTIONAL_MUTUAL asks for a
-certificate and verifies it the same way, but lets a client that sends none in. ISTIO_MUTUAL serves the
-gateway's workload certificate, read at each handshake.
+verify mode and protocol range of the context the handshake began with. So the base context asks for a
+client certificate when any server wants one (CERT_REQUIRED when all require one, else CERT_OPTIONAL) and
+allows the lowest minimum and the lowest maximum of the port's servers (a capped server caps the port:
+analyze warns); `check()` then enforces, right after the handshake and before a byte is parsed, what the
+chosen server requires (`min_protocol`, `max_protocol`, a client certificate, its SANs, its pinned hashes,
+and again its TLS 1.2 `cipher_suites`, which the chosen context already applies in the handshake). A
+presented client certificate is verified against the chosen server's roots (its `ca_file`; the mesh root
+for ISTIO_MUTUAL): a bad one fails the handshake. OPTIONAL_MUTUAL asks for a certificate and verifies it
+the same way, but lets a client that sends none in. ISTIO_MUTUAL serves the gateway's workload
+certificate, read at each handshake.
 
 Contexts are built when a view is applied (`compile_listeners`): a missing or bad file is a ViewError,
 so the view is NACKed and the previous one keeps serving. A plaintext listener with `https_redirect`
@@ -51,8 +52,11 @@ class CompiledServer:
         self.minimum = VERSIONS.get(spec.min_protocol, DEFAULT_MIN)
         self.maximum = VERSIONS.get(spec.max_protocol, DEFAULT_MAX)
         if _RANK[self.maximum] < _RANK[self.minimum]:
-            raise ValueError(f"maxProtocolVersion {spec.max_protocol} is below minProtocolVersion {spec.min_protocol}")
+            raise ValueError(f"maxProtocolVersion {spec.max_protocol} below minProtocolVersion "
+                             f"{spec.min_protocol}")
         self.ciphers = frozenset(spec.cipher_suites)  # empty: OpenSSL's default list
+        if spec.spki_sha256:
+            _spki_sha256(b"")  # the pins' parser imported now, at apply time, not in a handshake
         self.client_cert = spec.mode in (security.TLS_MUTUAL, security.TLS_ISTIO_MUTUAL)  # required
         self.asks_cert = self.client_cert or spec.mode == security.TLS_OPTIONAL_MUTUAL
         self.context: ssl.SSLContext | None = None  # ISTIO_MUTUAL: the workload context, at handshake time
@@ -70,7 +74,8 @@ class CompiledServer:
     def refusal(self, ssl_object: ssl.SSLObject) -> str | None:
         """What of this server's protocol range and TLS 1.2 suites the connection does not honour: the range
         is the base context's in the handshake (OpenSSL keeps it when SNI switches context); the suites are
-        the chosen context's, checked again here in case an OpenSSL keeps the base's too. None: all met."""
+        the chosen context's (OpenSSL 3 applies them), checked again here against an OpenSSL that would
+        keep the base's. None: all met."""
         version = ssl_object.version() or ""
         rank = _ORDER.get(version, 0)
         if rank < _RANK[self.minimum]:
@@ -83,11 +88,12 @@ class CompiledServer:
         return None
 
 
-def _set_ciphers(context: ssl.SSLContext, suites) -> None:
+def _set_ciphers(context: ssl.SSLContext, suites: tuple[str, ...]) -> None:
+    """In the order given: a server context prefers its own order, as Envoy does by default."""
     try:
-        context.set_ciphers(":".join(sorted(suites)))
+        context.set_ciphers(":".join(suites))
     except ssl.SSLError:
-        raise ValueError(f"none of the cipher suites {sorted(suites)} is available") from None
+        raise ValueError(f"none of the cipher suites {list(suites)} is available") from None
 
 
 class ServerTlsSet:
@@ -115,7 +121,10 @@ class ServerTlsSet:
         self.by_context = {id(s.context): s for s in self.servers if s.context is not None}
         base = self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         base.minimum_version = min((s.minimum for s in self.servers), key=_RANK.__getitem__)
-        base.maximum_version = max((s.maximum for s in self.servers), key=_RANK.__getitem__)
+        # The lowest maximum: OpenSSL settles the version on the base range before SNI picks a server, so a
+        # capped server on a shared port caps the others (analyze warns) rather than refusing a client that
+        # could have used its maximum.
+        base.maximum_version = min((s.maximum for s in self.servers), key=_RANK.__getitem__)
         required, asked = [s.client_cert for s in self.servers], [s.asks_cert for s in self.servers]
         base.verify_mode = (
             ssl.CERT_REQUIRED if all(required) else ssl.CERT_OPTIONAL if any(asked) else ssl.CERT_NONE
@@ -176,15 +185,20 @@ def _pin_refusal(der: bytes, spec: model.ServerTls) -> str | None:
     SANs pass, the certificate must match a pin of either list, by SHA-256 of its DER or of its public key."""
     if hashlib.sha256(der).hexdigest() in spec.cert_sha256:
         return None
-    if spec.spki_sha256:
-        from cryptography import x509  # a pinning gateway only: the import costs a sidecar ~10 MiB
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-        key = x509.load_der_x509_certificate(der).public_key()
-        if hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest() in \
-                spec.spki_sha256:
-            return None
+    if spec.spki_sha256 and _spki_sha256(der) in spec.spki_sha256:
+        return None
     return "client certificate matches none of the server's pinned hashes"
+
+
+def _spki_sha256(der: bytes) -> str:
+    """SHA-256 (hex) of a DER certificate's SubjectPublicKeyInfo; "" for b"" (only imports the parser)."""
+    from cryptography import x509  # a gateway with SPKI pins only: the import costs a proxy ~10 MiB
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    if not der:
+        return ""
+    key = x509.load_der_x509_certificate(der).public_key()
+    return hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
 class HttpsRedirect(forwarding.Forwarding):

@@ -359,6 +359,31 @@ def test_tls_option_values_weir_does_not_act_on_are_warned() -> None:
         "spec.servers[0].tls.cipherSuites[4] [AES256-SHA|RC4-MD5]", "spec.servers[0].tls.minProtocolVersion TLSV1_0"]
     assert "serves TLS 1.2 and 1.3 only" in texts["spec.servers[0].tls.minProtocolVersion TLSV1_0"]
     assert "duplicate" in texts["spec.servers[0].tls.cipherSuites[3] AES128-SHA"]
+    assert "passes on to Envoy" in texts["spec.servers[0].tls.cipherSuites[2] !RC4"]
+    assert "not a suite Istio knows" in _tls_warnings(cipherSuites=["RC4-MD5"])[0]
+
+
+def _tls_warnings(mode: str = "SIMPLE", **tls: object) -> list[str]:
+    server = _server("HTTPS", mode)
+    server["tls"].update(tls)
+    return [m.text for m in _codes(analyze([load_document(gw([server]))]), "WEIR0001")]
+
+
+def test_pins_where_no_client_certificate_is_verified_and_suites_of_istio_mutual_are_warned() -> None:
+    (pins,) = _tls_warnings(verifyCertificateHash=["ab" * 32])
+    assert pins.startswith("spec.servers[0].tls.verifyCertificateHash ") and "not used" in pins
+    assert _tls_warnings("MUTUAL", caCertificates="/ca.pem", verifyCertificateHash=["ab" * 32]) == []
+    (suites,) = _tls_warnings("ISTIO_MUTUAL", cipherSuites=["AES128-SHA"])
+    assert suites.startswith("spec.servers[0].tls.cipherSuites ") and "not applied" in suites
+
+
+def test_a_capped_server_caps_its_port_and_the_others_are_warned() -> None:
+    servers = [_server("HTTPS", "SIMPLE"), _server("HTTPS", "SIMPLE"), _server("HTTPS", "SIMPLE", number=8443)]
+    for server, host in zip(servers, ("a.example.com", "b.example.com", "c.example.com"), strict=True):
+        server["hosts"] = [host]
+    servers[0]["tls"]["maxProtocolVersion"] = "TLSV1_2"
+    (m,) = _codes(analyze([load_document(gw(servers))]), "WEIR0001")
+    assert m.text.startswith("spec.servers[1].tls.maxProtocolVersion TLSV1_3 ") and "TLSV1_2" in m.text
 
 
 @pytest.mark.parametrize(

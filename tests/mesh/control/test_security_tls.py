@@ -229,6 +229,9 @@ def test_cipher_suites_in_effect_and_pins_of_mutual_servers():
     assert mutual.cert_sha256 == ("abcd" + "00" * 30,)
     simple_pins = GATEWAY.replace("minProtocolVersion: TLSV1_3", f"verifyCertificateSpki: ['{SPKI_B64}']")
     assert listener(gateway_view(simple_pins), 443).tls[0].spki_sha256 == ()  # no client certificate to pin
+    istio = GATEWAY.replace("tls: {mode: MUTUAL, credentialName: ratings-cred, subjectAltNames: [client.example.com]}",
+                            "tls: {mode: ISTIO_MUTUAL, cipherSuites: [AES128-SHA]}")
+    assert listener(gateway_view(istio), 443).tls[1].cipher_suites == ()  # the workload context's own (warned)
 
 
 def test_sidecars_get_no_gateway_tls():
