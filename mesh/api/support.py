@@ -181,6 +181,8 @@ ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
         # Circuit breaking and outlier detection (mesh.control.resilience).
         "connectionPool.tcp.maxConnections",
         "connectionPool.tcp.connectTimeout",
+        "connectionPool.tcp.maxConnectionDuration",
+        "connectionPool.tcp.tcpKeepalive",
         "connectionPool.http.http1MaxPendingRequests",
         "connectionPool.http.http2MaxRequests",
         "connectionPool.http.maxRequestsPerConnection",

@@ -15,7 +15,9 @@ applyOutlierDetection):
   0% of the time. gRPC-status and HTTP/2-error aborts are not executed (`abort_status` None); a fault left
   with nothing Weir executes is dropped.
 - `connectionPool`: a limit of 0 counts as unset, as in Istio (the default, `model.UNLIMITED`, stays);
-  `connectTimeout` replaces the 10 s default; `http.idleTimeout` of 0 means none.
+  `connectTimeout` replaces the 10 s default; `http.idleTimeout` of 0 means none; `tcp.maxConnectionDuration`
+  retires a connection after it (at its next release); `tcp.tcpKeepalive`, set even empty, turns TCP
+  keepalive on for upstream sockets (time and interval in whole seconds, the OS's values where unset).
 - `outlierDetection` unset: no detection. Set: `consecutive5xxErrors` (Envoy's default 5; 0 disables),
   `consecutiveGatewayErrors` (default 0: off); the deprecated `consecutiveErrors` (> 0) becomes the
   gateway-error threshold and switches the 5xx detector off unless `consecutive5xxErrors` is set;
@@ -113,6 +115,13 @@ def connection_pool(settings: Any) -> model.ConnectionPool:
             values["max_connections"] = tcp.max_connections
         if tcp.connect_timeout is not None:
             values["connect_timeout_s"] = tcp.connect_timeout.seconds
+        if tcp.max_connection_duration is not None:
+            values["max_connection_duration_s"] = tcp.max_connection_duration.seconds
+        if tcp.tcp_keepalive is not None:  # set, even empty: keepalive on (Envoy's upstream_connection_options)
+            keepalive = tcp.tcp_keepalive
+            values.update(tcp_keepalive=True, keepalive_probes=keepalive.probes or None,
+                          keepalive_time_s=_whole_seconds(keepalive.time),
+                          keepalive_interval_s=_whole_seconds(keepalive.interval))
     if http is not None:
         for source, target in (
             ("http1_max_pending_requests", "max_pending_requests"),
@@ -125,6 +134,11 @@ def connection_pool(settings: Any) -> model.ConnectionPool:
         if http.idle_timeout is not None and http.idle_timeout.seconds > 0:
             values["idle_timeout_s"] = http.idle_timeout.seconds
     return model.ConnectionPool(**values) if values else model.DEFAULT_CONNECTION_POOL
+
+
+def _whole_seconds(duration: Any) -> int | None:
+    """A keepalive duration as Envoy's socket options take it: whole seconds, at least 1; None when unset."""
+    return max(1, int(duration.seconds)) if duration is not None and duration.seconds > 0 else None
 
 
 def outlier_detection(spec: Any) -> model.OutlierDetection | None:

@@ -114,9 +114,8 @@ class Forwarding(RetriesAndTimeouts):
         if pool is None:
             pool = self.runtime.origination.target_pool(target)
         cluster = target.cluster
-        idle_timeout = cluster.spec.pool.idle_timeout_s if cluster is not None else None
-        conn = pool.acquire(self.loop.time()) if idle_timeout is None else pool.acquire(self.loop.time(),
-                                                                                        idle_timeout)
+        reuse = cluster.reuse if cluster is not None else None
+        conn = pool.acquire(self.loop.time()) if reuse is None else pool.acquire(self.loop.time(), *reuse)
         if conn is not None:
             conn.reused = True
             exchange.attach(conn)
@@ -218,7 +217,7 @@ class Forwarding(RetriesAndTimeouts):
         # TCP, then TLS when the pool's connections are secured (mesh.proxy.origination): a refused
         # handshake or a peer with the wrong identity fails here, like a refused connection.
         task = self.loop.create_task(self.runtime.origination.open(
-            self.loop, pool, lambda: UpstreamConnection(pool, cluster), endpoint, timeout))
+            self.loop, pool, lambda: UpstreamConnection(pool, cluster, self.loop.time()), endpoint, timeout))
         tries = exchange.tries
         task.add_done_callback(lambda done: self._connected(exchange, pool, done, target, tries))
 
@@ -262,14 +261,18 @@ class Forwarding(RetriesAndTimeouts):
 
     def give_back(self, upstream: UpstreamConnection, reusable: bool) -> None:
         """A connection's request is over (an exchange's, or a mirror copy's): back to its pool, or closed
-        (also once it served its cluster's maxRequestsPerConnection); either way a request waiting for a
-        connection of that pool or cluster may now go on."""
+        (also once it served its cluster's maxRequestsPerConnection or lived its maxConnectionDuration);
+        either way a request waiting for a connection of that pool or cluster may now go on."""
         cluster = upstream.cluster
+        now = self.loop.time()
         if reusable and cluster is not None:
-            limit = cluster.spec.pool.max_requests_per_connection
-            reusable = not (limit and upstream.requests >= limit)
+            settings = cluster.spec.pool
+            limit = settings.max_requests_per_connection
+            max_age = settings.max_connection_duration_s
+            reusable = not (limit and upstream.requests >= limit) and (
+                max_age is None or now - upstream.opened_at < max_age)
         pool = upstream.pool
-        pool.release(upstream, reusable, self.loop.time())
+        pool.release(upstream, reusable, now)
         if pool.waiting and not upstream.closed:
             pool.wake()  # an idle connection for a request waiting on a TLS pool
         if cluster is not None and cluster.breaker.pending and not upstream.closed:

@@ -88,7 +88,7 @@ class MirrorExchange:
             pool.connecting += 1
         cluster.breaker.connections += 1  # given back when the connection closes (UpstreamConnection.cluster)
         task = loop.create_task(self.forwarding.runtime.origination.open(
-            loop, pool, lambda: UpstreamConnection(pool, cluster), self.endpoint,
+            loop, pool, lambda: UpstreamConnection(pool, cluster, loop.time()), self.endpoint,
             cluster.spec.pool.connect_timeout_s))
         task.add_done_callback(lambda done: self._connected(done, data))
 

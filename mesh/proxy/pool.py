@@ -27,6 +27,7 @@ IDLE_TIMEOUT_S = 60.0
 
 class PooledConnection(Protocol):
     idle_since: float
+    opened_at: float
 
     def is_usable(self) -> bool: ...
 
@@ -58,13 +59,16 @@ class EndpointPool:
         self.opened = 0
         self.reused = 0
 
-    def acquire(self, now: float, idle_timeout: float = IDLE_TIMEOUT_S) -> PooledConnection | None:
+    def acquire(self, now: float, idle_timeout: float = IDLE_TIMEOUT_S,
+                max_age: float | None = None) -> PooledConnection | None:
         """Most recently used live idle connection (LIFO keeps the set of warm sockets small); one idle
-        for `idle_timeout` (DestinationRule connectionPool.http.idleTimeout) or more is closed instead."""
+        for `idle_timeout` (DestinationRule connectionPool.http.idleTimeout) or more, or open for `max_age`
+        (tcp.maxConnectionDuration) or more, is closed instead."""
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.is_usable() and now - conn.idle_since < idle_timeout:
+            if conn.is_usable() and now - conn.idle_since < idle_timeout and (
+                    max_age is None or now - conn.opened_at < max_age):
                 self.active += 1
                 self.reused += 1
                 return conn

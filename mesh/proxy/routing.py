@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from mesh.proxy import access, balancer, cors, matching, outlier
 from mesh.proxy.headers import HeaderPlan, header_plan
+from mesh.proxy.pool import IDLE_TIMEOUT_S
 from mesh.view import model
 
 
@@ -145,7 +146,8 @@ class BreakerState:
 class CompiledCluster:
     """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
-    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "breaker", "peers")
+    __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "breaker", "peers",
+                 "reuse")
 
     def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -158,6 +160,10 @@ class CompiledCluster:
         # Circuit-breaker state (mesh.proxy.breaker): per client proxy per cluster, as in Envoy.
         self.breaker = BreakerState()
         self.peers: dict[int, tuple] = {}  # id(endpoint) → metric labels (mesh.proxy.runtime.source_peer)
+        # What `EndpointPool.acquire` checks of an idle connection beyond the defaults: None when nothing.
+        settings = spec.pool
+        self.reuse = None if settings.idle_timeout_s is None and settings.max_connection_duration_s is None else (
+            settings.idle_timeout_s or IDLE_TIMEOUT_S, settings.max_connection_duration_s)
 
     def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
         detector = self.detector

@@ -20,6 +20,7 @@ from mesh.proxy import headers, replies
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
     from mesh.proxy.pool import EndpointPool
+    from mesh.view import model
 
 
 # A 1xx or 204 head that frames a body (Transfer-Encoding, or a non-zero Content-Length): httptools would read
@@ -38,17 +39,35 @@ def no_delay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
+def keep_alive(transport: asyncio.BaseTransport, pool: model.ConnectionPool) -> None:
+    """DestinationRule tcpKeepalive, as Envoy sets it on an upstream socket: SO_KEEPALIVE, and the idle time,
+    interval and probe count where set (the OS's defaults otherwise)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in ((socket.TCP_KEEPIDLE, pool.keepalive_time_s),
+                              (socket.TCP_KEEPINTVL, pool.keepalive_interval_s),
+                              (socket.TCP_KEEPCNT, pool.keepalive_probes)):
+            if value is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        pass  # a socket that closed meanwhile
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
         "head", "awaiting_head", "until_eof", "interim", "completed", "completed_keep_alive", "cluster",
-        "requests",
+        "requests", "opened_at",
     )
 
-    def __init__(self, pool: EndpointPool, cluster=None) -> None:
+    def __init__(self, pool: EndpointPool, cluster=None, opened_at: float = 0.0) -> None:
         self.pool = pool
         self.cluster = cluster  # the routing.CompiledCluster that opened it: its connections count
         self.requests = 0  # requests sent on it (maxRequestsPerConnection)
+        self.opened_at = opened_at  # loop time of the connect (maxConnectionDuration)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -71,6 +90,8 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         no_delay(transport)
+        if self.cluster is not None and self.cluster.spec.pool.tcp_keepalive:
+            keep_alive(transport, self.cluster.spec.pool)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange

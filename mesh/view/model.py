@@ -112,6 +112,12 @@ class ConnectionPool:
     max_requests_per_connection: int = 0  # http.maxRequestsPerConnection; 0 = unlimited
     max_retries: int = UNLIMITED  # http.maxRetries: retries in flight
     idle_timeout_s: float | None = None  # http.idleTimeout
+    max_connection_duration_s: float | None = None  # tcp.maxConnectionDuration: reused no longer after it
+    # tcp.tcpKeepalive: SO_KEEPALIVE on upstream sockets, with the OS's values where these are None.
+    tcp_keepalive: bool = False
+    keepalive_time_s: int | None = None
+    keepalive_interval_s: int | None = None
+    keepalive_probes: int | None = None
 
 
 DEFAULT_CONNECTION_POOL = ConnectionPool()

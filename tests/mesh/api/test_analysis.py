@@ -240,7 +240,6 @@ def test_enforced_only_resource_has_no_warnings() -> None:
             [
                 "spec.trafficPolicy.loadBalancer.localityLbSetting",
                 "spec.trafficPolicy.tls.caCrl",  # tls.mode and tls.sni are enforced
-                "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
                 "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
                 "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.useClientProtocol",
             ],  # splitExternalLocalOriginErrors and consecutiveLocalOriginFailures are enforced

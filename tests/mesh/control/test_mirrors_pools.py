@@ -176,7 +176,11 @@ def test_default_pool_and_no_outlier_detection():
 def test_every_pool_field():
     body = """  trafficPolicy:
     connectionPool:
-      tcp: {maxConnections: 100, connectTimeout: 30ms}
+      tcp:
+        maxConnections: 100
+        connectTimeout: 30ms
+        maxConnectionDuration: 10m
+        tcpKeepalive: {time: 7200s, interval: 75.5s, probes: 9}
       http:
         http1MaxPendingRequests: 10
         http2MaxRequests: 1000
@@ -191,7 +195,17 @@ def test_every_pool_field():
         max_requests_per_connection=5,
         max_retries=3,
         idle_timeout_s=15.0,
+        max_connection_duration_s=600.0,
+        tcp_keepalive=True,
+        keepalive_time_s=7200,
+        keepalive_interval_s=75,  # whole seconds, as Envoy's socket options take them
+        keepalive_probes=9,
     )
+
+
+def test_an_empty_tcp_keepalive_turns_keepalive_on_with_the_os_values():
+    pool = cluster("  trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {}}}}").pool
+    assert pool == model.ConnectionPool(tcp_keepalive=True)
 
 
 def test_unset_and_zero_pool_fields_keep_the_defaults():

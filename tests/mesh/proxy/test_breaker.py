@@ -118,3 +118,23 @@ async def test_limits_hold_across_a_config_push():
     await settle()
     proxy.upstreams[0].respond(OK)
     assert third.responses()[0].first == "200" and len(proxy.upstreams) == 1
+
+
+async def test_max_connection_duration_retires_a_connection_at_its_release_and_in_the_pool():
+    proxy = limited(max_connection_duration_s=10.0)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    first = proxy.upstreams[0]
+    await step(proxy, 4.0)
+    first.respond(OK)  # 4 s old: pooled
+    assert not first.transport.closed
+    await step(proxy, 7.0)  # 11 s old, idle in the pool: closed, not reused
+    client.send(GET_BOOKS)
+    await settle()
+    assert first.transport.closed and len(proxy.upstreams) == 2
+    second = proxy.upstreams[1]
+    await step(proxy, 10.0)
+    second.respond(OK)  # 10 s old when its request ends: closed at release
+    assert second.transport.closed
+    assert [r.first for r in client.responses()] == ["200", "200"]

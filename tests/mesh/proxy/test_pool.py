@@ -11,6 +11,7 @@ class Conn:
         self.usable = usable
         self.closed = False
         self.idle_since = 0.0
+        self.opened_at = 0.0
 
     def is_usable(self) -> bool:
         return self.usable and not self.closed
@@ -43,6 +44,14 @@ def test_idle_timeout_closes_instead_of_reusing():
     assert p.acquire(pool.IDLE_TIMEOUT_S - 0.001).name == "new"
     assert p.acquire(pool.IDLE_TIMEOUT_S) is None
     assert old.closed
+
+
+def test_max_age_closes_an_idle_connection_opened_too_long_ago():
+    old, young = Conn("old"), Conn("young")
+    young.opened_at = 50.0
+    p = pooled(old, young, now=55.0)
+    assert p.acquire(60.0, max_age=30.0).name == "young"  # opened 10 s ago
+    assert p.acquire(60.0, max_age=30.0) is None and old.closed  # opened 60 s ago
 
 
 def test_unusable_idle_connections_are_skipped_and_closed():
