@@ -171,6 +171,14 @@ class OutlierDetection(Model):
     max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
     min_health_percent: int | None = Field(default=None, ge=0, le=100)
 
+    @model_validator(mode="after")
+    def _local_origin(self) -> OutlierDetection:
+        if self.consecutive_local_origin_failures and not self.split_external_local_origin_errors:
+            raise invalid("consecutiveLocalOriginFailures is set, but splitExternalLocalOriginErrors is not: "
+                          "local-origin failures are only counted apart when split",
+                          at="consecutiveLocalOriginFailures")
+        return self
+
 
 class ClientTLSSettings(Model):
     mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] | None = None

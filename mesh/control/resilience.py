@@ -165,7 +165,6 @@ def outlier_detection(spec: Any) -> model.OutlierDetection | None:
         max_ejection_percent=float(spec.max_ejection_percent or default.max_ejection_percent),
         min_health_percent=float(spec.min_health_percent or 0),
         split_local_origin=bool(spec.split_external_local_origin_errors),
-        consecutive_local_origin=(spec.consecutive_local_origin_failures
-                                  if spec.consecutive_local_origin_failures is not None
-                                  else default.consecutive_local_origin),
+        # Istio sends Envoy a count only above 0: unset or 0 is Envoy's default.
+        consecutive_local_origin=spec.consecutive_local_origin_failures or default.consecutive_local_origin,
     )

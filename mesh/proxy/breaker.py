@@ -80,7 +80,7 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
         pool = origination.pool(cluster, endpoint)  # the pool of the endpoint's own TLS: never another's
         if not pool.idle:
             continue
-        conn = pool.acquire(now)
+        conn = cluster.take(pool, now)
         if conn is not None:
             cluster.balancer.finished(target.endpoint)
             cluster.balancer.started(endpoint)

@@ -86,6 +86,9 @@ class Exchange:
         """Send the request head and whatever body is buffered on `upstream`."""
         self.upstream = upstream
         self.attempts += 1
+        cluster = upstream.cluster
+        if cluster is not None and cluster.splits_local:
+            cluster.detector.connected(self.target.endpoint)  # Envoy's local-origin connect success
         if self.body:
             parts = [self.request_head]
             for chunk in self.body:

@@ -114,8 +114,7 @@ class Forwarding(RetriesAndTimeouts):
         if pool is None:
             pool = self.runtime.origination.target_pool(target)
         cluster = target.cluster
-        reuse = cluster.reuse if cluster is not None else None
-        conn = pool.acquire(self.loop.time()) if reuse is None else pool.acquire(self.loop.time(), *reuse)
+        conn = pool.acquire(self.loop.time()) if cluster is None else cluster.take(pool, self.loop.time())
         if conn is not None:
             conn.reused = True
             exchange.attach(conn)
@@ -217,7 +216,7 @@ class Forwarding(RetriesAndTimeouts):
         # TCP, then TLS when the pool's connections are secured (mesh.proxy.origination): a refused
         # handshake or a peer with the wrong identity fails here, like a refused connection.
         task = self.loop.create_task(self.runtime.origination.open(
-            self.loop, pool, lambda: UpstreamConnection(pool, cluster, self.loop.time()), endpoint, timeout))
+            self.loop, pool, lambda: UpstreamConnection(pool, cluster), endpoint, timeout))
         tries = exchange.tries
         task.add_done_callback(lambda done: self._connected(exchange, pool, done, target, tries))
 
@@ -248,6 +247,7 @@ class Forwarding(RetriesAndTimeouts):
                 exchange.reply_error(replies.ConnectFailure())
             return
         _, conn = done.result()
+        conn.opened_at = self.loop.time()  # established (maxConnectionDuration counts from here)
         if exchange.done:  # the client left while we were connecting: keep the socket for the next one
             self.release(exchange, conn, True)
             return

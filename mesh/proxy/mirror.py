@@ -68,7 +68,7 @@ class MirrorExchange:
         self.timer = loop.call_later(MIRROR_TIMEOUT_S, self._timed_out)
         pool, cluster = self.pool, self.cluster
         counters = self.forwarding.runtime.counters
-        conn = pool.acquire(loop.time())
+        conn = pool.acquire(loop.time()) if cluster is None else cluster.take(pool, loop.time())
         if conn is not None:
             counters.inc("mirror_requests_total")
             self.upstream = conn
@@ -88,7 +88,7 @@ class MirrorExchange:
             pool.connecting += 1
         cluster.breaker.connections += 1  # given back when the connection closes (UpstreamConnection.cluster)
         task = loop.create_task(self.forwarding.runtime.origination.open(
-            loop, pool, lambda: UpstreamConnection(pool, cluster, loop.time()), self.endpoint,
+            loop, pool, lambda: UpstreamConnection(pool, cluster), self.endpoint,
             cluster.spec.pool.connect_timeout_s))
         task.add_done_callback(lambda done: self._connected(done, data))
 
@@ -104,6 +104,7 @@ class MirrorExchange:
             self._end(failed=True)
             return
         _, conn = done.result()
+        conn.opened_at = self.forwarding.loop.time()
         if self.done:
             self.forwarding.give_back(conn, True)
             return

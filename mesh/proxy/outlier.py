@@ -5,9 +5,10 @@ detectors, per client proxy per cluster, configured by Istio's DestinationRule `
 Every try reports its outcome: the upstream's status, or a failure the proxy saw itself (connect failure,
 reset, timeout: `local`). By default these count as 503/504, as Envoy counts locally originated errors when
 it does not split them; with `splitExternalLocalOriginErrors` they count only in their own detector
-(`consecutiveLocalOriginFailures` in a row eject), the 5xx and gateway detectors see only answers, and any
-answer resets the local count (the host is reachable: Envoy's local-origin success). A host reaching the threshold is ejected at once, for `baseEjectionTime × times ejected` (capped at
-300 s), unless `maxEjectionPercent` of the hosts are already out (Envoy lets the first one go whatever
+(`consecutiveLocalOriginFailures` in a row eject), the 5xx and gateway detectors see only answers, and a
+try that gets a connection, new or pooled, resets the local count (`connected`: Envoy's local-origin
+connect success). A host reaching a threshold is ejected at once, for `baseEjectionTime × times
+ejected` (capped at 300 s), unless `maxEjectionPercent` of the hosts are already out (Envoy lets the first one go whatever
 the percentage). Ejected hosts return at the first interval sweep after their time is up; each sweep
 that finds a host in service lowers its ejection count. With `minHealthPercent` > 0 and fewer healthy
 hosts than that, the cluster panics and routes to every host; with no healthy host and no panic, a
@@ -17,8 +18,8 @@ Worked example, `consecutive5xxErrors: 2, interval: 10s, baseEjectionTime: 30s, 
 100`, hosts A and B: B answers 500, 500 at t=1 → ejected until t=31 (picks go to A only); the sweep at
 t=40 returns B (counter `ejections_active` back to 0); two more 5xx at t=45 eject B until t=105 (60 s,
 second ejection). With `splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2`, two
-connection refusals from B in a row eject it; a 503 answer in between counts in the 5xx detector only and
-starts B's local count again.
+connection refusals from B in a row eject it; a 503 answer in between counts in the 5xx detector only; a
+try that connects to B in between starts B's local count again.
 """
 
 from __future__ import annotations
@@ -62,18 +63,17 @@ class OutlierDetector:
         self.stats["overflow"] = 0
 
     def report(self, endpoint: model.Endpoint, status: int, local: bool = False) -> None:
-        """A try's outcome: the upstream's `status`, or (`local`) a failure seen here, as 503/504."""
+        """A try's outcome: the upstream's `status`, or (`local`) a failure seen here, reported as 503/504
+        and counted so unless local-origin failures are split."""
         state = self._by_id.get(id(endpoint))
         if state is None:
             return
         config = self.config
-        if config.split_local_origin:
-            if local:
-                state.consecutive_local += 1
-                if config.consecutive_local_origin and state.consecutive_local >= config.consecutive_local_origin:
-                    self._detected(endpoint, state, CONSECUTIVE_LOCAL_ORIGIN)
-                return
-            state.consecutive_local = 0
+        if local and config.split_local_origin:
+            state.consecutive_local += 1
+            if config.consecutive_local_origin and state.consecutive_local >= config.consecutive_local_origin:
+                self._detected(endpoint, state, CONSECUTIVE_LOCAL_ORIGIN)
+            return
         if status < 500:
             state.consecutive_5xx = state.consecutive_gateway = 0
             return
@@ -83,6 +83,12 @@ class OutlierDetector:
             self._detected(endpoint, state, CONSECUTIVE_GATEWAY)
         elif config.consecutive_5xx and state.consecutive_5xx >= config.consecutive_5xx:
             self._detected(endpoint, state, CONSECUTIVE_5XX)
+
+    def connected(self, endpoint: model.Endpoint) -> None:
+        """A try got a connection to `endpoint` (split mode only: `CompiledCluster.splits_local`)."""
+        state = self._by_id.get(id(endpoint))
+        if state is not None:
+            state.consecutive_local = 0
 
     def _detected(self, endpoint: model.Endpoint, state: HostState, kind: str) -> None:
         self.stats[f"detected_{kind}"] += 1
@@ -124,8 +130,12 @@ class OutlierDetector:
 
     def adopt(self, old: OutlierDetector) -> None:
         """Carry the state of hosts still present over a view change (same cluster, new view)."""
+        local_changed = (old.config.split_local_origin, old.config.consecutive_local_origin) != (
+            self.config.split_local_origin, self.config.consecutive_local_origin)
         for endpoint, state in old.hosts.items():
             if endpoint in self.hosts:
+                if local_changed:
+                    state.consecutive_local = 0  # counted under other rules: a lowered threshold must not fire
                 self.hosts[endpoint] = state
                 if endpoint in old.ejected:
                     self.ejected.add(endpoint)

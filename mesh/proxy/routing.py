@@ -14,11 +14,15 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mesh.proxy import access, balancer, cors, matching, outlier
 from mesh.proxy.headers import HeaderPlan, header_plan
-from mesh.proxy.pool import IDLE_TIMEOUT_S
+from mesh.proxy.pool import IDLE_TIMEOUT_S, EndpointPool
 from mesh.view import model
+
+if TYPE_CHECKING:
+    from mesh.proxy.upstream import UpstreamConnection
 
 
 class CompiledDestination:
@@ -147,7 +151,7 @@ class CompiledCluster:
     """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
     __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "breaker", "peers",
-                 "reuse")
+                 "reuse", "splits_local")
 
     def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -155,6 +159,7 @@ class CompiledCluster:
         self.rng = rng
         self.balancer = balancer.make_balancer(spec.lb, endpoints, rng)
         self.detector = outlier.OutlierDetector(spec.outlier, endpoints, clock) if spec.outlier else None
+        self.splits_local = spec.outlier is not None and spec.outlier.split_local_origin  # connects reported
         self._healthy: balancer.Balancer | None = self.balancer
         self._healthy_version = 0
         # Circuit-breaker state (mesh.proxy.breaker): per client proxy per cluster, as in Envoy.
@@ -164,6 +169,10 @@ class CompiledCluster:
         settings = spec.pool
         self.reuse = None if settings.idle_timeout_s is None and settings.max_connection_duration_s is None else (
             settings.idle_timeout_s or IDLE_TIMEOUT_S, settings.max_connection_duration_s)
+
+    def take(self, pool: EndpointPool, now: float) -> UpstreamConnection | None:
+        """An idle connection of `pool` this cluster may reuse (its idleTimeout and maxConnectionDuration)."""
+        return pool.acquire(now) if self.reuse is None else pool.acquire(now, *self.reuse)
 
     def pick(self, hash_key: str | None = None, avoid: model.Endpoint | None = None) -> model.Endpoint | None:
         detector = self.detector

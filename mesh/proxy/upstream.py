@@ -39,7 +39,7 @@ def no_delay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-def keep_alive(transport: asyncio.BaseTransport, pool: model.ConnectionPool) -> None:
+def set_tcp_keepalive(transport: asyncio.BaseTransport, pool: model.ConnectionPool) -> None:
     """DestinationRule tcpKeepalive, as Envoy sets it on an upstream socket: SO_KEEPALIVE, and the idle time,
     interval and probe count where set (the OS's defaults otherwise)."""
     sock = transport.get_extra_info("socket")
@@ -47,10 +47,10 @@ def keep_alive(transport: asyncio.BaseTransport, pool: model.ConnectionPool) -> 
         return
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for option, value in ((socket.TCP_KEEPIDLE, pool.keepalive_time_s),
-                              (socket.TCP_KEEPINTVL, pool.keepalive_interval_s),
-                              (socket.TCP_KEEPCNT, pool.keepalive_probes)):
-            if value is not None:
+        for name, value in (("TCP_KEEPIDLE", pool.keepalive_time_s), ("TCP_KEEPINTVL", pool.keepalive_interval_s),
+                            ("TCP_KEEPCNT", pool.keepalive_probes)):
+            option = getattr(socket, name, None)  # Linux has all three; some platforms lack one
+            if value is not None and option is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
     except OSError:
         pass  # a socket that closed meanwhile
@@ -63,11 +63,11 @@ class UpstreamConnection(asyncio.Protocol):
         "requests", "opened_at",
     )
 
-    def __init__(self, pool: EndpointPool, cluster=None, opened_at: float = 0.0) -> None:
+    def __init__(self, pool: EndpointPool, cluster=None) -> None:
         self.pool = pool
         self.cluster = cluster  # the routing.CompiledCluster that opened it: its connections count
         self.requests = 0  # requests sent on it (maxRequestsPerConnection)
-        self.opened_at = opened_at  # loop time of the connect (maxConnectionDuration)
+        self.opened_at = 0.0  # loop time the connection was established (maxConnectionDuration), set then
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -91,7 +91,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         no_delay(transport)
         if self.cluster is not None and self.cluster.spec.pool.tcp_keepalive:
-            keep_alive(transport, self.cluster.spec.pool)
+            set_tcp_keepalive(transport, self.cluster.spec.pool)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange

@@ -134,7 +134,7 @@ class OutlierDetection:
     max_ejection_percent: float = 10.0
     min_health_percent: float = 0.0  # panic threshold; 0 = never route to ejected hosts
     # splitExternalLocalOriginErrors: failures the proxy sees itself (connect failure, reset, timeout) count
-    # in their own detector, `consecutive_local_origin` in a row (0 disables), not as 503/504.
+    # in their own detector, `consecutive_local_origin` in a row, not as 503/504.
     split_local_origin: bool = False
     consecutive_local_origin: int = 5
 

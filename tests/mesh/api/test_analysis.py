@@ -229,7 +229,8 @@ def test_enforced_only_resource_has_no_warnings() -> None:
                                 "consistentHash": {"useSourceIp": True, "ringHash": {"minimumRingSize": 8}}
                             },
                             "connectionPool": {"tcp": {"maxConnections": 2}},
-                            "outlierDetection": {"consecutiveLocalOriginFailures": 2},
+                            "outlierDetection": {"consecutiveLocalOriginFailures": 2,
+                                                 "splitExternalLocalOriginErrors": True},
                             "portLevelSettings": [
                                 {"port": {"number": 9080}, "outlierDetection": {"interval": "2s"}}
                             ],

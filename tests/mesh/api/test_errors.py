@@ -49,6 +49,8 @@ CASES = [
     ("gw-versions", server(tls={"mode": "SIMPLE", "credentialName": "c", "minProtocolVersion": "TLSV1_3",
                                 "maxProtocolVersion": "TLSV1_2"}),
      GW_KEY, "spec.servers[0].tls.maxProtocolVersion", "maxProtocolVersion TLSV1_2 is below minProtocolVersion"),
+    ("local-origin-without-split", tp(outlierDetection={"consecutiveLocalOriginFailures": 3}), DR_KEY,
+     "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", "splitExternalLocalOriginErrors is not"),
     # corsPolicy, as Istio's validateCORSPolicy
     ("cors-method", http(corsPolicy={"allowMethods": ["GET", "FETCH"]}), VS_KEY,
      "spec.http[0].corsPolicy.allowMethods[1]", "'FETCH' is not a supported HTTP method"),

@@ -332,7 +332,7 @@ def test_outlier_defaults_are_envoys():
 def test_every_outlier_field():
     spec = """{consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, interval: 5s, baseEjectionTime: 1m,
       maxEjectionPercent: 50, minHealthPercent: 30, splitExternalLocalOriginErrors: true,
-      consecutiveLocalOriginFailures: 0}"""
+      consecutiveLocalOriginFailures: 3}"""
     assert outlier(spec) == model.OutlierDetection(
         consecutive_5xx=3,
         consecutive_gateway_errors=2,
@@ -341,8 +341,14 @@ def test_every_outlier_field():
         max_ejection_percent=50.0,
         min_health_percent=30.0,
         split_local_origin=True,
-        consecutive_local_origin=0,  # explicitly 0: the local-origin detector is off
+        consecutive_local_origin=3,
     )
+
+
+def test_a_zero_local_origin_count_is_envoys_default():
+    """Istio sends Envoy consecutive_local_origin_failure only above 0: 0 or unset is Envoy's 5."""
+    got = outlier("{splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 0}")
+    assert (got.split_local_origin, got.consecutive_local_origin) == (True, 5)
 
 
 @pytest.mark.parametrize(

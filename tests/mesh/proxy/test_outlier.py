@@ -190,8 +190,9 @@ def test_split_local_origin_failures_have_their_own_detector():
     """The docstring's second example: consecutiveLocalOriginFailures 2, split."""
     d, _ = detector(split_local_origin=True, consecutive_local_origin=2, consecutive_5xx=3)
     d.report(B, 503, local=True)
-    d.report(B, 503)  # an answer: counted as a 5xx, and B is reachable, so the local count starts again
+    d.connected(B)  # a try got a connection: B is reachable, its local count starts again
     d.report(B, 503, local=True)
+    d.report(B, 503)  # an answer counts in the 5xx detector only, and leaves the local count alone
     assert d.ejected == set() and d.hosts[B].consecutive_5xx == 1
     d.report(B, 504, local=True)
     assert d.ejected == {B}
@@ -199,7 +200,18 @@ def test_split_local_origin_failures_have_their_own_detector():
     off, _ = detector(split_local_origin=True, consecutive_local_origin=0)
     for _ in range(10):
         off.report(A, 503, local=True)
-    assert off.ejected == set()  # 0 disables the detector, and split failures never reach the 5xx one
+    assert off.ejected == set() and off.hosts[A].consecutive_5xx == 0  # split failures never count as 5xx
+
+
+def test_a_changed_local_origin_rule_starts_the_counts_again():
+    old, clock = detector(split_local_origin=True, consecutive_local_origin=5)
+    for _ in range(3):
+        old.report(B, 503, local=True)
+    new = outlier.OutlierDetector(model.OutlierDetection(split_local_origin=True, consecutive_local_origin=2,
+                                                         max_ejection_percent=100.0), (A, B), clock)
+    new.adopt(old)
+    new.report(B, 503, local=True)
+    assert new.ejected == set()  # 3 counted under a threshold of 5 do not carry over to one of 2
 
 
 async def test_through_the_proxy_refused_connections_eject_a_host_when_split():
@@ -230,3 +242,27 @@ async def test_through_the_proxy_refused_connections_eject_a_host_when_split():
     detector_stats = proxy.runtime.view.clusters[BOOKS].detector.stats
     assert detector_stats["enforced_consecutive_local_origin_failure"] == 1
     assert 'weir_outlier_detection_enforced_consecutive_local_origin_failure_total' in proxy.runtime.prometheus()
+
+
+async def test_through_the_proxy_a_host_that_connects_but_never_answers_is_not_ejected_when_split():
+    """Envoy resets the local-origin count when a try gets its connection: per-try timeouts on attached
+    connections alternate with connect successes and never reach the threshold."""
+    import dataclasses
+
+    from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, Proxy, bookinfo_view, settle
+    from tests.mesh.proxy.test_downstream import GET_BOOKS
+    from tests.mesh.proxy.test_resilience import route, step
+
+    retries = model.RetryPolicy(attempts=0, per_try_timeout_s=1.0)
+    view = bookinfo_view(books=(BOOKS_V1,), books_route=route(retries=retries))
+    detection = model.OutlierDetection(max_ejection_percent=100.0, split_local_origin=True, consecutive_local_origin=2)
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, outlier=detection) if c.name == BOOKS else c for c in view.clusters))
+    proxy = Proxy(view)
+    for _ in range(4):
+        client = proxy.client()
+        client.send(GET_BOOKS)
+        await settle()
+        await step(proxy, 1.1)
+        assert client.responses()[0].first == "504"
+    assert proxy.runtime.view.clusters[BOOKS].detector.ejected == set()

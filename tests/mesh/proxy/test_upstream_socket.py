@@ -49,5 +49,5 @@ def test_unset_values_keep_the_os_defaults_and_no_setting_leaves_keepalive_off(t
     plain = SimpleNamespace(spec=model.Cluster("c"))
     upstream.UpstreamConnection(pool.EndpointPool(("127.0.0.1", 1)), plain).connection_made(Transport(tcp_socket))
     assert options(tcp_socket)[0] == 0
-    upstream.keep_alive(Transport(tcp_socket), model.ConnectionPool(tcp_keepalive=True, keepalive_probes=2))
+    upstream.set_tcp_keepalive(Transport(tcp_socket), model.ConnectionPool(tcp_keepalive=True, keepalive_probes=2))
     assert options(tcp_socket) == (1, defaults[0], defaults[1], 2)
