@@ -114,7 +114,8 @@ class Forwarding(RetriesAndTimeouts):
         if pool is None:
             pool = self.runtime.origination.target_pool(target)
         cluster = target.cluster
-        conn = pool.acquire(self.loop.time()) if cluster is None else cluster.take(pool, self.loop.time())
+        reuse = cluster.reuse if cluster is not None else None  # inlined `CompiledCluster.take`: every request
+        conn = pool.acquire(self.loop.time()) if reuse is None else pool.acquire(self.loop.time(), *reuse)
         if conn is not None:
             conn.reused = True
             exchange.attach(conn)
