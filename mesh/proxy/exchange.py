@@ -77,7 +77,7 @@ class Exchange:
         self.admitted = None  # circuit breaking: the cluster counting this request / its retries
         self.retrying = None
         self.access = None  # mesh.proxy.access.Verdict on a received request checked by JWT/authorization
-        self.trace = None  # (tracing.TraceContext, this hop's span id) once the upstream head is built
+        self.trace = None  # this hop's tracing.Span once the upstream head is built
         self.request_id = None  # the x-request-id forwarded (bytes), noted with user-agent as the head is built
         self.user_agent = None
 

@@ -109,9 +109,7 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
     has_request_id = False
     dropped = plan.dropped if plan is not None else ()
     tracer = forwarding.runtime.telemetry.tracer
-    if tracer is not None:
-        if exchange.trace is None:  # a retry keeps its span
-            exchange.trace = tracer.start(head.headers)
+    if tracer is not None:  # the caller's trace headers are replaced by this hop's
         dropped = tracing.TRACE_HEADERS.union(dropped) if dropped else tracing.TRACE_HEADERS
     gateway = forwarding.direction == model.GATEWAY
     if gateway:  # X-Forwarded-For is rewritten below, as one line
@@ -120,6 +118,8 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         else:
             dropped = _FORWARDED_FOR.union(dropped) if dropped else _FORWARDED_FOR
     logged_id = user_agent = None  # for the access log: the last of each, as the client sent them
+    traceparent = None  # for the tracer: the first traceparent, and whether any B3 header came
+    b3 = False
     for name, value in head.headers:
         if name == REQUEST_ID:
             logged_id = value
@@ -128,6 +128,11 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         elif name == USER_AGENT:
             user_agent = value
         if name in SKIP_UPSTREAM or name in dropped:
+            if name in tracing.TRACE_HEADERS:
+                if name != tracing.TRACEPARENT:
+                    b3 = True
+                elif traceparent is None:
+                    traceparent = value
             continue
         append(name + b": " + value + CRLF)
     if plan is not None:
@@ -139,7 +144,9 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
     exchange.request_id = logged_id
     exchange.user_agent = user_agent
     if tracer is not None:
-        append(tracing.upstream_lines(*exchange.trace))
+        if exchange.trace is None:  # a retry keeps its span
+            exchange.trace = tracer.begin(traceparent, b3, head.headers)
+        append(tracing.upstream_lines(exchange.trace))
     if forwarding.direction != model.INBOUND:
         append(forwarding.runtime.peer_header(target))
     if gateway:

@@ -29,12 +29,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from json.encoder import encode_basestring_ascii as _quote  # the json module's C string encoder
 from typing import IO, TYPE_CHECKING, Any
 
 from mesh.proxy import headers as headers_mod
-from mesh.proxy import tracing
-from mesh.view import model
+from mesh.proxy import log_line, tracing
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
@@ -52,41 +50,6 @@ EXPORT_BATCH = 2_000  # spans per export request
 MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024  # access log text handed to the writer thread and not yet written
 
 Exporter = Callable[[list[dict[str, Any]]], Awaitable[None]]
-
-
-_second = [-1, ""]  # the last whole second formatted, and its text: most entries share it
-_gmtime, _strftime = time.gmtime, time.strftime
-_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # a table: `:03d` formatting costs more than the rest
-
-
-def _iso(wall: float) -> str:
-    """`2026-11-26T04:00:00.123Z`; the date and time part is formatted once per second."""
-    sec = int(wall)
-    if sec != _second[0]:
-        _second[0], _second[1] = sec, _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
-    return _second[1] + _MILLIS[int((wall - sec) * 1000)]
-
-
-def _json_string(value: str) -> str:
-    """A value the proxy made itself (ids, addresses, names, flags): no character needs escaping."""
-    return '"' + value + '"'
-
-
-MAX_CACHED_UPSTREAMS = 4096
-_UPSTREAM_FIELDS: dict[tuple, str] = {}
-
-
-def _upstream_fields(endpoint: Any, cluster: str) -> str:
-    """`"upstream_host":…,"upstream_cluster":…` of an access log line: a proxy has few, so they are cached."""
-    key = (endpoint.address, endpoint.port, cluster) if endpoint else (None, None, cluster)
-    text = _UPSTREAM_FIELDS.get(key)
-    if text is None:
-        if len(_UPSTREAM_FIELDS) >= MAX_CACHED_UPSTREAMS:
-            _UPSTREAM_FIELDS.clear()
-        host = _json_string(f"{endpoint.address}:{endpoint.port}") if endpoint else "null"
-        text = _UPSTREAM_FIELDS[key] = (f'"upstream_host":{host},'
-                                        f'"upstream_cluster":{_json_string(cluster) if cluster else "null"}')
-    return text
 
 
 def _request_id_and_agent(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
@@ -143,17 +106,14 @@ class ThreadedWriter:
 
 
 class Telemetry:
-    __slots__ = ("workload", "_workload_json", "_tails", "loop", "tracer", "stream", "exporters", "counters", "recent", "logs", "spans",
+    __slots__ = ("workload", "lines", "loop", "tracer", "stream", "exporters", "counters", "recent", "logs", "spans",
                  "_flush", "_exporting")
 
     def __init__(self, workload: str, loop: asyncio.AbstractEventLoop, counters: Any, *,
                  tracer: tracing.Tracer | None = None, stream: IO[str] | None = sys.stdout,
                  exporters: tuple[Exporter, ...] = ()) -> None:
         self.workload = workload
-        self._workload_json = _quote(workload)
-        self._tails: dict[str, str] = {}  # how lines end, per direction: `"direction":"outbound","workload":"gw-v1"}`
-        for direction in model.DIRECTIONS:
-            self._tail(direction)
+        self.lines = log_line.LineFormat(workload)
         self.loop = loop
         self.tracer = tracer  # None: no spans, trace headers passed on untouched
         self.stream = stream  # None: no access log
@@ -184,8 +144,12 @@ class Telemetry:
                  user_agent)
         self.recent.append(entry)
         if self.stream is not None:
-            self._keep(self.logs, entry, "access_log")
-        if trace is not None and trace[0].sampled and self.exporters:
+            logs = self.logs
+            if len(logs) < MAX_PENDING and self._flush is not None:  # `_keep`'s common case, in line
+                logs.append(entry)
+            else:
+                self._keep(logs, entry, "access_log")
+        if trace is not None and trace[tracing.SAMPLED] and self.exporters:
             self._keep(self.spans, entry, "span")
 
     def _keep(self, pending: list, entry: tuple, kind: str) -> None:
@@ -205,10 +169,10 @@ class Telemetry:
     def span_dict(self, entry: tuple) -> dict[str, Any]:
         (wall, duration_s, direction, method, path, status, flag, _, _, endpoint, cluster, principal, _,
          trace, host, request_id, _) = entry
-        ctx, span_id = trace[0], trace[1]
+        trace_id, parent_id, _, span_id, _ = trace
         authority = host.decode("latin-1")
         return {
-            "traceId": ctx.trace_id, "spanId": span_id, "parentSpanId": ctx.parent_id,
+            "traceId": trace_id, "spanId": span_id, "parentSpanId": parent_id,
             "name": f"{authority}{path.split('?', 1)[0]}", "kind": "SERVER" if direction == "inbound" else "CLIENT",
             "startTimeUnixNano": int(wall * 1e9), "endTimeUnixNano": int((wall + duration_s) * 1e9),
             "attributes": {"workload": self.workload, "direction": direction, "http.method": method,
@@ -223,25 +187,7 @@ class Telemetry:
         return [self.entry_dict(e) for e in list(self.recent)[-limit:]] if limit > 0 else []
 
     def log_line(self, entry: tuple) -> str:
-        """`entry_dict` as one JSON line, built directly (a third of json.dumps' time on this shape). Values
-        the proxy made (ids, addresses, names, flags) need no escaping; what a client sent is escaped."""
-        (wall, duration_s, direction, method, path, status, flag, received, sent, endpoint, cluster, principal,
-         remote, trace, authority, request_id, user_agent) = entry
-        return (f'{{"start_time":"{_iso(wall)}","method":"{method}","path":{_quote(path)},'
-                f'"protocol":"HTTP/1.1","response_code":{status},"response_flags":"{flag}",'
-                f'"bytes_received":{received},"bytes_sent":{sent},"duration":{round(duration_s * 1000)},'
-                f'{_upstream_fields(endpoint, cluster)},'
-                f'"authority":{_quote(authority.decode("latin-1"))},'
-                f'"request_id":{_quote(request_id.decode("latin-1")) if request_id is not None else "null"},'
-                f'"trace_id":{_json_string(trace[0].trace_id) if trace else "null"},'
-                f'"user_agent":{_quote(user_agent.decode("latin-1")) if user_agent is not None else "null"},'
-                f'"downstream_remote_address":{_json_string(remote) if remote else "null"},'
-                f'"downstream_peer_principal":{_json_string(principal) if principal else "null"},'
-                f'{self._tails.get(direction) or self._tail(direction)}')
-
-    def _tail(self, direction: str) -> str:
-        tail = self._tails[direction] = f'"direction":{_quote(direction)},"workload":{self._workload_json}}}\n'
-        return tail
+        return self.lines.line(entry)
 
     def flush(self) -> None:
         """One slice of the waiting work; the rest is scheduled right after (call_soon), so requests that
@@ -252,7 +198,7 @@ class Telemetry:
             batch = logs[:FLUSH_SLICE]
             del logs[:FLUSH_SLICE]
             try:
-                self.stream.write("".join([self.log_line(e) for e in batch]))
+                self.stream.write(self.lines.lines(batch))
                 if not logs:
                     self.stream.flush()
             except (OSError, ValueError):  # a closed or full stream must not break the proxy

@@ -50,9 +50,11 @@ class TraceContext(NamedTuple):
     sampled: bool
 
 
-# A NamedTuple's own constructor is a Python function; the hot paths (every request's root or joined context)
-# build one with tuple's C constructor instead, a quarter of the cost.
-_new_tuple = tuple.__new__
+# One hop's span, as the exchange carries it: (trace id, parent span id ("" at a root), sampled, this hop's span
+# id, whether the caller speaks B3). A plain tuple: every proxy makes one per request, and a NamedTuple's
+# constructor costs several times a tuple display.
+Span = tuple[str, str, bool, str, bool]
+TRACE_ID, PARENT_ID, SAMPLED, SPAN_ID = 0, 1, 2, 3
 
 
 def _hex(value: str, length: int) -> bool:
@@ -72,7 +74,7 @@ def _from_traceparent(value: str) -> TraceContext | None:
     trace_id, parent_id, flags_low = match.groups()
     if trace_id == ZERO_TRACE or parent_id == ZERO_SPAN:
         return None
-    return _new_tuple(TraceContext, (trace_id, parent_id, flags_low in _ODD_HEX))
+    return TraceContext(trace_id, parent_id, flags_low in _ODD_HEX)
 
 
 def _trace_id_128(value: str) -> str | None:
@@ -133,32 +135,35 @@ class Tracer:
 
     `start` runs once per request in every proxy, so its common cases are kept to a handful of operations:
     no trace header (a new root) or one `traceparent` (one match). Ids are cut from a pool of random hex
-    drawn ID_POOL_HEX characters at a time (one draw per about a hundred requests)."""
+    drawn ID_POOL_HEX characters at a time (one draw per about a hundred requests), in line: a method call
+    per id would cost as much as the rest of `start`."""
 
-    __slots__ = ("sampling", "_rng", "_pool", "_used")
+    __slots__ = ("sampling", "_rng", "_random", "_sampled_below", "_pool", "_used")
 
     def __init__(self, sampling_percent: float, rng: random.Random | None = None) -> None:
         self.sampling = max(0.0, min(100.0, sampling_percent))
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
+        self._random = self._rng.random
+        # A root is sampled when a draw in [0, 1) falls below this: 100 % always, 0 % never.
+        self._sampled_below = self.sampling / 100.0
         self._pool = ""
         self._used = ID_POOL_HEX
 
-    def _draw(self, length: int) -> str:
-        start = self._used
-        end = start + length
-        if end > ID_POOL_HEX:
-            self._pool = f"{self._rng.getrandbits(ID_POOL_HEX * 4):0{ID_POOL_HEX}x}"
-            start, end = 0, length
-        self._used = end
-        return self._pool[start:end]
+    def _refill(self) -> str:
+        self._pool = f"{self._rng.getrandbits(ID_POOL_HEX * 4):0{ID_POOL_HEX}x}"
+        self._used = 0
+        return self._pool
 
     def span_id(self) -> str:
-        span = self._draw(16)
+        used = self._used
+        pool = self._pool if used <= ID_POOL_HEX - 16 else self._refill()
+        used = self._used
+        self._used = used + 16
+        span = pool[used:used + 16]
         return span if span != ZERO_SPAN else ONE_SPAN
 
-    def start(self, headers: list[tuple[bytes, bytes]]) -> tuple[TraceContext, str, bool]:
-        """(the context this hop joins, this hop's span id, whether the caller speaks B3): the caller's
-        context, or a new root."""
+    def start(self, headers: list[tuple[bytes, bytes]]) -> Span:
+        """This hop's span: in the caller's trace, or a new root."""
         traceparent = None
         b3 = False
         for name, value in headers:
@@ -167,41 +172,53 @@ class Tracer:
                     b3 = True
                 elif traceparent is None:
                     traceparent = value
+        return self.begin(traceparent, b3, headers)
+
+    def begin(self, traceparent: bytes | None, b3: bool, headers: list[tuple[bytes, bytes]]) -> Span:
+        """`start` after the scan of the headers, which the upstream head's builder does as it copies them:
+        the first `traceparent`, and whether any B3 header came (then `headers` are read again, in full)."""
         if b3:  # B3, alone or beside traceparent: the general path
             ctx = _context(_trace_headers(headers))
         elif traceparent is not None:
+            match = _TRACEPARENT.fullmatch(traceparent.decode("latin-1"))
+            if match is not None:  # the common case, in line
+                trace_id, parent_id, flags_low = match.groups()
+                if trace_id != ZERO_TRACE and parent_id != ZERO_SPAN:
+                    return trace_id, parent_id, flags_low in _ODD_HEX, self.span_id(), False
             ctx = _from_traceparent(traceparent.decode("latin-1"))
         else:
-            ctx = None
+            return self._root(None, False)
         if ctx is None or not ctx.trace_id:
             return self._root(ctx, b3)
-        return ctx, self.span_id(), b3
+        return ctx.trace_id, ctx.parent_id, ctx.sampled, self.span_id(), b3
 
-    def _root(self, decision: TraceContext | None, b3: bool) -> tuple[TraceContext, str, bool]:
+    def _root(self, decision: TraceContext | None, b3: bool) -> Span:
         """A new trace: the caller's sampling decision when it sent one without ids, else ours. The trace
         and span ids are cut from one draw."""
-        if decision is not None:
-            sampled = decision.sampled
-        else:
-            sampled = self.sampling >= 100.0 or self._rng.random() * 100.0 < self.sampling
-        ids = self._draw(48)
-        trace_id, span_id = ids[:32], ids[32:]
+        sampled = decision.sampled if decision is not None else self._random() < self._sampled_below
+        used = self._used
+        pool = self._pool if used <= ID_POOL_HEX - 48 else self._refill()
+        used = self._used
+        self._used = used + 48
+        trace_id = pool[used:used + 32]
+        span_id = pool[used + 32:used + 48]
         if trace_id == ZERO_TRACE:
             trace_id = ONE_TRACE
         if span_id == ZERO_SPAN:
             span_id = ONE_SPAN
-        return _new_tuple(TraceContext, (trace_id, "", sampled)), span_id, b3
+        return trace_id, "", sampled, span_id, b3
 
 
-def upstream_lines(ctx: TraceContext, span_id: str, b3: bool = True) -> bytes:
+def upstream_lines(span: Span) -> bytes:
     """The trace headers sent upstream: this hop's span is the callee's parent. Always W3C; B3 too when
-    the caller used B3 (`b3`), so a Zipkin-instrumented chain keeps its format."""
-    traceparent = f"traceparent: 00-{ctx.trace_id}-{span_id}-{'01' if ctx.sampled else '00'}\r\n".encode()
+    the caller used B3, so a Zipkin-instrumented chain keeps its format."""
+    trace_id, parent_id, sampled, span_id, b3 = span
+    traceparent = f"traceparent: 00-{trace_id}-{span_id}-{'01' if sampled else '00'}\r\n".encode()
     if not b3:
         return traceparent
-    trace, span = ctx.trace_id.encode(), span_id.encode()
-    lines = [traceparent, b"x-b3-traceid: " + trace + b"\r\nx-b3-spanid: " + span + b"\r\n",
-             b"x-b3-sampled: " + (b"1" if ctx.sampled else b"0") + b"\r\n"]
-    if ctx.parent_id:
-        lines.append(b"x-b3-parentspanid: " + ctx.parent_id.encode() + b"\r\n")
+    trace, span_bytes = trace_id.encode(), span_id.encode()
+    lines = [traceparent, b"x-b3-traceid: " + trace + b"\r\nx-b3-spanid: " + span_bytes + b"\r\n",
+             b"x-b3-sampled: " + (b"1" if sampled else b"0") + b"\r\n"]
+    if parent_id:
+        lines.append(b"x-b3-parentspanid: " + parent_id.encode() + b"\r\n")
     return b"".join(lines)

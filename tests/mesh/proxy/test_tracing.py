@@ -173,27 +173,33 @@ def test_the_first_of_repeated_headers_counts():
 
 # -- Tracer: new roots, sampling, ids ----------------------------------------------------------------------------
 
+def split(span: tracing.Span) -> tuple[TraceContext, str, bool]:
+    """A span as (the context it joins, its id, B3 or not)."""
+    trace_id, parent_id, sampled, span_id, b3 = span
+    return TraceContext(trace_id, parent_id, sampled), span_id, b3
+
+
 def is_id(value: str, length: int) -> bool:
     return len(value) == length and set(value) <= set("0123456789abcdef") and value != "0" * length
 
 
 def test_a_caller_context_is_joined_with_a_new_span_id():
-    ctx, span, b3 = tracing.Tracer(0.0, random.Random(1)).start(h(traceparent=f"00-{T}-{S}-01"))
+    ctx, span, b3 = split(tracing.Tracer(0.0, random.Random(1)).start(h(traceparent=f"00-{T}-{S}-01")))
     assert ctx == TraceContext(T, S, True)  # the caller's decision is kept even at 0 %
     assert is_id(span, 16) and span != S and not b3  # a W3C caller gets W3C only
 
 
 def test_a_b3_caller_gets_b3_headers_too_and_a_w3c_caller_only_traceparent():
     tracer = tracing.Tracer(100.0, random.Random(1))
-    ctx, span, b3 = tracer.start(h(x_b3_traceid=T, x_b3_spanid=S))
-    assert b3 and b"x-b3-traceid: " + T.encode() in tracing.upstream_lines(ctx, span, b3)
-    ctx, span, b3 = tracer.start(h(traceparent=f"00-{T}-{S}-01"))
-    assert tracing.upstream_lines(ctx, span, b3) == f"traceparent: 00-{T}-{span}-01\r\n".encode()
+    ctx, span, b3 = split(tracer.start(h(x_b3_traceid=T, x_b3_spanid=S)))
+    assert b3 and b"x-b3-traceid: " + T.encode() in tracing.upstream_lines((*ctx, span, b3))
+    ctx, span, b3 = split(tracer.start(h(traceparent=f"00-{T}-{S}-01")))
+    assert tracing.upstream_lines((*ctx, span, b3)) == f"traceparent: 00-{T}-{span}-01\r\n".encode()
 
 
 def test_a_new_root_has_fresh_ids_and_no_parent():
     tracer = tracing.Tracer(100.0, random.Random(7))
-    roots = [tracer.start([]) for _ in range(200)]
+    roots = [split(tracer.start([])) for _ in range(200)]
     assert all(ctx.parent_id == "" and ctx.sampled for ctx, _, _ in roots)
     assert all(is_id(ctx.trace_id, 32) and is_id(span, 16) for ctx, span, _ in roots)
     assert len({ctx.trace_id for ctx, _, _ in roots}) == 200 and len({span for _, span, _ in roots}) == 200
@@ -202,8 +208,8 @@ def test_a_new_root_has_fresh_ids_and_no_parent():
 def test_ids_stay_unique_across_refills_of_the_id_pool():
     tracer = tracing.Tracer(0.0, random.Random(5))
     per_pool = tracing.ID_POOL_HEX // 48
-    roots = [tracer.start([]) for _ in range(3 * per_pool + 7)]  # three refills, one partial pool
-    joined = [tracer.start(h(traceparent=f"00-{T}-{S}-00"))[1] for _ in range(3 * tracing.ID_POOL_HEX // 16)]
+    roots = [split(tracer.start([])) for _ in range(3 * per_pool + 7)]  # three refills, one partial pool
+    joined = [tracer.start(h(traceparent=f"00-{T}-{S}-00"))[tracing.SPAN_ID] for _ in range(3 * tracing.ID_POOL_HEX // 16)]
     spans = [span for _, span, _ in roots] + joined
     assert all(is_id(span, 16) for span in spans) and len(set(spans)) == len(spans)
     assert len({ctx.trace_id for ctx, _, _ in roots}) == len(roots)
@@ -220,21 +226,21 @@ class ZeroRandom(random.Random):
 
 
 def test_ids_are_never_zero_even_when_the_rng_draws_zero():
-    ctx, span, _ = tracing.Tracer(100.0, ZeroRandom(0)).start([])
+    ctx, span, _ = split(tracing.Tracer(100.0, ZeroRandom(0)).start([]))
     assert ctx.trace_id == "0" * 31 + "1" and span == "0" * 15 + "1"
 
 
 @pytest.mark.parametrize(("percent", "expected"), [(0.0, 0), (-5.0, 0), (100.0, 2000), (250.0, 2000)])
 def test_sampling_extremes(percent, expected):
     tracer = tracing.Tracer(percent, random.Random(11))
-    assert sum(tracer.start([])[0].sampled for _ in range(2000)) == expected
+    assert sum(tracer.start([])[tracing.SAMPLED] for _ in range(2000)) == expected
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sampling_half_within_a_binomial_band(seed):
     n, p = 2000, 0.5
     tracer = tracing.Tracer(50.0, random.Random(seed))
-    sampled = sum(tracer.start([])[0].sampled for _ in range(n))
+    sampled = sum(tracer.start([])[tracing.SAMPLED] for _ in range(n))
     band = 5 * math.sqrt(n * p * (1 - p))  # five standard deviations: about 112
     assert abs(sampled - n * p) < band
 
@@ -245,21 +251,21 @@ def test_sampling_is_clamped():
 
 @pytest.mark.parametrize("headers", [{"b3": "0"}, {"x_b3_sampled": "0"}])
 def test_a_callers_deny_without_ids_is_kept_on_the_new_root(headers):
-    ctx, _, _ = tracing.Tracer(100.0, random.Random(1)).start(h(**headers))
+    ctx, _, _ = split(tracing.Tracer(100.0, random.Random(1)).start(h(**headers)))
     assert not ctx.sampled
 
 
 # -- upstream headers ----------------------------------------------------------------------------------------------
 
 def test_upstream_lines_at_a_root():
-    assert tracing.upstream_lines(TraceContext(T, "", True), S) == (
+    assert tracing.upstream_lines((T, "", True, S, True)) == (
         f"traceparent: 00-{T}-{S}-01\r\n"
         f"x-b3-traceid: {T}\r\nx-b3-spanid: {S}\r\n"
         "x-b3-sampled: 1\r\n").encode()
 
 
 def test_upstream_lines_with_a_parent_unsampled():
-    assert tracing.upstream_lines(TraceContext(T, OTHER_S, False), S) == (
+    assert tracing.upstream_lines((T, OTHER_S, False, S, True)) == (
         f"traceparent: 00-{T}-{S}-00\r\n"
         f"x-b3-traceid: {T}\r\nx-b3-spanid: {S}\r\n"
         "x-b3-sampled: 0\r\n"
@@ -267,7 +273,7 @@ def test_upstream_lines_with_a_parent_unsampled():
 
 
 def test_every_header_sent_upstream_is_one_the_proxy_replaces():
-    names = {name for name, _ in parse(tracing.upstream_lines(TraceContext(T, OTHER_S, True), S))}
+    names = {name for name, _ in parse(tracing.upstream_lines((T, OTHER_S, True, S, True)))}
     assert names <= tracing.TRACE_HEADERS and b"tracestate" not in tracing.TRACE_HEADERS
 
 
@@ -277,7 +283,7 @@ def hex_id(length: int):
 
 @given(trace_id=hex_id(32), parent=st.one_of(st.just(""), hex_id(16)), span=hex_id(16), sampled=st.booleans())
 def test_upstream_lines_round_trip_through_extract(trace_id, parent, span, sampled):
-    headers = parse(tracing.upstream_lines(TraceContext(trace_id, parent, sampled), span))
+    headers = parse(tracing.upstream_lines((trace_id, parent, sampled, span, True)))
     assert tracing.extract(headers) == TraceContext(trace_id, span, sampled)
     # a callee that only reads B3 gets the same context
     b3_only = [(name, value) for name, value in headers if name != b"traceparent"]
@@ -306,7 +312,7 @@ other_header = st.sampled_from([(b"host", b"books:9080"), (b"x-request-id", b"r-
 @given(st.lists(st.one_of(trace_header, other_header), max_size=6))
 def test_start_joins_what_extract_reads_or_starts_a_root_keeping_the_decision(headers):
     expected = tracing.extract(headers)
-    ctx, span, b3 = tracing.Tracer(50.0, random.Random(1)).start(headers)
+    ctx, span, b3 = split(tracing.Tracer(50.0, random.Random(1)).start(headers))
     if expected is not None and expected.trace_id:
         assert ctx == expected
     else:
