@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from bench import hotpath, interleaved
+from bench import hotpath, instructions, interleaved, sidecar
+from mesh.proxy import tracing
 
 
 def test_the_summary_takes_medians_and_compares_with_the_first_variant():
@@ -34,3 +35,34 @@ def test_the_hot_path_measure_serves_every_request_in_every_mode():
     assert set(figures) == set(hotpath.MODES)
     assert all(f["us_per_request"] > 0 for f in figures.values())
     assert figures["telemetry-off"]["flush_us_per_request"] < figures["telemetry-on"]["us_per_request"]
+
+
+# -- bench.instructions: the callgrind dump's total and the requests it counts (no valgrind run here) ----------
+
+DUMP = b"""version: 1
+creator: callgrind-3.19.0
+cmd:  python -m mesh.proxy --role sidecar
+part: 1
+events: Ir
+fn=(1) main
+0 12
+summary: 339219452
+totals: 339219452
+"""
+
+
+def test_the_dump_total_is_its_summary_line():
+    assert instructions.dumped_instructions(DUMP) == 339_219_452
+    assert instructions.dumped_instructions(DUMP.replace(b"summary: 339219452\n", b"")) == 339_219_452
+    with pytest.raises(ValueError, match="not a callgrind dump"):
+        instructions.dumped_instructions(b"events: Ir\nfn=(1) main\n")
+
+
+def test_requests_carry_a_callers_trace_only_when_asked():
+    plain = instructions.Requests(1, traceparent=False).headers()
+    assert plain["Host"] == sidecar.HOST_HEADER and "traceparent" not in plain and "x-request-id" not in plain
+    joined = instructions.Requests(1, traceparent=True)
+    first, second = joined.headers(), joined.headers()
+    for head in (first, second):
+        assert tracing.extract([(b"traceparent", head["traceparent"].encode())]) is not None
+    assert first["traceparent"] != second["traceparent"] and first["x-request-id"] != second["x-request-id"]
