@@ -274,3 +274,37 @@ def test_raw_response_head_fast_path_matches_names_exactly_and_in_any_case():
 ])
 def test_has_framing(raw, framed):
     assert (headers.FRAMING_LINE.search(raw) is not None) is framed
+    assert headers.scan_response_head(raw)[2] is framed
+
+
+def fresh_scan(raw: bytes) -> tuple[bytes, bool, bool]:
+    """What scan_response_head must answer, computed without its memo."""
+    first = raw.find(b"\r\n")
+    rest = headers._HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
+    return rest, headers._LENGTH.search(rest) is not None, headers.FRAMING_LINE.search(raw) is not None
+
+
+HEAD_LINES = [b"Content-Length: 3", b"content-length:3", b"Transfer-Encoding: chunked", b"Connection: keep-alive",
+              b"CONNECTION : close", b"Keep-Alive: timeout=5", b"Server: nginx", b"X-Content-Length: 9",
+              b"Upgrade: h2c", b"ETag: \"a\"", b"Date: Thu, 26 Nov 2026 18:00:00 GMT", b"TE: trailers"]
+
+
+def test_a_scanned_head_is_remembered_and_every_head_gets_its_own_answer(monkeypatch):
+    monkeypatch.setattr(headers, "_scanned", {})
+    rng = random.Random(4)
+    heads = [b"\r\n".join([b"HTTP/1.1 200 OK", *rng.sample(HEAD_LINES, rng.randint(0, 5))]) for _ in range(300)]
+    heads += [head.swapcase() for head in heads[:50]]  # same names, other case: equal answers, other keys
+    for _ in range(2):  # the second round answers from the memo
+        assert [headers.scan_response_head(head) for head in heads] == [fresh_scan(head) for head in heads]
+    remembered = headers._scanned[heads[0]]
+    assert headers.scan_response_head(heads[0]) is remembered
+
+
+def test_the_memo_is_bounded_in_heads_and_in_head_size(monkeypatch):
+    monkeypatch.setattr(headers, "_scanned", {})
+    monkeypatch.setattr(headers, "MAX_SCANNED_HEADS", 8)
+    for i in range(50):
+        headers.scan_response_head(b"HTTP/1.1 200 OK\r\nx-n: %d\r\nConnection: close" % i)
+        assert len(headers._scanned) <= 8
+    big = b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * headers.MAX_SCANNED_HEAD_BYTES
+    assert headers.scan_response_head(big) == fresh_scan(big) and big not in headers._scanned
