@@ -4,9 +4,9 @@ On a shared VM the same sidecar's throughput moves by a quarter from one minute 
 a few per cent (what a telemetry feature costs, what an optimisation saves) drowns in `make bench` and
 takes `bench.interleaved` many cycles to see. Here each variant's sidecar runs under callgrind
 (`--tool=callgrind`: every instruction executed in user space, the Python interpreter, uvloop, httptools,
-libc, the access log's writer thread, counted exactly), serves WARMUP requests, has its counters zeroed
-(`callgrind_control --zero`), serves `--requests` more over four keep-alive connections, waits one
-telemetry flush, and is dumped (`callgrind_control --dump`). Two runs of one variant agree within about 1 %.
+libc, the access log's writer thread, counted exactly), serves WARMUP requests and is dumped
+(`callgrind_control --dump`, which starts the counters again), serves `--requests` more over four
+keep-alive connections, waits one telemetry flush, and is dumped again: the second dump is the figure. Two runs of one variant agree within about 1 %.
 
 What it leaves out: the kernel (sockets, wakeups: about half a sidecar's CPU on loopback, and the same for
 every variant that makes the same system calls), caches and the VM's noise. So it compares variants of the
@@ -118,18 +118,26 @@ def count(procs: processes.Processes, workdir: Path, upstream_port: int, name: s
     try:
         client.send(WARMUP)
         time.sleep(SETTLE_S)
-        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True, timeout=60)
+        _dump(proc.pid, Path(f"{out}.{proc.pid}.1"))  # a dump starts the counters again: the warmup stays in it
         client.send(requests)
         time.sleep(SETTLE_S)
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True, timeout=60)
+        measured = _dump(proc.pid, Path(f"{out}.{proc.pid}.2"))
     finally:
         client.close()
-    dump = Path(f"{out}.{proc.pid}.1")
+        procs.stop(proc)
+    return dumped_instructions(measured.read_bytes()) / requests
+
+
+def _dump(pid: int, expected: Path) -> Path:
+    """Ask callgrind for a dump and wait for its file: callgrind_control exits 0 even when it found no
+    callgrind process, so the file is the only proof."""
+    done = subprocess.run(["callgrind_control", "--dump", str(pid)], capture_output=True, text=True, timeout=60)
     deadline = time.monotonic() + 30
-    while not dump.exists() and time.monotonic() < deadline:
+    while not (expected.exists() and _TOTALS.search(expected.read_bytes())):  # complete with its totals line
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"callgrind wrote no {expected.name}: {done.stdout.strip() or done.stderr.strip()}")
         time.sleep(0.2)
-    procs.stop(proc)
-    return dumped_instructions(dump.read_bytes()) / requests
+    return expected
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--traceparent", action="store_true",
                         help="requests carry a caller's traceparent and x-request-id (a pair's server side)")
     args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("bench.instructions needs valgrind: apt-get install -y valgrind")
     variants = dict(args.variant) if args.variant else interleaved.TELEMETRY_VARIANTS

@@ -43,7 +43,7 @@ _LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 # Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)?
 FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
 CHUNKED = b"transfer-encoding: chunked\r\n"
-# scan_response_head's memo: heads up to this size, this many at most (cleared when full), at most 256 KiB.
+# scan_response_head's memo: heads up to this size, this many at most (cleared when full): about 512 KiB.
 MAX_SCANNED_HEADS = 256
 MAX_SCANNED_HEAD_BYTES = 1024
 _scanned: dict[bytes, tuple[bytes, bool, bool]] = {}
@@ -197,6 +197,14 @@ def scan_response_head(raw: bytes) -> tuple[bytes, bool, bool]:
                 _scanned.clear()
             _scanned[raw] = scanned
     return scanned
+
+
+def frames_body(raw: bytes) -> bool:
+    """Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)? From the memo
+    when the head can be in it; a larger head takes the one search this needs."""
+    if len(raw) <= MAX_SCANNED_HEAD_BYTES:
+        return scan_response_head(raw)[2]
+    return FRAMING_LINE.search(raw) is not None
 
 
 def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> bytes:

@@ -6,8 +6,10 @@ response code and flags, bytes; where it went and who asked: upstream host and c
 agent, downstream address and peer principal, direction, workload) repeat from one request to the next,
 on a keep-alive connection almost always, so they are formatted (and JSON-escaped) once and kept as text,
 keyed by their values. A line is then the four new values and one lookup, about half the cost of
-formatting every field. The cache is bounded (MAX_CACHED, cleared when full): a client sending a new path
-each time costs formatting, never memory. A line, fields in the order written::
+formatting every field. The cache is bounded in entries (MAX_CACHED, cleared when full) and in size (sets
+longer than MAX_CACHED_TEXT are not kept): a client sending a new path each time costs formatting, never
+memory. `duration` is in whole milliseconds, truncated as Envoy's `%DURATION%`. A line, fields in the
+order written::
 
     {"start_time":"2026-11-26T04:00:00.123Z","duration":3,"request_id":"…","trace_id":"…","method":"GET",
      "path":"/books","protocol":"HTTP/1.1","response_code":200,"response_flags":"-","bytes_received":0,
@@ -27,7 +29,11 @@ from typing import Any
 
 ENTRY_FIELDS = ("wall", "duration_s", "direction", "method", "path", "status", "flag", "received", "sent",
                 "endpoint", "cluster", "principal", "remote", "trace", "authority", "request_id", "user_agent")
-MAX_CACHED = 4096  # formatted sets of repeated fields kept
+# Formatted sets of repeated fields kept, and the longest kept: the key holds what the client sent (path,
+# authority, user agent) and escaping can make it six times longer, so long ones are formatted each time.
+# At most about 1024 × (1 KiB of text + a key no longer than it) stay, whatever clients send.
+MAX_CACHED = 1024
+MAX_CACHED_TEXT = 1024
 
 _second = [-1, ""]  # the last whole second formatted, and its text: most entries share it
 _gmtime, _strftime = time.gmtime, time.strftime
@@ -48,9 +54,10 @@ def _text(value: bytes | None) -> str:
     return _quote(value.decode("latin-1")) if value is not None else "null"
 
 
-def _made(value: str | None) -> str:
-    """A value the proxy made itself (addresses, names, principals), as a JSON string: none needs escaping."""
-    return f'"{value}"' if value else "null"
+def _string(value: str | None) -> str:
+    """An address, a name or a principal as a JSON string (escaped: a principal comes from a client
+    certificate, which a gateway's MUTUAL mode may take from any CA the operator trusts), or null when empty."""
+    return _quote(value) if value else "null"
 
 
 class LineFormat:
@@ -96,10 +103,12 @@ class LineFormat:
         host = f"{endpoint.address}:{endpoint.port}" if endpoint is not None else None
         text = (f'"method":"{method}","path":{_quote(path)},"protocol":"HTTP/1.1","response_code":{status},'
                 f'"response_flags":"{flag}","bytes_received":{received},"bytes_sent":{sent},'
-                f'"upstream_host":{_made(host)},"upstream_cluster":{_made(cluster)},'
+                f'"upstream_host":{_string(host)},"upstream_cluster":{_string(cluster)},'
                 f'"authority":{_text(authority)},"user_agent":{_text(user_agent)},'
-                f'"downstream_remote_address":{_made(remote)},"downstream_peer_principal":{_made(principal)},'
+                f'"downstream_remote_address":{_string(remote)},"downstream_peer_principal":{_string(principal)},'
                 f'"direction":{_quote(direction)},"workload":{self._workload}}}\n')
+        if len(text) > MAX_CACHED_TEXT:
+            return text
         if len(self._cached) >= MAX_CACHED:
             self._cached.clear()
             self._endpoints.clear()

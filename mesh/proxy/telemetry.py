@@ -8,14 +8,7 @@ collector over the mesh channel; an OTLP/HTTP endpoint when configured). Everyth
 (MAX_PENDING): beyond it entries are dropped and counted (`weir_telemetry_dropped_total{kind}`), never
 queued without limit. The last RECENT entries stay in memory for the admin `/access_log` and the dashboard.
 
-An access log line (Envoy's names)::
-
-    {"start_time": "2026-11-26T04:00:00.123Z", "method": "GET", "path": "/books", "protocol": "HTTP/1.1",
-     "response_code": 200, "response_flags": "-", "bytes_received": 0, "bytes_sent": 512, "duration": 3,
-     "upstream_host": "127.0.0.1:21031", "upstream_cluster": "outbound|9080|v1|books.bookinfo.svc.cluster.local",
-     "authority": "books:9080", "request_id": "…", "trace_id": "…", "user_agent": "…",
-     "downstream_remote_address": "127.0.0.1", "downstream_peer_principal": "spiffe://…", "direction":
-     "outbound", "workload": "gw-v1"}
+An access log line has Envoy's field names; `mesh.proxy.log_line` formats it and shows one.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.awaiting_head = False
         self.head = b""
-        self.until_eof = not headers.scan_response_head(raw)[2]
+        self.until_eof = not headers.frames_body(raw)
         if self.exchange is not None:
             self.exchange.response_head(status, raw, self.parser.should_keep_alive())
 

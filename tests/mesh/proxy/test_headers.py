@@ -101,6 +101,29 @@ def test_a_gateway_appends_the_address_it_saw_to_x_forwarded_for(loop, rt):
         assert upstream(rt, sidecar, direction=direction).all("x-forwarded-for") == ["203.0.113.7"]
 
 
+T = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(("direction", "caller", "b3"), [
+    (model.OUTBOUND, f"traceparent: 00-{T}-{CALLER}-01", False),
+    (model.GATEWAY, f"traceparent: 00-{T}-{CALLER}-01", False),
+    (model.INBOUND, f"X-B3-TraceId: {T}\r\nX-B3-SpanId: {CALLER}\r\nX-B3-Sampled: 1", True),
+    (model.OUTBOUND, f"b3: {T}-{CALLER}-1\r\ntraceparent: 00-{T}-{CALLER}-01", True),
+])
+def test_the_callers_trace_is_joined_as_the_head_is_copied(loop, rt, direction, caller, b3):
+    rt.telemetry.tracer = tracing.Tracer(0.0)  # the caller's decision (sampled) wins over 0 %
+    exchange = make_exchange(raw_headers=caller.encode())
+    exchange.conn.peer_ip = "198.51.100.4"
+    request = upstream(rt, exchange, direction=direction)
+    trace_id, parent_id, sampled, span_id, spoke_b3 = exchange.trace
+    assert (trace_id, parent_id, sampled, spoke_b3) == (T, CALLER, True, b3)
+    assert request.all("traceparent") == [f"00-{T}-{span_id}-01"]
+    assert request.all("x-b3-parentspanid") == ([CALLER] if b3 else [])
+    again = upstream(rt, exchange, direction=direction)  # a retry keeps its span
+    assert again.all("traceparent") == [f"00-{T}-{span_id}-01"]
+
+
 def test_inbound_adds_no_peer_header(loop, rt):
     assert upstream(rt, make_exchange(), direction=model.INBOUND).header("x-weir-peer") is None
     assert upstream(rt, make_exchange()).header("x-weir-peer") == f"bookinfo;gw-v1;gw;v1;{fqdn('books')}"
@@ -274,7 +297,9 @@ def test_raw_response_head_fast_path_matches_names_exactly_and_in_any_case():
 ])
 def test_has_framing(raw, framed):
     assert (headers.FRAMING_LINE.search(raw) is not None) is framed
-    assert headers.scan_response_head(raw)[2] is framed
+    assert headers.scan_response_head(raw)[2] is framed and headers.frames_body(raw) is framed
+    padded = raw + b"\r\nx-pad: " + b"p" * headers.MAX_SCANNED_HEAD_BYTES  # past the memo: searched
+    assert headers.frames_body(padded) is framed and padded not in headers._scanned
 
 
 def fresh_scan(raw: bytes) -> tuple[bytes, bool, bool]:

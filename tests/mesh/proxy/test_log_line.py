@@ -72,7 +72,7 @@ made_name = st.sampled_from(["", "a", "outbound|9080||up.default.svc.cluster.loc
 @given(method=st.sampled_from(["GET", "POST"]), path=st.sampled_from(["/", "/books", '/q"\\\x01é']),
        status=st.sampled_from([200, 404, 503]), flag=st.sampled_from(["-", "UH", "NR"]),
        received=st.integers(0, 3), sent=st.integers(0, 3), port=st.sampled_from([None, 1, 2]),
-       cluster=made_name, principal=st.sampled_from([None, "spiffe://cluster.local/ns/a/sa/b"]),
+       cluster=made_name, principal=st.sampled_from([None, "spiffe://cluster.local/ns/a/sa/b", 'spiffe://x","evil":"1']),
        remote=st.sampled_from(["", "10.0.0.9"]), traced=st.booleans(),
        authority=client_text, request_id=st.one_of(st.none(), client_text),
        user_agent=st.one_of(st.none(), client_text), direction=st.sampled_from(model.DIRECTIONS),
@@ -108,3 +108,18 @@ def test_an_endpoint_gone_cannot_lend_its_cached_fields_to_a_new_one_at_the_same
         gc.collect()
         hosts.append(json.loads(fmt.line(entry(endpoint=model.Endpoint("127.0.0.1", port + 1000))))["upstream_host"])
     assert hosts == [f"127.0.0.1:{port + 1000}" for port in range(1, 50)]
+
+
+def test_a_long_set_of_client_fields_is_formatted_each_time_not_kept(monkeypatch):
+    fmt = log_line.LineFormat("gw-v1")
+    long_path = "/" + "\u00e9" * 400  # escaped, six times longer: past MAX_CACHED_TEXT
+    e = entry(path=long_path, user_agent=b"\xe9" * 300)
+    assert json.loads(fmt.line(e)) == expected(e) and fmt._cached == {} and fmt._endpoints == []
+    fmt.line(entry())
+    assert len(fmt._cached) == 1
+
+
+def test_a_principal_from_a_client_certificate_cannot_break_the_line():
+    principal = 'spiffe://x","evil":"1\\'
+    line = json.loads(log_line.LineFormat("gw-v1").line(entry(principal=principal)))
+    assert line["downstream_peer_principal"] == principal and "evil" not in line
