@@ -88,21 +88,6 @@ class Requests:
             connection.close()
 
 
-def _wait_ready(admin_port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the sidecar exited under valgrind: {log.read_text()[-2000:]}")
-        try:
-            if processes.http_ok(f"http://127.0.0.1:{admin_port}/ready"):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the sidecar was not ready under valgrind after {READY_TIMEOUT_S:.0f} s")
-        time.sleep(1.0)
-
-
 def count(procs: processes.Processes, workdir: Path, upstream_port: int, name: str, flags: tuple[str, ...],
           requests: int, traceparent: bool) -> float:
     """Instructions per request of one sidecar variant."""
@@ -113,7 +98,11 @@ def count(procs: processes.Processes, workdir: Path, upstream_port: int, name: s
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
             *sidecar.command(name, view, inbound, outbound, admin, extra=flags)]
     proc = procs.start(name, argv, cwd=str(sidecar.REPO_ROOT))
-    _wait_ready(admin, proc, workdir / f"{name}.log")
+    try:
+        processes.wait_until(lambda: processes.http_ok(f"http://127.0.0.1:{admin}/ready"), proc,
+                             f"{name} under valgrind", timeout=READY_TIMEOUT_S)
+    except RuntimeError as exc:  # the log is in a directory removed on exit: its tail goes with the error
+        raise RuntimeError(f"{exc}: {(workdir / f'{name}.log').read_text()[-2000:]}") from exc
     client = Requests(inbound, traceparent)
     try:
         client.send(WARMUP)

@@ -86,11 +86,8 @@ class LineFormat:
             key = (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent, remote,
                    principal, direction)
             rest = cached.get(key) or self._rest(key, endpoint)
-            sec = int(wall)  # `iso`, written out
-            if sec != _second[0]:
-                _second[0], _second[1] = sec, _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
             trace_id = f'"{trace[0]}"' if trace else "null"  # trace: a tracing.Span
-            append(f'{{"start_time":"{_second[1]}{_MILLIS[int((wall - sec) * 1000)]}",'
+            append(f'{{"start_time":"{iso(wall)}",'
                    f'"duration":{int(duration_s * 1000)},'
                    f'"request_id":{_quote(request_id.decode("latin-1")) if request_id is not None else "null"},'
                    f'"trace_id":{trace_id},{rest}')

@@ -137,11 +137,7 @@ class Telemetry:
                  user_agent)
         self.recent.append(entry)
         if self.stream is not None:
-            logs = self.logs
-            if len(logs) < MAX_PENDING and self._flush is not None:  # `_keep`'s common case, in line
-                logs.append(entry)
-            else:
-                self._keep(logs, entry, "access_log")
+            self._keep(self.logs, entry, "access_log")
         if trace is not None and trace[tracing.SAMPLED] and self.exporters:
             self._keep(self.spans, entry, "span")
 

@@ -180,12 +180,13 @@ class Tracer:
         if b3:  # B3, alone or beside traceparent: the general path
             ctx = _context(_trace_headers(headers))
         elif traceparent is not None:
-            match = _TRACEPARENT.fullmatch(traceparent.decode("latin-1"))
+            value = traceparent.decode("latin-1")
+            match = _TRACEPARENT.fullmatch(value)
             if match is not None:  # the common case, in line
                 trace_id, parent_id, flags_low = match.groups()
                 if trace_id != ZERO_TRACE and parent_id != ZERO_SPAN:
                     return trace_id, parent_id, flags_low in _ODD_HEX, self.span_id(), False
-            ctx = _from_traceparent(traceparent.decode("latin-1"))
+            ctx = _from_traceparent(value)
         else:
             return self._root(None, False)
         if ctx is None or not ctx.trace_id:
