@@ -187,10 +187,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.in_headers = False
-        version = parser.get_http_version()
+        headers = self.headers
+        keep_alive = parser.should_keep_alive()
+        version = request_limits.http_version(parser, keep_alive, headers)
         self.http11 = version == "1.1"
         method = parser.get_method().decode("latin-1")
-        headers = self.headers
         url = self.url
         self.url = b""
         self.headers = []
@@ -208,7 +209,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         # The scheme is the connection's, as Envoy sets :scheme (redirects, VirtualService `scheme` matches).
         head = RequestHead(method, path, split[0], split[1], headers, "https" if self.secure else "http",
                            self.peer_ip)
-        exchange = Exchange(self, head, method, chunked, parser.should_keep_alive() and not self.draining,
+        exchange = Exchange(self, head, method, chunked, keep_alive and not self.draining,
                             self.forwarding.runtime.request_clock(), host_header)
         # A request without a body is complete now: a local reply to it need not close the connection.
         exchange.request_complete = not has_body

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mesh.proxy import breaker, replies, retry
-from mesh.proxy import headers as headers_mod
+from mesh.proxy import breaker, replies, response_head, retry
 
 if TYPE_CHECKING:
     from mesh.proxy.downstream import DownstreamConnection
@@ -155,7 +154,7 @@ class Exchange:
         if not self.request_complete:
             # The upstream answered before reading the whole request: don't try to resync the client.
             self.keep_alive = False
-        self.out.append(headers_mod.downstream_response_head(self, status, headers))
+        self.out.append(response_head.downstream_response_head(self, status, headers))
         if self.is_head and self.upstream is not None:
             self.upstream.head_response_done(self, upstream_keep_alive)
 

@@ -1,4 +1,5 @@
-"""HTTP/1.1 message heads as the proxy rewrites them: upstream request head and downstream response head.
+"""HTTP/1.1 request heads as the proxy rewrites them, and what they share with response heads
+(`mesh.proxy.response_head`).
 
 Hop-by-hop headers never cross the proxy; framing is re-decided per side (content-length passed through,
 chunked re-encoded). Istio header operations (`headers.request|response.set|add|remove`) and rewrites are
@@ -9,11 +10,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
-from mesh.proxy import matching, replies, tracing
+from mesh.proxy import matching, tracing
 from mesh.view import model
 
 if TYPE_CHECKING:
@@ -36,18 +36,7 @@ _TRACE_AND_FORWARDED_FOR = tracing.TRACE_HEADERS | _FORWARDED_FOR  # a gateway's
 SKIP_UPSTREAM = HOP_BY_HOP | {b"host", PEER_HEADER}
 SKIP_DOWNSTREAM = HOP_BY_HOP | {PEER_HEADER}
 CRLF = b"\r\n"
-# A whole hop-by-hop (or peer metadata) header line in a raw head, CRLF first: removed in one pass.
-_HOP_LINE = re.compile(
-    rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(SKIP_DOWNSTREAM)) + rb")[ \t]*:[^\r\n]*", re.IGNORECASE)
-_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
-# Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)?
-FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
 CHUNKED = b"transfer-encoding: chunked\r\n"
-# scan_response_head's memo: heads up to this size, this many at most (cleared when full): about 512 KiB.
-MAX_SCANNED_HEADS = 256
-MAX_SCANNED_HEAD_BYTES = 1024
-_scanned: dict[bytes, tuple[bytes, bool, bool]] = {}
-CLOSE = b"connection: close\r\n"
 
 
 class HeaderPlan:
@@ -169,78 +158,6 @@ def forwarded_for(head: matching.RequestHead, peer_ip: str) -> bytes:
     if peer_ip:
         hops.append(peer_ip.encode("latin-1"))
     return b"x-forwarded-for: " + b", ".join(hops) + CRLF if hops else b""
-
-
-def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """Header lines of a raw head (status line excluded) as (lower-case name, value)."""
-    out = []
-    for line in raw.split(CRLF)[1:]:
-        name, _, value = line.partition(b":")
-        out.append((name.strip().lower(), value.strip()))
-    return out
-
-
-def scan_response_head(raw: bytes) -> tuple[bytes, bool, bool]:
-    """(the header lines from the first CRLF on with the hop-by-hop ones dropped, whether a Content-Length
-    line remains, whether the head frames its body: Content-Length or Transfer-Encoding).
-
-    A pure function of the head's bytes, memoized: an upstream's heads repeat byte for byte (nginx's change
-    once a second, with Date), and the three regex passes cost a seventh of a sidecar's instructions per
-    request, the lookup a twentieth of that."""
-    scanned = _scanned.get(raw)
-    if scanned is None:
-        first = raw.find(CRLF)
-        rest = _HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
-        scanned = (rest, _LENGTH.search(rest) is not None, FRAMING_LINE.search(raw) is not None)
-        if len(raw) <= MAX_SCANNED_HEAD_BYTES:
-            if len(_scanned) >= MAX_SCANNED_HEADS:
-                _scanned.clear()
-            _scanned[raw] = scanned
-    return scanned
-
-
-def frames_body(raw: bytes) -> bool:
-    """Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)? From the memo
-    when the head can be in it; a larger head takes the one search this needs."""
-    if len(raw) <= MAX_SCANNED_HEAD_BYTES:
-        return scan_response_head(raw)[2]
-    return FRAMING_LINE.search(raw) is not None
-
-
-def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> bytes:
-    """The client's response head from the upstream's raw head (status line + header lines, no final CRLF).
-
-    Fast path, no Python per header: hop-by-hop lines dropped by `scan_response_head`, the rest copied as
-    they came. With Istio response header operations, lines are split and filtered by name.
-    """
-    plan = exchange.response_ops
-    if plan is None:
-        rest, has_length, _ = scan_response_head(raw)
-        parts = [replies.status_line(status), rest[2:] + CRLF if rest else b""]
-    else:
-        parts = [replies.status_line(status)]
-        has_length = False
-        for name, value in _lines(raw):
-            if name in SKIP_DOWNSTREAM or name in plan.dropped:
-                continue
-            if name == b"content-length":
-                has_length = True
-            parts.append(name + b": " + value + CRLF)
-        parts.append(plan.lines)
-    append = parts.append
-    bodyless = status < 200 or status == 204 or status == 304 or exchange.is_head
-    if not has_length and not bodyless:
-        if exchange.conn.http11:
-            exchange.chunked_response = True
-            append(CHUNKED)
-        else:
-            exchange.keep_alive = False
-    if exchange.extra_response_headers:
-        append(exchange.extra_response_headers)
-    if not exchange.keep_alive:
-        append(CLOSE)
-    append(CRLF)
-    return b"".join(parts)
 
 
 def redirect_location(redirect: model.Redirect, head: matching.RequestHead) -> bytes:

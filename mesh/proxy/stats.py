@@ -98,27 +98,58 @@ class Series:
         self.response_sizes = [0] * (len(SIZE_BUCKETS) + 1)
 
 
-class RequestStats:
-    """`istio_requests_total` and `istio_request_duration_milliseconds` for one proxy."""
+# The duration bounds as floats, for the per-request search: a float compared with an int takes CPython's slow
+# path, twice the time of two floats.
+_DURATION_BOUNDS = tuple(float(bound) for bound in DURATION_BUCKETS_MS)
+# `RequestStats.record`'s index by peer tuple identity: peer tuples of distinct identity seen before it is
+# cleared (each view push makes new ones; a proxy has one per endpoint and caller).
+MAX_INDEXED_PEERS = 4096
 
-    __slots__ = ("series",)
+
+class RequestStats:
+    """`istio_requests_total` and `istio_request_duration_milliseconds` for one proxy.
+
+    `series` is keyed by (peer labels, code, flags). A peer tuple is made once per endpoint or caller and
+    passed on every request, so `record` finds its series by the tuple's identity (`id`, the tuple pinned in
+    the index so the id cannot be reused) and (code, flags): hashing the sixteen labels each request cost
+    about 1,300 instructions, a hundredth of a proxied request."""
+
+    __slots__ = ("series", "_by_peer")
 
     def __init__(self) -> None:
         self.series: dict[tuple, Series] = {}
+        self._by_peer: dict[int, tuple[tuple, dict[tuple[int, str], Series]]] = {}
 
     def record(self, peer: tuple, code: int, flags: str, duration_ms: float, request_bytes: int = 0,
                response_bytes: int = 0) -> None:
-        key = (peer, code, flags)
-        series = self.series.get(key)
+        indexed = self._by_peer.get(id(peer))
+        if indexed is None:
+            indexed = self._index(peer)
+        series = indexed[1].get((code, flags))
         if series is None:
-            series = self.series[key] = Series()
+            series = self._series(peer, code, flags, indexed[1])
         series.count += 1
         series.total_ms += duration_ms
-        series.buckets[bisect.bisect_left(DURATION_BUCKETS_MS, duration_ms)] += 1
+        series.buckets[bisect.bisect_left(_DURATION_BOUNDS, duration_ms)] += 1
         series.request_bytes += request_bytes
         series.request_sizes[bisect.bisect_left(SIZE_BUCKETS, request_bytes)] += 1
         series.response_bytes += response_bytes
         series.response_sizes[bisect.bisect_left(SIZE_BUCKETS, response_bytes)] += 1
+
+    def _index(self, peer: tuple) -> tuple[tuple, dict[tuple[int, str], Series]]:
+        if len(self._by_peer) >= MAX_INDEXED_PEERS:
+            self._by_peer.clear()
+        indexed = self._by_peer[id(peer)] = (peer, {})
+        return indexed
+
+    def _series(self, peer: tuple, code: int, flags: str, by_response: dict[tuple[int, str], Series]) -> Series:
+        """The series of (peer, code, flags), made when new; equal peer tuples of another identity share it."""
+        key = (peer, code, flags)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = Series()
+        by_response[(code, flags)] = series
+        return series
 
     def render(self) -> list[str]:
         lines = ["# TYPE istio_requests_total counter"]

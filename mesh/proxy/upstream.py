@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from mesh.proxy import headers, replies
+from mesh.proxy import replies, response_head
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
@@ -101,6 +101,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         if self.awaiting_head:
+            if not self.head and not exchange.is_head:  # a response begins with this read
+                known = response_head.known_response(data)
+                if known is not None:
+                    self._answer_known(exchange, data, *known)
+                    return
             self.head = self.head + data if self.head else data
         try:
             self.parser.feed_data(data)
@@ -118,6 +123,21 @@ class UpstreamConnection(asyncio.Protocol):
             completed.response_complete(self, self.completed_keep_alive)
         elif exchange.out:
             exchange.flush()
+
+    def _answer_known(self, exchange: Exchange, data: bytes, end: int, status: int, keep_alive: bool,
+                      length: int) -> None:
+        """`data` is a whole response whose head the parser read before (`response_head.known_response`):
+        what the parser's callbacks would do with it, without the parser, which stays at the message
+        boundary where the response leaves it."""
+        self.awaiting_head = False
+        self.until_eof = False
+        exchange.response_head(status, data[:end], keep_alive)
+        if length:
+            body = data[end + 4:]
+            exchange.bytes_sent += length
+            exchange.out.append(b"%x\r\n%b\r\n" % (length, body) if exchange.chunked_response else body)
+        self.exchange = None
+        exchange.response_complete(self, keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -163,9 +183,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.awaiting_head = False
         self.head = b""
-        self.until_eof = not headers.frames_body(raw)
-        if self.exchange is not None:
-            self.exchange.response_head(status, raw, self.parser.should_keep_alive())
+        self.until_eof = not response_head.frames_body(raw)
+        exchange = self.exchange
+        if exchange is not None:
+            keep_alive = self.parser.should_keep_alive()
+            if not exchange.is_head:  # a HEAD's answer parses differently (no body, whatever its length)
+                response_head.note_parsed(raw, status, keep_alive)
+            exchange.response_head(status, raw, keep_alive)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange

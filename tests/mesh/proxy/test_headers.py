@@ -13,7 +13,7 @@ from mesh.proxy import exchange as exchange_mod
 from mesh.proxy import forwarding, headers, routing, runtime, tracing
 from mesh.proxy.matching import RequestHead
 from mesh.view import model
-from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn, parse_requests, parse_responses
+from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, GW, bookinfo_view, fqdn, parse_requests
 
 S = model.StringMatch
 OPS = model.HeaderOps
@@ -229,107 +229,3 @@ def test_hash_cookie_with_zero_ttl_is_a_session_cookie():
     exchange = make_exchange()
     key = headers.hash_key(lb(hash_cookie="user", hash_cookie_ttl=0.0), exchange)
     assert exchange.extra_response_headers == f"set-cookie: user={key}; HttpOnly\r\n".encode()
-
-
-def response(exchange, status: int = 200, raw: list[tuple[bytes, bytes]] | None = None) -> bytes:
-    head = b"HTTP/1.1 %d Upstream" % status + b"".join(b"\r\n" + n + b": " + v for n, v in raw or [])
-    return headers.downstream_response_head(exchange, status, head)
-
-
-def test_response_hop_by_hop_and_peer_headers_are_stripped_and_length_kept():
-    exchange = make_exchange()
-    head = response(exchange, 200, [(b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5"),
-                                    (b"transfer-encoding", b"chunked"), (b"upgrade", b"h2"),
-                                    (b"proxy-authenticate", b"x"), (b"x-weir-peer", b"p"),
-                                    (b"content-length", b"2"), (b"x-app", b"1")])
-    assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-app: 1\r\n\r\n"
-    assert not exchange.chunked_response
-
-
-def test_response_without_length_is_chunked_for_http11_and_closed_for_http10():
-    chunked = make_exchange()
-    assert response(chunked).endswith(b"transfer-encoding: chunked\r\n\r\n") and chunked.chunked_response
-    old = make_exchange(http11=False)
-    assert response(old).endswith(b"connection: close\r\n\r\n") and not old.keep_alive
-
-
-@pytest.mark.parametrize("status, method", [(204, "GET"), (304, "GET"), (200, "HEAD")])
-def test_bodyless_responses_are_not_chunked(status, method):
-    exchange = make_exchange(method=method)
-    assert b"transfer-encoding" not in response(exchange, status)
-    assert exchange.keep_alive
-
-
-def test_response_header_ops_at_route_and_destination_level():
-    exchange = make_exchange()
-    exchange.response_ops = headers.header_plan(OPS(set=(("x-set", "route"),), remove=("x-secret",)),
-                                                OPS(add=(("x-added", "dest"),)))
-    head = response(exchange, 200, [(b"x-set", b"app"), (b"x-secret", b"s"), (b"x-added", b"app"),
-                                    (b"content-length", b"0")])
-    (parsed,) = parse_responses(head)
-    assert parsed.all("x-set") == ["route"]
-    assert parsed.header("x-secret") is None
-    assert parsed.all("x-added") == ["app", "dest"]
-
-
-def test_set_cookie_from_hash_key_is_appended_to_the_response():
-    exchange = make_exchange()
-    exchange.extra_response_headers = b"set-cookie: user=1\r\n"
-    assert b"set-cookie: user=1\r\n" in response(exchange, 200, [(b"content-length", b"0")])
-
-
-def test_raw_response_head_fast_path_matches_names_exactly_and_in_any_case():
-    exchange = make_exchange()
-    raw = (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKEEP-ALIVE : timeout=5\r\nTe: trailers\r\n"
-           b"Connection-Id: 7\r\nTE-Extra: 1\r\nUpgrade-Insecure-Requests: 1\r\nX-Weir-Peer: spoof\r\n"
-           b"Content-Length: 2")
-    (parsed,) = parse_responses(headers.downstream_response_head(exchange, 200, raw) + b"ok")
-    names = [name.lower() for name, _ in parsed.headers]
-    assert names == ["connection-id", "te-extra", "upgrade-insecure-requests", "content-length"]
-    assert parsed.body == b"ok" and not exchange.chunked_response
-
-
-@pytest.mark.parametrize(("raw", "framed"), [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3", True),
-    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked", True),
-    (b"HTTP/1.1 200 OK\r\nX-Content-Length: 3", False),
-    (b"HTTP/1.1 200 OK", False),
-])
-def test_has_framing(raw, framed):
-    assert (headers.FRAMING_LINE.search(raw) is not None) is framed
-    assert headers.scan_response_head(raw)[2] is framed and headers.frames_body(raw) is framed
-    padded = raw + b"\r\nx-pad: " + b"p" * headers.MAX_SCANNED_HEAD_BYTES  # past the memo: searched
-    assert headers.frames_body(padded) is framed and padded not in headers._scanned
-
-
-def fresh_scan(raw: bytes) -> tuple[bytes, bool, bool]:
-    """What scan_response_head must answer, computed without its memo."""
-    first = raw.find(b"\r\n")
-    rest = headers._HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
-    return rest, headers._LENGTH.search(rest) is not None, headers.FRAMING_LINE.search(raw) is not None
-
-
-HEAD_LINES = [b"Content-Length: 3", b"content-length:3", b"Transfer-Encoding: chunked", b"Connection: keep-alive",
-              b"CONNECTION : close", b"Keep-Alive: timeout=5", b"Server: nginx", b"X-Content-Length: 9",
-              b"Upgrade: h2c", b"ETag: \"a\"", b"Date: Thu, 26 Nov 2026 18:00:00 GMT", b"TE: trailers"]
-
-
-def test_a_scanned_head_is_remembered_and_every_head_gets_its_own_answer(monkeypatch):
-    monkeypatch.setattr(headers, "_scanned", {})
-    rng = random.Random(4)
-    heads = [b"\r\n".join([b"HTTP/1.1 200 OK", *rng.sample(HEAD_LINES, rng.randint(0, 5))]) for _ in range(300)]
-    heads += [head.swapcase() for head in heads[:50]]  # same names, other case: equal answers, other keys
-    for _ in range(2):  # the second round answers from the memo
-        assert [headers.scan_response_head(head) for head in heads] == [fresh_scan(head) for head in heads]
-    remembered = headers._scanned[heads[0]]
-    assert headers.scan_response_head(heads[0]) is remembered
-
-
-def test_the_memo_is_bounded_in_heads_and_in_head_size(monkeypatch):
-    monkeypatch.setattr(headers, "_scanned", {})
-    monkeypatch.setattr(headers, "MAX_SCANNED_HEADS", 8)
-    for i in range(50):
-        headers.scan_response_head(b"HTTP/1.1 200 OK\r\nx-n: %d\r\nConnection: close" % i)
-        assert len(headers._scanned) <= 8
-    big = b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * headers.MAX_SCANNED_HEAD_BYTES
-    assert headers.scan_response_head(big) == fresh_scan(big) and big not in headers._scanned

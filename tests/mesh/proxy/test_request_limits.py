@@ -5,6 +5,7 @@ keep-alive, and the optional request body limit."""
 
 from __future__ import annotations
 
+import httptools
 import pytest
 
 from bench.hostile_vectors import BODY_LIMIT, BY_NAME, FORWARDED, VECTORS
@@ -364,3 +365,26 @@ def test_read_head_drops_only_the_headers_connection_nominates(connection, dropp
     request_limits.read_head("GET", "1.1", b"/", headers, 0)
     assert ((b"x-secret", b"1") not in headers) == dropped
     assert (b"connection", connection) in headers  # hop-by-hop itself: mesh.proxy.headers drops it
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0", b"0.9", b"2.0"])
+@pytest.mark.parametrize("connection", [b"", b"Connection: keep-alive\r\n", b"Proxy-Connection: keep-alive\r\n",
+                                        b"Connection: close\r\n", b"connection: Upgrade, Keep-Alive\r\n",
+                                        b"Keep-Alive: timeout=5\r\n"])
+def test_http_version_says_what_the_parser_says_without_asking_it_for_a_kept_alive_request(version, connection):
+    seen = []
+
+    class Head:
+        headers: list = []
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
+
+        def on_headers_complete(self) -> None:
+            keep_alive = parser.should_keep_alive()
+            seen.append((request_limits.http_version(parser, keep_alive, self.headers), parser.get_http_version()))
+
+    parser = httptools.HttpRequestParser(Head())
+    parser.feed_data(b"GET / HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n")
+    ((said, parsed),) = seen
+    assert said == parsed == version.decode()

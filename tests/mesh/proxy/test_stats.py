@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from mesh.control.exposition import samples
 from mesh.proxy import stats
 from tests.istio_metrics import ISTIO_TCP_LABELS
@@ -42,3 +44,51 @@ def test_an_info_gauge_keeps_only_its_latest_series():
     assert counters.render() == ['weir_config_info{version="abc"} 1']
     counters.info("config_info", version="def")
     assert counters.render() == ['weir_config_info{version="def"} 1']
+
+
+def peer(workload: str) -> tuple:
+    return ("destination", "unknown", "unknown", "unknown", "unknown", workload, "bookinfo", "books", "v1",
+            "books.bookinfo.svc.cluster.local", "books", "bookinfo", "http", "none", "unknown", "unknown")
+
+
+def test_equal_peer_tuples_of_another_identity_count_in_one_series():
+    requests = stats.RequestStats()
+    first, second = peer("books-v1"), tuple(list(peer("books-v1")))
+    assert first == second and first is not second
+    for labels in (first, second, first):
+        requests.record(labels, 200, "-", 1.0, 0, 1024)
+    requests.record(first, 503, "UO", 1.0)
+    assert {key[1:]: series.count for key, series in requests.series.items()} == {(200, "-"): 3, (503, "UO"): 1}
+    assert requests.series[(first, 200, "-")].response_sizes[4] == 3  # 1024 bytes: the (1000, 10000] bucket
+
+
+def test_a_peer_tuple_gone_cannot_lend_its_series_to_a_new_one_at_the_same_address_in_memory():
+    """The index names a peer tuple by id(); a tuple freed while indexed could hand its id to the next one,
+    and its series with it. The index keeps its tuples alive instead (a series' key keeps only the first of
+    equal tuples alive: each view push makes equal ones)."""
+    requests = stats.RequestStats()
+    for i in range(50):
+        requests.record(peer("w"), 200, "-", 1.0)  # a new tuple equal to the last, dropped right after
+        gc.collect()
+        requests.record(peer(f"x{i}"), 200, "-", 1.0)
+    counts = {key[0][5]: series.count for key, series in requests.series.items()}
+    assert counts == {"w": 50, **{f"x{i}": 1 for i in range(50)}}
+
+
+def test_the_peer_index_is_bounded_and_series_survive_its_clearing(monkeypatch):
+    monkeypatch.setattr(stats, "MAX_INDEXED_PEERS", 4)
+    requests = stats.RequestStats()
+    kept = [peer(f"w{i}") for i in range(10)]
+    for _ in range(3):
+        for labels in kept:
+            requests.record(labels, 200, "-", 1.0)
+            assert len(requests._by_peer) <= 4
+    assert [series.count for series in requests.series.values()] == [3] * 10
+
+
+def test_durations_fall_in_istios_buckets_at_their_bounds():
+    requests = stats.RequestStats()
+    for duration_ms in (0.5, 0.6, 1, 300000, 4000000):
+        requests.record(peer("w"), 200, "-", duration_ms)
+    buckets = requests.series[(peer("w"), 200, "-")].buckets
+    assert buckets[0] == 1 and buckets[1] == 2 and buckets[15] == 1 and buckets[-1] == 1

@@ -1,0 +1,143 @@
+"""Upstream response heads: what the proxy reads from their raw bytes, and the head it writes to the client.
+
+httptools gives no raw view of a head and no call per header is made (`UpstreamConnection` sets no
+`on_header`), so the head is handled as bytes: hop-by-hop lines dropped by one regex pass, framing and
+Content-Length found by search. An upstream's heads repeat byte for byte (nginx's change once a second, with
+`Date`; an app's with its body length), so two memos keyed by the head's exact bytes keep what was found:
+
+- `scan_response_head`: the head's lines less the hop-by-hop ones, whether a Content-Length remains, whether
+  it frames its body. Its three regex passes were a seventh of a sidecar's instructions per request.
+- `known_response`: what httptools said of a head it parsed (status, keep-alive, Content-Length), noted by
+  `note_parsed` for a plain answer (2xx but 204, Content-Length framing). A later read that is exactly such
+  a head and its whole body is then answered without the parser: the same bytes in the same parser state (a
+  message boundary) always parse the same, and the parser is left at that boundary, as a full message would
+  leave it. Worked example, one sidecar proxying nginx's 1 KiB answers: a read is `HTTP/1.1 200 OK ...
+  Content-Length: 1024\\r\\n\\r\\n` and 1,024 bytes; from the second such read on, the head is looked up
+  (one hash of its ~200 bytes) instead of four parser callbacks, and a request costs 6 % fewer instructions.
+  Anything else (a head split over reads, a body in parts, bytes after the body, HEAD, a 1xx, chunked, a
+  retriable status) takes the parser.
+
+Both memos are bounded: heads up to MAX_SCANNED_HEAD_BYTES, MAX_SCANNED_HEADS of them, cleared when full.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from mesh.proxy import replies
+from mesh.proxy.headers import CHUNKED, CRLF, SKIP_DOWNSTREAM
+
+if TYPE_CHECKING:
+    from mesh.proxy.exchange import Exchange
+
+# A whole hop-by-hop (or peer metadata) header line in a raw head, CRLF first: removed in one pass.
+_HOP_LINE = re.compile(
+    rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(SKIP_DOWNSTREAM)) + rb")[ \t]*:[^\r\n]*", re.IGNORECASE)
+_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+# Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)?
+FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
+# A Content-Length line whose value is digits only, and a Transfer-Encoding line: `note_parsed` remembers a
+# head with exactly one of the first and none of the second.
+_LENGTH_VALUE = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*(?=\r\n|$)", re.IGNORECASE)
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+CLOSE = b"connection: close\r\n"
+HEAD_END = b"\r\n\r\n"
+
+# The memos: heads up to this size, this many at most (cleared when full): about 512 KiB each.
+MAX_SCANNED_HEADS = 256
+MAX_SCANNED_HEAD_BYTES = 1024
+_scanned: dict[bytes, tuple[bytes, bool, bool]] = {}
+_parsed: dict[bytes, tuple[int, bool, int]] = {}
+
+
+def scan_response_head(raw: bytes) -> tuple[bytes, bool, bool]:
+    """(the header lines from the first CRLF on with the hop-by-hop ones dropped, whether a Content-Length
+    line remains, whether the head frames its body: Content-Length or Transfer-Encoding). A pure function of
+    the head's bytes, memoized."""
+    scanned = _scanned.get(raw)
+    if scanned is None:
+        first = raw.find(CRLF)
+        rest = _HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
+        scanned = (rest, _LENGTH.search(rest) is not None, FRAMING_LINE.search(raw) is not None)
+        if len(raw) <= MAX_SCANNED_HEAD_BYTES:
+            if len(_scanned) >= MAX_SCANNED_HEADS:
+                _scanned.clear()
+            _scanned[raw] = scanned
+    return scanned
+
+
+def frames_body(raw: bytes) -> bool:
+    """Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)? From the memo
+    when the head can be in it; a larger head takes the one search this needs."""
+    if len(raw) <= MAX_SCANNED_HEAD_BYTES:
+        return scan_response_head(raw)[2]
+    return FRAMING_LINE.search(raw) is not None
+
+
+def note_parsed(raw: bytes, status: int, keep_alive: bool) -> None:
+    """httptools parsed `raw` (status line and header lines, no final CRLF, at a message boundary) as `status`
+    and `keep_alive`: remembered when the answer is plain, for `known_response`."""
+    if 200 <= status < 300 and status != 204 and len(raw) <= MAX_SCANNED_HEAD_BYTES and raw not in _parsed:
+        lengths = _LENGTH_VALUE.findall(raw)
+        if len(lengths) == 1 and _TRANSFER_ENCODING.search(raw) is None:
+            if len(_parsed) >= MAX_SCANNED_HEADS:
+                _parsed.clear()
+            _parsed[raw] = (status, keep_alive, int(lengths[0]))
+
+
+def known_response(data: bytes) -> tuple[int, int, bool, int] | None:
+    """(where the head ends, status, keep-alive, body length) when `data`, read at a message boundary, is
+    exactly a head `note_parsed` remembered and its whole body; else None."""
+    end = data.find(HEAD_END)
+    if end <= 0:
+        return None
+    known = _parsed.get(data[:end])
+    if known is None or len(data) != end + 4 + known[2]:
+        return None
+    return end, known[0], known[1], known[2]
+
+
+def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Header lines of a raw head (status line excluded) as (lower-case name, value)."""
+    out = []
+    for line in raw.split(CRLF)[1:]:
+        name, _, value = line.partition(b":")
+        out.append((name.strip().lower(), value.strip()))
+    return out
+
+
+def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> bytes:
+    """The client's response head from the upstream's raw head (status line + header lines, no final CRLF).
+
+    Fast path, no Python per header: hop-by-hop lines dropped by `scan_response_head`, the rest copied as
+    they came. With Istio response header operations, lines are split and filtered by name.
+    """
+    plan = exchange.response_ops
+    if plan is None:
+        rest, has_length, _ = scan_response_head(raw)
+        parts = [replies.status_line(status), rest[2:] + CRLF if rest else b""]
+    else:
+        parts = [replies.status_line(status)]
+        has_length = False
+        for name, value in _lines(raw):
+            if name in SKIP_DOWNSTREAM or name in plan.dropped:
+                continue
+            if name == b"content-length":
+                has_length = True
+            parts.append(name + b": " + value + CRLF)
+        parts.append(plan.lines)
+    append = parts.append
+    bodyless = status < 200 or status == 204 or status == 304 or exchange.is_head
+    if not has_length and not bodyless:
+        if exchange.conn.http11:
+            exchange.chunked_response = True
+            append(CHUNKED)
+        else:
+            exchange.keep_alive = False
+    if exchange.extra_response_headers:
+        append(exchange.extra_response_headers)
+    if not exchange.keep_alive:
+        append(CLOSE)
+    append(CRLF)
+    return b"".join(parts)
