@@ -172,6 +172,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_headers = True
+        self.header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -182,7 +183,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADER_COUNT:
             raise replies.HeadersTooLarge()
-        self.headers.append((name.lower(), value))
+        if self.in_headers:
+            self.headers.append((name.lower(), value))
+        # Else a chunked body's trailers: held to the header budget, not forwarded (as Envoy without
+        # enable_trailers; the body is re-chunked with a bare last chunk) and never taken for the next
+        # request's headers.
 
     def on_headers_complete(self) -> None:
         parser = self.parser

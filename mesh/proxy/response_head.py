@@ -8,16 +8,18 @@ Content-Length found by search. An upstream's heads repeat byte for byte (nginx'
 - `scan_response_head`: the head's lines less the hop-by-hop ones, whether a Content-Length remains, whether
   it frames its body. Its three regex passes were a seventh of a sidecar's instructions per request.
 - `known_response`: what httptools said of a head it parsed (status, keep-alive, Content-Length), noted by
-  `note_parsed` for a plain answer (2xx but 204, Content-Length framing). A later read that is exactly such
-  a head and its whole body is then answered without the parser: the same bytes in the same parser state (a
-  message boundary) always parse the same, and the parser is left at that boundary, as a full message would
-  leave it. Worked example, one sidecar proxying nginx's 1 KiB answers: a read is `HTTP/1.1 200 OK ...
+  `note_parsed` for a plain answer (2xx but 204, Content-Length framing) seen a second time. A later read
+  that is exactly such a head and its whole body is then answered without the parser: llhttp, strict (no
+  leniency flag is set), clears its state at each message boundary, so the same bytes there always parse
+  the same, and the parser is left at that boundary, as a full message would leave it. Not after a 1xx in
+  the same exchange: one with `Connection: close` leaves llhttp refusing every further byte. Worked example, one sidecar proxying nginx's 1 KiB answers: a read is `HTTP/1.1 200 OK ...
   Content-Length: 1024\\r\\n\\r\\n` and 1,024 bytes; from the second such read on, the head is looked up
   (one hash of its ~200 bytes) instead of four parser callbacks, and a request costs 6 % fewer instructions.
   Anything else (a head split over reads, a body in parts, bytes after the body, HEAD, a 1xx, chunked, a
   retriable status) takes the parser.
 
-Both memos are bounded: heads up to MAX_SCANNED_HEAD_BYTES, MAX_SCANNED_HEADS of them, cleared when full.
+Both memos are bounded: heads up to MAX_SCANNED_HEAD_BYTES (MAX_PARSED_HEAD_BYTES), MAX_SCANNED_HEADS
+(MAX_PARSED_HEADS) of them, cleared when full.
 """
 
 from __future__ import annotations
@@ -38,15 +40,19 @@ _LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 # Does a raw response head carry its own framing (Content-Length or Transfer-Encoding)?
 FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
 # A Content-Length line whose value is digits only, and a Transfer-Encoding line: `note_parsed` remembers a
-# head with exactly one of the first and none of the second.
+# head with exactly one of the first and none of the second (llhttp refuses the other heads before they
+# complete; checked again so that the memo's answer never rests on that alone).
 _LENGTH_VALUE = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*(?=\r\n|$)", re.IGNORECASE)
 _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
 CLOSE = b"connection: close\r\n"
 HEAD_END = b"\r\n\r\n"
 
-# The memos: heads up to this size, this many at most (cleared when full): about 512 KiB each.
+# The scan memo: heads up to this size, this many at most (cleared when full): about 512 KiB.
 MAX_SCANNED_HEADS = 256
 MAX_SCANNED_HEAD_BYTES = 1024
+# The parse memo: the same bounds (its values are three small fields): about 256 KiB.
+MAX_PARSED_HEADS = 256
+MAX_PARSED_HEAD_BYTES = 1024
 _scanned: dict[bytes, tuple[bytes, bool, bool]] = {}
 _parsed: dict[bytes, tuple[int, bool, int]] = {}
 
@@ -76,12 +82,15 @@ def frames_body(raw: bytes) -> bool:
 
 
 def note_parsed(raw: bytes, status: int, keep_alive: bool) -> None:
-    """httptools parsed `raw` (status line and header lines, no final CRLF, at a message boundary) as `status`
-    and `keep_alive`: remembered when the answer is plain, for `known_response`."""
-    if 200 <= status < 300 and status != 204 and len(raw) <= MAX_SCANNED_HEAD_BYTES and raw not in _parsed:
+    """httptools parsed `raw` (status line and header lines, no final CRLF) as `status` and `keep_alive`:
+    remembered when the answer is plain and the head was seen before (it is in the scan memo), so that an
+    upstream whose every head differs (a request id echoed) costs one lookup, not a memo churned per answer.
+    Call it before `frames_body`, which puts the head in the scan memo."""
+    if (200 <= status < 300 and status != 204 and len(raw) <= MAX_PARSED_HEAD_BYTES and raw in _scanned
+            and raw not in _parsed):
         lengths = _LENGTH_VALUE.findall(raw)
         if len(lengths) == 1 and _TRANSFER_ENCODING.search(raw) is None:
-            if len(_parsed) >= MAX_SCANNED_HEADS:
+            if len(_parsed) >= MAX_PARSED_HEADS:
                 _parsed.clear()
             _parsed[raw] = (status, keep_alive, int(lengths[0]))
 
@@ -89,7 +98,7 @@ def note_parsed(raw: bytes, status: int, keep_alive: bool) -> None:
 def known_response(data: bytes) -> tuple[int, int, bool, int] | None:
     """(where the head ends, status, keep-alive, body length) when `data`, read at a message boundary, is
     exactly a head `note_parsed` remembered and its whole body; else None."""
-    end = data.find(HEAD_END)
+    end = data.find(HEAD_END, 0, MAX_PARSED_HEAD_BYTES + 4)
     if end <= 0:
         return None
     known = _parsed.get(data[:end])

@@ -60,7 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
         "head", "awaiting_head", "until_eof", "interim", "completed", "completed_keep_alive", "cluster",
-        "requests", "opened_at",
+        "requests", "opened_at", "had_interim",
     )
 
     def __init__(self, pool: EndpointPool, cluster=None) -> None:
@@ -80,6 +80,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.awaiting_head = False
         self.until_eof = False  # the response in progress has no length: its body ends when the server closes
         self.interim = False  # a 1xx response is being parsed: not forwarded, the final one follows
+        # A 1xx came for the current exchange: the parser may not be at a plain message boundary (a 1xx
+        # with `Connection: close` leaves llhttp refusing any further byte), so the final answer takes it.
+        self.had_interim = False
         # The exchange whose response the parser finished during the current `feed_data`: it is completed
         # (and the connection released) only once the whole read was parsed, so bytes after the response
         # poison this connection instead of being read as the answer to a request sent in the meantime.
@@ -101,7 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         if self.awaiting_head:
-            if not self.head and not exchange.is_head:  # a response begins with this read
+            if not self.head and not exchange.is_head and not self.had_interim:  # a response begins here
                 known = response_head.known_response(data)
                 if known is not None:
                     self._answer_known(exchange, data, *known)
@@ -130,7 +133,6 @@ class UpstreamConnection(asyncio.Protocol):
         what the parser's callbacks would do with it, without the parser, which stays at the message
         boundary where the response leaves it."""
         self.awaiting_head = False
-        self.until_eof = False
         exchange.response_head(status, data[:end], keep_alive)
         if length:
             body = data[end + 4:]
@@ -166,10 +168,10 @@ class UpstreamConnection(asyncio.Protocol):
             raise replies.UpstreamProtocolError()  # a response after the one we waited for
 
     # No on_header: httptools then parses headers in C without a Python call per header; the head is
-    # rewritten from its raw bytes (mesh.proxy.headers), which costs a few regex passes per response.
+    # rewritten from its raw bytes (mesh.proxy.response_head, whose memos spare the regex passes).
     def on_headers_complete(self) -> None:
         # httptools skips empty lines before a status line; the raw head must too, or the status line
-        # would be copied to the client as a header line (mesh.proxy.headers keeps what follows the first CRLF).
+        # would be copied to the client as a header line (response_head keeps what follows the first CRLF).
         buf = self.head.lstrip(b"\r\n")
         end = buf.find(b"\r\n\r\n")
         if end < 0:
@@ -179,16 +181,17 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 100 or ((status < 200 or status == 204) and _BODY_FRAMING.search(raw) is not None):
             raise replies.UpstreamProtocolError()  # httptools reads "050" as 50, with a body up to EOF
         if status < 200:
-            self.interim = True  # like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded
+            # Like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded.
+            self.interim = self.had_interim = True
             return
         self.awaiting_head = False
         self.head = b""
-        self.until_eof = not response_head.frames_body(raw)
         exchange = self.exchange
+        keep_alive = self.parser.should_keep_alive()
+        if exchange is not None and not exchange.is_head:  # a HEAD's answer parses differently (no body)
+            response_head.note_parsed(raw, status, keep_alive)  # before frames_body: see note_parsed
+        self.until_eof = not response_head.frames_body(raw)
         if exchange is not None:
-            keep_alive = self.parser.should_keep_alive()
-            if not exchange.is_head:  # a HEAD's answer parses differently (no body, whatever its length)
-                response_head.note_parsed(raw, status, keep_alive)
             exchange.response_head(status, raw, keep_alive)
 
     def on_body(self, body: bytes) -> None:
@@ -212,6 +215,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.until_eof = False
         self.awaiting_head = True
+        self.had_interim = False
         self.head = b""
         self.transport.write(data)
 

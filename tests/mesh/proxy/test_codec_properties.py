@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from fuzz import codec_target
 from mesh.proxy import headers as hdr
+from mesh.proxy import response_head
 from tests.mesh.proxy import codec_oracle as oracle
 from tests.mesh.proxy.codec_oracle import CodecViolation
 
@@ -136,6 +137,26 @@ response_bytes = st.lists(st.one_of(st.sampled_from(RESPONSE_FRAGMENTS), st.bina
 def test_arbitrary_upstream_bytes_give_one_well_formed_answer(response, split, method, reset):
     outcome = asyncio.run(oracle.drive_upstream(response, split, method, reset))
     oracle.check_upstream_stream(response, method, outcome, reset)
+
+
+def _observed(outcome) -> tuple:
+    return (outcome.client_transport.data, outcome.client_transport.closed,
+            [up.transport.closed for up in outcome.proxy.upstreams], outcome.proxy.series())
+
+
+@FAST
+@given(response_bytes, cuts, st.sampled_from(["GET", "HEAD"]), st.booleans())
+@example(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc", [], "GET", False)
+@example(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", [], "GET", False)
+def test_an_answer_from_the_parse_memo_is_what_the_parser_answered(response, split, method, reset):
+    """The same upstream bytes three times: the first two the parser reads them (and `response_head` remembers
+    a plain head seen twice), the third a read that is exactly such a head and its body skips the parser.
+    The client, the connections and the metrics must not tell them apart."""
+    response_head._parsed.clear()
+    response_head._scanned.clear()
+    parsed = [_observed(asyncio.run(oracle.drive_upstream(response, split, method, reset))) for _ in range(2)]
+    remembered = _observed(asyncio.run(oracle.drive_upstream(response, split, method, reset)))
+    assert remembered == parsed[0] == parsed[1]
 
 
 # -- the oracle can fail ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 from bench.hostile_vectors import BODY_LIMIT, BY_NAME, FORWARDED, VECTORS
 from mesh.proxy import request_limits
+from mesh.proxy.downstream import MAX_HEADER_BYTES
 from tests.mesh.proxy.fakes import Proxy, bookinfo_view, parse_requests, settle
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -88,6 +89,28 @@ async def test_normalised_bodies_keep_their_bytes_and_drop_extensions_and_traile
         assert request.body == body, name
         assert b"name=value" not in proxy.upstreams[0].transport.data
         assert b"x-trailer" not in proxy.upstreams[0].transport.data.lower()
+
+
+async def test_a_chunked_bodys_trailers_never_become_the_next_pipelined_requests_headers():
+    proxy = proxy_with()
+    client = proxy.client()
+    client.send(b"POST /one HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\nX-Injected: 1\r\nAuthorization: Bearer stolen\r\n\r\n"
+                b"GET /two HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+    await answer_all(proxy)
+    requests = [request for up in proxy.upstreams for request in up.requests()]
+    assert [r.first for r in requests] == ["POST /one", "GET /two"]
+    assert all(r.header("x-injected") is None and r.header("authorization") is None for r in requests)
+
+
+async def test_trailers_are_held_to_the_header_budget():
+    proxy = proxy_with()
+    client = proxy.client()
+    big = b"x-pad: " + b"p" * 1000 + b"\r\n"
+    client.send(b"POST /one HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+                + big * (MAX_HEADER_BYTES // 1000 + 1) + b"\r\n")
+    await answer_all(proxy)
+    assert [r.first for r in client.responses()][-1] == "431" and client.transport.closed
 
 
 @pytest.mark.parametrize("cut", [None, "after-upgrade-request"])

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import random
 
+import httptools
 import pytest
 
 from mesh.proxy import headers, response_head
 from mesh.view import model
-from tests.mesh.proxy.fakes import Proxy, bookinfo_view, parse_responses, settle
+from tests.mesh.proxy.fakes import BOOKS, Proxy, bookinfo_view, parse_responses, settle, to
 from tests.mesh.proxy.test_headers import make_exchange
 
 OPS = model.HeaderOps
@@ -154,10 +155,11 @@ def empty_memos(monkeypatch):
     monkeypatch.setattr(response_head, "_scanned", {})
 
 
-async def serve(*reads: bytes, request: bytes = REQUEST, parser_used: bool = True):
+async def serve(*reads: bytes, request: bytes = REQUEST, parser_used: bool = True,
+                view: model.ProxyView | None = None):
     """One exchange through an outbound listener whose upstream answers in `reads`: (what the client received,
     the stats series, whether the upstream connection was closed)."""
-    proxy = Proxy(bookinfo_view())
+    proxy = Proxy(view or bookinfo_view())
     client = proxy.client()
     client.send(request)
     await settle()
@@ -177,13 +179,23 @@ async def serve(*reads: bytes, request: bytes = REQUEST, parser_used: bool = Tru
     b"HTTP/1.1 206 Partial Content\r\ncontent-length:3 \r\nKeep-Alive: timeout=5\r\nX-Weir-Peer: spoof\r\n\r\nabc",
 ], ids=["plain", "close", "http10", "empty-body", "hop-by-hop"])
 async def test_a_known_answer_is_answered_without_the_parser_exactly_as_the_parser_did(answer):
+    head = answer[:answer.find(b"\r\n\r\n")]
     parsed = await serve(answer)
-    assert answer[:answer.find(b"\r\n\r\n")] in response_head._parsed
+    assert head not in response_head._parsed  # seen once: an upstream's heads may all differ
+    assert await serve(answer) == parsed and head in response_head._parsed
     assert await serve(answer, parser_used=False) == parsed
     client_bytes, series, closed = parsed
     assert client_bytes.startswith(b"HTTP/1.1 2") and client_bytes.endswith(answer[answer.find(b"\r\n\r\n") + 4:])
     assert sum(series.values()) == 1
     assert closed is (b"close" in answer or answer.startswith(b"HTTP/1.0 200"))
+
+
+async def test_a_known_answer_whose_length_a_route_removes_is_chunked_as_the_parser_would():
+    view = bookinfo_view(books_route=to(BOOKS, response_headers=OPS(remove=("content-length",))))
+    await serve(PLAIN, view=view)
+    parsed = await serve(PLAIN, view=view)
+    assert b"transfer-encoding: chunked" in parsed[0] and parsed[0].endswith(b"5\r\nhello\r\n0\r\n\r\n")
+    assert await serve(PLAIN, view=view, parser_used=False) == parsed
 
 
 @pytest.mark.parametrize("answer", [
@@ -195,14 +207,17 @@ async def test_a_known_answer_is_answered_without_the_parser_exactly_as_the_pars
 ], ids=["204", "503", "302", "chunked", "until-eof"])
 async def test_only_plain_answers_are_remembered(answer):
     await serve(answer)
+    await serve(answer)
     assert response_head._parsed == {}
 
 
 async def test_the_answer_to_a_head_request_is_not_remembered_nor_answered_from_the_memo():
     empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-    await serve(PLAIN[:-5], request=HEAD_REQUEST)  # a HEAD's answer: Content-Length 5, no body
+    for _ in range(2):
+        await serve(PLAIN[:-5], request=HEAD_REQUEST)  # a HEAD's answer: Content-Length 5, no body
     assert response_head._parsed == {}
-    await serve(empty)  # a GET's answer with a head that a HEAD's answer may also have: remembered...
+    for _ in range(2):
+        await serve(empty)  # a GET's answer with a head that a HEAD's answer may also have: remembered...
     proxy = Proxy(bookinfo_view())
     client = proxy.client()
     client.send(HEAD_REQUEST)
@@ -224,16 +239,26 @@ async def test_the_answer_to_a_head_request_is_not_remembered_nor_answered_from_
     (PLAIN[:20], PLAIN[20:]),  # the head in two reads
     (b"\r\n" + PLAIN,),  # an empty line before the status line (the parser skips it)
     (PLAIN + b"HTTP/1.1 200 OK\r\n",),  # bytes after the answer: the connection is never reused
-], ids=["split-body", "split-head", "leading-crlf", "trailing-bytes"])
+    (b"HTTP/1.1 103 Early Hints\r\nConnection: close\r\n\r\n", PLAIN),  # llhttp then refuses any byte: 502
+    (b"HTTP/1.1 100 Continue\r\n\r\n", PLAIN),  # after any 1xx the parser reads the answer
+], ids=["split-body", "split-head", "leading-crlf", "trailing-bytes", "after-a-closing-1xx", "after-a-1xx"])
 async def test_a_read_that_is_not_exactly_a_known_answer_takes_the_parser(reads):
     cold = await serve(*reads)
+    await serve(PLAIN)
     await serve(PLAIN)
     assert PLAIN[:PLAIN.find(b"\r\n\r\n")] in response_head._parsed
     assert await serve(*reads) == cold
 
 
+def remember(head: bytes, status: int = 200, keep_alive: bool = True) -> None:
+    """`head` parsed twice, as an upstream connection notes it."""
+    for _ in range(2):
+        response_head.note_parsed(head, status, keep_alive)
+        response_head.scan_response_head(head)
+
+
 def test_known_response_needs_the_exact_head_and_its_whole_body():
-    response_head.note_parsed(PLAIN[:PLAIN.find(b"\r\n\r\n")], 200, True)
+    remember(PLAIN[:PLAIN.find(b"\r\n\r\n")])
     end = PLAIN.find(b"\r\n\r\n")
     assert response_head.known_response(PLAIN) == (end, 200, True, 5)
     assert response_head.known_response(PLAIN[:-1]) is None
@@ -249,15 +274,31 @@ def test_known_response_needs_the_exact_head_and_its_whole_body():
     b"HTTP/1.1 200 OK\r\nX-Content-Length: 5",
 ])
 def test_a_head_whose_length_is_not_one_plain_content_length_is_not_remembered(head):
-    response_head.note_parsed(head, 200, True)
+    remember(head)
     assert response_head._parsed == {}
 
 
+@pytest.mark.parametrize("length_line", [b"Content-Length: 5", b"content-length:05", b"CONTENT-LENGTH:\t5 \t",
+                                         b"Content-Length: 0000000005"])
+def test_the_remembered_length_is_the_one_the_parser_reads(length_line):
+    head = b"HTTP/1.1 200 OK\r\nServer: x\r\n" + length_line
+    read = []
+
+    class Body:
+        def on_body(self, body: bytes) -> None:
+            read.append(body)
+
+    httptools.HttpResponseParser(Body()).feed_data(head + b"\r\n\r\nhello")
+    remember(head)
+    assert response_head._parsed[head][2] == len(b"".join(read)) == 5
+
+
 def test_the_parse_memo_is_bounded_in_heads_and_in_head_size(monkeypatch):
-    monkeypatch.setattr(response_head, "MAX_SCANNED_HEADS", 8)
+    monkeypatch.setattr(response_head, "MAX_PARSED_HEADS", 8)
     for i in range(50):
-        response_head.note_parsed(b"HTTP/1.1 200 OK\r\nx-n: %d\r\nContent-Length: 1" % i, 200, True)
+        remember(b"HTTP/1.1 200 OK\r\nx-n: %d\r\nContent-Length: 1" % i)
         assert 0 < len(response_head._parsed) <= 8
-    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nx-big: " + b"a" * response_head.MAX_SCANNED_HEAD_BYTES
-    response_head.note_parsed(big, 200, True)
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nx-big: " + b"a" * response_head.MAX_PARSED_HEAD_BYTES
+    remember(big)
     assert big not in response_head._parsed
+    assert response_head.known_response(big + b"\r\n\r\nx") is None
