@@ -50,7 +50,8 @@ class MirrorExchange:
     __slots__ = ("forwarding", "pool", "endpoint", "cluster", "out", "is_head", "timer", "done", "upstream",
                  "bytes_sent", "chunked_response")
 
-    def __init__(self, forwarding: Forwarding, pool: EndpointPool, cluster, endpoint: model.Endpoint) -> None:
+    def __init__(self, forwarding: Forwarding, pool: EndpointPool, cluster, endpoint: model.Endpoint,
+                 is_head: bool = False) -> None:
         self.forwarding = forwarding
         self.pool = pool
         self.cluster = cluster
@@ -58,7 +59,7 @@ class MirrorExchange:
         self.out: list[bytes] = []  # the answer's body lands here and is dropped at each read
         self.bytes_sent = 0
         self.chunked_response = False
-        self.is_head = False
+        self.is_head = is_head  # a HEAD's answer ends with its head, whatever length it announces
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
         self.upstream: UpstreamConnection | None = None
@@ -115,6 +116,8 @@ class MirrorExchange:
     def response_head(self, status: int, raw: bytes, keep_alive: bool) -> None:
         if status >= 500:
             self.forwarding.runtime.counters.inc("mirror_failed_total")
+        if self.is_head and self.upstream is not None:
+            self.upstream.head_response_done(self, keep_alive)
 
     def response_complete(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
         self.upstream = None
@@ -183,4 +186,4 @@ def send_copies(forwarding: Forwarding, exchange: Exchange) -> None:
         if exchange.chunked_request:
             body += b"0\r\n\r\n"
         pool = runtime.origination.pool(cluster, endpoint)  # mTLS to a sidecar, as the original would be
-        MirrorExchange(forwarding, pool, cluster, endpoint).send(head + body)
+        MirrorExchange(forwarding, pool, cluster, endpoint, exchange.is_head).send(head + body)

@@ -258,6 +258,23 @@ async def test_mirror_sends_a_shadow_copy_whose_answer_is_discarded():
     assert proxy.runtime.mirrors_in_flight == 0
 
 
+async def test_a_mirrored_head_request_ends_with_its_answers_head():
+    """A HEAD's answer announces a length and sends no body: the copy is done at the head, not when the
+    mirror times out, and its connection serves the next copy."""
+    proxy = mirrored_proxy()
+    client = proxy.client()
+    for _ in range(2):
+        client.send(b"HEAD /books HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+        await settle()
+        by_address = {up.address: up for up in proxy.upstreams}
+        by_address[RATINGS_V2.address].respond(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        by_address[BOOKS_V1.address].respond(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        assert proxy.runtime.mirrors_in_flight == 0
+    assert sorted(up.address for up in proxy.upstreams) == sorted([BOOKS_V1.address, RATINGS_V2.address])
+    assert len(by_address[RATINGS_V2.address].requests()) == 2
+    assert proxy.runtime.counters.get("mirror_failed_total") == 0
+
+
 async def test_mirror_percentage_and_in_flight_bound(monkeypatch):
     from mesh.proxy import mirror
 
