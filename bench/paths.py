@@ -112,6 +112,9 @@ def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
     return Target(port, None, {"worker": workers[0] if workers else master.pid})
 
 
-SCENARIOS = {"direct": start_direct, "sidecar": start_sidecar, "sidecar-no-telemetry": start_sidecar_no_telemetry,
-             "pair": start_pair, "pair-no-telemetry": start_pair_no_telemetry, "pair-resilience": start_pair_resilience,
-             "pair-mtls": start_pair_mtls, "nginx": start_nginx_proxy}
+# In the order each wrk round loads them: the paths a target compares run next to each other (the report's
+# ratios are per round, `report.throughput_ratio`): nginx and the sidecar, the pair with and without telemetry,
+# the pair and its resilience and mTLS variants.
+SCENARIOS = {"direct": start_direct, "nginx": start_nginx_proxy, "sidecar-no-telemetry": start_sidecar_no_telemetry,
+             "sidecar": start_sidecar, "pair-no-telemetry": start_pair_no_telemetry, "pair": start_pair,
+             "pair-resilience": start_pair_resilience, "pair-mtls": start_pair_mtls}

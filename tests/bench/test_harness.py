@@ -269,3 +269,25 @@ def test_fill_pool_reads_every_response_to_its_end_over_overlapping_connections(
         server.server_close()
     assert answered == 24 and state["served"] == 24 and state["cut"] == 0
     assert state["most_open"] == 8  # all at once: a proxy in between would have opened as many upstream
+
+
+def test_throughput_ratios_are_paired_by_round_when_every_round_is_there():
+    """A round where the VM ran slow for both paths (the third) moves neither's ratio; the ratio of the two
+    median rounds (9,000 ÷ 20,000, taken from different rounds) would say 0.45."""
+    results = {
+        "sidecar-no-telemetry": {"wrk": {"16": {"rps": 9000.0, "rps_rounds": [12000.0, 9000.0, 6000.0]}}},
+        "nginx": {"wrk": {"16": {"rps": 20000.0, "rps_rounds": [20000.0, 15000.0, 10000.0]}}},
+        "sidecar": {"wrk": {"16": {"rps": 5000.0}}},
+    }
+    assert report.throughput_ratio(results, "sidecar-no-telemetry", "nginx", 16) == pytest.approx(0.6)
+    assert report.throughput_ratio(results, "sidecar", "nginx", 16) == pytest.approx(0.25)  # no rounds: medians
+    assert math.isnan(report.throughput_ratio(results, "pair", "nginx", 16))
+    rows = {r["target"]: r for r in report.evaluate(results, (16,))}
+    assert rows["one sidecar throughput ÷ nginx-as-proxy, 16 conns (metrics, no access log or tracing)"]["pass"]
+
+
+def test_each_compared_pair_of_paths_runs_side_by_side_in_a_round():
+    order = list(paths.SCENARIOS)
+    for path, baseline in (("sidecar-no-telemetry", "nginx"), ("pair", "pair-no-telemetry"),
+                           ("pair-resilience", "pair")):
+        assert abs(order.index(path) - order.index(baseline)) == 1, (path, baseline)
