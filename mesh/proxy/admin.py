@@ -23,6 +23,7 @@ log = logging.getLogger("weir.proxy.admin")
 
 HEALTH_PATH = "/healthz/ready"
 STATS_PATH = "/stats/prometheus"  # also served on the health port: the pod annotations point there
+MAX_ADMIN_URL_BYTES = 16 * 1024
 
 Handler = Callable[[dict[str, list[str]]], "tuple[int, str, bytes] | asyncio.Future"]
 
@@ -107,12 +108,18 @@ class _AdminConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, replies.UriTooLong):
+                self.transport.write(replies.local_reply(414, b"uri too long\n", False))
+                self.transport.close()
+                return
             self.transport.write(replies.local_reply(400, b"bad request\n", False))
             self.transport.close()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_ADMIN_URL_BYTES:  # httptools hands the target over in pieces, unbounded
+            raise replies.UriTooLong()
 
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()

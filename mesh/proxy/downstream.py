@@ -32,6 +32,11 @@ MAX_URL_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 60 * 1024
 # Number of request headers (Envoy's default max_headers_count is 100).
 MAX_HEADER_COUNT = 100
+# Bytes of a request head still arriving after the read it began in: its request line and header lines, with
+# their syntax. httptools keeps a header's name and value until its line ends, whatever their size, so a head
+# is bounded here, before it is fed, not only by the limits its callbacks check (a value that never ends
+# never reaches on_header).
+MAX_HEAD_BYTES = MAX_URL_BYTES + MAX_HEADER_BYTES + 8 * 1024
 # Pipelined requests waiting behind the active one; more and we stop reading the socket.
 MAX_PIPELINED = 16
 
@@ -62,6 +67,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
         "peer_identity", "sni", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
+        "head_bytes",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -84,6 +90,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         limits = forwarding.runtime.limits
         self.max_body = limits.max_body_bytes  # 0: no limit
         self.in_headers = False  # a request's first bytes are in, its headers are not complete yet
+        self.head_bytes = 0  # bytes read for that head after the read it began in (MAX_HEAD_BYTES)
         self.timeouts = request_limits.ConnectionTimer(self, limits, self.loop)
         # A malformed request pipelined behind one in flight: answered after the earlier ones, in order.
         self.deferred_error: replies.ProxyError | None = None
@@ -110,6 +117,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.timeouts.start()
 
     def data_received(self, data: bytes) -> None:
+        if self.in_headers:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._protocol_error(replies.HeadersTooLarge())
+                return
         while True:
             try:
                 self.parser.feed_data(data)
@@ -172,7 +184,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_headers = True
-        self.header_bytes = 0
+        self.header_bytes = self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url

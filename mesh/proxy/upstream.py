@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 _BODY_FRAMING = re.compile(rb"\r\n(?:transfer-encoding[ \t]*:|content-length[ \t]*:[ \t]*0*[1-9])", re.IGNORECASE)
 
 
+# A response head still incomplete past this many bytes is refused (502 UPE), as Envoy's max_response_headers_kb
+# (60 KiB): the raw head is kept until it ends, and an upstream that never ends it must not grow it unbounded.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+
+
 def no_delay(transport: asyncio.BaseTransport) -> None:
     """TCP_NODELAY: a small head must not wait for Nagle (both sides of the proxy set it)."""
     sock = transport.get_extra_info("socket")
@@ -119,6 +124,11 @@ class UpstreamConnection(asyncio.Protocol):
             elif self.exchange is exchange:
                 self.exchange = None
                 exchange.upstream_failed(self, replies.UpstreamProtocolError())
+            self.close()
+            return
+        if self.awaiting_head and len(self.head) > MAX_RESPONSE_HEAD_BYTES and self.exchange is exchange:
+            self.exchange = None
+            exchange.upstream_failed(self, replies.UpstreamProtocolError())
             self.close()
             return
         completed, self.completed = self.completed, None

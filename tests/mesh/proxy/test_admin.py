@@ -164,3 +164,18 @@ def test_config_and_connection_gauges_and_a_rejected_view_is_counted():
     with pytest.raises(model.ViewError):
         asyncio.run(proxy.apply_view(broken, "v2"))
     assert metric("weir_config_rejected_total") == 1 and metric("weir_config_applied_total") == 1
+
+
+def test_an_endless_request_target_is_414_not_kept():
+    proxy = gateway_server()
+    connection = admin._AdminConnection(proxy.admin)
+    transport = FakeTransport()
+    connection.connection_made(transport)
+    connection.data_received(b"GET /")
+    for _ in range(64):  # 4 MiB in 64 KiB reads
+        if transport.closed:
+            break
+        connection.data_received(b"a" * 65536)
+    assert transport.closed and len(connection.url) <= admin.MAX_ADMIN_URL_BYTES + 65536
+    (answer,) = parse_responses(transport.data)
+    assert answer.first == "414"

@@ -9,7 +9,7 @@ import httptools
 import pytest
 
 from bench.hostile_vectors import BODY_LIMIT, BY_NAME, FORWARDED, VECTORS
-from mesh.proxy import request_limits
+from mesh.proxy import downstream, request_limits
 from mesh.proxy.downstream import MAX_HEADER_BYTES
 from tests.mesh.proxy.fakes import Proxy, bookinfo_view, parse_requests, settle
 
@@ -101,6 +101,51 @@ async def test_a_chunked_bodys_trailers_never_become_the_next_pipelined_requests
     requests = [request for up in proxy.upstreams for request in up.requests()]
     assert [r.first for r in requests] == ["POST /one", "GET /two"]
     assert all(r.header("x-injected") is None and r.header("authorization") is None for r in requests)
+
+
+class FedBytes:
+    """A connection's parser, counting the bytes fed to it."""
+
+    def __init__(self, parser) -> None:
+        self.parser = parser
+        self.fed = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self.parser.feed_data(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.parser, name)
+
+
+@pytest.mark.parametrize("start", [b"GET / HTTP/1.1\r\nHost: books:9080\r\nX-Endless: ",
+                                   b"GET / HTTP/1.1\r\nHost: books:9080\r\nX-Endless-Name-"],
+                         ids=["value", "name"])
+async def test_a_header_line_that_never_ends_is_refused_before_it_is_buffered(start):
+    """httptools keeps a header's name and value until the line ends: 10 MiB of one value would all be held
+    (and copied at each read) before any callback could refuse it."""
+    proxy = proxy_with()
+    client = proxy.client()
+    client.conn.parser = counting = FedBytes(client.conn.parser)
+    client.send(start)
+    for _ in range(160):  # 10 MiB in 64 KiB reads
+        if client.transport.closed:
+            break
+        client.send(b"a" * 65536)
+    assert [r.first for r in client.responses()] == ["431"] and client.transport.closed
+    assert counting.fed <= len(start) + downstream.MAX_HEAD_BYTES
+    assert proxy.upstreams == []
+
+
+async def test_a_head_just_under_the_limits_in_many_reads_is_served():
+    proxy = proxy_with()
+    client = proxy.client()
+    head = (b"GET /" + b"u" * (downstream.MAX_URL_BYTES - 2) + b" HTTP/1.1\r\nHost: books:9080\r\n"
+            + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 590) for i in range(99)) + b"\r\n")
+    for i in range(0, len(head), 1000):
+        client.send(head[i:i + 1000])
+    await answer_all(proxy)
+    assert [r.first for r in client.responses()] == ["200"]
 
 
 async def test_trailers_are_held_to_the_header_budget():

@@ -9,6 +9,7 @@ import httptools
 import pytest
 
 from mesh.proxy import headers, response_head
+from mesh.proxy import upstream as upstream_mod
 from mesh.view import model
 from tests.mesh.proxy.fakes import BOOKS, Proxy, bookinfo_view, parse_responses, settle, to
 from tests.mesh.proxy.test_headers import make_exchange
@@ -302,3 +303,36 @@ def test_the_parse_memo_is_bounded_in_heads_and_in_head_size(monkeypatch):
     remember(big)
     assert big not in response_head._parsed
     assert response_head.known_response(big + b"\r\n\r\nx") is None
+
+
+async def test_an_upstream_head_that_never_ends_is_a_502_and_is_not_kept_growing():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(REQUEST)
+    await settle()
+    (upstream,) = proxy.upstreams
+    connection = upstream.protocol
+    upstream.respond(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+    for _ in range(64):  # 4 MiB in 64 KiB reads
+        if upstream.transport.closed:
+            break
+        upstream.respond(b"a" * 65536)
+        assert len(connection.head) <= upstream_mod.MAX_RESPONSE_HEAD_BYTES + 65536
+    assert upstream.transport.closed
+    (answer,) = client.responses()
+    assert answer.first == "502" and ("UPE" in str(proxy.series()))
+
+
+async def test_a_head_just_under_the_limit_in_many_reads_is_forwarded():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(REQUEST)
+    await settle()
+    (upstream,) = proxy.upstreams
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 590) for i in range(100))
+    answer = head + b"content-length: 5\r\n\r\nhello"
+    assert len(head) < upstream_mod.MAX_RESPONSE_HEAD_BYTES
+    for i in range(0, len(answer), 4096):
+        upstream.respond(answer[i:i + 4096])
+    (response,) = client.responses()
+    assert response.first == "200" and response.body == b"hello"
