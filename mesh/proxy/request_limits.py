@@ -86,7 +86,9 @@ def http_version(parser, keep_alive: bool, headers: list[tuple[bytes, bytes]]) -
     """The request's HTTP version ("1.1", "1.0", "0.9" or "2.0": all llhttp accepts), as `get_http_version`
     says it, which builds it with a `str.format` (about 2 % of a proxied request's instructions). llhttp keeps
     a request alive by default only for 1.1; other versions only with `Connection: keep-alive` (or Proxy-): so
-    a kept-alive request with neither header is 1.1, and nearly every request is answered without the call."""
+    a kept-alive request with neither header is 1.1, and nearly every request is answered without the call.
+    This rests on llhttp's strict mode, which refuses other versions (with `lenient_version`, a 1.2 request
+    would keep alive and be taken for 1.1): httptools sets no leniency."""
     if keep_alive:
         for name, _ in headers:
             if name in _CONNECTION_HEADERS:
