@@ -31,6 +31,9 @@ from mesh.view import model, wire
 UNKNOWN = "unknown"
 # Metric label sets cached per caller/destination; a bound keeps a spoofed peer header from growing it.
 MAX_CACHED_PEERS = 4096
+# An inbound caller's peer metadata (`x-weir-peer`: five Kubernetes names) longer than this is not believed:
+# its labels would be the caller's to choose, at any length.
+MAX_PEER_HEADER = 1024
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ class ProxyRuntime:
         peer = self._inbound_peers.get(key)
         if peer is not None:
             return peer
-        fields = header.split(";") if header else []
+        fields = header.split(";") if header and len(header) <= MAX_PEER_HEADER else []
         if len(fields) == 5:
             src_ns, src_workload, src_app, src_version, service = fields
         else:

@@ -104,6 +104,10 @@ _DURATION_BOUNDS = tuple(float(bound) for bound in DURATION_BUCKETS_MS)
 # `RequestStats.record`'s index by peer tuple identity: peer tuples of distinct identity seen before it is
 # cleared (each view push makes new ones; a proxy has one per endpoint and caller).
 MAX_INDEXED_PEERS = 4096
+# Label sets kept (peer × code × flags). Some labels come from what callers send (an inbound caller's peer
+# metadata header, the Host of a request no route takes): past this, a new label set is counted in its
+# reporter's all-"unknown" series instead, and in `weir_request_series_overflow_total`.
+MAX_SERIES = 10_000
 
 
 class RequestStats:
@@ -114,11 +118,12 @@ class RequestStats:
     the index so the id cannot be reused) and (code, flags): hashing the sixteen labels each request cost
     about 1,300 instructions, a hundredth of a proxied request."""
 
-    __slots__ = ("series", "_by_peer")
+    __slots__ = ("series", "_by_peer", "overflowed")
 
     def __init__(self) -> None:
         self.series: dict[tuple, Series] = {}
         self._by_peer: dict[int, tuple[tuple, dict[tuple[int, str], Series]]] = {}
+        self.overflowed = 0  # requests counted in an overflow series (MAX_SERIES)
 
     def record(self, peer: tuple, code: int, flags: str, duration_ms: float, request_bytes: int = 0,
                response_bytes: int = 0) -> None:
@@ -147,8 +152,20 @@ class RequestStats:
         key = (peer, code, flags)
         series = self.series.get(key)
         if series is None:
+            if len(self.series) >= MAX_SERIES:
+                return self._overflow(peer, code, flags)
             series = self.series[key] = Series()
         by_response[(code, flags)] = series
+        return series
+
+    def _overflow(self, peer: tuple, code: int, flags: str) -> Series:
+        """The series a new label set past MAX_SERIES is counted in: its reporter's, every other label
+        "unknown" (one per reporter, code and flags: a bounded set). Not indexed, so each such request counts."""
+        self.overflowed += 1
+        key = ((peer[0],) + (UNKNOWN,) * (len(peer) - 1), code, flags)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = Series()
         return series
 
     def render(self) -> list[str]:
@@ -166,7 +183,9 @@ class RequestStats:
                        str(series.request_bytes))
             _histogram(responses, "istio_response_bytes", labels, SIZE_BUCKETS, series.response_sizes,
                        series.count, str(series.response_bytes))
-        return lines + durations + requests + responses
+        overflow = ["# TYPE weir_request_series_overflow_total counter",
+                    f"weir_request_series_overflow_total {self.overflowed}"]
+        return lines + durations + requests + responses + overflow
 
 
 def _histogram(out: list[str], name: str, labels: str, bounds: tuple, counts: list[int], total: int,

@@ -149,3 +149,13 @@ def test_config_info_names_the_version_in_force_only(rt):
         rt.apply(model.ProxyView(proxy="p", endpoints=(model.ClusterEndpoints("nope", ()),)), "v3")
     info = [line for line in rt.prometheus().splitlines() if line.startswith("weir_config_info")]
     assert info == ['weir_config_info{version="v2"} 1']  # v1's series is gone, the NACKed v3 never shows
+
+
+def test_an_overlong_peer_metadata_header_is_not_believed(rt):
+    honest = rt.local_peer(model.INBOUND, RequestHead("GET", "/", "gw", 9080, [
+        (b"x-weir-peer", b"bookinfo;ui-v1;ui;v1;ui.bookinfo.svc.cluster.local")], "http", ""))
+    assert honest[1:5] == ("ui-v1", "bookinfo", "ui", "v1")
+    spoofed = "bookinfo;" + "w" * runtime.MAX_PEER_HEADER + ";ui;v1;ui.bookinfo.svc.cluster.local"
+    labels = rt.local_peer(model.INBOUND, RequestHead("GET", "/", "gw", 9080, [
+        (b"x-weir-peer", spoofed.encode())], "http", ""))
+    assert labels[1:5] == ("unknown",) * 4

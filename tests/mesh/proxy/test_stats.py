@@ -92,3 +92,17 @@ def test_durations_fall_in_istios_buckets_at_their_bounds():
         requests.record(peer("w"), 200, "-", duration_ms)
     buckets = requests.series[(peer("w"), 200, "-")].buckets
     assert buckets[0] == 1 and buckets[1] == 2 and buckets[15] == 1 and buckets[-1] == 1
+
+
+def test_label_sets_past_the_bound_are_counted_in_one_unknown_series_per_reporter(monkeypatch):
+    """Callers choose some labels (an inbound caller's peer metadata): their label sets cannot grow the
+    series, the memory and the scrape without bound."""
+    monkeypatch.setattr(stats, "MAX_SERIES", 5)
+    requests = stats.RequestStats()
+    for i in range(50):
+        requests.record(peer(f"spoofed-{i}"), 200, "-", 1.0)
+    requests.record(peer("spoofed-0"), 200, "-", 1.0)  # one that got a series before the bound keeps it
+    assert len(requests.series) == 6 and requests.overflowed == 45
+    overflow = requests.series[(("destination",) + ("unknown",) * 15, 200, "-")]
+    assert overflow.count == 45 and requests.series[(peer("spoofed-0"), 200, "-")].count == 2
+    assert "weir_request_series_overflow_total 45" in requests.render()
