@@ -39,6 +39,9 @@ MAX_HEADER_COUNT = 100
 MAX_HEAD_BYTES = MAX_URL_BYTES + MAX_HEADER_BYTES + 8 * 1024
 # Pipelined requests waiting behind the active one; more and we stop reading the socket.
 MAX_PIPELINED = 16
+# Pipelined requests parsed from reads already taken when reading stopped (one read can hold thousands of
+# small requests): beyond this, the ones before are answered, then 503 UO and the connection is closed.
+MAX_QUEUED = 128
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Host header → (host, port), shared by all connections; bounded because clients choose the keys.
@@ -67,7 +70,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
         "peer_identity", "sni", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
-        "head_bytes",
+        "head_bytes", "write_blocked",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -102,6 +105,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.secure = False
         self.tcp_labels: tuple = ()
         self.draining = False  # the proxy is shutting down: the last response says `Connection: close`
+        self.write_blocked = False  # the client is not reading its answers: nothing more is read from it
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -172,14 +176,20 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.parser = None
 
     def pause_writing(self) -> None:
+        """The client's socket is full: no more of the answer is read from the upstream, and no more requests
+        from the client (local replies and later answers would queue here without bound)."""
+        self.write_blocked = True
+        self.pause_reading()
         active = self.active
         if active is not None and active.upstream is not None:
             active.upstream.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_blocked = False
         active = self.active
         if active is not None and active.upstream is not None:
             active.upstream.resume_reading()
+        self.resume_reading()
 
     # -- httptools callbacks ------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -241,6 +251,8 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             self.queue.append(exchange)
             if len(self.queue) >= MAX_PIPELINED:
                 self.pause_reading()
+                if len(self.queue) > MAX_QUEUED:
+                    raise replies.Overflow()
 
     def on_body(self, body: bytes) -> None:
         current = self.current
@@ -288,8 +300,10 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        # After a deferred protocol error the parser cannot go on: the socket stays paused until close.
-        if self.paused and not self.closed and self.deferred_error is None:
+        """Reading goes on unless something still holds it: a deferred protocol error (the parser cannot go
+        on: paused until close), a client not reading its answers, a full pipeline."""
+        if (self.paused and not self.closed and self.deferred_error is None and not self.write_blocked
+                and len(self.queue) < MAX_PIPELINED):
             self.paused = False
             self.transport.resume_reading()
             active = self.active

@@ -85,6 +85,8 @@ class Exchange:
         """Send the request head and whatever body is buffered on `upstream`."""
         self.upstream = upstream
         self.attempts += 1
+        if self.conn.write_blocked:
+            upstream.pause_reading()  # its answer would only queue behind a client that is not reading
         cluster = upstream.cluster
         if cluster is not None and cluster.splits_local:
             cluster.detector.connected(self.target.endpoint)  # Envoy's local-origin connect success

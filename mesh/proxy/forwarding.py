@@ -272,6 +272,8 @@ class Forwarding(RetriesAndTimeouts):
             max_age = settings.max_connection_duration_s
             reusable = not (limit and upstream.requests >= limit) and (
                 max_age is None or now - upstream.opened_at < max_age)
+        if upstream.paused and reusable:
+            upstream.resume_reading()  # paused for a slow client: its answer is over, the next may differ
         pool = upstream.pool
         pool.release(upstream, reusable, now)
         if pool.waiting and not upstream.closed:

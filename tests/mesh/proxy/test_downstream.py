@@ -618,3 +618,59 @@ async def test_request_body_sent_upstream_is_intact_when_parsed():
     client.send(b"0\r\n\r\n")
     (request,) = parse_requests(proxy.upstreams[0].transport.data)
     assert request.body == b"a" * 10 + b"b" * 300 + b"c"
+
+
+# -- flow control toward a client that does not read -------------------------------------------------------
+async def test_a_client_not_reading_its_answers_is_not_read_from_until_it_does():
+    """Otherwise its requests keep coming and their answers (local replies, later exchanges) queue in the
+    proxy without bound."""
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (up,) = proxy.upstreams
+    client.conn.pause_writing()
+    assert not client.transport.reading and up.transport.reading is False
+    up.respond(OK)
+    assert not client.transport.reading  # the answer went out, the socket is still full
+    client.conn.resume_writing()
+    assert client.transport.reading
+    client.send(GET_BOOKS)
+    await settle()
+    up.respond(OK)
+    assert [r.first for r in client.responses()] == ["200", "200"]
+
+
+async def test_an_upstream_connection_paused_for_a_slow_client_goes_back_to_the_pool_reading():
+    proxy = Proxy(bookinfo_view())
+    slow = proxy.client()
+    slow.send(GET_BOOKS)
+    await settle()
+    (up,) = proxy.upstreams
+    up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
+    slow.conn.pause_writing()
+    assert not up.transport.reading
+    up.respond(b"cd")  # the answer ends while the slow client's socket is still full
+    assert up.transport.reading and up.protocol.exchange is None
+    other = proxy.client(("10.0.0.50", 1234))
+    other.send(GET_BOOKS)
+    await settle()
+    assert len(proxy.upstreams) == 1  # the pooled connection serves the next client...
+    up.respond(OK)
+    assert [r.first for r in other.responses()] == ["200"]  # ...and its answer is read
+
+
+async def test_pipelining_past_the_queue_bound_is_answered_then_refused():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(GET_BOOKS * 300)  # one read: the parser takes all of it
+    await settle()
+    assert len(client.conn.queue) == downstream.MAX_QUEUED + 1 and not client.transport.reading
+    for _ in range(400):
+        waiting = [up for up in proxy.upstreams if up.protocol.exchange is not None and not up.transport.closed]
+        if not waiting:
+            break
+        waiting[0].respond(OK)
+        await settle()
+    statuses = [r.first for r in client.responses()]
+    assert statuses == ["200"] * (downstream.MAX_QUEUED + 2) + ["503"] and client.transport.closed
