@@ -24,6 +24,7 @@ log = logging.getLogger("weir.proxy.admin")
 HEALTH_PATH = "/healthz/ready"
 STATS_PATH = "/stats/prometheus"  # also served on the health port: the pod annotations point there
 MAX_ADMIN_URL_BYTES = 16 * 1024
+ADMIN_REQUEST_TIMEOUT_S = 10.0  # from the accept to the request's end
 
 Handler = Callable[[dict[str, list[str]]], "tuple[int, str, bytes] | asyncio.Future"]
 
@@ -93,28 +94,47 @@ class Admin:
 
 
 class _AdminConnection(asyncio.Protocol):
-    __slots__ = ("admin", "dispatch", "transport", "parser", "url")
+    """One request per connection, answered `Connection: close`, within ADMIN_REQUEST_TIMEOUT_S of the accept.
+    The health port is reachable from the pod network: a peer pipelining scrapes it never reads, or holding
+    connections open, must not queue answers or descriptors without bound (Prometheus and kubelet probes
+    open a connection per request anyway)."""
 
-    def __init__(self, admin: Admin, dispatch: Callable[[str, str], tuple[int, str, bytes]] | None = None) -> None:
+    __slots__ = ("admin", "dispatch", "transport", "parser", "url", "timer", "answered", "loop")
+
+    def __init__(self, admin: Admin, dispatch: Callable[[str, str], tuple[int, str, bytes]] | None = None,
+                 loop=None) -> None:
         self.admin = admin
+        self.loop = loop  # the event loop's timers (None: the running loop's); tests pass a fake clock
         self.dispatch = dispatch or admin.dispatch
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.answered = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        loop = self.loop or asyncio.get_running_loop()
+        self.timer = loop.call_later(ADMIN_REQUEST_TIMEOUT_S, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.parser = None  # its callbacks point back here
 
     def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return  # bytes after the one request: the connection is closing
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, replies.UriTooLong):
-                self.transport.write(replies.local_reply(414, b"uri too long\n", False))
-                self.transport.close()
+            if self.answered:
                 return
-            self.transport.write(replies.local_reply(400, b"bad request\n", False))
-            self.transport.close()
+            if isinstance(exc.__context__, replies.UriTooLong):
+                self._answer(414, "text/plain", b"uri too long\n")
+                return
+            self._answer(400, "text/plain", b"bad request\n")
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -122,10 +142,11 @@ class _AdminConnection(asyncio.Protocol):
             raise replies.UriTooLong()
 
     def on_message_complete(self) -> None:
-        method = self.parser.get_method().decode()
-        status, content_type, body = self.dispatch(method, self.url.decode("latin-1"))
-        self.url = b""
-        keep_alive = self.parser.should_keep_alive()
-        self.transport.write(replies.local_reply(status, body, keep_alive, content_type=content_type.encode()))
-        if not keep_alive:
-            self.transport.close()
+        if not self.answered:
+            method = self.parser.get_method().decode()
+            self._answer(*self.dispatch(method, self.url.decode("latin-1")))
+
+    def _answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.answered = True
+        self.transport.write(replies.local_reply(status, body, False, content_type=content_type.encode()))
+        self.transport.close()

@@ -10,7 +10,7 @@ import pytest
 
 from mesh.proxy import admin, runtime, server, stats
 from mesh.view import model
-from tests.mesh.proxy.fakes import GW, FakeTransport, bookinfo_view, parse_responses
+from tests.mesh.proxy.fakes import GW, FakeNetwork, FakeTransport, bookinfo_view, parse_responses
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL_VALUE = r'"(?:[^"\\\n]|\\\\|\\"|\\n)*"'
@@ -122,22 +122,35 @@ def test_the_exposition_check_refuses_invalid_lines(line):
         check_exposition(line + "\n")
 
 
-def test_admin_connection_answers_keep_alive_and_close():
+async def test_admin_connection_answers_one_request_and_closes():
+    """The health port is on the pod network: a peer pipelining requests it never reads gets one answer."""
     a = admin.Admin()
     conn = admin._AdminConnection(a)
     transport = FakeTransport()
     conn.connection_made(transport)
     conn.data_received(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert [(r.first, r.body) for r in parse_responses(transport.data)] == [("503", b"PRE_INITIALIZING\n"),
-                                                                            ("404", b"not found\n")]
-    assert not transport.closed
-    conn.data_received(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    (answer,) = parse_responses(transport.data)
+    assert (answer.first, answer.body, answer.header("connection")) == ("503", b"PRE_INITIALIZING\n", "close")
     assert transport.closed
+    conn.data_received(b"GET / HTTP/1.1\r\n\r\n")  # late bytes: ignored
+    assert len(parse_responses(transport.data)) == 1
     bad = admin._AdminConnection(a)
     bad_transport = FakeTransport()
     bad.connection_made(bad_transport)
     bad.data_received(b"\x00\x01 nonsense\r\n\r\n")
     assert parse_responses(bad_transport.data)[0].first == "400" and bad_transport.closed
+
+
+async def test_an_admin_connection_without_a_whole_request_is_closed_after_the_timeout():
+    clock = FakeNetwork()
+    conn = admin._AdminConnection(admin.Admin(), loop=clock)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(b"GET /ready HTTP/1.1\r\n")
+    clock.advance(admin.ADMIN_REQUEST_TIMEOUT_S - 0.1)
+    assert not transport.closed
+    clock.advance(0.2)
+    assert transport.closed and transport.data == b""
 
 
 def test_stats_label_names_are_istios():
@@ -166,7 +179,7 @@ def test_config_and_connection_gauges_and_a_rejected_view_is_counted():
     assert metric("weir_config_rejected_total") == 1 and metric("weir_config_applied_total") == 1
 
 
-def test_an_endless_request_target_is_414_not_kept():
+async def test_an_endless_request_target_is_414_not_kept():
     proxy = gateway_server()
     connection = admin._AdminConnection(proxy.admin)
     transport = FakeTransport()
