@@ -70,7 +70,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
         "peer_identity", "sni", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
-        "head_bytes", "write_blocked",
+        "head_bytes", "write_blocked", "awaiting_chunk", "trailer_bytes",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -106,6 +106,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.tcp_labels: tuple = ()
         self.draining = False  # the proxy is shutting down: the last response says `Connection: close`
         self.write_blocked = False  # the client is not reading its answers: nothing more is read from it
+        # A chunk header was parsed and no byte of its data yet: its data, or a last chunk's trailers, follow.
+        # Reads that are all trailer bytes are counted (`trailer_bytes`, held to MAX_HEADER_BYTES): httptools
+        # keeps a trailer line until it ends, as it does a header.
+        self.awaiting_chunk = False
+        self.trailer_bytes = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -126,6 +131,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             if self.head_bytes > MAX_HEAD_BYTES:
                 self._protocol_error(replies.HeadersTooLarge())
                 return
+        awaiting_chunk = self.awaiting_chunk
         while True:
             try:
                 self.parser.feed_data(data)
@@ -144,6 +150,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             break
         if self.closed:
             return
+        if awaiting_chunk and self.awaiting_chunk:  # the whole read was a last chunk's trailers
+            self.trailer_bytes += len(data)
+            if self.trailer_bytes > MAX_HEADER_BYTES:
+                self._protocol_error(replies.HeadersTooLarge())
+                return
         # The connection's timer is lazy (request_limits.ConnectionTimer): only a head left incomplete by
         # this read, or a body being read, is noted; a request whose head came whole costs nothing here.
         active = self.active
@@ -254,7 +265,15 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
                 if len(self.queue) > MAX_QUEUED:
                     raise replies.Overflow()
 
+    def on_chunk_header(self) -> None:
+        self.awaiting_chunk = True
+        self.trailer_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self.awaiting_chunk = False
+
     def on_body(self, body: bytes) -> None:
+        self.awaiting_chunk = False
         current = self.current
         if current is not None and not current.done:
             if self.max_body and current.body_size + len(body) > self.max_body:

@@ -148,6 +148,36 @@ async def test_a_head_just_under_the_limits_in_many_reads_is_served():
     assert [r.first for r in client.responses()] == ["200"]
 
 
+async def test_a_trailer_line_that_never_ends_is_refused_before_it_is_buffered():
+    proxy = proxy_with()
+    client = proxy.client()
+    client.conn.parser = counting = FedBytes(client.conn.parser)
+    start = (b"POST /one HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+             b"X-Endless: ")
+    client.send(start)
+    for _ in range(160):  # 10 MiB in 64 KiB reads
+        if client.transport.closed:
+            break
+        client.send(b"a" * 65536)
+    assert client.transport.closed and [r.first for r in client.responses()][-1] == "431"
+    assert counting.fed <= len(start) + MAX_HEADER_BYTES + 65536
+
+
+async def test_large_chunks_in_many_reads_are_not_taken_for_trailers():
+    proxy = proxy_with()
+    client = proxy.client()
+    client.send(b"POST /one HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(4):  # 4 chunks of 256 KiB, each header in its own read, the data in 64 KiB reads
+        client.send(b"40000\r\n")
+        for _ in range(4):
+            client.send(b"d" * 65536)
+        client.send(b"\r\n")
+    client.send(b"0\r\n\r\n")
+    await answer_all(proxy)
+    (request,) = proxy.upstreams[0].requests()
+    assert len(request.body) == 4 * 262144 and [r.first for r in client.responses()] == ["200"]
+
+
 async def test_trailers_are_held_to_the_header_budget():
     proxy = proxy_with()
     client = proxy.client()
