@@ -74,15 +74,26 @@ class ControlChannel:
                 writer.write(request_bytes(path, self.server_hostname, self.port, json.dumps(body).encode(),
                                            close=True))
                 status, _, payload = await read_response(reader, MAX_ANSWER_BYTES)
-                return status, payload
-            finally:
-                writer.close()
+            except BaseException:
+                writer.transport.abort()  # a timeout or a bad answer: never wait to flush to that peer
+                raise
+            close_or_abort(writer)
+            return status, payload
 
         status, payload = await asyncio.wait_for(exchange(), REQUEST_TIMEOUT_S)
         try:
             return status, json.loads(payload) if payload else {}
         except ValueError:
             raise ChannelError(f"control plane answered {status} with a body that is not JSON") from None
+
+
+def close_or_abort(writer: asyncio.StreamWriter) -> None:
+    """After the answer: closed, or aborted when some of the request is still unsent (a peer that answered
+    without reading it all would otherwise keep the socket and the bytes until it does)."""
+    if writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+    else:
+        writer.close()
 
 
 def request_bytes(path: str, host: str, port: int, body: bytes, close: bool = False) -> bytes:

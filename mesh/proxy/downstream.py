@@ -46,6 +46,7 @@ MAX_QUEUED = 128
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Host header → (host, port), shared by all connections; bounded because clients choose the keys.
 MAX_CACHED_HOSTS = 1024
+MAX_CACHED_HOST_BYTES = 270  # a DNS name (253) and a port: longer Host values are split each time, never kept
 _HOSTS: dict[bytes, tuple[str, int]] = {}
 
 
@@ -242,7 +243,9 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
                 raise replies.BadRequest()
             host, port = split_host(host_header.decode("latin-1"), 80)
             split = (host.lower(), port)
-            if len(_HOSTS) < MAX_CACHED_HOSTS:
+            if len(host_header) <= MAX_CACHED_HOST_BYTES:
+                if len(_HOSTS) >= MAX_CACHED_HOSTS:
+                    _HOSTS.clear()
                 _HOSTS[host_header] = split
         # The scheme is the connection's, as Envoy sets :scheme (redirects, VirtualService `scheme` matches).
         head = RequestHead(method, path, split[0], split[1], headers, "https" if self.secure else "http",

@@ -68,8 +68,10 @@ def exporter(endpoint: str, service: str, namespace: str):
         try:
             writer.write(channel.request_bytes(path, url.hostname, port, body, close=True))
             status, _, _ = await asyncio.wait_for(channel.read_response(reader, MAX_ANSWER), channel.REQUEST_TIMEOUT_S)
-        finally:
-            writer.close()
+        except BaseException:
+            writer.transport.abort()  # close() would wait to flush to a collector that may never read
+            raise
+        channel.close_or_abort(writer)
         if status >= 300:
             raise ConnectionError(f"OTLP endpoint {endpoint} answered {status}")
 

@@ -674,3 +674,17 @@ async def test_pipelining_past_the_queue_bound_is_answered_then_refused():
         await settle()
     statuses = [r.first for r in client.responses()]
     assert statuses == ["200"] * (downstream.MAX_QUEUED + 2) + ["503"] and client.transport.closed
+
+
+async def test_the_host_cache_is_bounded_in_entries_and_in_key_size(monkeypatch):
+    monkeypatch.setattr(downstream, "_HOSTS", {})
+    monkeypatch.setattr(downstream, "MAX_CACHED_HOSTS", 8)
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    for i in range(20):
+        client.send(b"GET /books HTTP/1.1\r\nHost: h%d.example:80\r\n\r\n" % i)
+        assert len(downstream._HOSTS) <= 8
+    long_host = b"a" * 300 + b".example"
+    client.send(b"GET /books HTTP/1.1\r\nHost: " + long_host + b"\r\n\r\n")
+    assert long_host not in downstream._HOSTS
+    assert b"h19.example:80" in downstream._HOSTS  # the newest are cached: the cache was cleared, not frozen

@@ -125,3 +125,32 @@ async def test_exporter_raises_when_nothing_listens():
         port = collector.port
     with pytest.raises(OSError):
         await otlp.exporter(f"http://127.0.0.1:{port}", "gw", "bookinfo")([span()])
+
+
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n"],
+                         ids=["garbage", "refused-unread"])
+async def test_a_failed_export_drops_its_connection_instead_of_waiting_to_flush(monkeypatch, answer):
+    """A collector that answers without reading the batch: the exporter's socket still holds most of it, and
+    closing would wait for a flush that never comes (the connection and the batch kept open)."""
+    monkeypatch.setattr(otlp, "encode", lambda service, namespace, spans: {"padding": "a" * 8_000_000})
+    dropped = asyncio.get_running_loop().create_future()
+
+    async def garbage_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(answer)
+        try:  # never reads the batch; keeps writing until the exporter's side is gone (reset) or stuck
+            for _ in range(10_000):
+                writer.write(b"x" * 65536)
+                await asyncio.wait_for(writer.drain(), 5.0)
+            dropped.set_result(False)
+        except (TimeoutError, ConnectionError) as exc:
+            dropped.set_result(not isinstance(exc, asyncio.TimeoutError))
+
+    server = await asyncio.start_server(garbage_then_wait, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(Exception):
+            await otlp.exporter(f"http://127.0.0.1:{port}", "gw", "bookinfo")([span()])
+        assert await dropped
+    finally:
+        server.close()
