@@ -32,6 +32,7 @@ _BODY_FRAMING = re.compile(rb"\r\n(?:transfer-encoding[ \t]*:|content-length[ \t
 # A response head still incomplete past this many bytes is refused (502 UPE), as Envoy's max_response_headers_kb
 # (60 KiB): the raw head is kept until it ends, and an upstream that never ends it must not grow it unbounded.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+MAX_INTERIM_RESPONSES = 16  # 1xx answers (dropped, as Envoy does) before the final one of an exchange
 
 
 def no_delay(transport: asyncio.BaseTransport) -> None:
@@ -65,7 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "exchange", "idle_since", "closed", "received", "reused", "paused",
         "head", "awaiting_head", "until_eof", "interim", "completed", "completed_keep_alive", "cluster",
-        "requests", "opened_at", "had_interim",
+        "requests", "opened_at", "interims",
     )
 
     def __init__(self, pool: EndpointPool, cluster=None) -> None:
@@ -85,9 +86,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.awaiting_head = False
         self.until_eof = False  # the response in progress has no length: its body ends when the server closes
         self.interim = False  # a 1xx response is being parsed: not forwarded, the final one follows
-        # A 1xx came for the current exchange: the parser may not be at a plain message boundary (a 1xx
-        # with `Connection: close` leaves llhttp refusing any further byte), so the final answer takes it.
-        self.had_interim = False
+        # 1xx answers to the current exchange. After one the parser may not be at a plain message boundary (a
+        # 1xx with `Connection: close` leaves llhttp refusing any further byte), so the final answer takes it;
+        # more than MAX_INTERIM_RESPONSES is a 502 (each copies the rest of its read: a flood is quadratic).
+        self.interims = 0
         # The exchange whose response the parser finished during the current `feed_data`: it is completed
         # (and the connection released) only once the whole read was parsed, so bytes after the response
         # poison this connection instead of being read as the answer to a request sent in the meantime.
@@ -109,7 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         if self.awaiting_head:
-            if not self.head and not exchange.is_head and not self.had_interim:  # a response begins here
+            if not self.head and not exchange.is_head and not self.interims:  # a response begins here
                 known = response_head.known_response(data)
                 if known is not None:
                     self._answer_known(exchange, data, *known)
@@ -192,7 +194,10 @@ class UpstreamConnection(asyncio.Protocol):
             raise replies.UpstreamProtocolError()  # httptools reads "050" as 50, with a body up to EOF
         if status < 200:
             # Like Envoy, 1xx (103 Early Hints...) are dropped; Expect is never forwarded.
-            self.interim = self.had_interim = True
+            self.interim = True
+            self.interims += 1
+            if self.interims > MAX_INTERIM_RESPONSES:
+                raise replies.UpstreamProtocolError()
             return
         self.awaiting_head = False
         self.head = b""
@@ -225,7 +230,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.until_eof = False
         self.awaiting_head = True
-        self.had_interim = False
+        self.interims = 0
         self.head = b""
         self.transport.write(data)
 

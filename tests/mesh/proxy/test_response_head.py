@@ -330,3 +330,11 @@ async def test_a_head_just_under_the_limit_in_many_reads_is_forwarded():
         upstream.respond(answer[i:i + 4096])
     (response,) = client.responses()
     assert response.first == "200" and response.body == b"hello"
+
+
+@pytest.mark.parametrize("count, status", [(upstream_mod.MAX_INTERIM_RESPONSES, "200"),
+                                           (upstream_mod.MAX_INTERIM_RESPONSES + 1, "502")])
+async def test_a_flood_of_1xx_answers_is_a_502(count, status):
+    """Each 1xx is dropped, and each copied the rest of its read: thousands in one read were quadratic."""
+    received, _, _ = await serve(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n" * count + PLAIN)
+    assert parse_responses(received)[0].first == status
