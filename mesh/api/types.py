@@ -10,6 +10,7 @@ import re._parser as _sre_parser
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import re2
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import core_schema
@@ -177,6 +178,8 @@ _NOT_RE2 = {
 }
 _NOT_RE2_FLAGS = re.VERBOSE | re.ASCII | re.LOCALE  # RE2 knows the inline flags i, m, s and U only
 _RE2_MAX_REPEAT = 1000
+_RE2_QUIET = re2.Options()
+_RE2_QUIET.log_errors = False
 _REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT)
 
 
@@ -193,6 +196,11 @@ def compile_re2(pattern: str, at: str = "") -> re.Pattern:
     found = "the inline flag x, a or L" if tree.state.flags & _NOT_RE2_FLAGS else _first_not_re2(tree)
     if found:
         raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
+    try:  # and RE2 itself, which runs it in the proxy (mesh.proxy.matching.compile_regex)
+        re2.compile(pattern, _RE2_QUIET)
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise invalid(f"invalid regex {pattern!r}: {reason} (RE2, Istio's regex engine)", at=at) from None
     return compiled
 
 

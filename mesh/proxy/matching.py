@@ -6,9 +6,10 @@ rule and takes the first rule that matches. Regexes are compiled here, once, nev
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from urllib.parse import parse_qsl
+
+import re2
 
 from mesh.view import model
 
@@ -63,10 +64,27 @@ class RequestHead:
         return self._query
 
 
+def _re2_options(case_sensitive: bool) -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False  # a pattern RE2 refuses is a ViewError (NACK), not a line on stderr
+    return options
+
+
+_CASE_SENSITIVE, _IGNORE_CASE = _re2_options(True), _re2_options(False)
+
+
+def compile_regex(pattern: str, ignore_case: bool = False) -> re2._Regexp:
+    r"""A route's, header's or origin's regex, compiled with RE2 as Envoy runs Istio's: linear in the text's
+    length whatever the pattern (Python's backtracking `re` took 25 s for `([a-z0-9]+-?)+/details` on a
+    30-byte path); `\d`, `\w` and `\s` are ASCII, `$` is the end of the text. Raises `re2.error`."""
+    return re2.compile(pattern, _IGNORE_CASE if ignore_case else _CASE_SENSITIVE)
+
+
 def compile_string_match(match: model.StringMatch) -> Callable[[str], bool]:
     value = match.value
     if match.kind == "regex":
-        pattern = re.compile(value, re.IGNORECASE if match.ignore_case else 0)
+        pattern = compile_regex(value, match.ignore_case)
         return lambda text: pattern.fullmatch(text) is not None
     if match.ignore_case:
         value = value.lower()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,7 +53,7 @@ class CompiledRoute:
     def __init__(self, spec: model.Route) -> None:
         self.spec = spec
         rewrite = spec.rewrite
-        self.uri_regex = re.compile(rewrite.uri_regex[0]) if rewrite and rewrite.uri_regex else None
+        self.uri_regex = matching.compile_regex(rewrite.uri_regex[0]) if rewrite and rewrite.uri_regex else None
         self.blocks = tuple((matching.compile_route_match(m), m) for m in spec.matches)
         self.cors = cors.CompiledCors(spec.cors) if spec.cors is not None else None
         self.destinations = tuple(CompiledDestination(spec, weighted, self.cors) for weighted in spec.clusters)

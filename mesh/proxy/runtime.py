@@ -10,9 +10,10 @@ certificate, looked up once per connection.
 from __future__ import annotations
 
 import random
-import re
 import time
 from dataclasses import dataclass, field
+
+import re2
 
 from mesh.proxy import (
     headers,
@@ -106,8 +107,8 @@ class ProxyRuntime:
         model.check_references(spec)
         try:
             compiled = routing.CompiledView(spec, version, self.rng, self.clock)
-        except re.error as exc:  # Istio's regexes are RE2; one Python cannot compile is NACKed, not fatal
-            raise model.ViewError(f"invalid regex {exc.pattern!r}: {exc}") from None
+        except re2.error as exc:  # a regex RE2 cannot compile is NACKed, not fatal
+            raise model.ViewError(f"invalid regex: {exc}") from None
         except UnicodeEncodeError as exc:  # a header value HTTP/1.1 cannot carry: NACKed, never a retry loop
             raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None
         self.origination.apply(spec)  # SIMPLE/MUTUAL files that cannot be loaded: ViewError (NACK)
