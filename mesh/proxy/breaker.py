@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from mesh.proxy.upstream import UpstreamConnection
 
 OVERLOADED = b"x-envoy-overloaded: true\r\n"
+# Entries in a cluster's wait queue past which those whose request ended are dropped, whatever its limit.
+PENDING_COMPACT_AT = 64
 
 
 def overflow(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster, kind: str) -> None:
@@ -94,12 +96,16 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
 def wait_for_connection(forwarding: Forwarding, exchange: Exchange, cluster: CompiledCluster) -> None:
     forwarding.runtime.counters.inc("circuit_breaker_overflow_total", cluster=cluster.spec.name,
                                     kind="connections")
-    pending = cluster.breaker.pending
-    if len(pending) >= cluster.spec.pool.max_pending_requests:
-        # Requests that gave up (timeout, client gone) still sit in the queue: count only live ones.
+    state = cluster.breaker
+    pending = state.pending
+    if len(pending) >= min(cluster.spec.pool.max_pending_requests, state.compact_at):
+        # Requests that gave up (timeout, client gone) still sit in the queue: count only live ones, and drop
+        # the departed before they pile up behind a stuck upstream (with no limit set, Istio's default, too).
+        # Compacting again only once the queue has doubled keeps it linear under a long live queue.
         live = [(f, e, t) for f, e, t in pending if not e.done and e.tries == t]
         pending.clear()
         pending.extend(live)
+        state.compact_at = max(PENDING_COMPACT_AT, 2 * len(live))
     if len(pending) >= cluster.spec.pool.max_pending_requests:
         cluster.balancer.finished(exchange.target.endpoint)
         overflow(forwarding, exchange, cluster, "pending")

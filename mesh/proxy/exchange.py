@@ -247,6 +247,9 @@ class Exchange:
         if upstream is not None:
             upstream.exchange = None
             self.conn.forwarding.release(self, upstream, False)
+        # Never sent now: a request still queued somewhere (a circuit breaker's wait) holds neither body nor head.
+        self.body = []
+        self.request_head = b""
         if not self.done:
             self._cancel_timers()
             breaker.released(self)

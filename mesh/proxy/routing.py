@@ -133,13 +133,14 @@ class BreakerState:
     and connections opened under the old view still count under the new one, as Envoy keeps a cluster
     that a push did not change; otherwise every push would reset maxConnections and http2MaxRequests."""
 
-    __slots__ = ("connections", "active_requests", "active_retries", "pending")
+    __slots__ = ("connections", "active_requests", "active_retries", "pending", "compact_at")
 
     def __init__(self) -> None:
         self.connections = 0
         self.active_requests = 0
         self.active_retries = 0
         self.pending: deque = deque()  # (forwarding, exchange, try number) waiting for a connection
+        self.compact_at = 64  # `pending`'s length at which departed requests are dropped (mesh.proxy.breaker)
 
     def __repr__(self) -> str:
         return (f"<BreakerState connections={self.connections} requests={self.active_requests} "

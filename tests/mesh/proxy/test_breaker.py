@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from mesh.proxy import breaker
 from mesh.view import model
 from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, Proxy, bookinfo_view, settle
 from tests.mesh.proxy.test_downstream import GET_BOOKS, OK
@@ -138,3 +139,26 @@ async def test_max_connection_duration_retires_a_connection_at_its_release_and_i
     second.respond(OK)  # 10 s old when its request ends: closed at release
     assert second.transport.closed
     assert [r.first for r in client.responses()] == ["200", "200"]
+
+
+async def test_requests_whose_clients_left_do_not_pile_up_in_an_unlimited_wait_queue():
+    """Istio's default http1MaxPendingRequests is unlimited: behind a stuck upstream, clients that gave up
+    must not keep their requests (heads, bodies) queued until a connection frees."""
+    proxy = limited(max_connections=1)
+    proxy.client().send(GET_BOOKS)  # holds the one connection: its upstream never answers
+    await settle()
+    cluster = proxy.runtime.view.clusters[BOOKS]
+    post = b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 1000\r\n\r\n" + b"b" * 1000
+    gone = []
+    for i in range(1000):
+        client = proxy.client(("10.0.0.7", 1000 + i))
+        client.send(post)
+        client.conn.connection_lost(None)
+        gone.append(client.conn)
+    assert len(cluster.breaker.pending) < 2 * breaker.PENDING_COMPACT_AT
+    assert all(not exchange.body and not exchange.request_head
+               for _, exchange, _ in cluster.breaker.pending)  # what is left holds nothing
+    live = [proxy.client(("10.0.0.8", 2000 + i)) for i in range(100)]
+    for client in live:
+        client.send(GET_BOOKS)
+    assert sum(1 for _, e, _ in cluster.breaker.pending if not e.done) == 100  # live ones are all kept
