@@ -13,8 +13,6 @@ import random
 import time
 from dataclasses import dataclass, field
 
-import re2
-
 from mesh.proxy import (
     headers,
     origination,
@@ -26,7 +24,7 @@ from mesh.proxy import (
     telemetry,
     tls,
 )
-from mesh.proxy.matching import RequestHead
+from mesh.proxy.matching import RegexError, RequestHead
 from mesh.view import model, wire
 
 UNKNOWN = "unknown"
@@ -107,7 +105,7 @@ class ProxyRuntime:
         model.check_references(spec)
         try:
             compiled = routing.CompiledView(spec, version, self.rng, self.clock)
-        except re2.error as exc:  # a regex RE2 cannot compile is NACKed, not fatal
+        except RegexError as exc:  # a regex RE2 cannot compile is NACKed, not fatal
             raise model.ViewError(f"invalid regex: {exc}") from None
         except UnicodeEncodeError as exc:  # a header value HTTP/1.1 cannot carry: NACKed, never a retry loop
             raise model.ViewError(f"not encodable in an HTTP/1.1 header: {exc.object!r}") from None

@@ -137,3 +137,8 @@ def test_regex_semantics_are_re2s():
     assert matching.compile_regex("ABC", ignore_case=True).fullmatch("abc")
     assert not matching.compile_regex("ABC").fullmatch("abc")
     assert matching.compile_regex(r"^/v(\d+)/(.*)$").sub(r"/version\1/\2", "/v2/books") == "/version2/books"
+
+
+def test_a_regex_re2_refuses_is_a_regex_error_naming_it():
+    with pytest.raises(matching.RegexError, match=r"'\(\?=x\)': invalid perl operator"):
+        matching.compile_regex("(?=x)")
