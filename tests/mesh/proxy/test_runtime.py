@@ -159,3 +159,13 @@ def test_an_overlong_peer_metadata_header_is_not_believed(rt):
     labels = rt.local_peer(model.INBOUND, RequestHead("GET", "/", "gw", 9080, [
         (b"x-weir-peer", spoofed.encode())], "http", ""))
     assert labels[1:5] == ("unknown",) * 4
+
+
+def test_a_view_with_a_regex_re2_refuses_is_nacked_and_the_old_one_kept(rt):
+    from tests.mesh.proxy.fakes import to
+
+    before = rt.view
+    bad = bookinfo_view(books_route=to(BOOKS, matches=(model.RouteMatch(uri=model.StringMatch("regex", "(?=x)")),)))
+    with pytest.raises(model.ViewError, match="invalid regex: '\\(\\?=x\\)'"):
+        rt.apply(bad, "v2")
+    assert rt.view is before
