@@ -117,6 +117,10 @@ class HTTPMatchRequest(Model):
 
 
 class RegexRewrite(Model):
+    """`uriRegexRewrite`: every match of `match` in the path replaced by `rewrite`, an RE2 rewrite string as
+    Envoy takes it (`\\0` the whole match, `\\1`-`\\9` its groups, `\\\\` a backslash; any other escape is
+    an error). `template` is the same as a Python `re` template, the form the proxy applies."""
+
     match: str
     rewrite: str
 
@@ -125,6 +129,41 @@ class RegexRewrite(Model):
     def _compiles(cls, pattern: str) -> str:
         compile_re2(pattern)
         return pattern
+
+    @model_validator(mode="after")
+    def _rewrite_is_re2s(self) -> RegexRewrite:
+        _template(self.rewrite, compile_re2(self.match).groups)
+        return self
+
+    @property
+    def template(self) -> str:
+        return _template(self.rewrite, compile_re2(self.match).groups)
+
+
+def _template(rewrite: str, groups: int) -> str:
+    """An RE2 rewrite string as a Python `re` template (`\\1` → `\\g<1>`, the rest literal), or the error RE2's
+    own check (RE2::CheckRewriteString) would give."""
+    out, i = [], 0
+    while i < len(rewrite):
+        char = rewrite[i]
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        escaped = rewrite[i + 1 : i + 2]
+        if not escaped:
+            raise invalid(f"rewrite {rewrite!r} ends with a lone backslash", at="rewrite")
+        if escaped in tuple("0123456789"):
+            if int(escaped) > groups:
+                raise invalid(f"rewrite {rewrite!r} refers to group \\{escaped}; the regex has {groups}", at="rewrite")
+            out.append(f"\\g<{escaped}>")
+        elif escaped == "\\":
+            out.append("\\\\")
+        else:
+            raise invalid(f"rewrite {rewrite!r}: invalid escape \\{escaped} (RE2 takes \\0-\\9 and \\\\)",
+                          at="rewrite")
+        i += 2
+    return "".join(out)
 
 
 class HTTPRewrite(Model):

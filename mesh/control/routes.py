@@ -103,7 +103,7 @@ def _route(ctx: RouteContext, vs: Any, index: int, rule: Any, matches: tuple[mod
         direct = model.DirectResponse(rule.direct_response.status, _body(rule.direct_response.body))
     if rule.rewrite is not None:
         rw = rule.rewrite
-        regex = (rw.uri_regex_rewrite.match, rw.uri_regex_rewrite.rewrite) if rw.uri_regex_rewrite else None
+        regex = (rw.uri_regex_rewrite.match, rw.uri_regex_rewrite.template) if rw.uri_regex_rewrite else None
         rewrite = model.Rewrite(uri=rw.uri, authority=rw.authority, uri_regex=regex)
     return model.Route(
         name=rule.name or f"{vs.namespace}/{vs.name}.{index}",

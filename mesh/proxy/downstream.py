@@ -34,9 +34,15 @@ MAX_HEADER_BYTES = 60 * 1024
 MAX_HEADER_COUNT = 100
 # Bytes of a request head still arriving after the read it began in: its request line and header lines, with
 # their syntax. httptools keeps a header's name and value until its line ends, whatever their size, so a head
-# is bounded here, before it is fed, not only by the limits its callbacks check (a value that never ends
-# never reaches on_header).
+# is bounded here, read by read, not only by the limits its callbacks check (a value that never ends never
+# reaches on_header): at most one read past this is held.
 MAX_HEAD_BYTES = MAX_URL_BYTES + MAX_HEADER_BYTES + 8 * 1024
+# Why the socket is not read (`DownstreamConnection.paused`, a set of these bits; read again when none is left).
+PIPELINE = 1  # MAX_PIPELINED requests wait behind the active one
+BODY_BUFFER = 2  # a request body is buffered while no upstream takes it (mesh.proxy.exchange)
+UPSTREAM_FULL = 4  # the upstream connection's socket is full (its pause_writing)
+CLIENT_FULL = 8  # the client's socket is full, and the active request has all its body: no new request is read
+REFUSED = 16  # a protocol error is pending behind earlier requests: the parser cannot go on, until close
 # Pipelined requests waiting behind the active one; more and we stop reading the socket.
 MAX_PIPELINED = 16
 # Pipelined requests parsed from reads already taken when reading stopped (one read can hold thousands of
@@ -67,11 +73,15 @@ def _is_port(text: str) -> bool:
 
 
 class DownstreamConnection(EndingPaths, asyncio.Protocol):
+    # Pause reasons, for mesh.proxy.exchange and the ending paths (which cannot import this module).
+    BODY_BUFFER = BODY_BUFFER
+    UPSTREAM_FULL = UPSTREAM_FULL
+    REFUSED = REFUSED
     __slots__ = (
         "forwarding", "listen_port", "transport", "parser", "url", "headers", "header_bytes", "current",
         "active", "queue", "paused", "closed", "peer_ip", "http11", "loop", "registry", "deferred_error",
         "peer_identity", "sni", "secure", "tcp_labels", "in_headers", "timeouts", "max_body", "draining",
-        "head_bytes", "write_blocked", "awaiting_chunk", "trailer_bytes",
+        "head_bytes", "write_blocked", "awaiting_chunk", "trailer_bytes", "progressed",
     )
 
     def __init__(self, forwarding: Forwarding, listen_port: int, registry: set) -> None:
@@ -86,7 +96,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.current: Exchange | None = None
         self.active: Exchange | None = None
         self.queue: deque[Exchange] = deque()
-        self.paused = False
+        self.paused = 0  # the reasons reading is paused (PIPELINE, BODY_BUFFER...): 0, reading
         self.closed = False
         self.peer_ip = ""
         self.http11 = True
@@ -112,6 +122,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         # keeps a trailer line until it ends, as it does a header.
         self.awaiting_chunk = False
         self.trailer_bytes = 0
+        self.progressed = False  # a head ended, a message began, or body or chunk bytes came, in this read
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,12 +138,8 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.timeouts.start()
 
     def data_received(self, data: bytes) -> None:
-        if self.in_headers:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self._protocol_error(replies.HeadersTooLarge())
-                return
-        awaiting_chunk = self.awaiting_chunk
+        in_headers, awaiting_chunk = self.in_headers, self.awaiting_chunk
+        self.progressed = False
         while True:
             try:
                 self.parser.feed_data(data)
@@ -151,11 +158,20 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             break
         if self.closed:
             return
-        if awaiting_chunk and self.awaiting_chunk:  # the whole read was a last chunk's trailers
-            self.trailer_bytes += len(data)
-            if self.trailer_bytes > MAX_HEADER_BYTES:
-                self._protocol_error(replies.HeadersTooLarge())
-                return
+        if not self.progressed:
+            # The whole read went to one head, or one last chunk's trailers, still arriving: counted, since
+            # httptools keeps a header or trailer line until it ends (only a read that makes no progress is
+            # all of it: a head's end, a body byte or a chunk's end are progress).
+            if in_headers and self.in_headers:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._protocol_error(replies.HeadersTooLarge())
+                    return
+            elif awaiting_chunk and self.awaiting_chunk:
+                self.trailer_bytes += len(data)
+                if self.trailer_bytes > MAX_HEADER_BYTES:
+                    self._protocol_error(replies.HeadersTooLarge())
+                    return
         # The connection's timer is lazy (request_limits.ConnectionTimer): only a head left incomplete by
         # this read, or a body being read, is noted; a request whose head came whole costs nothing here.
         active = self.active
@@ -188,11 +204,13 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         self.parser = None
 
     def pause_writing(self) -> None:
-        """The client's socket is full: no more of the answer is read from the upstream, and no more requests
-        from the client (local replies and later answers would queue here without bound)."""
+        """The client's socket is full: no more of the answer is read from the upstream, and no new request from
+        the client (local replies and later answers would queue here without bound). A request body still
+        arriving is read on: its upstream may answer only once it has it."""
         self.write_blocked = True
-        self.pause_reading()
         active = self.active
+        if active is None or active.request_complete:
+            self.pause_reading(CLIENT_FULL)
         if active is not None and active.upstream is not None:
             active.upstream.pause_reading()
 
@@ -201,11 +219,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         active = self.active
         if active is not None and active.upstream is not None:
             active.upstream.resume_reading()
-        self.resume_reading()
+        self.resume_reading(CLIENT_FULL)
 
     # -- httptools callbacks ------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.in_headers = True
+        self.in_headers = self.progressed = True
         self.header_bytes = self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -224,8 +242,11 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         # request's headers.
 
     def on_headers_complete(self) -> None:
+        if self.active is not None and len(self.queue) >= MAX_QUEUED:
+            raise replies.Overflow()  # never queued: the ones before are answered, then 503 and close
         parser = self.parser
         self.in_headers = False
+        self.progressed = True
         headers = self.headers
         keep_alive = parser.should_keep_alive()
         version = request_limits.http_version(parser, keep_alive, headers)
@@ -264,19 +285,19 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             exchange.expect_continue = expect_continue
             self.queue.append(exchange)
             if len(self.queue) >= MAX_PIPELINED:
-                self.pause_reading()
-                if len(self.queue) > MAX_QUEUED:
-                    raise replies.Overflow()
+                self.pause_reading(PIPELINE)
 
     def on_chunk_header(self) -> None:
-        self.awaiting_chunk = True
+        self.awaiting_chunk = self.progressed = True
         self.trailer_bytes = 0
 
     def on_chunk_complete(self) -> None:
         self.awaiting_chunk = False
+        self.progressed = True
 
     def on_body(self, body: bytes) -> None:
         self.awaiting_chunk = False
+        self.progressed = True
         current = self.current
         if current is not None and not current.done:
             if self.max_body and current.body_size + len(body) > self.max_body:
@@ -292,6 +313,8 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
                 current.request_done()  # the last chunk goes upstream
             else:
                 current.request_complete = True
+            if self.write_blocked:
+                self.pause_reading(CLIENT_FULL)  # its body is in: no new request while the client is full
 
     # -- used by Exchange ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -305,32 +328,35 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         if not exchange.keep_alive or (self.draining and not self.queue):
             self.close()
             return
+        # What paused reading for this exchange (its body, its upstream) is over with it.
+        self.resume_reading(BODY_BUFFER | UPSTREAM_FULL)
         if self.queue:
             nxt = self.active = self.queue.popleft()
             if nxt.expect_continue:
                 self.transport.write(CONTINUE)  # the client held its body until we got to this request
-            self.resume_reading()
+            if len(self.queue) < MAX_PIPELINED:
+                self.resume_reading(PIPELINE)
             self.forwarding.start(nxt)
         elif self.deferred_error is not None:
             self._reject(self.deferred_error)
         if not self.closed:
             self.timeouts.begin(self.phase())
 
-    def pause_reading(self) -> None:
-        if not self.paused and not self.closed:
-            self.paused = True
-            self.transport.pause_reading()
+    def pause_reading(self, reason: int) -> None:
+        if not self.closed:
+            if not self.paused:
+                self.transport.pause_reading()
+            self.paused |= reason
 
-    def resume_reading(self) -> None:
-        """Reading goes on unless something still holds it: a deferred protocol error (the parser cannot go
-        on: paused until close), a client not reading its answers, a full pipeline."""
-        if (self.paused and not self.closed and self.deferred_error is None and not self.write_blocked
-                and len(self.queue) < MAX_PIPELINED):
-            self.paused = False
-            self.transport.resume_reading()
-            active = self.active
-            if active is not None and not active.request_complete:
-                self.timeouts.body_read()  # a body's stall clock restarts: the wait was ours
+    def resume_reading(self, reasons: int) -> None:
+        """`reasons` no longer hold; reading goes on once no other reason does."""
+        if self.paused & reasons:
+            self.paused &= ~reasons
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+                active = self.active
+                if active is not None and not active.request_complete:
+                    self.timeouts.body_read()  # a body's stall clock restarts: the wait was ours
 
     def close(self) -> None:
         if not self.closed:

@@ -69,7 +69,7 @@ class EndingPaths:
                 self.queue.pop()  # the bad request is the last one parsed; it never started
                 self.current = self.queue[-1] if self.queue else active
             self.deferred_error = error
-            self.pause_reading()
+            self.pause_reading(self.REFUSED)
             return
         if active is not None:
             if active.response_started:

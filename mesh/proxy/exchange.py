@@ -102,8 +102,8 @@ class Exchange:
         else:
             upstream.send(self, self.request_head + LAST_CHUNK if self.chunked_request and self.request_complete
                           else self.request_head)
-        if self.conn.paused:
-            self.conn.resume_reading()
+        conn = self.conn
+        conn.resume_reading(conn.BODY_BUFFER)  # the body buffered so far went upstream
 
     def _frame(self, chunk: bytes) -> bytes:
         if self.chunked_request:
@@ -125,7 +125,7 @@ class Exchange:
         if self.body_size > MAX_REPLAY_BODY:
             self.replayable = False
         if self.body_size > MAX_BUFFERED_BODY:
-            self.conn.pause_reading()
+            self.conn.pause_reading(self.conn.BODY_BUFFER)
 
     def request_done(self) -> None:
         self.request_complete = True
@@ -133,10 +133,10 @@ class Exchange:
             self.upstream.write(LAST_CHUNK)
 
     def pause_downstream_reading(self) -> None:
-        self.conn.pause_reading()
+        self.conn.pause_reading(self.conn.UPSTREAM_FULL)
 
     def resume_downstream_reading(self) -> None:
-        self.conn.resume_reading()
+        self.conn.resume_reading(self.conn.UPSTREAM_FULL)
 
     # -- response side ----------------------------------------------------------------------------------
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]], upstream_keep_alive: bool) -> None:

@@ -140,6 +140,20 @@ CASES = [
         "lookahead/lookbehind is not RE2 syntax",
     ),
     (
+        "rewrite-python-group-syntax",
+        http(rewrite={"uriRegexRewrite": {"match": "^/books(/.*)$", "rewrite": "/v2\\g<1>"}}),
+        VS_KEY,
+        "spec.http[0].rewrite.uriRegexRewrite.rewrite",
+        "invalid escape \\g (RE2 takes",
+    ),
+    (
+        "rewrite-group-beyond-the-regex",
+        http(rewrite={"uriRegexRewrite": {"match": "^/books(/.*)$", "rewrite": "/v2\\2"}}),
+        VS_KEY,
+        "spec.http[0].rewrite.uriRegexRewrite.rewrite",
+        "refers to group \\2; the regex has 1",
+    ),
+    (
         "regex-class-re2-refuses",  # Python reads it (a nested set); RE2, which runs it, does not
         match(uri={"regex": "/[[:foo:]]"}),
         VS_KEY,

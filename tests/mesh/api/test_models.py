@@ -387,3 +387,18 @@ def test_http_cookie_attributes_parse() -> None:
     rule = load_document(dr(trafficPolicy={"loadBalancer": {"consistentHash": {"httpCookie": cookie}}}))
     parsed = rule.spec.traffic_policy.load_balancer.consistent_hash.http_cookie.attributes
     assert [(a.name, a.value) for a in parsed] == [("SameSite", "Lax"), ("Secure", None)]
+
+
+@pytest.mark.parametrize("rewrite, path, rewritten", [
+    ("/v2\\0", "/books/x", "/v2/books/x"),  # \0: the whole match, as Envoy (RE2) reads it
+    ("/v2\\1", "/books/x", "/v2/x"),
+    ("/a\\\\b\\1", "/books/x", "/a\\b/x"),  # \\: one backslash
+    ("/plain", "/books/x", "/plain"),
+])
+def test_a_regex_rewrite_is_applied_as_re2_reads_its_rewrite_string(rewrite, path, rewritten):
+    import re
+
+    from mesh.api.httproute import RegexRewrite
+
+    regex_rewrite = RegexRewrite(match="^/books(/.*)$", rewrite=rewrite)
+    assert re.compile(regex_rewrite.match).sub(regex_rewrite.template, path) == rewritten

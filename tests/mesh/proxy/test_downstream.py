@@ -665,7 +665,7 @@ async def test_pipelining_past_the_queue_bound_is_answered_then_refused():
     client = proxy.client()
     client.send(GET_BOOKS * 300)  # one read: the parser takes all of it
     await settle()
-    assert len(client.conn.queue) == downstream.MAX_QUEUED + 1 and not client.transport.reading
+    assert len(client.conn.queue) == downstream.MAX_QUEUED and not client.transport.reading
     for _ in range(400):
         waiting = [up for up in proxy.upstreams if up.protocol.exchange is not None and not up.transport.closed]
         if not waiting:
@@ -673,7 +673,7 @@ async def test_pipelining_past_the_queue_bound_is_answered_then_refused():
         waiting[0].respond(OK)
         await settle()
     statuses = [r.first for r in client.responses()]
-    assert statuses == ["200"] * (downstream.MAX_QUEUED + 2) + ["503"] and client.transport.closed
+    assert statuses == ["200"] * (downstream.MAX_QUEUED + 1) + ["503"] and client.transport.closed
 
 
 async def test_the_host_cache_is_bounded_in_entries_and_in_key_size(monkeypatch):
@@ -688,3 +688,36 @@ async def test_the_host_cache_is_bounded_in_entries_and_in_key_size(monkeypatch)
     client.send(b"GET /books HTTP/1.1\r\nHost: " + long_host + b"\r\n\r\n")
     assert long_host not in downstream._HOSTS
     assert b"h19.example:80" in downstream._HOSTS  # the newest are cached: the cache was cleared, not frozen
+
+
+async def test_the_clients_drained_socket_does_not_override_a_full_upstream():
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 100000\r\n\r\n" + b"b" * 1000)
+    await settle()
+    (up,) = proxy.upstreams
+    up.protocol.pause_writing()  # the upstream takes the body slowly: the client is not read
+    assert not client.transport.reading
+    client.conn.pause_writing()
+    client.conn.resume_writing()
+    assert not client.transport.reading  # still: the upstream is full
+    up.protocol.resume_writing()
+    assert client.transport.reading
+
+
+async def test_an_upload_goes_on_while_its_early_answer_fills_the_clients_socket():
+    """An upstream may answer before it has the whole body; a client that reads only once its upload is done
+    must still be read, or neither side moves."""
+    proxy = Proxy(bookinfo_view())
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 3000\r\n\r\n" + b"b" * 1000)
+    await settle()
+    (up,) = proxy.upstreams
+    up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel")
+    client.conn.pause_writing()  # the answer fills the client's socket
+    assert client.transport.reading and not up.transport.reading
+    client.send(b"b" * 2000)  # the rest of the body is read and forwarded
+    assert up.transport.data.endswith(b"b" * 2000)
+    client.conn.resume_writing()
+    up.respond(b"lo")
+    assert [r.body for r in client.responses()] == [b"hello"]

@@ -133,7 +133,7 @@ async def test_a_header_line_that_never_ends_is_refused_before_it_is_buffered(st
             break
         client.send(b"a" * 65536)
     assert [r.first for r in client.responses()] == ["431"] and client.transport.closed
-    assert counting.fed <= len(start) + downstream.MAX_HEAD_BYTES
+    assert counting.fed <= len(start) + downstream.MAX_HEAD_BYTES + 65536  # at most one read past the bound
     assert proxy.upstreams == []
 
 
@@ -365,10 +365,10 @@ async def test_the_body_timeout_does_not_count_while_the_proxy_is_not_reading():
     client = proxy.client()
     client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 10\r\n\r\nhel")
     await settle()
-    client.conn.pause_reading()  # flow control: the upstream is slow to take the body
+    client.conn.pause_reading(client.conn.UPSTREAM_FULL)  # flow control: the upstream is slow to take the body
     proxy.net.advance(100.0)
     assert not client.transport.closed
-    client.conn.resume_reading()
+    client.conn.resume_reading(client.conn.UPSTREAM_FULL)
     proxy.net.advance(29.0)
     assert not client.transport.closed
     proxy.net.advance(32.0)
@@ -486,3 +486,26 @@ def test_http_version_says_what_the_parser_says_without_asking_it_for_a_kept_ali
     parser.feed_data(b"GET / HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n")
     ((said, parsed),) = seen
     assert said == parsed == version.decode()
+
+
+async def test_a_head_split_over_reads_then_its_body_is_served():
+    """The head bound counts a read only when the whole read went to the head: here the second read ends
+    the head and carries 200 KB of body."""
+    proxy = proxy_with()
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 200000\r\n")
+    client.send(b"\r\n" + b"b" * 200000)
+    await answer_all(proxy)
+    (request,) = proxy.upstreams[0].requests()
+    assert len(request.body) == 200000 and [r.first for r in client.responses()] == ["200"]
+
+
+async def test_a_chunked_upload_whose_reads_straddle_chunks_is_served():
+    proxy = proxy_with()
+    client = proxy.client()
+    client.send(b"POST /one HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n")
+    client.send(b"d" * 65536 + b"\r\n10000\r\n")  # a chunk's data, its end and the next chunk's header
+    client.send(b"e" * 65536 + b"\r\n0\r\n\r\n")
+    await answer_all(proxy)
+    (request,) = proxy.upstreams[0].requests()
+    assert len(request.body) == 131072 and [r.first for r in client.responses()] == ["200"]
