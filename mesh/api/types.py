@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import re._constants as _sre_constants
 import re._parser as _sre_parser
+import warnings
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -188,11 +189,13 @@ def compile_re2(pattern: str, at: str = "") -> re.Pattern:
     conditionals, atomic groups, possessive quantifiers, `\\Z`, repeats over 1000, the flags x/a/L), since Istio
     refuses those and Envoy cannot run them. (`re`'s own parser reads the pattern: the stdlib has no public one.)
     Raises the pydantic error `invalid` naming what is wrong."""
-    try:
-        compiled = re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise invalid(f"invalid regex {pattern!r}: {exc}", at=at) from None
-    tree = _sre_parser.parse(pattern)
+    with warnings.catch_warnings():  # "possible nested set": `[[:alpha:]]` is a POSIX class to RE2
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            compiled = re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise invalid(f"invalid regex {pattern!r}: {exc}", at=at) from None
+        tree = _sre_parser.parse(pattern)
     found = "the inline flag x, a or L" if tree.state.flags & _NOT_RE2_FLAGS else _first_not_re2(tree)
     if found:
         raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
