@@ -207,6 +207,16 @@ class Proxy:
         return {key: value.count for key, value in self.runtime.stats.series.items()}
 
 
+async def requested(request: bytes, view: model.ProxyView | None = None) -> tuple[Proxy, Client, Upstream]:
+    """(proxy, client, upstream): `request` sent through an outbound listener, its upstream waiting to answer."""
+    proxy = Proxy(view or bookinfo_view())
+    client = proxy.client()
+    client.send(request)
+    await settle()
+    (upstream,) = proxy.upstreams
+    return proxy, client, upstream
+
+
 @dataclass
 class Client:
     conn: downstream.DownstreamConnection

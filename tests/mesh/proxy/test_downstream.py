@@ -20,6 +20,7 @@ from tests.mesh.proxy.fakes import (
     bookinfo_view,
     fqdn,
     parse_requests,
+    requested,
     settle,
 )
 
@@ -624,11 +625,7 @@ async def test_request_body_sent_upstream_is_intact_when_parsed():
 async def test_a_client_not_reading_its_answers_is_not_read_from_until_it_does():
     """Otherwise its requests keep coming and their answers (local replies, later exchanges) queue in the
     proxy without bound."""
-    proxy = Proxy(bookinfo_view())
-    client = proxy.client()
-    client.send(GET_BOOKS)
-    await settle()
-    (up,) = proxy.upstreams
+    proxy, client, up = await requested(GET_BOOKS)
     client.conn.pause_writing()
     assert not client.transport.reading and up.transport.reading is False
     up.respond(OK)
@@ -642,11 +639,7 @@ async def test_a_client_not_reading_its_answers_is_not_read_from_until_it_does()
 
 
 async def test_an_upstream_connection_paused_for_a_slow_client_goes_back_to_the_pool_reading():
-    proxy = Proxy(bookinfo_view())
-    slow = proxy.client()
-    slow.send(GET_BOOKS)
-    await settle()
-    (up,) = proxy.upstreams
+    proxy, slow, up = await requested(GET_BOOKS)
     up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
     slow.conn.pause_writing()
     assert not up.transport.reading
@@ -691,11 +684,7 @@ async def test_the_host_cache_is_bounded_in_entries_and_in_key_size(monkeypatch)
 
 
 async def test_the_clients_drained_socket_does_not_override_a_full_upstream():
-    proxy = Proxy(bookinfo_view())
-    client = proxy.client()
-    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 100000\r\n\r\n" + b"b" * 1000)
-    await settle()
-    (up,) = proxy.upstreams
+    proxy, client, up = await requested(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 100000\r\n\r\n" + b"b" * 1000)
     up.protocol.pause_writing()  # the upstream takes the body slowly: the client is not read
     assert not client.transport.reading
     client.conn.pause_writing()
@@ -708,11 +697,7 @@ async def test_the_clients_drained_socket_does_not_override_a_full_upstream():
 async def test_an_upload_goes_on_while_its_early_answer_fills_the_clients_socket():
     """An upstream may answer before it has the whole body; a client that reads only once its upload is done
     must still be read, or neither side moves."""
-    proxy = Proxy(bookinfo_view())
-    client = proxy.client()
-    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 3000\r\n\r\n" + b"b" * 1000)
-    await settle()
-    (up,) = proxy.upstreams
+    proxy, client, up = await requested(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 3000\r\n\r\n" + b"b" * 1000)
     up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel")
     client.conn.pause_writing()  # the answer fills the client's socket
     assert client.transport.reading and not up.transport.reading

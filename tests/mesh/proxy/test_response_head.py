@@ -11,7 +11,8 @@ import pytest
 from mesh.proxy import headers, response_head
 from mesh.proxy import upstream as upstream_mod
 from mesh.view import model
-from tests.mesh.proxy.fakes import BOOKS, Proxy, bookinfo_view, parse_responses, settle, to
+from tests.mesh.proxy import fakes
+from tests.mesh.proxy.fakes import BOOKS, bookinfo_view, parse_responses, settle, to
 from tests.mesh.proxy.test_headers import make_exchange
 
 OPS = model.HeaderOps
@@ -156,21 +157,11 @@ def empty_memos(monkeypatch):
     monkeypatch.setattr(response_head, "_scanned", {})
 
 
-async def requested(request: bytes = REQUEST, view: model.ProxyView | None = None):
-    """(proxy, client, upstream): `request` sent through an outbound listener, waiting for its answer."""
-    proxy = Proxy(view or bookinfo_view())
-    client = proxy.client()
-    client.send(request)
-    await settle()
-    (upstream,) = proxy.upstreams
-    return proxy, client, upstream
-
-
 async def serve(*reads: bytes, request: bytes = REQUEST, parser_used: bool = True,
                 view: model.ProxyView | None = None):
     """One exchange through an outbound listener whose upstream answers in `reads`: (what the client received,
     the stats series, whether the upstream connection was closed)."""
-    proxy, client, upstream = await requested(request, view)
+    proxy, client, upstream = await fakes.requested(request, view)
     if not parser_used:
         upstream.protocol.parser = NoParser()
     for data in reads:
@@ -225,7 +216,7 @@ async def test_the_answer_to_a_head_request_is_not_remembered_nor_answered_from_
     assert response_head._parsed == {}
     for _ in range(2):
         await serve(empty)  # a GET's answer with a head that a HEAD's answer may also have: remembered...
-    proxy, client, upstream = await requested(HEAD_REQUEST)
+    proxy, client, upstream = await fakes.requested(HEAD_REQUEST)
     counting = upstream.protocol.parser = CountingParser(upstream.protocol.parser)
     upstream.respond(empty)  # ...and a HEAD's answer still takes the parser, which ends it with its head
     assert counting.fed == 1
@@ -308,7 +299,7 @@ def test_the_parse_memo_is_bounded_in_heads_and_in_head_size(monkeypatch):
 
 
 async def test_an_upstream_head_that_never_ends_is_a_502_and_is_not_kept_growing():
-    proxy, client, upstream = await requested()
+    proxy, client, upstream = await fakes.requested(REQUEST)
     connection = upstream.protocol
     upstream.respond(b"HTTP/1.1 200 OK\r\nX-Endless: ")
     for _ in range(64):  # 4 MiB in 64 KiB reads
@@ -322,7 +313,7 @@ async def test_an_upstream_head_that_never_ends_is_a_502_and_is_not_kept_growing
 
 
 async def test_a_head_just_under_the_limit_in_many_reads_is_forwarded():
-    proxy, client, upstream = await requested()
+    proxy, client, upstream = await fakes.requested(REQUEST)
     head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 590) for i in range(100))
     answer = head + b"content-length: 5\r\n\r\nhello"
     assert len(head) < upstream_mod.MAX_RESPONSE_HEAD_BYTES
