@@ -151,21 +151,17 @@ class RequestStats:
         """The series of (peer, code, flags), made when new; equal peer tuples of another identity share it."""
         key = (peer, code, flags)
         series = self.series.get(key)
-        if series is None:
-            if len(self.series) >= MAX_SERIES:
-                return self._overflow(peer, code, flags)
-            series = self.series[key] = Series()
-        by_response[(code, flags)] = series
-        return series
-
-    def _overflow(self, peer: tuple, code: int, flags: str) -> Series:
-        """The series a new label set past MAX_SERIES is counted in: its reporter's, every other label
-        "unknown" (one per reporter, code and flags: a bounded set). Not indexed, so each such request counts."""
-        self.overflowed += 1
-        key = ((peer[0],) + (UNKNOWN,) * (len(peer) - 1), code, flags)
-        series = self.series.get(key)
+        overflow = series is None and len(self.series) >= MAX_SERIES
+        if overflow:
+            # Counted in its reporter's all-"unknown" series (one per reporter, code and flags: a bounded set),
+            # not indexed, so each such request comes here and is counted.
+            self.overflowed += 1
+            key = ((peer[0],) + (UNKNOWN,) * (len(peer) - 1), code, flags)
+            series = self.series.get(key)
         if series is None:
             series = self.series[key] = Series()
+        if not overflow:
+            by_response[(code, flags)] = series
         return series
 
     def render(self) -> list[str]:

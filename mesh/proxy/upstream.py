@@ -147,9 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.awaiting_head = False
         exchange.response_head(status, data[:end], keep_alive)
         if length:
-            body = data[end + 4:]
-            exchange.bytes_sent += length
-            exchange.out.append(b"%x\r\n%b\r\n" % (length, body) if exchange.chunked_response else body)
+            self.on_body(data[end + 4:])
         self.exchange = None
         exchange.response_complete(self, keep_alive)
 
