@@ -16,6 +16,7 @@ slower: a variant takes about a minute.
     .venv/bin/python -m bench.instructions                                   # telemetry off / on / tracing only
     .venv/bin/python -m bench.instructions --traceparent --variant off='--telemetry off' --variant on=
     .venv/bin/python -m bench.instructions --requests 5000 --variant base= --variant other='--some-flag'
+    .venv/bin/python -m bench.instructions --variant base@/tmp/weir-base= --variant change=   # two checkouts
 
 `--traceparent` sends each request with a caller's `traceparent` and `x-request-id`, as a client sidecar
 does: the server side of a pair (a joined trace) instead of a new root at an edge.
@@ -89,15 +90,15 @@ class Requests:
 
 
 def count(procs: processes.Processes, workdir: Path, upstream_port: int, name: str, flags: tuple[str, ...],
-          requests: int, traceparent: bool) -> float:
-    """Instructions per request of one sidecar variant."""
+          requests: int, traceparent: bool, tree: Path | None = None) -> float:
+    """Instructions per request of one sidecar variant (run from the checkout `tree`, by default this one)."""
     view = workdir / f"{name}.view.json"
     view.write_text(json.dumps(wire.to_dict(sidecar.inbound_view(upstream_port))))
     inbound, outbound, admin = (processes.free_port() for _ in range(3))
     out = workdir / f"{name}.callgrind"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
             *sidecar.command(name, view, inbound, outbound, admin, extra=flags)]
-    proc = procs.start(name, argv, cwd=str(sidecar.REPO_ROOT))
+    proc = procs.start(name, argv, cwd=str(tree or sidecar.REPO_ROOT))
     try:
         processes.wait_until(lambda: processes.http_ok(f"http://127.0.0.1:{admin}/ready"), proc,
                              f"{name} under valgrind", timeout=READY_TIMEOUT_S)
@@ -132,7 +133,8 @@ def _dump(pid: int, expected: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.instructions", description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", type=interleaved.parse_variant, default=None,
-                        help="NAME=FLAGS for the sidecar (repeatable; the first is the base); "
+                        help="NAME=FLAGS for the sidecar, NAME@DIR=FLAGS to run another checkout's "
+                             "(repeatable; the first is the base); "
                              "default: telemetry off, on, tracing only")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--traceparent", action="store_true",
@@ -142,16 +144,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--requests must be at least 1")
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("bench.instructions needs valgrind: apt-get install -y valgrind")
-    variants = dict(args.variant) if args.variant else interleaved.TELEMETRY_VARIANTS
+    variants = interleaved.variants_of(args.variant)
     pinning = processes.choose_pinning()
     with tempfile.TemporaryDirectory(prefix="weir-instructions-") as tmp, processes.Processes(Path(tmp)) as procs:
         workdir = Path(tmp)
         upstream = paths.start_upstream(procs, workdir, pinning)
         base = None
-        for name, flags in variants.items():
-            per_request = count(procs, workdir, upstream, name, flags, args.requests, args.traceparent)
+        for name, flags, tree in variants:
+            per_request = count(procs, workdir, upstream, name, flags, args.requests, args.traceparent, tree)
             base = base or per_request
-            print(f"{name:16s} {per_request:9,.0f} instructions/request ({per_request / base:.3f}× {next(iter(variants))})",
+            print(f"{name:16s} {per_request:9,.0f} instructions/request ({per_request / base:.3f}× {variants[0].name})",
                   flush=True)
 
 

@@ -66,14 +66,15 @@ def start_sidecar_no_telemetry(procs: processes.Processes, ctx: Context) -> Targ
 
 
 def start_pair(procs: processes.Processes, ctx: Context, resilience: bool = False,
-               extra: tuple[str, ...] = (), name: str = "pair") -> Target:
+               extra: tuple[str, ...] = (), name: str = "pair", tree: Path | None = None) -> Target:
     """A client sidecar (outbound) → a server sidecar (inbound) → the upstream; `name` prefixes their
-    process names, so that several pairs run side by side (every path of a run, bench.interleaved)."""
+    process names, so that several pairs run side by side (every path of a run, bench.interleaved); `tree`:
+    the checkout both run from (`sidecar.start`)."""
     pin = ctx.pinning.prefix(ctx.pinning.proxy)
     server = sidecar.start(procs, f"{name}-server", sidecar.inbound_view(ctx.upstream_port), ctx.workdir, pin,
-                           extra=extra)
+                           extra=extra, tree=tree)
     view = sidecar.outbound_view(server.inbound_port, resilience=resilience)
-    client = sidecar.start(procs, f"{name}-client", view, ctx.workdir, pin, extra=extra)
+    client = sidecar.start(procs, f"{name}-client", view, ctx.workdir, pin, extra=extra, tree=tree)
     return Target(client.outbound_port, sidecar.HOST_HEADER, {"client": client.pid, "server": server.pid})
 
 

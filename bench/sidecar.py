@@ -141,14 +141,16 @@ def command(name: str, view_path: Path, inbound: int, outbound: int, admin: int,
 
 
 def start(procs: processes.Processes, name: str, view: model.ProxyView, workdir: Path,
-          cpus: list[str], identity: Identity | None = None, extra: tuple[str, ...] = ()) -> Sidecar:
-    """Write the view, start the sidecar pinned to `cpus`, return once its admin `/ready` says 200."""
+          cpus: list[str], identity: Identity | None = None, extra: tuple[str, ...] = (),
+          tree: Path | None = None) -> Sidecar:
+    """Write the view, start the sidecar pinned to `cpus`, return once its admin `/ready` says 200. `tree`: the
+    checkout whose `mesh.proxy` runs (`python -m` imports from its working directory), by default this one."""
     model.check_references(view)
     view_path = workdir / f"{name}.view.json"
     view_path.write_text(json.dumps(wire.to_dict(view)))
     inbound, outbound, admin = (processes.free_port() for _ in range(3))
     proc = procs.start(name, command(name, view_path, inbound, outbound, admin, identity, extra), cpus=cpus,
-                       cwd=str(REPO_ROOT))
+                       cwd=str(tree or REPO_ROOT))
     try:
         processes.wait_until(lambda: processes.http_ok(f"http://127.0.0.1:{admin}/ready"), proc, name)
     except RuntimeError as exc:

@@ -19,15 +19,42 @@ def test_the_summary_takes_medians_and_compares_with_the_first_variant():
     assert (off["variant"], off["rps_median"], off["ratio"], off["cpu_us_per_request_median"]) == ("off", 6000, 1.0, 70)
     assert (on["rps_median"], on["ratio"], on["cpu_us_per_request_median"], on["cycles"]) == (4250, 4250 / 6000, 97.5, 4)
     assert (on["rps_min"], on["rps_max"]) == (3000, 9000)
+    # Paired: cycle by cycle against the base (4500/5000, 3000/7000, 4000/6000; the base has no fourth cycle).
+    assert off["paired_ratio"] == 1.0 and on["paired_ratio"] == 4000 / 6000
 
 
-def test_a_variant_is_a_name_and_shell_words():
-    assert interleaved.parse_variant("off=--telemetry off") == ("off", ("--telemetry", "off"))
-    assert interleaved.parse_variant("on=") == ("on", ())
-    assert interleaved.parse_variant("q=--access-log '/tmp/a b.log'") == ("q", ("--access-log", "/tmp/a b.log"))
-    for bad in ("off", "=--telemetry off"):
+def test_a_variant_is_a_name_and_shell_words_and_may_name_another_checkout(tmp_path):
+    assert interleaved.parse_variant("off=--telemetry off") == ("off", ("--telemetry", "off"), None)
+    assert interleaved.parse_variant("on=") == ("on", (), None)
+    assert interleaved.parse_variant("q=--access-log '/tmp/a b.log'") == ("q", ("--access-log", "/tmp/a b.log"), None)
+    (tmp_path / "mesh" / "proxy").mkdir(parents=True)
+    (tmp_path / "mesh" / "proxy" / "__main__.py").write_text("")
+    assert interleaved.parse_variant(f"base@{tmp_path}=--telemetry off") == ("base", ("--telemetry", "off"), tmp_path)
+    for bad in ("off", "=--telemetry off", "base@=", f"base@{tmp_path / 'nowhere'}="):
         with pytest.raises(argparse.ArgumentTypeError):
             interleaved.parse_variant(bad)
+
+
+def test_variants_default_to_the_telemetry_ones_and_need_distinct_names():
+    assert [v.name for v in interleaved.variants_of(None)] == ["telemetry-off", "telemetry-on", "tracing-only"]
+    given = [interleaved.Variant("a"), interleaved.Variant("b", ("--telemetry", "off"))]
+    assert interleaved.variants_of(given) == tuple(given)
+    with pytest.raises(SystemExit, match="own name"):
+        interleaved.variants_of([interleaved.Variant("a"), interleaved.Variant("a", ("--x",))])
+
+
+def test_a_sidecar_runs_from_the_checkout_it_is_given(tmp_path, monkeypatch):
+    started = {}
+
+    class Procs:
+        def start(self, name, argv, cpus=None, cwd=None):
+            started[name] = cwd
+            raise RuntimeError("not started in this test")
+
+    for tree in (None, tmp_path):
+        with pytest.raises(RuntimeError):
+            sidecar.start(Procs(), f"s-{tree is None}", sidecar.inbound_view(1), tmp_path, [], tree=tree)
+    assert started == {"s-True": str(sidecar.REPO_ROOT), "s-False": str(tmp_path)}
 
 
 def test_the_hot_path_measure_serves_every_request_in_every_mode():
