@@ -217,9 +217,11 @@ def test_saturation_runs_interleave_the_paths_and_keep_the_median_round(monkeypa
     monkeypatch.setattr(run, "CONNECTIONS", (16, 64))
     run.measure_throughput(targets, results, ctx)
 
-    assert order[:8] == [("1001", 16, "fill"), ("1001", 16, 2), ("1002", 16, "fill"), ("1002", 16, 2),
-                         ("1001", 64, "fill"), ("1001", 64, 2), ("1002", 64, "fill"), ("1002", 64, 2)]
-    assert len(order) == 24  # each measured run right after its pool was refilled at its connection count
+    # Each measured run right after its pool was refilled, by FILL_HEADROOM times its connections.
+    assert run.FILL_HEADROOM == 2
+    assert order[:8] == [("1001", 32, "fill"), ("1001", 16, 2), ("1002", 32, "fill"), ("1002", 16, 2),
+                         ("1001", 128, "fill"), ("1001", 64, 2), ("1002", 128, "fill"), ("1002", 64, 2)]
+    assert len(order) == 24
     fast16 = results["fast"]["wrk"]["16"]
     assert fast16["rps_rounds"] == [900.0, 500.0, 100.0]
     assert (fast16["rps"], fast16["p50_ms"]) == (500.0, 2.0)
