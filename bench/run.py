@@ -37,7 +37,8 @@ OPENLOOP_CONNECTIONS = 32  # keep-alive connections the open-loop client opens u
 # A pool is refilled by this many times the clients of the run that follows. The fill's first requests
 # overlap only in part (the proxy answers some before the last arrive), so 64 clients left the mTLS pair's
 # pool about 50 connections deep: in half of its 64-connection runs 12 to 16 handshakes fell inside the
-# measured seconds and those runs served 5,500-7,300 requests/s. Filled by 128, none did (7,600-8,300).
+# measured seconds (ten 3 s runs: 5,600-8,600 requests/s, mean 7,000). Filled by 128, none did (eight runs:
+# 7,600-8,300, mean 7,900).
 # The pools keep up to 128 idle connections (mesh.proxy.pool.MAX_IDLE_PER_ENDPOINT).
 FILL_HEADROOM = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
