@@ -43,7 +43,7 @@ def test_variants_default_to_the_telemetry_ones_and_need_distinct_names():
         interleaved.variants_of([interleaved.Variant("a"), interleaved.Variant("a", ("--x",))])
 
 
-def test_a_sidecar_runs_from_the_checkout_it_is_given(tmp_path, monkeypatch):
+def test_a_sidecar_runs_from_the_checkout_it_is_given(tmp_path):
     started = {}
 
     class Procs:
