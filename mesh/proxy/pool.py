@@ -159,7 +159,8 @@ class Pools:
 
     def dump(self) -> list[dict]:
         return [
-            {"endpoint": f"{key[0]}:{key[1]}", "tls": pool.origin is not None, "idle": len(pool.idle),
+            {"endpoint": f"{key[0]}:{key[1]}", "tls": pool.origin is not None,
+             "sni": pool.origin.server_hostname if pool.origin is not None else None, "idle": len(pool.idle),
              "active": pool.active, "opened": pool.opened, "reused": pool.reused}
             for key, pool in sorted(self.by_endpoint.items(), key=lambda item: str(item[0]))
         ]

@@ -1,10 +1,12 @@
 """What the fault tests observe besides the client's answers: a process of the mesh (from `meshctl status`),
-its descriptors, sockets and memory (/proc), and a proxy's counters (its admin `/stats/prometheus`).
+its descriptors, sockets and memory (/proc), and a proxy's counters and pools (its admin `/stats/prometheus`,
+`/config_dump`).
 Figures go to stdout with `report` (`pytest -s` shows them) so a run records what it measured.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -34,10 +36,20 @@ def wait_restarted(mesh, name: str, old_pid: int, timeout: float = RESTART_S) ->
     raise AssertionError(f"{name} not restarted and ready after {timeout}s: {row}")
 
 
-def scrape(mesh, workload: str) -> str:
+def _admin(mesh, workload: str, path: str) -> bytes:
     ports = {p["workload"]: p["ports"] for p in mesh.meshctl_json("status")["processes"] if "admin" in p["ports"]}
-    with DIRECT.open(f"http://127.0.0.1:{ports[workload]['admin']}/stats/prometheus", timeout=5) as response:
-        return response.read().decode()
+    with DIRECT.open(f"http://127.0.0.1:{ports[workload]['admin']}{path}", timeout=5) as response:
+        return response.read()
+
+
+def scrape(mesh, workload: str) -> str:
+    return _admin(mesh, workload, "/stats/prometheus").decode()
+
+
+def pools_to(mesh, workload: str, port: int) -> list[dict]:
+    """The proxy's upstream pools to 127.0.0.1:`port` (one per cluster SNI under mTLS), from its config dump."""
+    pools = json.loads(_admin(mesh, workload, "/config_dump"))["proxy"]["pools"]
+    return [p for p in pools if p["endpoint"] == f"127.0.0.1:{port}"]
 
 
 def metric(text: str, name: str, *labels: str) -> float:

@@ -29,7 +29,18 @@ import pytest
 from mesh.proxy import mirror
 from tests.e2e.conftest import running_mesh
 from tests.e2e.load import Load
-from tests.e2e.observe import SERVED_WITHIN_S, fds, metric, process, report, rss, scrape, settle, sockets_to
+from tests.e2e.observe import (
+    SERVED_WITHIN_S,
+    fds,
+    metric,
+    pools_to,
+    process,
+    report,
+    rss,
+    scrape,
+    settle,
+    sockets_to,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -151,45 +162,71 @@ def test_opening_and_closing_many_connections_leaks_no_descriptor_and_little_mem
 # -- slow mirror -------------------------------------------------------------------------------------------
 
 
+# The mirror's cluster (ratings, subset v2), as its pool to ratings v2 is named: under mTLS the pools of an
+# endpoint are one per cluster SNI (Envoy's are per cluster), so the dump tells the mirror's connections apart
+# from those other clusters keep to the same sidecar.
+MIRROR_SNI = "outbound_.9080_.v2_.ratings.bookinfo.svc.cluster.local"
+
+
+def other_pools(mesh, port: int) -> int:
+    """Connections books-v1's proxy keeps to `port` in pools other than the mirror cluster's."""
+    return sum(p["active"] + p["idle"] for p in pools_to(mesh, "books-v1", port) if p["sni"] != MIRROR_SNI)
+
+
+def mirror_sockets(mesh, pid: int, port: int) -> tuple[int, int]:
+    """(sockets of `pid` to `port` that no other cluster's pool accounts for, those the other pools hold).
+    The pools are read before and after the sockets, and the larger count taken, so that a connection another
+    pool opens meanwhile is not charged to the mirror."""
+    before = other_pools(mesh, port)
+    sockets = sockets_to(pid, port)
+    others = max(before, other_pools(mesh, port))
+    return sockets - others, others
+
+
 def test_a_slow_mirror_target_keeps_copies_in_flight_and_memory_bounded(mesh):
     mesh.apply("mirroring")
     mesh.wait_synced()
     pid = process(mesh, "books-v1.proxy")["pid"]
     target = process(mesh, "ratings-v2.proxy")["ports"]["inbound"]
     before, rss_base = scrape(mesh, "books-v1"), rss(pid)
-    # Connections to ratings-v2 that other clusters' pools keep (Envoy's pools are per cluster, each with
-    # its own SNI): the round-robin scenario before leaves one idle in the `ratings` cluster's pool, pooled
-    # as the fixture's traffic ran, so now or while the load starts. Not the mirror's to bound.
-    sockets_base = max(sockets_to(pid, target), 1)
+    # The sockets to ratings v2 are the mirror's and those of other clusters' pools (the previous scenario's
+    # round-robin leaves one idle in the `ratings` cluster's pool): the mirror's are what it must bound, so
+    # each sample counts the other pools' from the proxy's own dump (`mirror_sockets`).
     mesh.meshctl("chaos", "ratings-v2", "--delay", "60")  # far past the mirror timeout: copies hang
     try:
         with Load(mesh.ingress + "/gateway/books", rate=80, workers=12) as load:
-            peak_active, peak_rss, peak_sockets = 0.0, 0, 0
+            peak_active, peak_rss, peak_sockets, peak_others, peak_pool = 0.0, 0, 0, 0, 0
             while load.now() < 6:
                 time.sleep(0.5)
                 peak_active = max(peak_active, metric(scrape(mesh, "books-v1"), "weir_mirror_requests_active"))
-                peak_rss, peak_sockets = max(peak_rss, rss(pid)), max(peak_sockets, sockets_to(pid, target))
+                mirror_now, others_now = mirror_sockets(mesh, pid, target)
+                pool_now = sum(p["active"] for p in pools_to(mesh, "books-v1", target) if p["sni"] == MIRROR_SNI)
+                peak_rss, peak_sockets = max(peak_rss, rss(pid)), max(peak_sockets, mirror_now)
+                peak_others, peak_pool = max(peak_others, others_now), max(peak_pool, pool_now)
         after = scrape(mesh, "books-v1")
     finally:
         mesh.meshctl("chaos", "ratings-v2", "--reset")
     sent = metric(after, "weir_mirror_requests_total") - metric(before, "weir_mirror_requests_total")
     overflow = metric(after, "weir_mirror_overflow_total") - metric(before, "weir_mirror_overflow_total")
     report("slow mirror", rps=f"{load.rps():.1f}", statuses=dict(load.statuses()), mirrored=sent,
-           overflow=overflow, peak_in_flight=peak_active, peak_sockets=peak_sockets, other_pools=sockets_base,
-           rss_mib=f"{rss_base / MiB:.1f}->{peak_rss / MiB:.1f}")
+           overflow=overflow, peak_in_flight=peak_active, peak_sockets=peak_sockets, peak_pool=peak_pool,
+           other_pools=peak_others, rss_mib=f"{rss_base / MiB:.1f}->{peak_rss / MiB:.1f}")
     assert load.failures() == []
     assert {a.books for a in load.snapshot()} == {"v1"}
     assert sent == mirror.MAX_MIRRORS_IN_FLIGHT and overflow > 0  # past the bound: skipped and counted
     assert peak_active <= mirror.MAX_MIRRORS_IN_FLIGHT
     assert peak_rss - rss_base < 4 * RSS_SLACK
-    assert peak_sockets <= mirror.MAX_MIRRORS_IN_FLIGHT + sockets_base
+    # The mirror's pool was found (the copies went through it) and neither it nor the kernel's count of the
+    # sockets no other pool holds passed the bound.
+    assert 0 < peak_pool <= mirror.MAX_MIRRORS_IN_FLIGHT
+    assert peak_sockets <= mirror.MAX_MIRRORS_IN_FLIGHT
     # Cut at the mirror timeout: the copies end and their sockets to the mirror target close.
     deadline = time.monotonic() + mirror.MIRROR_TIMEOUT_S + 5
-    while (sockets_to(pid, target) > sockets_base
+    while (mirror_sockets(mesh, pid, target)[0] > 0
            or metric(scrape(mesh, "books-v1"), "weir_mirror_requests_active")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert metric(scrape(mesh, "books-v1"), "weir_mirror_requests_active") == 0
-    assert sockets_to(pid, target) <= sockets_base
+    assert mirror_sockets(mesh, pid, target)[0] <= 0
     mesh.apply("round-robin")
     mesh.wait_synced()
 

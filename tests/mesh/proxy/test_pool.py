@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from mesh.proxy import pool
 
 
@@ -109,8 +111,20 @@ def test_repr_and_dump():
     assert pools.get(("h", 1)) is pools.get(("h", 1))
     pools.by_endpoint[("10.0.0.1", 9080)] = p
     assert pools.dump() == [
-        {"endpoint": "10.0.0.1:9080", "tls": False, "idle": 1, "active": 1, "opened": 2, "reused": 1},
-        {"endpoint": "h:1", "tls": False, "idle": 0, "active": 0, "opened": 0, "reused": 0},
+        {"endpoint": "10.0.0.1:9080", "tls": False, "sni": None, "idle": 1, "active": 1, "opened": 2, "reused": 1},
+        {"endpoint": "h:1", "tls": False, "sni": None, "idle": 0, "active": 0, "opened": 0, "reused": 0},
+    ]
+
+
+def test_dump_names_each_tls_pool_by_its_sni():
+    """One endpoint, two clusters: mesh pools are keyed by SNI too, and the dump tells them apart."""
+    pools = pool.Pools()
+    for subset in ("", "v2"):
+        sni = f"outbound_.9080_.{subset}_.ratings.bookinfo.svc.cluster.local"
+        pools.get(("10.0.0.1", 9080, ("mtls", (), sni)), SimpleNamespace(server_hostname=sni)).opening()
+    assert [(p["endpoint"], p["tls"], p["sni"], p["active"]) for p in pools.dump()] == [
+        ("10.0.0.1:9080", True, "outbound_.9080_._.ratings.bookinfo.svc.cluster.local", 1),
+        ("10.0.0.1:9080", True, "outbound_.9080_.v2_.ratings.bookinfo.svc.cluster.local", 1),
     ]
 
 
