@@ -1,17 +1,19 @@
 """The paths `make bench` measures, each started up front and reached at one port: direct, one Weir sidecar
 (inbound listener; as deployed, and with `--telemetry off`: routing and metrics only), a sidecar pair (client
 outbound listener as an HTTP proxy → server inbound listener; as deployed, metrics only, with issue 3's
-resilience settings, with automatic mutual TLS between the two), and nginx as a keep-alive reverse proxy. All
+resilience settings, with automatic mutual TLS between the two), nginx as a keep-alive reverse proxy, and the
+floor under any Python proxy (`bench.floor`: a minimal uvloop + httptools keep-alive proxy). All
 reach the same fixed upstream (`start_upstream`: nginx serving the 1 KiB payload). Proxies are pinned to the
 proxy CPU, the upstream to the load CPU (`bench.processes.choose_pinning`). `bench.run` measures them.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import nginx, processes, sidecar
+from bench import floor, nginx, processes, sidecar
 from mesh.view import security
 
 WARM_S = 2.0  # pair-mtls: closed-loop load before its open-loop run (bench.run.measure_latency): its TLS pool
@@ -105,6 +107,16 @@ def start_pair_mtls(procs: processes.Processes, ctx: Context) -> Target:
                   {"client": client.admin_port, "server": server.admin_port}, warm_s=WARM_S)
 
 
+def start_floor(procs: processes.Processes, ctx: Context) -> Target:
+    """The minimal Python proxy (`bench.floor`) on the proxy CPU: what Weir costs above Python's floor."""
+    port = processes.free_port()
+    proxy = procs.start("floor", ctx.pinning.prefix(ctx.pinning.proxy) + [
+        sys.executable, "-m", floor.__name__, "--upstream-port", str(ctx.upstream_port), "--port", str(port)],
+        cwd=str(sidecar.REPO_ROOT))
+    processes.wait_until(lambda: processes.port_open(port), proxy, "floor")
+    return Target(port, None, {"floor": proxy.pid})
+
+
 def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
     port = processes.free_port()
     conf = nginx.proxy_conf(ctx.workdir, port, ctx.upstream_port)
@@ -115,7 +127,7 @@ def start_nginx_proxy(procs: processes.Processes, ctx: Context) -> Target:
 
 # In the order each wrk round loads them: the paths a target compares run next to each other (the report's
 # ratios are per round, `report.throughput_ratio`): nginx and the sidecar, the pair with and without telemetry,
-# the pair and its resilience and mTLS variants.
-SCENARIOS = {"direct": start_direct, "nginx": start_nginx_proxy, "sidecar-no-telemetry": start_sidecar_no_telemetry,
-             "sidecar": start_sidecar, "pair-no-telemetry": start_pair_no_telemetry, "pair": start_pair,
+# the pair and its resilience and mTLS variants; the floor is a reference, next to nginx.
+SCENARIOS = {"direct": start_direct, "floor": start_floor, "nginx": start_nginx_proxy,
+             "sidecar-no-telemetry": start_sidecar_no_telemetry, "sidecar": start_sidecar, "pair-no-telemetry": start_pair_no_telemetry, "pair": start_pair,
              "pair-resilience": start_pair_resilience, "pair-mtls": start_pair_mtls}

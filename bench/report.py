@@ -44,6 +44,7 @@ MIN_TELEMETRY_THROUGHPUT = 0.9  # pair requests/s ÷ pair-no-telemetry's
 
 LABELS = {
     "direct": "direct (client → upstream)",
+    "floor": "minimal Python proxy (the floor)",
     "sidecar": "one Weir sidecar (inbound)",
     "sidecar-no-telemetry": "one Weir sidecar, telemetry off (inbound)",
     "pair": "Weir sidecar pair (out → in)",
