@@ -84,3 +84,34 @@ def test_a_cancelled_deadline_keeps_nothing_alive():
     del exchange
     gc.collect()
     assert ref() is None and len(d) == 1  # still queued until its time, but holding nothing
+
+
+def test_cancelled_entries_are_dropped_once_they_are_most_of_the_heap():
+    """A busy proxy: each request's deadline cancelled as its answer comes. The heap stays about twice the
+    deadlines in flight instead of growing with rate × timeout, and the live ones still fire, in order."""
+    loop, d = setup()
+    fired = []
+    live = [d.call_later(100.0 + i, fired.append, i) for i in range(10)]
+    for i in range(10_000):
+        loop.now = i / 1000  # 1000 requests/s, a 3 s timeout, each answered at once
+        d.call_later(3.0, fired.append, "never").cancel()
+        assert len(d) <= 2 * len(live) + 2 * deadlines.MIN_COMPACT_CANCELLED
+    assert d.cancelled_in_heap < deadlines.MIN_COMPACT_CANCELLED
+    loop.run_until(200.0)
+    assert fired == list(range(10)) and len(d) == 0 and d.cancelled_in_heap == 0
+
+
+def test_a_callback_that_cancels_others_while_firing_leaves_a_consistent_heap():
+    loop, d = setup()
+    fired = []
+    later = [d.call_later(2.0 + i / 1000, fired.append, i) for i in range(deadlines.MIN_COMPACT_CANCELLED * 3)]
+
+    def cancel_all() -> None:  # a route timeout cancelling its tries' deadlines, enough to compact mid-fire
+        fired.append("first")
+        for deadline in later[1:]:
+            deadline.cancel()
+
+    d.call_later(1.0, cancel_all)
+    d.call_later(1.0, fired.append, "second")  # due in the same batch, popped after the compaction
+    loop.run_until(10.0)
+    assert fired == ["first", "second", 0] and len(d) == 0 and d.cancelled_in_heap == 0
