@@ -5,8 +5,12 @@ no I/O); a flush every FLUSH_S formats the batch: one JSON line per request on t
 (stdout by default, as Istio's `accessLogFile: /dev/stdout`, so `meshctl logs W --proxy` and
 `kubectl logs -c istio-proxy` show them), and the sampled spans to each exporter (the control plane's
 collector over the mesh channel; an OTLP/HTTP endpoint when configured). Everything waiting is bounded
-(MAX_PENDING): beyond it entries are dropped and counted (`weir_telemetry_dropped_total{kind}`), never
-queued without limit. The last RECENT entries stay in memory for the admin `/access_log` and the dashboard.
+(MAX_PENDING entries; spans also MAX_PENDING_SPAN_BYTES): beyond it entries are dropped and counted
+(`weir_telemetry_dropped_total{kind}`), never queued without limit. Waiting log entries need no byte bound:
+each flush takes them all, whatever the stream does (`ThreadedWriter` bounds the unwritten text in bytes),
+and formatting a line is far faster than reading a request that could make it large. Spans wait for their
+exporter, which may stall for its whole timeout while callers force sampling. The last RECENT entries stay in
+memory for the admin `/access_log` and the dashboard.
 
 An access log line has Envoy's field names; `mesh.proxy.log_line` formats it and shows one.
 """
@@ -37,12 +41,22 @@ FLUSH_S = 0.1
 # loop for more than a fraction of a millisecond; requests are served between slices.
 FLUSH_SLICE = 128
 MAX_PENDING = 20_000  # access log entries or spans waiting for a flush / an export
+# What waiting spans may hold. An entry keeps what the client sent (path, authority, user agent, request id:
+# up to 76 KiB with a head at the listener's limits), and callers can force sampling (traceparent flags 01):
+# with a stalled span exporter, MAX_PENDING entries alone could hold 1.5 GiB.
+MAX_PENDING_SPAN_BYTES = 16 * 1024 * 1024
+ENTRY_BYTES = 400  # an entry's own share (its tuple, numbers, span tuple), roughly, besides what clients sent
 RECENT = 200  # entries kept for /access_log
 EXPORT_BATCH = 2_000  # spans per export request
 
 MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024  # access log text handed to the writer thread and not yet written
 
 Exporter = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+def entry_bytes(entry: tuple) -> int:
+    """The memory a waiting entry holds, as MAX_PENDING_SPAN_BYTES counts it (ENTRY_FIELDS' order)."""
+    return ENTRY_BYTES + len(entry[4]) + len(entry[14] or b"") + len(entry[15] or b"") + len(entry[16] or b"")
 
 
 def _request_id_and_agent(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
@@ -100,7 +114,7 @@ class ThreadedWriter:
 
 class Telemetry:
     __slots__ = ("workload", "lines", "loop", "tracer", "stream", "exporters", "counters", "recent", "logs", "spans",
-                 "_flush", "_exporting")
+                 "span_bytes", "_flush", "_exporting")
 
     def __init__(self, workload: str, loop: asyncio.AbstractEventLoop, counters: Any, *,
                  tracer: tracing.Tracer | None = None, stream: IO[str] | None = sys.stdout,
@@ -115,6 +129,7 @@ class Telemetry:
         self.recent: deque[tuple] = deque(maxlen=RECENT)
         self.logs: list[tuple] = []
         self.spans: list[tuple] = []
+        self.span_bytes = 0  # entry_bytes of `spans`
         self._flush: asyncio.TimerHandle | None = None
         self._exporting = False
 
@@ -139,15 +154,20 @@ class Telemetry:
         if self.stream is not None:
             self._keep(self.logs, entry, "access_log")
         if trace is not None and trace[tracing.SAMPLED] and self.exporters:
-            self._keep(self.spans, entry, "span")
+            size = entry_bytes(entry)
+            if self.span_bytes + size > MAX_PENDING_SPAN_BYTES:
+                self.counters.inc("telemetry_dropped_total", kind="span")
+            elif self._keep(self.spans, entry, "span"):
+                self.span_bytes += size
 
-    def _keep(self, pending: list, entry: tuple, kind: str) -> None:
+    def _keep(self, pending: list, entry: tuple, kind: str) -> bool:
         if len(pending) >= MAX_PENDING:
             self.counters.inc("telemetry_dropped_total", kind=kind)
-            return
+            return False
         pending.append(entry)
         if self._flush is None:
             self._flush = self.loop.call_later(FLUSH_S, self.flush)
+        return True
 
     # -- formatting and output (every FLUSH_S, not per request) -----------------------------------------------
     def entry_dict(self, entry: tuple) -> dict[str, Any]:
@@ -194,6 +214,7 @@ class Telemetry:
                 self.counters.inc("telemetry_dropped_total", amount=len(batch), kind="access_log")
         if self.spans and not self._exporting:
             batch, self.spans = self.spans[:EXPORT_BATCH], self.spans[EXPORT_BATCH:]
+            self.span_bytes -= sum(map(entry_bytes, batch))
             self._exporting = True
             self.loop.create_task(self._export([self.span_dict(e) for e in batch]))
         if self.logs:

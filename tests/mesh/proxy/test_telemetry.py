@@ -276,6 +276,25 @@ def test_pending_spans_are_bounded(monkeypatch):
     assert len(tel.spans) == 2 and counters.get("telemetry_dropped_total", kind="span") == 3
 
 
+def test_pending_spans_are_bounded_in_bytes_while_the_exporter_is_stalled(monkeypatch):
+    """Callers forcing sampling with heads at the listener's limits, and an exporter that never answers: what
+    waits stays under MAX_PENDING_SPAN_BYTES, far fewer entries than MAX_PENDING; an export frees its share."""
+    monkeypatch.setattr(telemetry, "MAX_PENDING_SPAN_BYTES", 1024 * 1024)
+    tel, loop, counters = make(exporters=(Collector(),))
+    big = [(b"user-agent", b"u" * 60_000), (b"x-request-id", b"r" * 1000)]
+    for i in range(100):
+        tel.record(exchange(f"/{i}" + "p" * 15_000, headers=big), "outbound", DURATION)
+    kept = len(tel.spans)
+    assert kept == 1024 * 1024 // (60_000 + 1000 + 15_000 + telemetry.ENTRY_BYTES + 10 + 2)
+    assert tel.span_bytes == sum(map(telemetry.entry_bytes, tel.spans)) <= 1024 * 1024
+    assert counters.get("telemetry_dropped_total", kind="span") == 100 - kept
+    loop.fire()  # the export takes the batch: nothing waits, there is room again
+    assert tel.spans == [] and tel.span_bytes == 0
+    loop.run_tasks()
+    tel.record(exchange("/after", headers=big), "outbound", DURATION)
+    assert len(tel.spans) == 1 and counters.get("telemetry_dropped_total", kind="span") == 100 - kept
+
+
 def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
     stream, collector = io.StringIO(), Collector()
     tel, loop, _ = make(stream, exporters=(collector,), tracer=tracing.Tracer(100.0, random.Random(5)))
