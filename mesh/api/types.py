@@ -184,27 +184,32 @@ _RE2_QUIET.log_errors = False
 _REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT)
 
 
-def compile_re2(pattern: str, at: str = "") -> re.Pattern:
-    """A regex Istio would accept: it compiles, and uses nothing RE2 lacks (lookaround, backreferences,
-    conditionals, atomic groups, possessive quantifiers, `\\Z`, repeats over 1000, the flags x/a/L), since Istio
-    refuses those and Envoy cannot run them. (`re`'s own parser reads the pattern: the stdlib has no public one.)
+def compile_re2(pattern: str, at: str = "") -> re2._Regexp:
+    """A regex Istio would accept, compiled by RE2, the engine Envoy runs Istio's regexes in (and the proxy
+    here, `mesh.proxy.matching.compile_regex`): so RE2-only syntax (`\\pL`, `\\z`, `(?U)`) is valid. When RE2
+    refuses a pattern that Python's `re` reads, `re`'s parse tree names what RE2 lacks (lookaround,
+    backreferences, conditionals, atomic groups, possessive quantifiers, `\\Z`, repeats over 1000, the flags
+    x/a/L), clearer than RE2's own message. (`re`'s own parser: the stdlib has no public one.)
     Raises the pydantic error `invalid` naming what is wrong."""
+    try:
+        return re2.compile(pattern, _RE2_QUIET)
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+    found = _not_re2(pattern)
+    if found:
+        raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
+    raise invalid(f"invalid regex {pattern!r}: {reason} (RE2, Istio's regex engine)", at=at)
+
+
+def _not_re2(pattern: str) -> str | None:
+    """What Python's `re` reads in `pattern` that RE2 lacks, if `re` reads it at all."""
     with warnings.catch_warnings():  # "possible nested set": `[[:alpha:]]` is a POSIX class to RE2
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            compiled = re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise invalid(f"invalid regex {pattern!r}: {exc}", at=at) from None
-        tree = _sre_parser.parse(pattern)
-    found = "the inline flag x, a or L" if tree.state.flags & _NOT_RE2_FLAGS else _first_not_re2(tree)
-    if found:
-        raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
-    try:  # and RE2 itself, which runs it in the proxy (mesh.proxy.matching.compile_regex)
-        re2.compile(pattern, _RE2_QUIET)
-    except re2.error as exc:
-        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise invalid(f"invalid regex {pattern!r}: {reason} (RE2, Istio's regex engine)", at=at) from None
-    return compiled
+            tree = _sre_parser.parse(pattern)
+        except (re.error, OverflowError, RecursionError):
+            return None
+    return "the inline flag x, a or L" if tree.state.flags & _NOT_RE2_FLAGS else _first_not_re2(tree)
 
 
 def _first_not_re2(tree) -> str | None:

@@ -402,3 +402,17 @@ def test_a_regex_rewrite_is_applied_as_re2_reads_its_rewrite_string(rewrite, pat
 
     regex_rewrite = RegexRewrite(match="^/books(/.*)$", rewrite=rewrite)
     assert re.compile(regex_rewrite.match).sub(regex_rewrite.template, path) == rewritten
+
+
+@pytest.mark.parametrize("pattern, path, matches", [
+    ("/\\pL+", "/bücher", True),  # a Unicode class: RE2 and Go read it, Python's `re` does not
+    ("/books\\z", "/books", True),  # RE2's end of text (Python writes \Z, which RE2 refuses)
+    ("(?U)/b.+", "/books", True),  # RE2's ungreedy flag
+    ("/\\pN+", "/books", False),
+])
+def test_re2_only_syntax_is_valid_as_istio_and_envoy_read_it(pattern, path, matches) -> None:
+    import re2
+
+    service = load_document(vs([{"match": [{"uri": {"regex": pattern}}], "route": [route_to("reviews")]}]))
+    assert service.spec.http[0].match[0].uri.regex == pattern
+    assert bool(re2.fullmatch(pattern, path)) is matches  # as the proxy runs it (mesh.proxy.matching)
