@@ -98,7 +98,8 @@ def _telemetry_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--otlp-endpoint", default=None,
                        help="also export spans to this OTLP/HTTP collector, e.g. http://otel-collector:4318")
     group.add_argument("--telemetry", choices=("on", "off"), default="on",
-                       help="off: metrics only (no access log, no spans, trace headers passed untouched)")
+                       help="off: metrics only (no access log, not even the admin /access_log's recent requests; "
+                            "no spans; trace headers passed untouched)")
 
 
 def _limit_flags(group: argparse._ArgumentGroup) -> None:
@@ -169,7 +170,7 @@ def _telemetry(args: argparse.Namespace, rt: runtime.ProxyRuntime, control: chan
                loop: asyncio.AbstractEventLoop) -> telemetry.Telemetry:
     """Access log stream, tracer and span exporters from the flags (mesh.proxy.telemetry)."""
     if args.telemetry == "off":
-        return telemetry.Telemetry(args.workload, loop, rt.counters, stream=None)
+        return telemetry.Telemetry(args.workload, loop, rt.counters, stream=None, keep_recent=False)
     stream = None
     if args.access_log == "-":
         stream = telemetry.ThreadedWriter(sys.stdout, rt.counters)

@@ -10,7 +10,8 @@ collector over the mesh channel; an OTLP/HTTP endpoint when configured). Everyth
 each flush takes them all, whatever the stream does (`ThreadedWriter` bounds the unwritten text in bytes),
 and formatting a line is far faster than reading a request that could make it large. Spans wait for their
 exporter, which may stall for its whole timeout while callers force sampling. The last RECENT entries stay in
-memory for the admin `/access_log` and the dashboard.
+memory for the admin `/access_log` and the dashboard, unless telemetry is off (`keep_recent=False`, the
+proxy's `--telemetry off`: metrics only): then `record` returns at once, nothing being kept.
 
 An access log line has Envoy's field names; `mesh.proxy.log_line` formats it and shows one.
 """
@@ -114,11 +115,11 @@ class ThreadedWriter:
 
 class Telemetry:
     __slots__ = ("workload", "lines", "loop", "tracer", "stream", "exporters", "counters", "recent", "logs", "spans",
-                 "span_bytes", "_flush", "_exporting")
+                 "span_bytes", "recording", "_flush", "_exporting")
 
     def __init__(self, workload: str, loop: asyncio.AbstractEventLoop, counters: Any, *,
                  tracer: tracing.Tracer | None = None, stream: IO[str] | None = sys.stdout,
-                 exporters: tuple[Exporter, ...] = ()) -> None:
+                 exporters: tuple[Exporter, ...] = (), keep_recent: bool = True) -> None:
         self.workload = workload
         self.lines = log_line.LineFormat(workload)
         self.loop = loop
@@ -126,15 +127,19 @@ class Telemetry:
         self.stream = stream  # None: no access log
         self.exporters = exporters
         self.counters = counters
-        self.recent: deque[tuple] = deque(maxlen=RECENT)
+        self.recent: deque[tuple] = deque(maxlen=RECENT if keep_recent else 0)
         self.logs: list[tuple] = []
         self.spans: list[tuple] = []
         self.span_bytes = 0  # entry_bytes of `spans`
         self._flush: asyncio.TimerHandle | None = None
         self._exporting = False
+        # Something keeps what `record` would make: the recent entries, the access log, or span exporters.
+        self.recording = keep_recent or stream is not None or bool(exporters)
 
     def record(self, exchange: Exchange, direction: str, duration_s: float) -> None:
         """Keep what the exchange knows; formatting waits for the flush."""
+        if not self.recording:
+            return
         target = exchange.target
         trace = exchange.trace
         request_id = exchange.request_id

@@ -147,6 +147,14 @@ def test_no_stream_no_access_log_but_recent_entries_stay():
     assert [d["path"] for d in tel.recent_dicts(5)] == ["/books?id=1"]
 
 
+def test_with_telemetry_off_nothing_is_kept_not_even_recent_entries():
+    """`--telemetry off` is metrics only: no access log, no spans, and no recent entries for `/access_log`."""
+    loop, counters = FakeLoop(), stats.Counters()
+    tel = telemetry.Telemetry("gw-v1", loop, counters, stream=None, keep_recent=False)
+    tel.record(exchange(), "outbound", DURATION)
+    assert tel.recent_dicts(5) == [] and tel.logs == [] and tel.spans == [] and loop.timers == []
+
+
 def test_recent_dicts_newest_last_and_bounded():
     tel, _, _ = make(io.StringIO())
     for i in range(telemetry.RECENT + 5):
