@@ -130,7 +130,7 @@ class Telemetry:
         self.recent: deque[tuple] = deque(maxlen=RECENT if keep_recent else 0)
         self.logs: list[tuple] = []
         self.spans: list[tuple] = []
-        self.span_bytes = 0  # entry_bytes of `spans`
+        self.span_bytes = 0  # entry_bytes of `spans` and of the batch being exported
         self._flush: asyncio.TimerHandle | None = None
         self._exporting = False
         # Something keeps what `record` would make: the recent entries, the access log, or span exporters.
@@ -219,15 +219,15 @@ class Telemetry:
                 self.counters.inc("telemetry_dropped_total", amount=len(batch), kind="access_log")
         if self.spans and not self._exporting:
             batch, self.spans = self.spans[:EXPORT_BATCH], self.spans[EXPORT_BATCH:]
-            self.span_bytes -= sum(map(entry_bytes, batch))
             self._exporting = True
-            self.loop.create_task(self._export([self.span_dict(e) for e in batch]))
+            # The batch counts against MAX_PENDING_SPAN_BYTES until its export ends: a stalled exporter holds it.
+            self.loop.create_task(self._export([self.span_dict(e) for e in batch], sum(map(entry_bytes, batch))))
         if self.logs:
             self._flush = self.loop.call_soon(self.flush)
         elif self.spans and not self._exporting:
             self._flush = self.loop.call_later(FLUSH_S, self.flush)
 
-    async def _export(self, spans: list[dict[str, Any]]) -> None:
+    async def _export(self, spans: list[dict[str, Any]], size: int) -> None:
         try:
             for exporter in self.exporters:
                 try:
@@ -238,6 +238,7 @@ class Telemetry:
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug("span export failed: %s", exc)
         finally:
+            self.span_bytes -= size
             self._exporting = False
             if self.spans and self._flush is None:
                 self._flush = self.loop.call_later(FLUSH_S, self.flush)

@@ -151,8 +151,17 @@ def test_with_telemetry_off_nothing_is_kept_not_even_recent_entries():
     """`--telemetry off` is metrics only: no access log, no spans, and no recent entries for `/access_log`."""
     loop, counters = FakeLoop(), stats.Counters()
     tel = telemetry.Telemetry("gw-v1", loop, counters, stream=None, keep_recent=False)
-    tel.record(exchange(), "outbound", DURATION)
+    assert not tel.recording
+    tel.record(SimpleNamespace(), "outbound", DURATION)  # returns before reading anything of the exchange
     assert tel.recent_dicts(5) == [] and tel.logs == [] and tel.spans == [] and loop.timers == []
+
+
+def test_the_proxy_flag_telemetry_off_builds_a_telemetry_that_records_nothing():
+    from mesh.proxy import __main__ as proxy_main
+
+    args = proxy_main.parse_args(["--id", "x", "--workload", "w", "--bootstrap", "view.json", "--telemetry", "off"])
+    tel = proxy_main._telemetry(args, SimpleNamespace(counters=stats.Counters()), None, FakeLoop())
+    assert not tel.recording and tel.stream is None and tel.tracer is None
 
 
 def test_recent_dicts_newest_last_and_bounded():
@@ -286,7 +295,8 @@ def test_pending_spans_are_bounded(monkeypatch):
 
 def test_pending_spans_are_bounded_in_bytes_while_the_exporter_is_stalled(monkeypatch):
     """Callers forcing sampling with heads at the listener's limits, and an exporter that never answers: what
-    waits stays under MAX_PENDING_SPAN_BYTES, far fewer entries than MAX_PENDING; an export frees its share."""
+    waits, the batch being exported included, stays under MAX_PENDING_SPAN_BYTES, far fewer entries than
+    MAX_PENDING; an export frees its share when it ends."""
     monkeypatch.setattr(telemetry, "MAX_PENDING_SPAN_BYTES", 1024 * 1024)
     tel, loop, counters = make(exporters=(Collector(),))
     big = [(b"user-agent", b"u" * 60_000), (b"x-request-id", b"r" * 1000)]
@@ -296,11 +306,15 @@ def test_pending_spans_are_bounded_in_bytes_while_the_exporter_is_stalled(monkey
     assert kept == 1024 * 1024 // (60_000 + 1000 + 15_000 + telemetry.ENTRY_BYTES + 10 + 2)
     assert tel.span_bytes == sum(map(telemetry.entry_bytes, tel.spans)) <= 1024 * 1024
     assert counters.get("telemetry_dropped_total", kind="span") == 100 - kept
-    loop.fire()  # the export takes the batch: nothing waits, there is room again
-    assert tel.spans == [] and tel.span_bytes == 0
-    loop.run_tasks()
+    held = tel.span_bytes
+    loop.fire()  # the export takes the batch; a stalled exporter holds it, so it still counts
+    assert tel.spans == [] and tel.span_bytes == held
+    tel.record(exchange("/while-exporting", headers=big), "outbound", DURATION)
+    assert tel.spans == [] and counters.get("telemetry_dropped_total", kind="span") == 101 - kept
+    loop.run_tasks()  # the export ends: there is room again
+    assert tel.span_bytes == 0
     tel.record(exchange("/after", headers=big), "outbound", DURATION)
-    assert len(tel.spans) == 1 and counters.get("telemetry_dropped_total", kind="span") == 100 - kept
+    assert len(tel.spans) == 1 and counters.get("telemetry_dropped_total", kind="span") == 101 - kept
 
 
 def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
