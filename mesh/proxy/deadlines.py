@@ -94,7 +94,8 @@ class Deadlines:
         while heap and heap[0][2].cancelled:  # don't wake up for deadlines nobody waits on
             heapq.heappop(heap)
             self.cancelled_in_heap -= 1
-        if heap and self.timer is None:
+        # A callback may have armed the timer for a deadline it added, later than one still waiting.
+        if heap and (self.timer is None or heap[0][0] < self.timer_at):
             self._arm(heap[0][0])
 
     def compact(self) -> None:

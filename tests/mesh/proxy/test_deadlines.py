@@ -115,3 +115,19 @@ def test_a_callback_that_cancels_others_while_firing_leaves_a_consistent_heap():
     d.call_later(1.0, fired.append, "second")  # due in the same batch, popped after the compaction
     loop.run_until(10.0)
     assert fired == ["first", "second", 0] and len(d) == 0 and d.cancelled_in_heap == 0
+
+
+def test_a_callback_adding_a_later_deadline_does_not_delay_an_earlier_one():
+    """A per-try timeout starts the next try's deadline (3 s on); another request's, due at 1.5, must still
+    fire at 1.5, not when the timer armed for the new one wakes."""
+    loop, d = setup()
+    fired = []
+
+    def next_try() -> None:
+        fired.append(("retry", loop.now))
+        d.call_later(3.0, fired.append, ("try2", 4.0))
+
+    d.call_later(1.0, next_try)
+    d.call_later(1.5, lambda: fired.append(("other", loop.now)))
+    loop.run_until(10.0)
+    assert fired == [("retry", 1.0), ("other", 1.5), ("try2", 4.0)]
