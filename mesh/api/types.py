@@ -186,11 +186,14 @@ _REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT)
 
 def compile_re2(pattern: str, at: str = "") -> re2._Regexp:
     """A regex Istio would accept, compiled by RE2, the engine Envoy runs Istio's regexes in (and the proxy
-    here, `mesh.proxy.matching.compile_regex`): so RE2-only syntax (`\\pL`, `\\z`, `(?U)`) is valid. When RE2
-    refuses a pattern that Python's `re` reads, `re`'s parse tree names what RE2 lacks (lookaround,
-    backreferences, conditionals, atomic groups, possessive quantifiers, `\\Z`, repeats over 1000, the flags
-    x/a/L), clearer than RE2's own message. (`re`'s own parser: the stdlib has no public one.)
-    Raises the pydantic error `invalid` naming what is wrong."""
+    here, `mesh.proxy.matching.compile_regex`): so RE2-only syntax (`\\pL`, `\\z`, `(?U)`) is valid, except
+    `\\C`, which Istio's validation (Go's regexp) refuses. When RE2 refuses a pattern that Python's `re` reads,
+    `re`'s parse tree names what RE2 lacks (lookaround, backreferences, conditionals, atomic groups, possessive
+    quantifiers, `\\Z`, repeats over 1000, the flags x/a/L), clearer than RE2's own message (`re`'s own
+    parser: the stdlib has no public one). Raises the pydantic error `invalid` naming what is wrong."""
+    if _has_any_byte_escape(pattern):
+        raise invalid(f"invalid regex {pattern!r}: \\C (any byte) is refused by Istio, whose RE2 syntax is Go's",
+                      at=at)
     try:
         return re2.compile(pattern, _RE2_QUIET)
     except re2.error as exc:
@@ -199,6 +202,16 @@ def compile_re2(pattern: str, at: str = "") -> re2._Regexp:
     if found:
         raise invalid(f"invalid regex {pattern!r}: {found} is not RE2 syntax (Istio's regex engine)", at=at)
     raise invalid(f"invalid regex {pattern!r}: {reason} (RE2, Istio's regex engine)", at=at)
+
+
+def _has_any_byte_escape(pattern: str) -> bool:
+    """`\\C`, which C++ RE2 takes (one byte, even inside a UTF-8 character) and Go's regexp does not."""
+    at = pattern.find("\\")
+    while at >= 0:
+        if pattern.startswith("C", at + 1):
+            return True
+        at = pattern.find("\\", at + 2)
+    return False
 
 
 def _not_re2(pattern: str) -> str | None:

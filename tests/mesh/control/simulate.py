@@ -6,8 +6,9 @@ whose match blocks accept the request → weighted clusters. Deliberately indepe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+import re2
 
 from mesh.view import model
 
@@ -30,7 +31,9 @@ def _string(m: model.StringMatch, value: str | None) -> bool:
         return text == pattern
     if m.kind == "prefix":
         return text.startswith(pattern)
-    return re.fullmatch(m.value, value, re.IGNORECASE if m.ignore_case else 0) is not None
+    options = re2.Options()
+    options.case_sensitive = not m.ignore_case
+    return re2.fullmatch(m.value, value, options) is not None  # RE2, as the proxy and Envoy run it
 
 
 def _key(k: model.KeyMatch, values: dict[str, str]) -> bool:
