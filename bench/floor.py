@@ -9,8 +9,8 @@ of what the event loop, the parser, the system calls and the wakeups cost on thi
 What Weir spends above it is Weir's own work; below it, a Python proxy cannot go.
 
 Measured on the bench VM (2026-11-27, 1 KiB answers): 27,600 user-space instructions per request under
-callgrind (Weir with metrics: 121,500); at 1000 requests/s 0.073-0.106 CPU-s per 1000 requests, against
-0.121-0.156 for Weir's sidecar in the same runs and 0.072-0.10 for nginx.
+callgrind (Weir with metrics only: 119,600); at 1000 requests/s 0.073-0.107 CPU-s per 1000 requests over
+five runs, against 0.121-0.167 for Weir's sidecar in the same runs and 0.08-0.10 for nginx that day.
 
     .venv/bin/python -m bench.floor --upstream-port 8081 --port 8090
 """
@@ -47,6 +47,9 @@ class Upstream(asyncio.Protocol):
         _no_delay(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.client is None:  # bytes from an idle connection: nothing asked for them
+            self.transport.close()
+            return
         self.client.transport.write(data)  # the answer's bytes as they come: one write per read
         self.parser.feed_data(data)
 
@@ -95,7 +98,7 @@ class Downstream(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
         if lower in BODY_HEADERS:
-            self.has_body = True
+            self.has_body = self.has_body or not (lower == b"content-length" and value.strip() == b"0")
         elif lower not in HOP_BY_HOP:
             self.head.append(name + b": " + value + b"\r\n")
 

@@ -53,6 +53,8 @@ async def _requests_are_proxied_over_one_kept_alive_upstream_connection():
         assert [h.split(b"\r\n")[0] for h in seen] == [b"GET /1k?i=%d HTTP/1.1" % i for i in range(3)]
         assert b"X-Test: 2\r\n" in seen[2] and b"Host: up\r\n" in seen[2]
         assert b"Connection" not in seen[2]  # hop-by-hop: not passed on
+        got = await ask(reader, writer, b"GET /empty HTTP/1.1\r\nHost: up\r\nContent-Length: 0\r\n\r\n")
+        assert got == ANSWER and b"Content-Length" not in seen[3]  # an empty body is no body
     finally:
         writer.close()
         proxy.close()
