@@ -36,19 +36,25 @@ def wait_restarted(mesh, name: str, old_pid: int, timeout: float = RESTART_S) ->
     raise AssertionError(f"{name} not restarted and ready after {timeout}s: {row}")
 
 
-def _admin(mesh, workload: str, path: str) -> bytes:
+def admin_port(mesh, workload: str) -> int:
+    """The workload's proxy admin port (`meshctl status`, a subprocess: look it up once where a loop samples)."""
     ports = {p["workload"]: p["ports"] for p in mesh.meshctl_json("status")["processes"] if "admin" in p["ports"]}
-    with DIRECT.open(f"http://127.0.0.1:{ports[workload]['admin']}{path}", timeout=5) as response:
+    return ports[workload]["admin"]
+
+
+def _admin(port: int, path: str) -> bytes:
+    with DIRECT.open(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.read()
 
 
 def scrape(mesh, workload: str) -> str:
-    return _admin(mesh, workload, "/stats/prometheus").decode()
+    return _admin(admin_port(mesh, workload), "/stats/prometheus").decode()
 
 
-def pools_to(mesh, workload: str, port: int) -> list[dict]:
-    """The proxy's upstream pools to 127.0.0.1:`port` (one per cluster SNI under mTLS), from its config dump."""
-    pools = json.loads(_admin(mesh, workload, "/config_dump"))["proxy"]["pools"]
+def pools_to(admin: int, port: int) -> list[dict]:
+    """The upstream pools to 127.0.0.1:`port` (one per cluster SNI under mTLS) of the proxy whose admin port is
+    `admin`, from its config dump."""
+    pools = json.loads(_admin(admin, "/config_dump"))["proxy"]["pools"]
     return [p for p in pools if p["endpoint"] == f"127.0.0.1:{port}"]
 
 

@@ -31,6 +31,7 @@ from tests.e2e.conftest import running_mesh
 from tests.e2e.load import Load
 from tests.e2e.observe import (
     SERVED_WITHIN_S,
+    admin_port,
     fds,
     metric,
     pools_to,
@@ -168,25 +169,25 @@ def test_opening_and_closing_many_connections_leaks_no_descriptor_and_little_mem
 MIRROR_SNI = "outbound_.9080_.v2_.ratings.bookinfo.svc.cluster.local"
 
 
-def other_pools(mesh, port: int) -> int:
-    """Connections books-v1's proxy keeps to `port` in pools other than the mirror cluster's."""
-    return sum(p["active"] + p["idle"] for p in pools_to(mesh, "books-v1", port) if p["sni"] != MIRROR_SNI)
+def other_pools(admin: int, port: int) -> int:
+    """Connections the proxy keeps to `port` in pools other than the mirror cluster's."""
+    return sum(p["active"] + p["idle"] for p in pools_to(admin, port) if p["sni"] != MIRROR_SNI)
 
 
-def mirror_sockets(mesh, pid: int, port: int) -> tuple[int, int]:
+def mirror_sockets(admin: int, pid: int, port: int) -> tuple[int, int]:
     """(sockets of `pid` to `port` that no other cluster's pool accounts for, those the other pools hold).
     The pools are read before and after the sockets, and the larger count taken, so that a connection another
     pool opens meanwhile is not charged to the mirror."""
-    before = other_pools(mesh, port)
+    before = other_pools(admin, port)
     sockets = sockets_to(pid, port)
-    others = max(before, other_pools(mesh, port))
+    others = max(before, other_pools(admin, port))
     return sockets - others, others
 
 
 def test_a_slow_mirror_target_keeps_copies_in_flight_and_memory_bounded(mesh):
     mesh.apply("mirroring")
     mesh.wait_synced()
-    pid = process(mesh, "books-v1.proxy")["pid"]
+    pid, admin = process(mesh, "books-v1.proxy")["pid"], admin_port(mesh, "books-v1")
     target = process(mesh, "ratings-v2.proxy")["ports"]["inbound"]
     before, rss_base = scrape(mesh, "books-v1"), rss(pid)
     # The sockets to ratings v2 are the mirror's and those of other clusters' pools (the previous scenario's
@@ -199,8 +200,8 @@ def test_a_slow_mirror_target_keeps_copies_in_flight_and_memory_bounded(mesh):
             while load.now() < 6:
                 time.sleep(0.5)
                 peak_active = max(peak_active, metric(scrape(mesh, "books-v1"), "weir_mirror_requests_active"))
-                mirror_now, others_now = mirror_sockets(mesh, pid, target)
-                pool_now = sum(p["active"] for p in pools_to(mesh, "books-v1", target) if p["sni"] == MIRROR_SNI)
+                mirror_now, others_now = mirror_sockets(admin, pid, target)
+                pool_now = sum(p["active"] for p in pools_to(admin, target) if p["sni"] == MIRROR_SNI)
                 peak_rss, peak_sockets = max(peak_rss, rss(pid)), max(peak_sockets, mirror_now)
                 peak_others, peak_pool = max(peak_others, others_now), max(peak_pool, pool_now)
         after = scrape(mesh, "books-v1")
@@ -222,11 +223,11 @@ def test_a_slow_mirror_target_keeps_copies_in_flight_and_memory_bounded(mesh):
     assert peak_sockets <= mirror.MAX_MIRRORS_IN_FLIGHT
     # Cut at the mirror timeout: the copies end and their sockets to the mirror target close.
     deadline = time.monotonic() + mirror.MIRROR_TIMEOUT_S + 5
-    while (mirror_sockets(mesh, pid, target)[0] > 0
+    while (mirror_sockets(admin, pid, target)[0] > 0
            or metric(scrape(mesh, "books-v1"), "weir_mirror_requests_active")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert metric(scrape(mesh, "books-v1"), "weir_mirror_requests_active") == 0
-    assert mirror_sockets(mesh, pid, target)[0] <= 0
+    assert mirror_sockets(admin, pid, target)[0] <= 0
     mesh.apply("round-robin")
     mesh.wait_synced()
 
