@@ -143,7 +143,7 @@ class Exchange:
         target = self.target
         if target is not None and target.cluster is not None and target.cluster.detector is not None:
             target.cluster.detector.report(target.endpoint, status)
-        if status >= 409 and target is not None and target.route is not None:
+        if status >= 400 and target is not None and target.route is not None:  # retry.status_is_retriable
             if self.conn.forwarding.retry_answer(self, status):
                 return
             if self.retries_exhausted:

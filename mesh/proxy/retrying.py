@@ -73,6 +73,8 @@ class RetriesAndTimeouts:
             if endpoint != target.endpoint:
                 exchange.target = target.with_endpoint(endpoint, self.runtime.source_peer(cluster.spec, endpoint))
         number = policy.attempts - exchange.retries_left
+        if exchange.try_timer is not None:  # the failed try's per-try timeout: it must not cut the next try short
+            exchange.try_timer.cancel()
         exchange.try_timer = self.loop.call_later(retry.backoff(policy, number, self.runtime.view.rng),
                                                   self._send, exchange)
 

@@ -389,3 +389,56 @@ def test_shadow_host():
 
     assert mirror.shadow_host(b"ratings:9080") == b"ratings-shadow:9080"
     assert mirror.shadow_host(b"ratings") == b"ratings-shadow"
+
+
+async def test_a_retry_gets_its_own_per_try_timeout_not_what_the_failed_try_left():
+    """Istio's default retryOn with perTryTimeout 1 s: try 1 answers 503 at 0.5 s, try 2 goes out; try 1's
+    per-try deadline (due at 1.0 s) must not cut try 2, whose own runs to about 1.5 s."""
+    proxy = proxy_for(books=(BOOKS_V1, BOOKS_V2), retries=model.RetryPolicy(per_try_timeout_s=1.0))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 0.5)
+    proxy.upstreams[0].respond(UNAVAILABLE)
+    await step(proxy, 0.6)  # t=1.1: past try 1's deadline, within try 2's
+    assert client.responses() == [] and len(proxy.upstreams) == 2
+    proxy.upstreams[1].respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+
+
+async def test_a_stale_per_try_timer_never_sends_a_second_try_beside_the_retry():
+    """A 503 just before the per-try deadline, pools warm: the failed try's deadline must not fire during
+    the backoff and schedule another try, which would send the request twice and answer the client twice."""
+    policy = model.RetryPolicy(attempts=3, per_try_timeout_s=1.0, retry_on=("5xx",), backoff_base_s=0.1,
+                               backoff_max_s=1.0)
+    proxy = proxy_for(books=(BOOKS_V1, BOOKS_V2), retries=policy)
+    warm = [proxy.client() for _ in range(4)]
+    for c in warm:
+        c.send(GET_BOOKS)
+    await settle()
+    for upstream in list(proxy.upstreams):
+        upstream.respond(OK)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    (first,) = [u for u in proxy.upstreams if u.protocol.exchange is not None]
+    await step(proxy, 0.999)
+    first.respond(UNAVAILABLE)
+    await step(proxy, 0.3)
+    exchange = client.conn.active
+    serving = [u for u in proxy.upstreams if u.protocol.exchange is exchange]
+    assert len(serving) == 1 and proxy.runtime.counters.get("upstream_rq_retry_total") == 1
+    serving[0].respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+
+
+async def test_a_retriable_status_code_below_409_is_retried():
+    """`retryOn: 404` (retriable-status-codes) retries a 404, as Envoy does for any listed code."""
+    policy = model.RetryPolicy(attempts=2, retry_on=("retriable-status-codes",), retriable_status=(404,))
+    proxy = proxy_for(books=(BOOKS_V1, BOOKS_V2), retries=policy)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nno")
+    await step(proxy)
+    assert client.responses() == [] and len(proxy.upstreams) == 2
+    assert proxy.runtime.counters.get("upstream_rq_retry_total") == 1
