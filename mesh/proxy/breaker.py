@@ -76,8 +76,9 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
     origination = forwarding.runtime.origination
     now = forwarding.loop.time()
     target = exchange.target
+    ejected = cluster.detector.ejected if cluster.detector is not None else ()
     for endpoint in cluster.balancer.endpoints:
-        if endpoint == target.endpoint:
+        if endpoint == target.endpoint or endpoint in ejected:  # an ejected host's idle connections stay idle
             continue
         pool = origination.pool(cluster, endpoint)  # the pool of the endpoint's own TLS: never another's
         if not pool.idle:

@@ -87,9 +87,11 @@ class Exchange:
         self.attempts += 1
         if self.conn.write_blocked:
             upstream.pause_reading()  # its answer would only queue behind a client that is not reading
-        cluster = upstream.cluster
+        # The cluster in force (a pooled connection may have been opened by an earlier view's): Envoy's
+        # local-origin connect success resets the count its detector keeps for the endpoint.
+        cluster = self.target.cluster
         if cluster is not None and cluster.splits_local:
-            cluster.detector.connected(self.target.endpoint)  # Envoy's local-origin connect success
+            cluster.detector.connected(self.target.endpoint)
         if self.body:
             parts = [self.request_head]
             for chunk in self.body:

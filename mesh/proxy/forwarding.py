@@ -234,8 +234,10 @@ class Forwarding(RetriesAndTimeouts):
                 pool.active -= 1
                 if target.cluster is not None:
                     target.cluster.connection_closed()
-            else:
-                pool.release(done.result()[1], True, self.loop.time())
+            else:  # pooled as any freed connection is: a request queued for one is woken
+                conn = done.result()[1]
+                conn.opened_at = self.loop.time()
+                self.give_back(conn, True)
             return
         if done.cancelled() or done.exception() is not None:
             pool.active -= 1

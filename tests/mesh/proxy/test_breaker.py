@@ -162,3 +162,62 @@ async def test_requests_whose_clients_left_do_not_pile_up_in_an_unlimited_wait_q
     for client in live:
         client.send(GET_BOOKS)
     assert sum(1 for _, e, _ in cluster.breaker.pending if not e.done) == 100  # live ones are all kept
+
+
+def _books_cluster(view: model.ProxyView, **changes) -> model.ProxyView:
+    return dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, **changes) if c.name == BOOKS else c for c in view.clusters))
+
+
+async def test_at_the_connection_limit_an_ejected_hosts_idle_connection_serves_nothing():
+    """maxConnections and outlier detection together (the article's step 8): v2 answers 500 and is ejected;
+    its keep-alive connection stays idle, and requests at the limit are not moved onto it."""
+    from tests.mesh.proxy.fakes import BOOKS_V2
+
+    view = _books_cluster(bookinfo_view(books=(BOOKS_V1, BOOKS_V2), lb=model.LoadBalancer("ROUND_ROBIN")),
+                          pool=model.ConnectionPool(max_connections=2),
+                          outlier=model.OutlierDetection(consecutive_5xx=1, max_ejection_percent=100.0))
+    proxy = Proxy(view)
+    first = [proxy.client(), proxy.client()]
+    for client in first:
+        client.send(GET_BOOKS)
+    await settle()
+    for upstream in proxy.upstreams:
+        upstream.respond(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 3\r\n\r\nerr"
+                         if upstream.address == BOOKS_V2.address else OK)
+    await settle()
+    assert proxy.runtime.view.clusters[BOOKS].detector.ejected == {BOOKS_V2}
+    for client in (proxy.client(), proxy.client()):
+        client.send(GET_BOOKS)
+    await settle()
+    assert {u.address for u in proxy.upstreams if u.protocol.exchange is not None} == {BOOKS_V1.address}
+
+
+async def test_a_connect_that_ends_after_its_try_timed_out_serves_the_request_queued_for_it():
+    """maxConnections 1: the first try's connect is slow, its per-try timeout fires and the retry queues at
+    the limit; when the connect completes, the queued retry takes that connection instead of waiting."""
+    import asyncio
+
+    retries = model.RetryPolicy(attempts=1, per_try_timeout_s=1.0, retry_on=("connect-failure", "reset"))
+    view = _books_cluster(bookinfo_view(books=(BOOKS_V1,), books_route=route(retries=retries)),
+                          pool=model.ConnectionPool(max_connections=1))
+    proxy = Proxy(view)
+    gate = asyncio.get_running_loop().create_future()
+    connect = proxy.net.create_connection
+
+    async def slow(factory, address, port):
+        await gate
+        return await connect(factory, address, port)
+
+    proxy.net.create_connection = slow
+    cluster = proxy.runtime.view.clusters[BOOKS]
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 1.05)
+    assert len(cluster.breaker.pending) == 1  # the retry waits at the limit
+    gate.set_result(None)
+    await settle()
+    (upstream,) = proxy.upstreams
+    assert not cluster.breaker.pending and upstream.requests()  # the retry went out on it
+    upstream.respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]

@@ -266,3 +266,44 @@ async def test_through_the_proxy_a_host_that_connects_but_never_answers_is_not_e
         await step(proxy, 1.1)
         assert client.responses()[0].first == "504"
     assert proxy.runtime.view.clusters[BOOKS].detector.ejected == set()
+
+
+async def test_a_pooled_connection_opened_under_an_earlier_view_resets_the_local_origin_count():
+    """splitExternalLocalOriginErrors, consecutiveLocalOriginFailures 2: refused, success on a connection
+    pooled before a config push, refused again: not consecutive, so no ejection (the success used to be
+    reported to the earlier view's detector)."""
+    import dataclasses
+
+    from mesh.view import wire
+    from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, Proxy, bookinfo_view, settle
+    from tests.mesh.proxy.test_downstream import GET_BOOKS, OK
+    from tests.mesh.proxy.test_resilience import route
+
+    detection = model.OutlierDetection(consecutive_5xx=0, max_ejection_percent=100.0, split_local_origin=True,
+                                       consecutive_local_origin=2)
+    view = bookinfo_view(books=(BOOKS_V1,), books_route=route(retries=model.RetryPolicy(attempts=0)))
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, outlier=detection) if c.name == BOOKS else c for c in view.clusters))
+    proxy = Proxy(view)
+    host = (BOOKS_V1.address, BOOKS_V1.port)
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    pooled = proxy.upstreams[0]
+    pooled.respond(OK)
+    proxy.runtime.apply(wire.from_dict(wire.to_dict(view)), "v2")  # a push: equal values, new objects
+    proxy.client().send(GET_BOOKS)  # takes the pooled connection
+    await settle()
+    proxy.net.refused.add(host)
+    proxy.client().send(GET_BOOKS)  # local-origin failure 1
+    await settle()
+    proxy.net.refused.discard(host)
+    pooled.respond(OK)
+    proxy.client().send(GET_BOOKS)  # the pooled connection again: a connect success for the count
+    await settle()
+    pooled.respond(OK)
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    proxy.net.refused.add(host)
+    proxy.client().send(GET_BOOKS)  # local-origin failure 2, not consecutive
+    await settle()
+    assert proxy.runtime.view.clusters[BOOKS].detector.ejected == set()
