@@ -85,8 +85,8 @@ def idle_elsewhere(forwarding: Forwarding, exchange: Exchange, cluster: Compiled
             continue
         conn = cluster.take(pool, now)
         if conn is not None:
-            cluster.balancer.finished(target.endpoint)
-            cluster.balancer.started(endpoint)
+            forwarding.uncount(exchange)
+            forwarding.count(exchange, cluster.balancer, endpoint)
             moved = target.with_endpoint(endpoint, forwarding.runtime.source_peer(cluster.spec, endpoint))
             moved.pool = pool
             exchange.target = moved
@@ -108,7 +108,7 @@ def wait_for_connection(forwarding: Forwarding, exchange: Exchange, cluster: Com
         pending.extend(live)
         state.compact_at = max(PENDING_COMPACT_AT, 2 * len(live))
     if len(pending) >= cluster.spec.pool.max_pending_requests:
-        cluster.balancer.finished(exchange.target.endpoint)
+        forwarding.uncount(exchange)
         overflow(forwarding, exchange, cluster, "pending")
         return
     pending.append((forwarding, exchange, exchange.tries))

@@ -35,7 +35,7 @@ class Exchange:
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
         "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying", "access",
-        "trace", "request_id", "user_agent",
+        "trace", "request_id", "user_agent", "counted",
     )
 
     def __init__(self, conn: DownstreamConnection, head, method: str, chunked: bool, keep_alive: bool,
@@ -79,6 +79,7 @@ class Exchange:
         self.trace = None  # this hop's tracing.Span once the upstream head is built
         self.request_id = None  # the x-request-id forwarded (bytes), noted with user-agent as the head is built
         self.user_agent = None
+        self.counted = None  # (balancer, endpoint) while a try counts in LEAST_REQUEST's in-flight (Forwarding.count)
 
     # -- request side -----------------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:
@@ -190,7 +191,7 @@ class Exchange:
             if upstream.reused and not upstream.received and self.replayable and self.attempts < 2:
                 # A pooled connection the server had already closed: send again on a fresh one.
                 if self.target.cluster is not None:
-                    self.target.cluster.balancer.started(self.target.endpoint)
+                    forwarding.count(self, self.target.cluster.balancer, self.target.endpoint)
                 forwarding.connect(self)
                 return
             if self.try_timer is not None:
@@ -239,6 +240,8 @@ class Exchange:
             self._cancel_timers()
         if self.admitted is not None or self.retrying is not None:
             breaker.released(self)
+        if self.counted is not None:  # a try that ended with no connection (timed out or refused in a queue)
+            self.conn.forwarding.uncount(self)
         self.conn.forwarding.record(self)
         self.conn.exchange_finished(self)
 
@@ -255,6 +258,7 @@ class Exchange:
         if not self.done:
             self._cancel_timers()
             breaker.released(self)
+            self.conn.forwarding.uncount(self)  # a try waiting in a queue or connecting
             self.status = self.status if self.response_started else 0
             self.flag = "DC"
             self.done = True

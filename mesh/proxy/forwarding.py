@@ -100,8 +100,10 @@ class Forwarding(RetriesAndTimeouts):
             return
         exchange.tries += 1
         target = exchange.target
+        if exchange.counted is not None:  # the try before ended with no connection (a per-try timeout)
+            self.uncount(exchange)
         if target.cluster is not None and target.cluster.balancer.tracks_load:
-            target.cluster.balancer.started(target.endpoint)
+            self.count(exchange, target.cluster.balancer, target.endpoint)
         route = target.route
         if route is not None and route.spec.retries.per_try_timeout_s is not None:
             exchange.try_timer = self.deadlines.call_later(route.spec.retries.per_try_timeout_s,
@@ -227,9 +229,8 @@ class Forwarding(RetriesAndTimeouts):
             if pool.waiting:
                 pool.wake()
         if tries != exchange.tries:
-            # A try that timed out while connecting: the exchange moved on; keep a good socket for others.
-            if target.cluster is not None:
-                target.cluster.balancer.finished(target.endpoint)
+            # A try that timed out while connecting: the exchange moved on (its count with it, `_send`); keep
+            # a good socket for others.
             if done.cancelled() or done.exception() is not None:
                 pool.active -= 1
                 if target.cluster is not None:
@@ -257,9 +258,8 @@ class Forwarding(RetriesAndTimeouts):
         exchange.attach(conn)
 
     def release(self, exchange: Exchange, upstream: UpstreamConnection, reusable: bool) -> None:
-        target = exchange.target
-        if target is not None and target.cluster is not None and target.cluster.balancer.tracks_load:
-            target.cluster.balancer.finished(target.endpoint)  # balances `started`, one per attempt
+        if exchange.counted is not None:
+            self.uncount(exchange)
         self.give_back(upstream, reusable)
 
     def give_back(self, upstream: UpstreamConnection, reusable: bool) -> None:
@@ -284,10 +284,23 @@ class Forwarding(RetriesAndTimeouts):
             cluster.wake_pending()  # an idle connection for a request that waits
 
     def _finished(self, exchange: Exchange) -> None:
-        """Balance `balancer.started` of `start` (and of a retry): one call per attempt that ends."""
-        target = exchange.target
-        if target is not None and target.cluster is not None:
-            target.cluster.balancer.finished(target.endpoint)
+        self.uncount(exchange)
+
+    @staticmethod
+    def count(exchange: Exchange, balancer, endpoint) -> None:
+        """A try to `endpoint` starts: counted in LEAST_REQUEST's in-flight until `uncount`, once."""
+        if balancer.tracks_load:
+            balancer.started(endpoint)
+            exchange.counted = (balancer, endpoint)
+
+    @staticmethod
+    def uncount(exchange: Exchange) -> None:
+        """The try's count ends: when it is released, moved, or ends with no connection (timeout, client gone,
+        queue overflow). Idempotent: every way a try ends calls it, one of them counts."""
+        counted = exchange.counted
+        if counted is not None:
+            exchange.counted = None
+            counted[0].finished(counted[1])
 
     # -- accounting ----------------------------------------------------------------------------------------
     def record(self, exchange: Exchange) -> None:

@@ -221,3 +221,32 @@ async def test_a_connect_that_ends_after_its_try_timed_out_serves_the_request_qu
     assert not cluster.breaker.pending and upstream.requests()  # the retry went out on it
     upstream.respond(OK)
     assert [r.first for r in client.responses()] == ["200"]
+
+
+async def test_least_request_counts_end_with_every_try_queued_at_the_connection_limit():
+    """Istio's default balancer, LEAST_REQUEST, counts each try in flight: a try that waited for a connection
+    and ended without one (its client left, its route timed out) must leave no count behind, or the host
+    would look busy until the next view."""
+    def least_request_proxy(**route_kw) -> Proxy:
+        view = _books_cluster(bookinfo_view(books=(BOOKS_V1,), lb=model.LoadBalancer("LEAST_REQUEST"),
+                                            books_route=route(**route_kw)),
+                              pool=model.ConnectionPool(max_connections=1))
+        return Proxy(view)
+
+    proxy = least_request_proxy()
+    served, leaving = proxy.client(), proxy.client()
+    served.send(GET_BOOKS)
+    leaving.send(GET_BOOKS)
+    await settle()
+    leaving.conn.connection_lost(None)  # gone while queued for the one connection
+    proxy.upstreams[0].respond(OK)
+    await settle()
+    assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
+
+    proxy = least_request_proxy(timeout_s=1.0)
+    first, queued = proxy.client(), proxy.client()
+    first.send(GET_BOOKS)
+    queued.send(GET_BOOKS)
+    await step(proxy, 1.5)  # both time out, one attached, one still queued
+    assert [r.first for r in queued.responses()] == ["504"]
+    assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
