@@ -64,14 +64,16 @@ class RetriesAndTimeouts:
         target = exchange.target
         route = target.route
         policy = route.spec.retries
-        exchange.retries_left -= 1
-        self.runtime.counters.inc("upstream_rq_retry_total")
         cluster = target.cluster
         if cluster is not None:  # Envoy's previous_hosts predicate: prefer another endpoint
-            endpoint = cluster.pick(None, avoid=target.endpoint if policy.avoid_previous_host else None
-                                    ) or target.endpoint
-            if endpoint != target.endpoint:
-                exchange.target = target.with_endpoint(endpoint, self.runtime.source_peer(cluster.spec, endpoint))
+            endpoint = cluster.pick(None, avoid=target.endpoint if policy.avoid_previous_host else None)
+            if endpoint is None:  # every host ejected (the try before may have done it): as a new request is
+                exchange.reply_error(replies.NoHealthyUpstream())
+                return
+        exchange.retries_left -= 1
+        self.runtime.counters.inc("upstream_rq_retry_total")
+        if cluster is not None and endpoint != target.endpoint:
+            exchange.target = target.with_endpoint(endpoint, self.runtime.source_peer(cluster.spec, endpoint))
         number = policy.attempts - exchange.retries_left
         if exchange.try_timer is not None:  # the failed try's per-try timeout: it must not cut the next try short
             exchange.try_timer.cancel()

@@ -307,3 +307,28 @@ async def test_a_pooled_connection_opened_under_an_earlier_view_resets_the_local
     proxy.client().send(GET_BOOKS)  # local-origin failure 2, not consecutive
     await settle()
     assert proxy.runtime.view.clusters[BOOKS].detector.ejected == set()
+
+
+async def test_a_retry_with_every_host_ejected_is_answered_503_uh_not_sent_to_an_ejected_host():
+    """The 503 that ejects the only host is retriable by default; the retry finds no healthy host and is
+    answered as a new request would be (Istio's minHealthPercent 0: no panic mode)."""
+    import dataclasses
+
+    from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, Proxy, bookinfo_view, settle
+    from tests.mesh.proxy.test_downstream import GET_BOOKS
+    from tests.mesh.proxy.test_resilience import UNAVAILABLE, flags, route, step
+
+    view = bookinfo_view(books=(BOOKS_V1,), books_route=route())
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, outlier=model.OutlierDetection(consecutive_5xx=1, max_ejection_percent=100.0))
+        if c.name == BOOKS else c for c in view.clusters))
+    proxy = Proxy(view)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(UNAVAILABLE)
+    await step(proxy, 1)
+    assert proxy.runtime.view.clusters[BOOKS].detector.ejected == {BOOKS_V1}
+    assert len(proxy.upstreams) == 1 and proxy.upstreams[0].protocol.exchange is None  # no retry went out
+    assert [(r.first, r.body) for r in client.responses()] == [("503", b"no healthy upstream")]
+    assert flags(proxy) == [(503, "UH")] and proxy.runtime.counters.get("upstream_rq_retry_total") == 0
