@@ -34,7 +34,7 @@ class Exchange:
         "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
         "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
-        "timer", "try_timer", "tries", "retries_left", "retries_exhausted", "admitted", "retrying", "access",
+        "timer", "try_timer", "tries", "retries_left", "retry_flag", "admitted", "retrying", "access",
         "trace", "request_id", "user_agent", "counted",
     )
 
@@ -72,7 +72,7 @@ class Exchange:
         self.try_timer = None  # per-try timeout, retry backoff or injected delay: one at a time
         self.tries = 0
         self.retries_left = 0
-        self.retries_exhausted = False
+        self.retry_flag = ""  # why a retriable outcome went to the client: URX (retries spent), UO (maxRetries)
         self.admitted = None  # circuit breaking: the cluster counting this request / its retries
         self.retrying = None
         self.access = None  # mesh.proxy.access.Verdict on a received request checked by JWT/authorization
@@ -149,8 +149,8 @@ class Exchange:
         if status >= 400 and target is not None and target.route is not None:  # retry.status_is_retriable
             if self.conn.forwarding.retry_answer(self, status):
                 return
-            if self.retries_exhausted:
-                self.flag = "URX"
+            if self.retry_flag:
+                self.flag = self.retry_flag
         if self.try_timer is not None:
             self.try_timer.cancel()  # the answer has started: per-try timeouts no longer apply
             self.try_timer = None
@@ -210,7 +210,7 @@ class Exchange:
 
     # -- local replies and completion -----------------------------------------------------------------------
     def reply_error(self, error: replies.ProxyError) -> None:
-        flag = error.flag + ",URX" if self.retries_exhausted else error.flag
+        flag = f"{error.flag},{self.retry_flag}" if self.retry_flag else error.flag
         self.reply(error.status, error.body.encode(), flag)
 
     def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"",

@@ -54,11 +54,14 @@ class RetriesAndTimeouts:
         if not eligible:
             return False
         if exchange.retries_left <= 0:
-            exchange.retries_exhausted = True  # Envoy's URX: this outcome goes to the client, flagged
+            exchange.retry_flag = "URX"  # Envoy's: this outcome goes to the client, flagged
             return False
         if not exchange.request_complete or not exchange.replayable:
             return False
-        return target.cluster is None or breaker.admit_retry(self, exchange, target.cluster)
+        if target.cluster is not None and not breaker.admit_retry(self, exchange, target.cluster):
+            exchange.retry_flag = "UO"  # Envoy's UpstreamOverflow: the cluster's maxRetries are all in use
+            return False
+        return True
 
     def _schedule_retry(self, exchange: Exchange) -> None:
         target = exchange.target

@@ -250,3 +250,23 @@ async def test_least_request_counts_end_with_every_try_queued_at_the_connection_
     await step(proxy, 1.5)  # both time out, one attached, one still queued
     assert [r.first for r in queued.responses()] == ["504"]
     assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
+
+
+async def test_an_answer_whose_retry_maxretries_refuses_goes_to_the_client_flagged_uo():
+    """maxRetries 1: one request holds the retry slot, the other's 503 is passed on, flagged UO (Envoy's
+    UpstreamOverflow on a retry the circuit breaker refused)."""
+    from tests.mesh.proxy.fakes import BOOKS_V2
+
+    view = _books_cluster(bookinfo_view(books=(BOOKS_V1, BOOKS_V2), books_route=route(),
+                                        lb=model.LoadBalancer("ROUND_ROBIN")),
+                          pool=model.ConnectionPool(max_retries=1))
+    proxy = Proxy(view)
+    holder, refused = proxy.client(), proxy.client()
+    holder.send(GET_BOOKS)
+    refused.send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(UNAVAILABLE)  # retried: holds the one retry slot
+    proxy.upstreams[1].respond(UNAVAILABLE)  # may not retry: its 503 goes through
+    assert [r.first for r in refused.responses()] == ["503"]
+    assert flags(proxy) == [(503, "UO")]
+    assert proxy.runtime.counters.get("circuit_breaker_overflow_total", cluster=BOOKS, kind="retries") == 1
