@@ -150,7 +150,7 @@ class Exchange:
             if self.conn.forwarding.retry_answer(self, status):
                 return
             if self.retry_flag:
-                self.flag = self.retry_flag
+                self.add_flag(self.retry_flag)
         if self.try_timer is not None:
             self.try_timer.cancel()  # the answer has started: per-try timeouts no longer apply
             self.try_timer = None
@@ -202,7 +202,7 @@ class Exchange:
                 self.reply_error(error)
             return
         # Mid-response: the client has a partial answer; only closing the connection tells it so.
-        self.flag = error.flag
+        self.add_flag(error.flag)
         self.flush()
         self.keep_alive = False
         self.finish()
@@ -216,13 +216,22 @@ class Exchange:
     def reply(self, status: int, body: bytes, flag: str = "-", extra_headers: bytes = b"",
               content_type: bytes = b"text/plain") -> None:
         self.status = status
-        self.flag = flag
+        self.add_flag(flag)
         self.bytes_sent = 0 if self.is_head else len(body)
         if not self.request_complete:
             self.keep_alive = False
         self.conn.write(replies.local_reply(status, body, self.keep_alive, extra_headers + self.extra_response_headers,
                                             content_type, head=self.is_head))
         self.finish()
+
+    def add_flag(self, flag: str) -> None:
+        """Set the response flag of how the exchange ended. Envoy lists every flag: an injected delay (DI)
+        stays in front (`DI,UT`, `DI,DC`, `DI,URX`), whatever ends the request after it."""
+        if self.flag.startswith("DI") and not flag.startswith("DI"):
+            if flag == "-":
+                return
+            flag = "DI," + flag
+        self.flag = flag
 
     def _cancel_timers(self) -> None:
         if self.timer is not None:
@@ -260,6 +269,6 @@ class Exchange:
             breaker.released(self)
             self.conn.forwarding.uncount(self)  # a try waiting in a queue or connecting
             self.status = self.status if self.response_started else 0
-            self.flag = "DC"
+            self.add_flag("DC")
             self.done = True
             self.conn.forwarding.record(self)

@@ -111,7 +111,7 @@ class RetriesAndTimeouts:
             exchange.try_timer = None
         if exchange.response_started:
             # Part of the answer is out: only closing the connection tells the client it is cut short.
-            exchange.flag = "UT"
+            exchange.add_flag("UT")
             self._detach(exchange)
             exchange.keep_alive = False
             exchange.finish()

@@ -442,3 +442,19 @@ async def test_a_retriable_status_code_below_409_is_retried():
     await step(proxy)
     assert client.responses() == [] and len(proxy.upstreams) == 2
     assert proxy.runtime.counters.get("upstream_rq_retry_total") == 1
+
+
+async def test_an_injected_delay_stays_in_the_flags_of_what_ends_the_request_after_it():
+    """Envoy lists every flag: the article's step 6 (a 2 s delay, then the route timeout or a client that
+    gives up) is logged DI,UT or DI,DC, not UT or DC alone."""
+    timed_out = proxy_for(fault=model.Fault(delay_s=1.0, delay_percent=100), timeout_s=0.5)
+    timed_out.client().send(GET_BOOKS)
+    await step(timed_out, 1.7)  # the delay, then the route timeout with no answer
+    assert flags(timed_out) == [(504, "DI,UT")]
+    gone = proxy_for(fault=model.Fault(delay_s=2.0, delay_percent=100))
+    client = gone.client()
+    client.send(GET_BOOKS)
+    await step(gone, 2.1)
+    client.conn.connection_lost(None)  # the caller gives up while the delayed request is upstream
+    await settle()
+    assert flags(gone) == [(0, "DI,DC")]
