@@ -191,7 +191,7 @@ class Origination:
         view = self.runtime.view
         inbound = view is not None and cluster is view.inbound_cluster  # the local app: always plaintext
         origin = None if inbound else decide(cluster.spec, endpoint, ready)
-        return self.runtime.pools.get(pool_key(endpoint, origin), origin)
+        return self.runtime.pools.get(pool_key(endpoint, origin, cluster.spec.name), origin)
 
     def keys(self, view: CompiledView) -> frozenset[tuple]:
         """The pool key of every (cluster, endpoint) of `view`: the pools worth keeping."""
@@ -200,7 +200,8 @@ class Origination:
         for cluster in view.clusters.values():
             inbound = cluster is view.inbound_cluster
             for endpoint in cluster.balancer.endpoints:
-                keys.add(pool_key(endpoint, None if inbound else decide(cluster.spec, endpoint, ready)))
+                origin = None if inbound else decide(cluster.spec, endpoint, ready)
+                keys.add(pool_key(endpoint, origin, cluster.spec.name))
         return frozenset(keys)
 
     def context(self, origin: Origin) -> ssl.SSLContext:
@@ -246,10 +247,16 @@ class Origination:
         return transport, protocol
 
 
-def pool_key(endpoint: model.Endpoint, origin: Origin | None) -> tuple:
+def pool_key(endpoint: model.Endpoint, origin: Origin | None, cluster: str) -> tuple:
+    """Pools are per cluster, as Envoy's: a cluster's maxConnections, maxRequestsPerConnection and
+    idleTimeout count and govern its own connections only. A mesh origin's key says it already (the SNI
+    names port, subset and service); plaintext and SIMPLE/MUTUAL keys carry the cluster's name (names, not
+    objects, so that pools outlive a config push)."""
     if origin is None:
-        return (endpoint.address, endpoint.port)
-    return (endpoint.address, endpoint.port, origin.key)
+        return (endpoint.address, endpoint.port, cluster)
+    if origin.mesh:
+        return (endpoint.address, endpoint.port, origin.key)
+    return (endpoint.address, endpoint.port, origin.key, cluster)
 
 
 def _san_values(cert: dict) -> set[str]:

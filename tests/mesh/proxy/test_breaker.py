@@ -270,3 +270,29 @@ async def test_an_answer_whose_retry_maxretries_refuses_goes_to_the_client_flagg
     assert [r.first for r in refused.responses()] == ["503"]
     assert flags(proxy) == [(503, "UO")]
     assert proxy.runtime.counters.get("circuit_breaker_overflow_total", cluster=BOOKS, kind="retries") == 1
+
+
+async def test_each_cluster_keeps_its_own_plaintext_connections_and_limits_to_a_shared_endpoint():
+    """Two clusters on one endpoint (e.g. `books` and `books|v1`), plaintext: one cluster's idle connections
+    never serve the other outside its maxConnections and maxRequestsPerConnection (Envoy's pools are per
+    cluster)."""
+    from tests.mesh.proxy.fakes import RATINGS
+
+    view = bookinfo_view(books=(BOOKS_V1,))
+    limited = model.ConnectionPool(max_connections=1, max_requests_per_connection=1)
+    view = dataclasses.replace(
+        view, clusters=tuple(dataclasses.replace(c, pool=limited) if c.name == RATINGS else c for c in view.clusters),
+        endpoints=view.endpoints + (model.ClusterEndpoints(RATINGS, (BOOKS_V1,)),))
+    proxy = Proxy(view)
+    for client in [proxy.client() for _ in range(3)]:
+        client.send(GET_BOOKS)
+    await settle()
+    for upstream in proxy.upstreams:
+        upstream.respond(OK)  # books keeps three idle connections to the endpoint
+    for client in [proxy.client() for _ in range(3)]:
+        client.send(b"GET /r HTTP/1.1\r\nHost: ratings:9080\r\n\r\n")
+    await settle()
+    busy = [u for u in proxy.upstreams if u.protocol.exchange is not None]
+    assert len(busy) == 1 and proxy.runtime.view.clusters[RATINGS].breaker.connections == 1
+    busy[0].respond(OK)
+    assert busy[0].transport.closed  # its maxRequestsPerConnection, 1, was spent

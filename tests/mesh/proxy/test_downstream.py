@@ -61,7 +61,7 @@ async def test_get_keep_alive_then_second_request_reuses_the_pooled_connection()
     assert len(up.requests()) == 2
     up.respond(OK)
     assert [r.first for r in client.responses()] == ["200", "200"]
-    books_pool = proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port))
+    books_pool = proxy.runtime.pools.by_endpoint[(BOOKS_V1.address, BOOKS_V1.port, BOOKS)]
     assert repr(books_pool) == "<EndpointPool 10.0.0.11:9080 idle=1 active=0 opened=1 reused=1>"
 
 
@@ -275,7 +275,7 @@ async def test_connect_failure_is_503_uf_and_frees_the_endpoint():
     assert only_series(proxy)["response_flags"] == "UF,URX"
     assert proxy.runtime.counters.get("upstream_connect_fail_total") == 3
     assert proxy.runtime.counters.get("upstream_rq_retry_total") == 2
-    assert proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port)).active == 0
+    assert proxy.runtime.pools.by_endpoint[(BOOKS_V1.address, BOOKS_V1.port, BOOKS)].active == 0
     assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
 
 
@@ -556,7 +556,7 @@ async def test_client_disconnect_while_connecting_keeps_the_new_connection_poole
     client.send(GET_BOOKS)
     client.conn.connection_lost(None)
     await settle()
-    books_pool = proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port))
+    books_pool = proxy.runtime.pools.by_endpoint[(BOOKS_V1.address, BOOKS_V1.port, BOOKS)]
     assert (len(books_pool.idle), books_pool.active) == (1, 0)
     assert proxy.runtime.view.clusters[BOOKS].balancer.in_flight(BOOKS_V1) == 0
 

@@ -212,8 +212,8 @@ async def test_pools_never_mix_and_a_peer_authentication_change_takes_new_connec
             assert (await call(gw, host=host)).status == 200
         pools = {key: pool for key, pool in gw.runtime.pools.by_endpoint.items() if key[:2] == ("127.0.0.1", books.inbound)}
         assert len(pools) == 2
-        plain = pools[("127.0.0.1", books.inbound)]
-        (secure,) = [p for key, p in pools.items() if len(key) == 3]
+        (plain,) = [p for p in pools.values() if p.origin is None]
+        (secure,) = [p for p in pools.values() if p.origin is not None]
         assert (plain.origin, plain.opened, plain.reused) == (None, 1, 2)
         assert (secure.origin.mesh, secure.opened, secure.reused) == (True, 1, 2)
         counts = {s["connection_security_policy"]: s["count"] for s in books.series("destination")}
@@ -358,8 +358,11 @@ def test_decide_follows_destination_rule_and_auto_mtls():
     simple = model.UpstreamTls(security.TLS_SIMPLE, sni="books.example.com")
     origin = origination.decide(model.Cluster(tlsnet.BOOKS, tls=simple), sidecar, True)
     assert (origin.mesh, origin.server_hostname, origin.settings) == (False, "books.example.com", simple)
-    assert origination.pool_key(sidecar, None) == ("127.0.0.1", 9080)
-    assert origination.pool_key(sidecar, auto) != origination.pool_key(sidecar, origin)
+    assert origination.pool_key(sidecar, None, tlsnet.BOOKS) == ("127.0.0.1", 9080, tlsnet.BOOKS)
+    assert origination.pool_key(sidecar, auto, tlsnet.BOOKS) != origination.pool_key(sidecar, origin, tlsnet.BOOKS)
+    # Per cluster, as Envoy's pools: plaintext and SIMPLE keys name the cluster; a mesh key's SNI does.
+    assert origination.pool_key(sidecar, None, "a") != origination.pool_key(sidecar, None, "b")
+    assert origination.pool_key(sidecar, origin, "a") != origination.pool_key(sidecar, origin, "b")
 
 
 def test_istio_sni_names_the_port_the_subset_and_the_host():
@@ -369,8 +372,8 @@ def test_istio_sni_names_the_port_the_subset_and_the_host():
     assert origination.istio_sni(whole) == f"outbound_.9080_._.{tlsnet.SERVICE}"
     sidecar = books_endpoint(9080, identity=spiffe("books"))
     assert origination.decide(v1, sidecar, True).server_hostname == origination.istio_sni(v1)
-    assert (origination.pool_key(sidecar, origination.decide(v1, sidecar, True))
-            != origination.pool_key(sidecar, origination.decide(whole, sidecar, True)))
+    assert (origination.pool_key(sidecar, origination.decide(v1, sidecar, True), v1.name)
+            != origination.pool_key(sidecar, origination.decide(whole, sidecar, True), whole.name))
 
 
 @pytest.mark.uvloop

@@ -160,7 +160,7 @@ async def test_route_timeout_is_504_ut_and_bounds_all_retries():
     assert flags(proxy) == [(504, "UT")]
     # Every try is over: closed, or (connected after its try was abandoned) idle in the pool for others.
     assert all(up.transport.closed or up.protocol.exchange is None for up in proxy.upstreams)
-    assert proxy.runtime.pools.get((BOOKS_V1.address, BOOKS_V1.port)).active == 0
+    assert proxy.runtime.pools.by_endpoint[(BOOKS_V1.address, BOOKS_V1.port, BOOKS)].active == 0
     tries = len(proxy.upstreams)
     await step(proxy, 5.0)
     assert len(proxy.upstreams) == tries  # nothing is retried after the route timeout
