@@ -61,6 +61,9 @@ class OutlierDetector:
         self.stats = {f"{what}_{kind}": 0 for what in ("detected", "enforced")
                       for kind in (CONSECUTIVE_5XX, CONSECUTIVE_GATEWAY, CONSECUTIVE_LOCAL_ORIGIN)}
         self.stats["overflow"] = 0
+        # The detector of the next view (`adopt`): tries from before a push report here, and what they
+        # decide must land in the detector in force.
+        self.successor: OutlierDetector | None = None
 
     def report(self, endpoint: model.Endpoint, status: int, local: bool = False) -> None:
         """A try's outcome: the upstream's `status`, or (`local`) a failure seen here, reported as 503/504
@@ -91,6 +94,13 @@ class OutlierDetector:
             state.consecutive_local = 0
 
     def _detected(self, endpoint: model.Endpoint, state: HostState, kind: str) -> None:
+        if self.successor is not None:  # a try from before a config push: the detector in force decides
+            live = self.successor
+            while live.successor is not None:
+                live = live.successor
+            if endpoint in live.hosts:
+                live._detected(endpoint, live.hosts[endpoint], kind)
+            return
         self.stats[f"detected_{kind}"] += 1
         state.consecutive_5xx = state.consecutive_gateway = state.consecutive_local = 0
         if endpoint in self.ejected:
@@ -143,6 +153,7 @@ class OutlierDetector:
         self.next_sweep = old.next_sweep
         self.stats = dict(old.stats)
         self.version = old.version + 1
+        old.successor = self
 
     def dump(self, endpoint: model.Endpoint, now: float) -> dict:
         state = self.hosts.get(endpoint)

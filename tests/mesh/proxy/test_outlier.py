@@ -332,3 +332,34 @@ async def test_a_retry_with_every_host_ejected_is_answered_503_uh_not_sent_to_an
     assert len(proxy.upstreams) == 1 and proxy.upstreams[0].protocol.exchange is None  # no retry went out
     assert [(r.first, r.body) for r in client.responses()] == [("503", b"no healthy upstream")]
     assert flags(proxy) == [(503, "UH")] and proxy.runtime.counters.get("upstream_rq_retry_total") == 0
+
+
+async def test_an_ejection_decided_by_a_try_from_before_a_config_push_holds_in_the_view_in_force():
+    """consecutive5xx 2: one 5xx, a push (same config, new objects), then the 5xx of a request sent before
+    the push: the host is ejected in the view in force, and the next request is not sent to it."""
+    import dataclasses
+
+    from mesh.view import wire
+    from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, Proxy, bookinfo_view, settle
+    from tests.mesh.proxy.test_downstream import GET_BOOKS
+    from tests.mesh.proxy.test_resilience import ERROR, route
+
+    view = bookinfo_view(books=(BOOKS_V1,), books_route=route(retries=model.RetryPolicy(attempts=0)))
+    view = dataclasses.replace(view, clusters=tuple(
+        dataclasses.replace(c, outlier=model.OutlierDetection(consecutive_5xx=2, max_ejection_percent=100.0))
+        if c.name == BOOKS else c for c in view.clusters))
+    proxy = Proxy(view)
+    proxy.client().send(GET_BOOKS)
+    await settle()
+    proxy.upstreams[0].respond(ERROR)  # 5xx 1
+    proxy.client().send(GET_BOOKS)  # in flight across the push
+    await settle()
+    proxy.runtime.apply(wire.from_dict(wire.to_dict(view)), "v2")
+    proxy.upstreams[0].respond(ERROR)  # 5xx 2, reported by a try of the earlier view
+    await settle()
+    detector = proxy.runtime.view.clusters[BOOKS].detector
+    assert detector.ejected == {BOOKS_V1} and detector.stats["enforced_consecutive_5xx"] == 1
+    late = proxy.client()
+    late.send(GET_BOOKS)
+    await settle()
+    assert [(r.first, r.body) for r in late.responses()] == [("503", b"no healthy upstream")]
