@@ -47,7 +47,7 @@ def _closed(conn: PooledConnection) -> None:
 
 
 class EndpointPool:
-    __slots__ = ("key", "idle", "active", "opened", "reused", "origin", "connecting", "waiting")
+    __slots__ = ("key", "idle", "active", "opened", "reused", "origin", "connecting", "waiting", "retired")
 
     def __init__(self, key: tuple, origin=None) -> None:
         self.key = key
@@ -58,6 +58,10 @@ class EndpointPool:
         self.active = 0
         self.opened = 0
         self.reused = 0
+        # Forgotten by `Pools.sweep` (its endpoint left the view): a request that still holds it (queued, in a
+        # retry's backoff) may open one more connection here, which is closed when released, never pooled
+        # where no sweep would reach it.
+        self.retired = False
 
     def acquire(self, now: float, idle_timeout: float = IDLE_TIMEOUT_S,
                 max_age: float | None = None) -> PooledConnection | None:
@@ -81,7 +85,7 @@ class EndpointPool:
 
     def release(self, conn: PooledConnection, reusable: bool, now: float) -> None:
         self.active -= 1
-        if reusable and conn.is_usable() and len(self.idle) < MAX_IDLE_PER_ENDPOINT:
+        if reusable and not self.retired and conn.is_usable() and len(self.idle) < MAX_IDLE_PER_ENDPOINT:
             conn.idle_since = now
             self.idle.append(conn)
         else:
@@ -151,6 +155,7 @@ class Pools:
                     closed += 1
             if not wanted and not pool.idle and pool.active == 0:
                 del self.by_endpoint[key]
+                pool.retired = True
         return closed
 
     def close(self) -> None:

@@ -173,3 +173,16 @@ def test_tls_pools_cap_connects_and_wake_the_oldest_live_waiter(monkeypatch):
     assert [w for _, w, _ in secure.waiting] == [live, newest]
     secure.wake()
     assert fwd.woken == [live] and len(secure.waiting) == 1
+
+
+def test_a_pool_the_sweep_forgot_closes_what_a_late_request_gives_back():
+    """A request queued when its endpoint left the view still holds the pool and opens a connection there:
+    released, it is closed, not kept where no sweep would ever reach it (holding a maxConnections slot)."""
+    pools = pool.Pools()
+    gone = pools.get(("10.0.0.9", 9080, "outbound|9080||books"))
+    pools.sweep(0.0, frozenset())
+    assert pools.by_endpoint == {} and gone.retired
+    late = Conn("late")
+    gone.opening()
+    gone.release(late, True, 1.0)
+    assert late.closed and not gone.idle and gone.active == 0
