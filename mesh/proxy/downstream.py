@@ -311,8 +311,9 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         if current is not None:
             if current.chunked_request:
                 current.request_done()  # the last chunk goes upstream
-            else:
+            elif not current.request_complete:  # a body just ended (a request without one was complete already)
                 current.request_complete = True
+                self.forwarding.request_body_ended(current)
             if self.write_blocked:
                 self.pause_reading(CLIENT_FULL)  # its body is in: no new request while the client is full
 

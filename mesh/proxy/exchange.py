@@ -134,6 +134,7 @@ class Exchange:
         self.request_complete = True
         if self.chunked_request and self.upstream is not None and not self.upstream.closed:
             self.upstream.write(LAST_CHUNK)
+        self.conn.forwarding.request_body_ended(self)
 
     def pause_downstream_reading(self) -> None:
         self.conn.pause_reading(self.conn.UPSTREAM_FULL)

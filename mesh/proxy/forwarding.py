@@ -75,6 +75,19 @@ class Forwarding(RetriesAndTimeouts):
             return
         self._first_try(exchange)
 
+    def start_route_timeout(self, exchange: Exchange) -> None:
+        """The route timeout bounds every try and the waits between, from the moment the downstream request
+        is whole, as Envoy's: at the first try for a request without a body, else when the body ends
+        (`request_body_ended`), so that a slow upload does not spend it."""
+        route = exchange.target.route if exchange.target is not None else None
+        if route is not None and route.spec.timeout_s is not None and exchange.timer is None and not exchange.done:
+            exchange.timer = self.deadlines.call_later(route.spec.timeout_s, self._timed_out, exchange)
+
+    def request_body_ended(self, exchange: Exchange) -> None:
+        """The downstream request's body is in: its route timeout starts if its first try went out."""
+        if exchange.request_head:
+            self.start_route_timeout(exchange)
+
     def _first_try(self, exchange: Exchange) -> None:
         target = exchange.target
         cluster = target.cluster
@@ -87,8 +100,8 @@ class Forwarding(RetriesAndTimeouts):
         if route is not None:
             spec = route.spec
             exchange.retries_left = spec.retries.attempts
-            if spec.timeout_s is not None:  # the route timeout bounds every try and the waits between
-                exchange.timer = self.deadlines.call_later(spec.timeout_s, self._timed_out, exchange)
+            if spec.timeout_s is not None and exchange.request_complete:
+                self.start_route_timeout(exchange)
             if spec.mirrors:
                 mirror.send_copies(self, exchange)
         self._send(exchange)

@@ -458,3 +458,26 @@ async def test_an_injected_delay_stays_in_the_flags_of_what_ends_the_request_aft
     client.conn.connection_lost(None)  # the caller gives up while the delayed request is upstream
     await settle()
     assert flags(gone) == [(0, "DI,DC")]
+
+
+async def test_the_route_timeout_starts_when_the_request_is_whole_not_while_it_uploads():
+    """Envoy starts the route timeout at the end of the downstream request: a 1 s timeout and an upload that
+    ends at 0.9 s time out at about 1.9 s, not at 1 s."""
+    proxy = proxy_for(timeout_s=1.0)
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 4\r\n\r\n")
+    await step(proxy, 0.9)
+    client.send(b"data")
+    await step(proxy, 0.5)  # t=1.4: 0.5 s after the end of the request
+    assert client.responses() == []
+    await step(proxy, 0.6)  # t=2.0
+    assert [r.first for r in client.responses()] == ["504"] and flags(proxy) == [(504, "UT")]
+    chunked = proxy_for(timeout_s=1.0)
+    client = chunked.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndata\r\n")
+    await step(chunked, 0.9)
+    client.send(b"0\r\n\r\n")
+    await step(chunked, 0.5)
+    assert client.responses() == []
+    await step(chunked, 0.6)
+    assert [r.first for r in client.responses()] == ["504"]
