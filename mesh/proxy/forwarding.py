@@ -257,7 +257,7 @@ class Forwarding(RetriesAndTimeouts):
             pool.active -= 1
             if target.cluster is not None:
                 target.cluster.connection_closed()
-            self._finished(exchange)
+            self.uncount(exchange)
             self.runtime.counters.inc("upstream_connect_fail_total")
             self.report(exchange, 503)
             if not exchange.done and exchange.upstream is None and not self.retry(exchange, retry.CONNECT_FAILURE):
@@ -295,9 +295,6 @@ class Forwarding(RetriesAndTimeouts):
             pool.wake()  # an idle connection for a request waiting on a TLS pool
         if cluster is not None and cluster.breaker.pending and not upstream.closed:
             cluster.wake_pending()  # an idle connection for a request that waits
-
-    def _finished(self, exchange: Exchange) -> None:
-        self.uncount(exchange)
 
     @staticmethod
     def count(exchange: Exchange, balancer, endpoint) -> None:
