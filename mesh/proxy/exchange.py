@@ -33,7 +33,7 @@ class Exchange:
         "conn", "head", "method", "chunked_request", "keep_alive", "start", "target", "upstream",
         "request_head", "body", "body_size", "replayable", "request_complete", "response_started",
         "chunked_response", "out", "status", "flag", "bytes_sent", "done", "is_head", "response_ops",
-        "attempts", "extra_response_headers", "block", "host_header", "method_line", "expect_continue",
+        "attempts", "extra_response_headers", "block", "host_header", "expect_continue",
         "timer", "try_timer", "tries", "retries_left", "retry_flag", "admitted", "retrying", "access",
         "trace", "request_id", "user_agent", "counted",
     )
@@ -45,7 +45,6 @@ class Exchange:
         self.block = None
         self.head = head  # matching.RequestHead
         self.method = method
-        self.method_line = method.encode("latin-1") + b" "
         self.expect_continue = False
         self.is_head = method == "HEAD"
         self.chunked_request = chunked

@@ -97,7 +97,9 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
                 host = authority.encode("latin-1")
         if target.weighted is not None:
             plan = target.weighted.request
-    parts = [exchange.method_line, path.encode("latin-1"), b" HTTP/1.1\r\nhost: ", host, CRLF]
+    method = exchange.method
+    parts = [_METHOD_LINES.get(method) or _method_line(method), path.encode("latin-1"), b" HTTP/1.1\r\nhost: ",
+             host, CRLF]
     append = parts.append
     has_request_id = False
     dropped = plan.dropped if plan is not None else ()
@@ -127,13 +129,13 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
                 elif traceparent is None:
                     traceparent = value
             continue
-        append(name + b": " + value + CRLF)
+        parts += (name, b": ", value, CRLF)  # no bytes concatenated per header: the join copies once
     if plan is not None:
         append(plan.lines)
     if not has_request_id:
         logged_id = request_id()
         head.headers.append((REQUEST_ID, logged_id))
-        append(b"x-request-id: " + logged_id + CRLF)
+        parts += (b"x-request-id: ", logged_id, CRLF)
     exchange.request_id = logged_id
     exchange.user_agent = user_agent
     if tracer is not None:
@@ -148,6 +150,15 @@ def upstream_request_head(forwarding: Forwarding, exchange: Exchange, target: Ta
         append(CHUNKED)
     append(CRLF)
     return b"".join(parts)
+
+
+def _method_line(method: str) -> bytes:
+    """`GET ` for GET: a request line's start, made once per method (llhttp knows a few dozen)."""
+    line = _METHOD_LINES[method] = method.encode("latin-1") + b" "
+    return line
+
+
+_METHOD_LINES: dict[str, bytes] = {}
 
 
 def forwarded_for(head: matching.RequestHead, peer_ip: str) -> bytes:
@@ -215,8 +226,15 @@ def _request_id_prefix() -> str:
 
 _REQUEST_ID_PREFIX = _request_id_prefix()
 _request_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_LOW_HEX = tuple(b"%02x" % low for low in range(256))
+_id_high = [-1, b""]  # the counter's bits above its low byte, and the id's text up to its last two digits
 
 
 def request_id() -> bytes:
-    """A UUID v4-shaped id: a random per-process prefix, then a 48-bit counter: unique, and cheap."""
-    return f"{_REQUEST_ID_PREFIX}{next(_request_counter) & 0xFFFFFFFFFFFF:012x}".encode()
+    """A UUID v4-shaped id: a random per-process prefix, then a 48-bit counter: unique, and cheap: the text up
+    to the counter's last two hex digits changes once in 256 ids, and is formatted only then."""
+    count = next(_request_counter) & 0xFFFFFFFFFFFF
+    high = count >> 8
+    if high != _id_high[0]:
+        _id_high[0], _id_high[1] = high, f"{_REQUEST_ID_PREFIX}{high:010x}".encode()
+    return _id_high[1] + _LOW_HEX[count & 0xFF]

@@ -5,7 +5,7 @@ httptools gives no raw view of a head and no call per header is made (`UpstreamC
 Content-Length found by search. An upstream's heads repeat byte for byte (nginx's change once a second, with
 `Date`; an app's with its body length), so two memos keyed by the head's exact bytes keep what was found:
 
-- `scan_response_head`: the head's lines less the hop-by-hop ones, whether a Content-Length remains, whether
+- `scan_response_head`: the head's lines less the hop-by-hop ones (ready to send, each ending in CRLF), whether a Content-Length remains, whether
   it frames its body. Its three regex passes were a seventh of a sidecar's instructions per request.
 - `known_response`: what httptools said of a head it parsed (status, keep-alive, Content-Length), noted by
   `note_parsed` for a plain answer (2xx but 204, Content-Length framing) seen a second time. A later read
@@ -58,14 +58,15 @@ _parsed: dict[bytes, tuple[int, bool, int]] = {}
 
 
 def scan_response_head(raw: bytes) -> tuple[bytes, bool, bool]:
-    """(the header lines from the first CRLF on with the hop-by-hop ones dropped, whether a Content-Length
-    line remains, whether the head frames its body: Content-Length or Transfer-Encoding). A pure function of
-    the head's bytes, memoized."""
+    """(the header lines after the status line with the hop-by-hop ones dropped, each ending in CRLF, as the
+    client's head takes them; whether a Content-Length line remains; whether the head frames its body:
+    Content-Length or Transfer-Encoding). A pure function of the head's bytes, memoized."""
     scanned = _scanned.get(raw)
     if scanned is None:
         first = raw.find(CRLF)
         rest = _HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
-        scanned = (rest, _LENGTH.search(rest) is not None, FRAMING_LINE.search(raw) is not None)
+        scanned = (rest[2:] + CRLF if rest else b"", _LENGTH.search(rest) is not None,
+                   FRAMING_LINE.search(raw) is not None)
         if len(raw) <= MAX_SCANNED_HEAD_BYTES:
             if len(_scanned) >= MAX_SCANNED_HEADS:
                 _scanned.clear()
@@ -124,8 +125,8 @@ def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> byt
     """
     plan = exchange.response_ops
     if plan is None:
-        rest, has_length, _ = scan_response_head(raw)
-        parts = [replies.status_line(status), rest[2:] + CRLF if rest else b""]
+        lines, has_length, _ = scan_response_head(raw)
+        parts = [replies.status_line(status), lines]
     else:
         parts = [replies.status_line(status)]
         has_length = False

@@ -59,8 +59,14 @@ def test_request_id_is_added_only_when_absent(loop, rt):
     assert kept.all("x-request-id") == ["r1"]
 
 
-def test_request_ids_differ():
-    assert len({headers.request_id() for _ in range(100)}) == 100
+def test_request_ids_differ_and_keep_their_shape_across_the_formatted_part():
+    """Ids share their formatted text for 256 counts: 600 in a row cross that boundary at least twice."""
+    ids = [headers.request_id() for _ in range(600)]
+    assert len(set(ids)) == 600
+    shape = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+    assert all(shape.fullmatch(request_id) for request_id in ids)
+    counters = [int(request_id[-12:], 16) for request_id in ids]
+    assert counters == list(range(counters[0], counters[0] + 600))  # consecutive: the last two digits and the rest agree
 
 
 @pytest.mark.parametrize("name", [b"Connection", b"Keep-Alive", b"Transfer-Encoding", b"TE", b"Upgrade",

@@ -93,7 +93,7 @@ def fresh_scan(raw: bytes) -> tuple[bytes, bool, bool]:
     """What scan_response_head must answer, computed without its memo."""
     first = raw.find(b"\r\n")
     rest = response_head._HOP_LINE.sub(b"", raw[first:]) if first >= 0 else b""
-    return rest, response_head._LENGTH.search(rest) is not None, response_head.FRAMING_LINE.search(raw) is not None
+    return rest[2:] + b"\r\n" if rest else b"", response_head._LENGTH.search(rest) is not None, response_head.FRAMING_LINE.search(raw) is not None
 
 
 HEAD_LINES = [b"Content-Length: 3", b"content-length:3", b"Transfer-Encoding: chunked", b"Connection: keep-alive",
