@@ -330,7 +330,8 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
             self.close()
             return
         # What paused reading for this exchange (its body, its upstream) is over with it.
-        self.resume_reading(BODY_BUFFER | UPSTREAM_FULL)
+        if self.paused:
+            self.resume_reading(BODY_BUFFER | UPSTREAM_FULL)
         if self.queue:
             nxt = self.active = self.queue.popleft()
             if nxt.expect_continue:

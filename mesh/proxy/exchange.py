@@ -105,7 +105,8 @@ class Exchange:
             upstream.send(self, self.request_head + LAST_CHUNK if self.chunked_request and self.request_complete
                           else self.request_head)
         conn = self.conn
-        conn.resume_reading(conn.BODY_BUFFER)  # the body buffered so far went upstream
+        if conn.paused:
+            conn.resume_reading(conn.BODY_BUFFER)  # the body buffered so far went upstream
 
     def _frame(self, chunk: bytes) -> bytes:
         if self.chunked_request:
@@ -168,7 +169,9 @@ class Exchange:
         if self.chunked_response:
             out.append(LAST_CHUNK)
         if out:
-            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
+            conn = self.conn
+            if not conn.closed:
+                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         self.upstream = None
         self.conn.forwarding.release(self, upstream, upstream_keep_alive and self.request_complete)

@@ -44,7 +44,8 @@ class Forwarding(RetriesAndTimeouts):
         return view is not None and view.access is not None and access.refused(self, exchange, view.access)
 
     def start(self, exchange: Exchange) -> None:
-        if self.guarded and self.refused(exchange):
+        if self.guarded and self.runtime.view is not None and self.runtime.view.access is not None and self.refused(
+                exchange):
             return
         try:
             target = self._decide(exchange)
@@ -321,5 +322,7 @@ class Forwarding(RetriesAndTimeouts):
         duration_s = runtime.request_clock() - exchange.start
         runtime.stats.record(peer, exchange.status, exchange.flag, duration_s * 1000.0, exchange.body_size,
                              exchange.bytes_sent)
-        runtime.telemetry.record(exchange, self.direction, duration_s)
+        telemetry = runtime.telemetry
+        if telemetry.recording:  # `--telemetry off`: not even the call
+            telemetry.record(exchange, self.direction, duration_s)
 

@@ -97,6 +97,10 @@ def http_version(parser, keep_alive: bool, headers: list[tuple[bytes, bytes]]) -
     return parser.get_http_version()
 
 
+# The headers `read_head` reads.
+_HEAD_FIELDS = frozenset({b"host", b"transfer-encoding", b"content-length", b"expect", b"connection"})
+
+
 def read_head(method: str, version: str, url: bytes, headers: list[tuple[bytes, bytes]],
               max_body: int) -> tuple[bytes, str, bool, bool, bool]:
     """(Host, path, chunked, has a body, expects 100-continue) of a request head, or a ProxyError."""
@@ -106,6 +110,8 @@ def read_head(method: str, version: str, url: bytes, headers: list[tuple[bytes, 
         raise replies.MethodNotImplemented()  # no tunnels: Weir proxies HTTP only
     host = transfer = length = expect = connection = None
     for name, value in headers:
+        if name not in _HEAD_FIELDS:  # one set lookup for the other headers, not five comparisons
+            continue
         if name == b"host":
             if host is not None:
                 raise replies.BadRequest()  # RFC 9112 §3.2: more than one Host
