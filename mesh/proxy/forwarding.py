@@ -204,10 +204,18 @@ class Forwarding(RetriesAndTimeouts):
             exchange.target = Target(cluster, model.Endpoint("", 0), route, weighted,
                                      runtime.source_peer(cluster.spec, None))
             raise replies.NoHealthyUpstream()
-        peer = cluster.peers.get(id(endpoint))
-        if peer is None:
-            peer = cluster.peers[id(endpoint)] = runtime.source_peer(cluster.spec, endpoint)
-        return Target(cluster, endpoint, route, weighted, peer)
+        # One Target per destination and endpoint, made once: its pool is then looked up once too. The check
+        # first: when this proxy's certificate has just arrived, the targets made before are dropped with it.
+        runtime.origination.check_ready()
+        key = (id(weighted), id(endpoint))
+        target = cluster.targets.get(key)
+        if target is None:
+            peer = cluster.peers.get(id(endpoint))
+            if peer is None:
+                peer = cluster.peers[id(endpoint)] = runtime.source_peer(cluster.spec, endpoint)
+            target = Target(cluster, endpoint, route, weighted, peer)
+            cluster.targets[key] = target
+        return target
 
     def _outside_mesh(self, exchange: Exchange) -> Target:
         runtime = self.runtime

@@ -157,12 +157,19 @@ class Origination:
         mesh = self.runtime.mesh_tls
         return mesh is not None and mesh.client is not None
 
-    def target_pool(self, target) -> pool_mod.EndpointPool:
-        """The pool of a routing.Target (set on it); when this proxy's certificate just arrived, the
-        target's metric labels are recomputed too (they were chosen as plaintext)."""
+    def check_ready(self) -> bool:
+        """Is the auto mTLS decision in force still right? When this proxy's certificate just arrived (or
+        went), it is redone: pools chosen and labels cached so far are dropped (`_refresh`), and False."""
         mesh = self.runtime.mesh_tls
         if (mesh is not None and mesh.client is not None) is not self.mesh_ready:
             self._refresh()
+            return False
+        return True
+
+    def target_pool(self, target) -> pool_mod.EndpointPool:
+        """The pool of a routing.Target (set on it); when this proxy's certificate just arrived, the
+        target's metric labels are recomputed too (they were chosen as plaintext)."""
+        if not self.check_ready():
             view = self.runtime.view
             if target.cluster is not None and view is not None and target.cluster is not view.inbound_cluster:
                 target.peer = self.runtime.source_peer(target.cluster.spec, target.endpoint)
@@ -172,9 +179,7 @@ class Origination:
     def pool(self, cluster: CompiledCluster | None, endpoint: model.Endpoint) -> pool_mod.EndpointPool:
         if cluster is None:  # passthrough: the app's own destination, plaintext
             return self.runtime.pools.get((endpoint.address, endpoint.port))
-        mesh = self.runtime.mesh_tls
-        if (mesh is not None and mesh.client is not None) is not self.mesh_ready:
-            self._refresh()
+        self.check_ready()
         key = (id(cluster), id(endpoint))
         found = self.entries.get(key)
         if found is None:

@@ -151,7 +151,7 @@ class CompiledCluster:
     """A cluster's balancer, and with outlier detection a second balancer over its healthy hosts."""
 
     __slots__ = ("spec", "balancer", "detector", "rng", "_healthy", "_healthy_version", "breaker", "peers",
-                 "reuse", "splits_local")
+                 "targets", "reuse", "splits_local")
 
     def __init__(self, spec: model.Cluster, endpoints: tuple[model.Endpoint, ...], rng: random.Random,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -165,6 +165,9 @@ class CompiledCluster:
         # Circuit-breaker state (mesh.proxy.breaker): per client proxy per cluster, as in Envoy.
         self.breaker = BreakerState()
         self.peers: dict[int, tuple] = {}  # id(endpoint) → metric labels (mesh.proxy.runtime.source_peer)
+        # (id(weighted destination), id(endpoint)) → its Target, pool looked up: the view's objects, so the ids
+        # stay theirs while this cluster lives; cleared with `peers` when auto mTLS starts.
+        self.targets: dict[tuple[int, int], Target] = {}
         # What `EndpointPool.acquire` checks of an idle connection beyond the defaults: None when nothing.
         settings = spec.pool
         self.reuse = None if settings.idle_timeout_s is None and settings.max_connection_duration_s is None else (

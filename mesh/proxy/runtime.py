@@ -137,6 +137,7 @@ class ProxyRuntime:
             self.view.inbound_targets.clear()
             for cluster in self.view.clusters.values():
                 cluster.peers.clear()
+                cluster.targets.clear()
 
     # -- inbound -------------------------------------------------------------------------------------------
     def inbound_target(self, head: RequestHead, peer_identity: str | None = None) -> routing.Target:
