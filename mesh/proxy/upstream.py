@@ -139,15 +139,15 @@ class UpstreamConnection(asyncio.Protocol):
         elif exchange.out:
             exchange.flush()
 
-    def _answer_known(self, exchange: Exchange, data: bytes, end: int, status: int, keep_alive: bool,
+    def _answer_known(self, exchange: Exchange, data: bytes, head: bytes, status: int, keep_alive: bool,
                       length: int) -> None:
         """`data` is a whole response whose head the parser read before (`response_head.known_response`):
         what the parser's callbacks would do with it, without the parser, which stays at the message
         boundary where the response leaves it."""
         self.awaiting_head = False
-        exchange.response_head(status, data[:end], keep_alive)
+        exchange.response_head(status, head, keep_alive)
         if length:
-            self.on_body(data[end + 4:])
+            self.on_body(data[len(head) + 4:])
         self.exchange = None
         exchange.response_complete(self, keep_alive)
 
