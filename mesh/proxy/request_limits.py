@@ -161,9 +161,9 @@ def _framing(version: str, transfer: bytes | None, length: bytes | None, max_bod
 def _target(method: str, url: bytes) -> tuple[bytes | None, str]:
     """(the authority of an absolute-form target, or None; the origin-form path)."""
     if url[:1] == b"/":
-        # find, not `in`: CPython 3.11's bytes `in` first tries the operand as an int and raises, ~2,000
-        # instructions per request.
-        if url.find(b"#") >= 0:
+        # partition, not `in`: CPython 3.11's bytes `in` first tries the operand as an int and raises, ~2,000
+        # instructions per request; nor `find`, whose arguments are parsed as a tuple, ~350.
+        if url.partition(b"#")[1]:
             raise replies.BadRequest()  # a fragment is never sent (Envoy refuses it too)
         return None, url.decode("latin-1")
     if url == b"*":

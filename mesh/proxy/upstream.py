@@ -114,7 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
             if not self.head and not exchange.is_head and not self.interims:  # a response begins here
                 known = response_head.known_response(data)
                 if known is not None:
-                    self._answer_known(exchange, data, *known)
+                    self._answer_known(exchange, *known)
                     return
             self.head = self.head + data if self.head else data
         try:
@@ -139,15 +139,14 @@ class UpstreamConnection(asyncio.Protocol):
         elif exchange.out:
             exchange.flush()
 
-    def _answer_known(self, exchange: Exchange, data: bytes, head: bytes, status: int, keep_alive: bool,
-                      length: int) -> None:
-        """`data` is a whole response whose head the parser read before (`response_head.known_response`):
+    def _answer_known(self, exchange: Exchange, head: bytes, status: int, keep_alive: bool, body: bytes) -> None:
+        """A whole response whose head the parser read before (`response_head.known_response`):
         what the parser's callbacks would do with it, without the parser, which stays at the message
         boundary where the response leaves it."""
         self.awaiting_head = False
         exchange.response_head(status, head, keep_alive)
-        if length:
-            self.on_body(data[len(head) + 4:])
+        if body:
+            self.on_body(body)
         self.exchange = None
         exchange.response_complete(self, keep_alive)
 
