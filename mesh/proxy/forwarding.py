@@ -27,7 +27,7 @@ CONNECT_TIMEOUT_S = 10.0  # Istio's default connectionPool.tcp.connectTimeout
 
 
 class Forwarding(RetriesAndTimeouts):
-    __slots__ = ("runtime", "direction", "table", "loop", "deadlines", "guarded")
+    __slots__ = ("runtime", "direction", "table", "loop", "deadlines", "guarded", "originates")
 
     def __init__(self, runtime: ProxyRuntime, direction: str, table: str | None = None) -> None:
         self.runtime = runtime
@@ -36,6 +36,9 @@ class Forwarding(RetriesAndTimeouts):
         self.loop = asyncio.get_event_loop()
         self.deadlines = deadlines.Deadlines(self)  # reads self.loop when it runs: tests swap the loop
         self.guarded = direction != model.OUTBOUND  # received requests: JWT and authorization may apply
+        # Requests sent to other workloads, over mutual TLS once our certificate is there (auto mTLS); an
+        # inbound listener's go to the local app, in plaintext always.
+        self.originates = direction != model.INBOUND
 
     # -- decision ------------------------------------------------------------------------------------------
     def refused(self, exchange: Exchange) -> bool:
@@ -127,8 +130,9 @@ class Forwarding(RetriesAndTimeouts):
     def _dispatch(self, exchange: Exchange) -> None:
         target = exchange.target
         pool = target.pool
-        if pool is None:
-            pool = self.runtime.origination.target_pool(target)
+        origination = self.runtime.origination
+        if pool is None or (self.originates and origination.stale()):
+            pool = origination.target_pool(target)
         cluster = target.cluster
         reuse = cluster.reuse if cluster is not None else None  # inlined `CompiledCluster.take`: every request
         conn = pool.acquire(self.loop.time()) if reuse is None else pool.acquire(self.loop.time(), *reuse)
@@ -204,9 +208,8 @@ class Forwarding(RetriesAndTimeouts):
             exchange.target = Target(cluster, model.Endpoint("", 0), route, weighted,
                                      runtime.source_peer(cluster.spec, None))
             raise replies.NoHealthyUpstream()
-        # One Target per destination and endpoint, made once: its pool is then looked up once too. The check
-        # first: when this proxy's certificate has just arrived, the targets made before are dropped with it.
-        runtime.origination.check_ready()
+        # One Target per destination and endpoint, made once: its pool is then looked up once too (`_dispatch`
+        # looks again when auto mTLS has started since, and the targets made before are dropped then).
         key = (id(weighted), id(endpoint))
         target = cluster.targets.get(key)
         if target is None:

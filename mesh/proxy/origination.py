@@ -157,11 +157,15 @@ class Origination:
         mesh = self.runtime.mesh_tls
         return mesh is not None and mesh.client is not None
 
+    def stale(self) -> bool:
+        """Has this proxy's certificate arrived (or gone) since the pools in use were chosen?"""
+        mesh = self.runtime.mesh_tls
+        return (mesh is not None and mesh.client is not None) is not self.mesh_ready
+
     def check_ready(self) -> bool:
         """Is the auto mTLS decision in force still right? When this proxy's certificate just arrived (or
         went), it is redone: pools chosen and labels cached so far are dropped (`_refresh`), and False."""
-        mesh = self.runtime.mesh_tls
-        if (mesh is not None and mesh.client is not None) is not self.mesh_ready:
+        if self.stale():
             self._refresh()
             return False
         return True

@@ -53,6 +53,9 @@ MAX_SCANNED_HEAD_BYTES = 1024
 # The parse memo: the same bounds (its values are three small fields): about 256 KiB.
 MAX_PARSED_HEADS = 256
 MAX_PARSED_HEAD_BYTES = 1024
+# `known_response` splits a read up to this size in one call (copying its body even when the head is not a
+# known one); a larger read is searched first.
+MAX_PARTITIONED_READ = 4096
 _scanned: dict[bytes, tuple[bytes, bool, bool]] = {}
 _parsed: dict[bytes, tuple[int, bool, int]] = {}
 
@@ -99,13 +102,30 @@ def note_parsed(raw: bytes, status: int, keep_alive: bool) -> None:
 def known_response(data: bytes) -> tuple[bytes, int, bool, bytes] | None:
     """(the head, status, keep-alive, the body) when `data`, read at a message boundary, is exactly a head
     `note_parsed` remembered and its whole body; else None. The head is the object looked up here: its hash
-    is kept, so the next memo (`scan_response_head`) does not hash its ~200 bytes again. `partition`, not
-    `find` and two slices: one call, whose argument CPython does not parse as a tuple."""
-    head, found, body = data.partition(HEAD_END)
-    if not found or not head or len(head) > MAX_PARSED_HEAD_BYTES:
+    is kept, so the next memo (`scan_response_head`) does not hash its ~200 bytes again. A small read is
+    split by `partition`, one call whose argument CPython does not parse as a tuple, as `find`'s are (~350
+    instructions); a larger one is searched only as far as a remembered head can reach, so that a miss (a
+    body in parts, a head not seen yet) copies nothing."""
+    if len(data) <= MAX_PARTITIONED_READ:
+        head, found, body = data.partition(HEAD_END)
+        if not found:
+            return None
+    else:
+        end = data.find(HEAD_END, 0, MAX_PARSED_HEAD_BYTES + 4)
+        if end < 0:
+            return None
+        head = data[:end]
+        body = None
+    if not head or len(head) > MAX_PARSED_HEAD_BYTES:
         return None
     known = _parsed.get(head)
-    if known is None or len(body) != known[2]:
+    if known is None:
+        return None
+    if body is None:
+        if len(data) != len(head) + 4 + known[2]:
+            return None
+        body = data[len(head) + 4:]
+    elif len(body) != known[2]:
         return None
     return head, known[0], known[1], body
 

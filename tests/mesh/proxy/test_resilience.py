@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from mesh.view import model
 from tests.mesh.proxy.fakes import BOOKS, BOOKS_V1, BOOKS_V2, Proxy, bookinfo_view, settle
 from tests.mesh.proxy.test_downstream import GET_BOOKS, OK, labels
@@ -194,6 +196,25 @@ async def test_fault_delay_holds_the_request_then_forwards_it():
     proxy.upstreams[0].respond(OK)
     assert [r.first for r in client.responses()] == ["200"]
     assert flags(proxy) == [(200, "DI")]
+
+
+async def test_a_request_delayed_by_a_fault_when_our_certificate_arrives_is_sent_over_mtls():
+    """Targets are made once per destination and endpoint (`CompiledCluster.targets`): one held by a request
+    waiting out its delay must not keep the plaintext pool chosen before the certificate came."""
+    secured = model.Endpoint("10.0.0.11", 9080, "books-v1", "bookinfo", "books", "v1",
+                             identity="spiffe://cluster.local/ns/bookinfo/sa/books", mtls=True)
+    proxy = proxy_for(books=(secured,), fault=model.Fault(delay_s=1.0, delay_percent=100))
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy)
+    (plaintext,) = proxy.upstreams
+    plaintext.respond(OK)  # kept alive: an idle plaintext connection in the target's pool
+    client.send(GET_BOOKS)  # decided now, sent after its delay
+    await settle()
+    proxy.runtime.mesh_tls = SimpleNamespace(client=object(), spiffe_id="spiffe://cluster.local/ns/bookinfo/sa/gw")
+    await step(proxy)
+    assert proxy.runtime.origination.mesh_ready
+    assert len(plaintext.requests()) == 1  # not sent in plaintext on the idle connection
 
 
 async def test_fault_delay_then_abort():

@@ -4,6 +4,7 @@ lets a known plain answer bypass the parser (checked against the parser's own an
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import httptools
 import pytest
@@ -329,3 +330,21 @@ async def test_a_flood_of_1xx_answers_is_a_502(count, status):
     """Each 1xx is dropped, and each copied the rest of its read: thousands in one read were quadratic."""
     received, _, _ = await serve(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n" * count + PLAIN)
     assert parse_responses(received)[0].first == status
+
+
+def test_a_large_read_is_searched_before_it_is_split_and_a_miss_copies_nothing():
+    size = response_head.MAX_PARTITIONED_READ * 4
+    head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: %d" % size
+    remember(head)
+    whole = head + b"\r\n\r\n" + b"x" * size
+    assert response_head.known_response(whole) == (head, 200, True, b"x" * size)
+    partial = whole[:-1]  # the body's last bytes in the next read
+    assert response_head.known_response(partial) is None
+    assert response_head.known_response(whole + b"x") is None
+    tracemalloc.start()
+    try:
+        response_head.known_response(partial)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4096  # the head's slice, at most: not the body's copy that splitting a miss would make
