@@ -126,13 +126,21 @@ def read_head(method: str, version: str, url: bytes, headers: list[tuple[bytes, 
             connection = value if connection is None else connection + b"," + value
     if connection is not None and connection not in _PLAIN_CONNECTION:
         _drop_nominated(connection, headers)
-    chunked, has_body = _framing(version, transfer, length, max_body)
+    chunked, has_body = (_framing(version, transfer, length, max_body) if transfer is not None or length is not None
+                         else (False, False))
     expect_continue = False
     if expect is not None:
         if expect.strip().lower() != b"100-continue":
             raise replies.ExpectationFailed()
         expect_continue = version == "1.1"  # RFC 9110 §10.1.1: ignored from an HTTP/1.0 client
-    authority, path = _target(method, url)
+    if url[:1] == b"/":  # origin form, nearly every request: in line
+        # partition, not `in`: CPython 3.11's bytes `in` first tries the operand as an int and raises, ~2,000
+        # instructions per request; nor `find`, whose arguments are parsed as a tuple, ~350.
+        if url.partition(b"#")[1]:
+            raise replies.BadRequest()  # a fragment is never sent (Envoy refuses it too)
+        authority, path = None, url.decode("latin-1")
+    else:
+        authority, path = _target(method, url)
     if authority is not None:
         host = authority
     elif not host:
@@ -159,13 +167,8 @@ def _framing(version: str, transfer: bytes | None, length: bytes | None, max_bod
 
 
 def _target(method: str, url: bytes) -> tuple[bytes | None, str]:
-    """(the authority of an absolute-form target, or None; the origin-form path)."""
-    if url[:1] == b"/":
-        # partition, not `in`: CPython 3.11's bytes `in` first tries the operand as an int and raises, ~2,000
-        # instructions per request; nor `find`, whose arguments are parsed as a tuple, ~350.
-        if url.partition(b"#")[1]:
-            raise replies.BadRequest()  # a fragment is never sent (Envoy refuses it too)
-        return None, url.decode("latin-1")
+    """(the authority of an absolute-form target, or None; the origin-form path) of a target that is not in
+    origin form (`read_head` reads that one)."""
     if url == b"*":
         if method != "OPTIONS":
             raise replies.BadRequest()

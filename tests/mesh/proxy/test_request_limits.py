@@ -9,7 +9,7 @@ import httptools
 import pytest
 
 from bench.hostile_vectors import BODY_LIMIT, BY_NAME, FORWARDED, VECTORS
-from mesh.proxy import downstream, request_limits
+from mesh.proxy import downstream, replies, request_limits
 from mesh.proxy.downstream import MAX_HEADER_BYTES
 from tests.mesh.proxy.fakes import Proxy, bookinfo_view, parse_requests, settle
 
@@ -463,6 +463,19 @@ def test_read_head_drops_only_the_headers_connection_nominates(connection, dropp
     request_limits.read_head("GET", "1.1", b"/", headers, 0)
     assert ((b"x-secret", b"1") not in headers) == dropped
     assert (b"connection", connection) in headers  # hop-by-hop itself: mesh.proxy.headers drops it
+
+
+@pytest.mark.parametrize("headers, error", [
+    ([(b"transfer-encoding", b"")], replies.TransferEncodingNotImplemented),  # present, even empty: not chunked
+    ([(b"transfer-encoding", b"gzip")], replies.TransferEncodingNotImplemented),
+    ([(b"content-length", b"5")], None)])
+def test_read_head_frames_a_body_whenever_a_framing_header_is_present(headers, error):
+    head = [(b"host", b"books"), *headers]
+    if error is not None:
+        with pytest.raises(error):
+            request_limits.read_head("POST", "1.1", b"/", head, 0)
+    else:
+        assert request_limits.read_head("POST", "1.1", b"/", head, 0)[2:4] == (False, True)
 
 
 @pytest.mark.parametrize("version", [b"1.1", b"1.0", b"0.9", b"2.0"])
