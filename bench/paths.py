@@ -16,7 +16,7 @@ from pathlib import Path
 from bench import floor, nginx, processes, sidecar
 from mesh.view import security
 
-WARM_S = 2.0  # pair-mtls: closed-loop load before its open-loop run (bench.run.measure_latency): its TLS pool
+WARM_S = 2.0  # pair-mtls: closed-loop load before its open-loop runs (bench.run.prepare): its TLS pool
 ROUNDS = 3  # interleaved wrk rounds per path and connection count (bench.run.measure_throughput)
 
 

@@ -232,7 +232,7 @@ def print_report(results: dict, targets: list[dict], info: dict, connections: tu
         console.print(f"[yellow]note: other work kept up to {max(busy):.0%} of the CPUs busy right before a "
                       "measurement (waited up to 30 s for quiet): figures are noisy[/]")
     console.print("per-proxy columns: pairs = client sidecar / server sidecar; nginx = its one worker. "
-                  "CPU-s/1k req from /proc utime+stime over the open-loop run; RSS = VmHWM.")
+                  "CPU-s/1k req from /proc utime+stime, p50/p99 and CPU the median open-loop round; RSS = VmHWM.")
 
 
 def machine_info(pinning: str, tool_versions: dict[str, str]) -> dict:

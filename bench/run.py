@@ -6,8 +6,8 @@ upstream, nginx serving a 1 KiB file. Each path gets: requests/s at saturation (
 1 thread), p50/p99 at a fixed rate from the open-loop client (`bench.openloop`), CPU seconds per 1000
 requests and peak RSS of the proxy processes (and for `pair-mtls` the TLS handshakes both sidecars counted
 against the requests they served: handshakes are paid per connection, not per request). Every path starts
-up front; the open-loop runs go path by path, the wrk runs in `--rounds` interleaved rounds (the median round
-counts), each on a pool refilled first (`bench.warm`), so that the ratios "in the same run" survive a shared
+up front; the open-loop runs and the wrk runs go in `--rounds` interleaved rounds (the median round counts),
+each wrk run on a pool refilled first (`bench.warm`), so that the ratios "in the same run" survive a shared
 VM whose speed drifts by a quarter from one minute to the next. `bench.report` prints and saves the result.
 
     .venv/bin/python -m bench.run [--duration 10] [--rounds 3] [--quick] [--profile] [--only pair pair-mtls]
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,9 @@ OPENLOOP_CONNECTIONS = 32  # keep-alive connections the open-loop client opens u
 # 7,600-8,300, mean 7,900).
 # The pools keep up to 128 idle connections (mesh.proxy.pool.MAX_IDLE_PER_ENDPOINT).
 FILL_HEADROOM = 2
+# An open-loop round is at least this long: 2,000 requests at RATE, twenty of them above the p99.
+MIN_OPENLOOP_S = 2.0
+OPENLOOP_COUNTS = ("sent_total", "requests", "completed", "errors", "connections_opened")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TLS_COUNTS = ("client_handshakes", "server_handshakes", "mtls_requests", "plaintext_requests")
 
@@ -73,14 +77,14 @@ def _cpu(target: Target) -> dict[str, float]:
     return {name: processes.cpu_seconds(pid) for name, pid in target.proxies.items()}
 
 
-def run_openloop(target: Target, ctx: Context) -> dict:
+def run_openloop(target: Target, ctx: Context, seconds: float) -> dict:
     argv = ctx.pinning.prefix(ctx.pinning.load) + [
         sys.executable, "-m", "bench.openloop", "--port", str(target.port), "--path", nginx.PAYLOAD_PATH,
-        "--rate", str(RATE), "--duration", str(ctx.duration), "--warmup", str(ctx.warmup),
+        "--rate", str(RATE), "--duration", str(seconds), "--warmup", str(ctx.warmup),
         "--connections", str(OPENLOOP_CONNECTIONS)]
     if target.host_header:
         argv += ["--host-header", target.host_header]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=ctx.duration + ctx.warmup + 60,
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + ctx.warmup + 60,
                          cwd=str(sidecar.REPO_ROOT), check=False)
     if out.returncode != 0:
         raise RuntimeError(f"open-loop client failed: {out.stderr[-1500:]}")
@@ -97,8 +101,8 @@ def _fill_pool(target: Target, connections: int) -> None:
         print(f"bench: warning: refilling a pool, {answered} of {wanted} requests answered 200", file=sys.stderr)
 
 
-def measure_latency(target: Target, ctx: Context) -> dict:
-    """The path's open-loop run at RATE (p50/p99 from the intended send times) and its CPU per request."""
+def prepare(target: Target, ctx: Context) -> dict:
+    """A path's result, begun: it answers 200 with the payload, and (pair-mtls) its TLS pool is warm."""
     check_path(target)
     result: dict = {"wrk": {}, "busy_before": {}, "tls_phases": {}}
     if target.warm_s:
@@ -107,13 +111,47 @@ def measure_latency(target: Target, ctx: Context) -> dict:
                 pin=ctx.pinning.prefix(ctx.pinning.load))
         _fill_pool(target, OPENLOOP_CONNECTIONS)  # what wrk left in flight, its upstream connections closed
         result["tls_phases"]["warmup"] = _tls_delta(tls_before, _tls(target))
-    result["busy_before"]["openloop"] = processes.wait_quiet()
-    before, tls_before = _cpu(target), _tls(target)
-    result["openloop"] = ol = run_openloop(target, ctx)
-    after = _cpu(target)
-    result["tls_phases"]["openloop"] = _tls_delta(tls_before, _tls(target))
-    result["cpu_s_per_1k"] = {n: (after[n] - before[n]) / (ol["sent_total"] / 1000.0) for n in before}
     return result
+
+
+def measure_latency(targets: dict[str, Target], results: dict[str, dict], ctx: Context) -> None:
+    """Open loop at RATE (p50/p99 from the intended send times) and CPU per request, in `ctx.rounds` runs
+    of `duration / rounds` seconds per path, interleaved as the wrk rounds are: at 1000 requests/s a
+    sidecar's CPU per request moved by ±20 % from one 10 s run to the next (five runs side by side:
+    0.103-0.148 CPU-s per 1000 requests), more than the changes it has to show. Per path: the median
+    round's p50 and p99 and the median round's CPU per proxy; every round's figures are kept."""
+    seconds = max(MIN_OPENLOOP_S, ctx.duration / ctx.rounds)
+    runs: dict[str, list[dict]] = {name: [] for name in targets}
+    for _ in range(ctx.rounds):
+        for name, target in targets.items():
+            busy = processes.wait_quiet()
+            before, tls_before = _cpu(target), _tls(target)
+            got = run_openloop(target, ctx, seconds)
+            after = _cpu(target)
+            runs[name].append({"openloop": got, "busy_before": busy, "tls": _tls_delta(tls_before, _tls(target)),
+                               "cpu_s_per_1k": {n: (after[n] - before[n]) / (got["sent_total"] / 1000.0)
+                                                for n in before}})
+    for name, rounds in runs.items():
+        result = results[name]
+        result["openloop"] = combine_openloop([r["openloop"] for r in rounds])
+        result["busy_before"]["openloop"] = max(r["busy_before"] for r in rounds)
+        cpu_rounds = {n: [r["cpu_s_per_1k"][n] for r in rounds] for n in rounds[0]["cpu_s_per_1k"]}
+        result["cpu_s_per_1k"] = {n: statistics.median(v) for n, v in cpu_rounds.items()}
+        result["cpu_s_per_1k_rounds"] = cpu_rounds
+        if rounds[0]["tls"]:
+            result["tls_phases"]["openloop"] = _sum_deltas([r["tls"] for r in rounds])
+
+
+def combine_openloop(rounds: list[dict]) -> dict:
+    """Open-loop runs of one path as one: counts summed, every other figure the median over the runs (each
+    run's p50 and p99 kept in `p50_ms_rounds` and `p99_ms_rounds`)."""
+    combined = {key: (sum(r[key] for r in rounds) if key in OPENLOOP_COUNTS
+                      else statistics.median(r[key] for r in rounds) if isinstance(value, (int, float))
+                      else value)
+                for key, value in rounds[0].items()}
+    combined["p50_ms_rounds"] = [r["p50_ms"] for r in rounds]
+    combined["p99_ms_rounds"] = [r["p99_ms"] for r in rounds]
+    return combined
 
 
 def measure_throughput(targets: dict[str, Target], results: dict[str, dict], ctx: Context) -> None:
@@ -201,9 +239,10 @@ def tls_counts(admin_ports: dict[str, int]) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds of the open-loop run, and of wrk per path and connection count")
+                        help="seconds of open-loop load per path, and of wrk per path and connection count "
+                             "(split into --rounds)")
     parser.add_argument("--rounds", type=int, default=ROUNDS,
-                        help="wrk load split into this many rounds, interleaved across the paths")
+                        help="open-loop and wrk load split into this many rounds, interleaved across the paths")
     parser.add_argument("--quick", action="store_true", help="3 s runs (a smoke run, noisy figures)")
     parser.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="run only these paths")
     parser.add_argument("--profile", action="store_true", help="then py-spy one sidecar under wrk (top 15)")
@@ -228,8 +267,10 @@ def main(argv: list[str] | None = None) -> None:
         # by path, throughput in rounds across all of them (measure_throughput).
         targets = {name: SCENARIOS[name](procs, ctx) for name in args.only or SCENARIOS}
         for name, target in targets.items():
-            print(f"bench: {report.LABELS[name]}: open loop at {RATE:,.0f} requests/s …", file=sys.stderr, flush=True)
-            results[name] = measure_latency(target, ctx)
+            results[name] = prepare(target, ctx)
+        print(f"bench: open loop at {RATE:,.0f} requests/s, {ctx.rounds} interleaved rounds …", file=sys.stderr,
+              flush=True)
+        measure_latency(targets, results, ctx)
         print(f"bench: saturation, {ctx.rounds} interleaved rounds …", file=sys.stderr, flush=True)
         measure_throughput(targets, results, ctx)
         for name, target in targets.items():

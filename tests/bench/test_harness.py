@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench import nginx, paths, processes, profile, report, sidecar, wrk
+from bench import nginx, paths, processes, profile, report, run, sidecar, wrk
 from mesh.view import model, wire
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:40000/1k
@@ -293,3 +293,12 @@ def test_each_compared_pair_of_paths_runs_side_by_side_in_a_round():
     for path, baseline in (("sidecar-no-telemetry", "nginx"), ("pair", "pair-no-telemetry"),
                            ("pair-resilience", "pair")):
         assert abs(order.index(path) - order.index(baseline)) == 1, (path, baseline)
+
+
+def test_open_loop_rounds_combine_as_the_median_round_with_counts_summed():
+    rounds = [{"sent_total": 3000, "requests": 2000, "errors": 0, "p50_ms": p50, "p99_ms": p99, "timer": "timerfd"}
+              for p50, p99 in ((0.3, 0.9), (0.2, 5.0), (0.25, 0.8))]
+    combined = run.combine_openloop(rounds)
+    assert (combined["sent_total"], combined["requests"], combined["errors"]) == (9000, 6000, 0)
+    assert (combined["p50_ms"], combined["p99_ms"]) == (0.25, 0.9)  # one slow round does not make the p99
+    assert combined["p99_ms_rounds"] == [0.9, 5.0, 0.8] and combined["timer"] == "timerfd"
