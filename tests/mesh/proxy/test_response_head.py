@@ -348,3 +348,31 @@ def test_a_large_read_is_searched_before_it_is_split_and_a_miss_copies_nothing()
     finally:
         tracemalloc.stop()
     assert peak < 4096  # the head's slice, at most: not the body's copy that splitting a miss would make
+
+
+def _variants():
+    """Exchanges that differ in everything the client's head depends on besides the upstream's bytes."""
+    closing = make_exchange()
+    closing.keep_alive = False
+    extra = make_exchange()
+    extra.extra_response_headers = b"set-cookie: a=1\r\n"
+    return {"plain": make_exchange(), "closing": closing, "extra": extra, "head": make_exchange(method="HEAD"),
+            "http10": make_exchange(http11=False)}
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 Upstream\r\ncontent-length: 2\r\nx-app: 1",
+    b"HTTP/1.1 204 No Content\r\ncontent-length: 0",
+    b"HTTP/1.1 200 Upstream\r\nx-app: 1",  # no length: chunked or closed, never remembered
+])
+def test_the_remembered_plain_head_is_what_every_exchange_would_get_without_it(raw):
+    cold = {}
+    for name, exchange in _variants().items():
+        response_head._plain_heads.clear()
+        cold[name] = response_head.downstream_response_head(exchange, int(raw[9:12]), raw)
+    for order in (list(cold), list(reversed(cold))):  # the plain one remembered first, then last
+        response_head._plain_heads.clear()
+        for name in order:
+            exchange = _variants()[name]
+            assert response_head.downstream_response_head(exchange, int(raw[9:12]), raw) == cold[name], name
+    assert cold["closing"].endswith(b"connection: close\r\n\r\n") and b"set-cookie" in cold["extra"]
