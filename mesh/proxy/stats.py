@@ -101,6 +101,7 @@ class Series:
 # The duration bounds as floats, for the per-request search: a float compared with an int takes CPython's slow
 # path, twice the time of two floats.
 _DURATION_BOUNDS = tuple(float(bound) for bound in DURATION_BUCKETS_MS)
+_bucket = bisect.bisect_left
 # `RequestStats.record`'s index by peer tuple identity: peer tuples of distinct identity seen before it is
 # cleared (each view push makes new ones; a proxy has one per endpoint and caller).
 MAX_INDEXED_PEERS = 4096
@@ -135,11 +136,14 @@ class RequestStats:
             series = self._series(peer, code, flags, indexed[1])
         series.count += 1
         series.total_ms += duration_ms
-        series.buckets[bisect.bisect_left(_DURATION_BOUNDS, duration_ms)] += 1
-        series.request_bytes += request_bytes
-        series.request_sizes[bisect.bisect_left(SIZE_BUCKETS, request_bytes)] += 1
+        series.buckets[_bucket(_DURATION_BOUNDS, duration_ms)] += 1
+        if request_bytes:  # most requests have no body: the first bucket (le 1), without the search
+            series.request_bytes += request_bytes
+            series.request_sizes[_bucket(SIZE_BUCKETS, request_bytes)] += 1
+        else:
+            series.request_sizes[0] += 1
         series.response_bytes += response_bytes
-        series.response_sizes[bisect.bisect_left(SIZE_BUCKETS, response_bytes)] += 1
+        series.response_sizes[_bucket(SIZE_BUCKETS, response_bytes)] += 1
 
     def _index(self, peer: tuple) -> tuple[tuple, dict[tuple[int, str], Series]]:
         if len(self._by_peer) >= MAX_INDEXED_PEERS:
