@@ -138,14 +138,21 @@ class Tracer:
     drawn ID_POOL_HEX characters at a time (one draw per about a hundred requests), in line: a method call
     per id would cost as much as the rest of `start`."""
 
-    __slots__ = ("sampling", "_rng", "_random", "_sampled_below", "_pool", "_used")
+    __slots__ = ("sampling", "_rng", "_sampled_below", "_pool", "_used")
 
     def __init__(self, sampling_percent: float, rng: random.Random | None = None) -> None:
         self.sampling = max(0.0, min(100.0, sampling_percent))
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
-        self._random = self._rng.random
-        # A root is sampled when a draw in [0, 1) falls below this: 100 % always, 0 % never.
-        self._sampled_below = self.sampling / 100.0
+        # A root is sampled when its trace id, read as a 128-bit number, is below `sampling` % of them, as
+        # OpenTelemetry's TraceIdRatioBased sampler decides: the id is a random draw already, and the same
+        # order holds between lower-case hex strings of one length, so the decision is one string comparison.
+        # "g" is above every id (100 %), "" below all (0 %).
+        if self.sampling >= 100.0:
+            self._sampled_below = "g"
+        elif self.sampling <= 0.0:
+            self._sampled_below = ""
+        else:
+            self._sampled_below = f"{int(self.sampling / 100.0 * 2 ** 128):032x}"
         self._pool = ""
         self._used = ID_POOL_HEX
 
@@ -196,7 +203,6 @@ class Tracer:
     def _root(self, decision: TraceContext | None, b3: bool) -> Span:
         """A new trace: the caller's sampling decision when it sent one without ids, else ours. The trace
         and span ids are cut from one draw."""
-        sampled = decision.sampled if decision is not None else self._random() < self._sampled_below
         used = self._used
         pool = self._pool if used <= ID_POOL_HEX - 48 else self._refill()
         used = self._used
@@ -207,6 +213,7 @@ class Tracer:
             trace_id = ONE_TRACE
         if span_id == ZERO_SPAN:
             span_id = ONE_SPAN
+        sampled = decision.sampled if decision is not None else trace_id < self._sampled_below
         return trace_id, "", sampled, span_id, b3
 
 

@@ -321,3 +321,13 @@ def test_start_joins_what_extract_reads_or_starts_a_root_keeping_the_decision(he
             assert ctx.sampled == expected.sampled
     assert is_id(span, 16)
     assert b3 == any(name in tracing.TRACE_HEADERS and name != tracing.TRACEPARENT for name, _ in headers)
+
+
+@pytest.mark.parametrize("percent", [1.0, 37.5, 99.0])
+def test_a_root_is_sampled_by_its_trace_id_as_opentelemetrys_ratio_sampler_does(percent):
+    """No second draw: the trace id, random already, decides (TraceIdRatioBased)."""
+    tracer = tracing.Tracer(percent, random.Random(2))
+    roots = [tracer.start([]) for _ in range(3000)]
+    assert all(sampled == (int(trace_id, 16) < int(percent / 100 * 2 ** 128))
+               for trace_id, _, sampled, _, _ in roots)
+    assert 0 < sum(span[tracing.SAMPLED] for span in roots) < len(roots)
