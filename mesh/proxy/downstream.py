@@ -342,9 +342,7 @@ class DownstreamConnection(EndingPaths, asyncio.Protocol):
         elif self.deferred_error is not None:
             self._reject(self.deferred_error)
         if not self.closed:
-            # `phase()`, in line for a connection left with no request (the keep-alive wait)
-            self.timeouts.begin(self.phase() if self.active is not None else (
-                request_limits.HEADERS if self.in_headers else request_limits.IDLE))
+            self.timeouts.begin(self.phase())
 
     def pause_reading(self, reason: int) -> None:
         if not self.closed:

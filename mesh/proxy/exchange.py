@@ -174,10 +174,7 @@ class Exchange:
                 conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         self.upstream = None
-        forwarding = self.conn.forwarding
-        if self.counted is not None:  # Forwarding.release, in line for the common case
-            forwarding.uncount(self)
-        forwarding.give_back(upstream, upstream_keep_alive and self.request_complete)
+        self.conn.forwarding.release(self, upstream, upstream_keep_alive and self.request_complete)
         self.finish()
 
     def flush(self) -> None:
