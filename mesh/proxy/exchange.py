@@ -169,9 +169,7 @@ class Exchange:
         if self.chunked_response:
             out.append(LAST_CHUNK)
         if out:
-            conn = self.conn
-            if not conn.closed:
-                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         self.upstream = None
         self.conn.forwarding.release(self, upstream, upstream_keep_alive and self.request_complete)

@@ -47,8 +47,7 @@ class Forwarding(RetriesAndTimeouts):
         return view is not None and view.access is not None and access.refused(self, exchange, view.access)
 
     def start(self, exchange: Exchange) -> None:
-        if self.guarded and self.runtime.view is not None and self.runtime.view.access is not None and self.refused(
-                exchange):
+        if self.guarded and self.refused(exchange):
             return
         try:
             target = self._decide(exchange)
