@@ -171,12 +171,13 @@ class Origination:
         return True
 
     def target_pool(self, target) -> pool_mod.EndpointPool:
-        """The pool of a routing.Target (set on it); when this proxy's certificate just arrived, the
-        target's metric labels are recomputed too (they were chosen as plaintext)."""
-        if not self.check_ready():
-            view = self.runtime.view
-            if target.cluster is not None and view is not None and target.cluster is not view.inbound_cluster:
-                target.peer = self.runtime.source_peer(target.cluster.spec, target.endpoint)
+        """The pool of a routing.Target (set on it), and the metric labels that go with it: a target made
+        before this proxy's certificate arrived had a plaintext pool, and labels that said so. Once per
+        target (targets are kept, `CompiledCluster.targets`), and again when auto mTLS starts (`_dispatch`)."""
+        self.check_ready()
+        view = self.runtime.view
+        if target.cluster is not None and view is not None and target.cluster is not view.inbound_cluster:
+            target.peer = self.runtime.source_peer(target.cluster.spec, target.endpoint)
         pool = target.pool = self.pool(target.cluster, target.endpoint)
         return pool
 

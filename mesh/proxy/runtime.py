@@ -137,11 +137,10 @@ class ProxyRuntime:
             self.view.inbound_targets.clear()
             for cluster in self.view.clusters.values():
                 cluster.peers.clear()
-                # A request decided before (waiting out an injected delay) holds its Target: its pool is chosen
-                # again when it is sent, and its labels are redone now.
+                # A request decided before (waiting out an injected delay) holds its Target: its pool and
+                # labels are chosen again when it is sent (Origination.target_pool).
                 for target in cluster.targets.values():
                     target.pool = None
-                    target.peer = self.source_peer(cluster.spec, target.endpoint)
                 cluster.targets.clear()
 
     # -- inbound -------------------------------------------------------------------------------------------

@@ -198,23 +198,27 @@ async def test_fault_delay_holds_the_request_then_forwards_it():
     assert flags(proxy) == [(200, "DI")]
 
 
-async def test_a_request_delayed_by_a_fault_when_our_certificate_arrives_is_sent_over_mtls():
-    """Targets are made once per destination and endpoint (`CompiledCluster.targets`): one held by a request
-    waiting out its delay must not keep the plaintext pool chosen before the certificate came."""
-    secured = model.Endpoint("10.0.0.11", 9080, "books-v1", "bookinfo", "books", "v1",
-                             identity="spiffe://cluster.local/ns/bookinfo/sa/books", mtls=True)
-    proxy = proxy_for(books=(secured,), fault=model.Fault(delay_s=1.0, delay_percent=100))
-    client = proxy.client()
-    client.send(GET_BOOKS)
-    await step(proxy)
-    (plaintext,) = proxy.upstreams
-    plaintext.respond(OK)  # kept alive: an idle plaintext connection in the target's pool
-    client.send(GET_BOOKS)  # decided now, sent after its delay
+async def test_requests_delayed_by_a_fault_when_our_certificate_arrives_are_sent_over_mtls():
+    """Targets are made once per destination and endpoint (`CompiledCluster.targets`): those held by requests
+    waiting out their delay must not keep the plaintext pools chosen before the certificate came, neither the
+    first one sent (which notices the certificate) nor the ones after it."""
+    secured = tuple(model.Endpoint(f"10.0.0.1{i}", 9080, f"books-v{i}", "bookinfo", "books", f"v{i}",
+                                   identity="spiffe://cluster.local/ns/bookinfo/sa/books", mtls=True) for i in (1, 2))
+    proxy = proxy_for(books=secured, fault=model.Fault(delay_s=1.0, delay_percent=100))
+    first, second = proxy.client(), proxy.client()
+    for _ in secured:  # round robin: one kept-alive plaintext connection to each endpoint
+        first.send(GET_BOOKS)
+        await step(proxy)
+        proxy.upstreams[-1].respond(OK)
+    plaintext = list(proxy.upstreams)
+    assert len(plaintext) == 2
+    first.send(GET_BOOKS)  # decided now, one to each endpoint, sent after their delay
+    second.send(GET_BOOKS)
     await settle()
     proxy.runtime.mesh_tls = SimpleNamespace(client=object(), spiffe_id="spiffe://cluster.local/ns/bookinfo/sa/gw")
     await step(proxy)
     assert proxy.runtime.origination.mesh_ready
-    assert len(plaintext.requests()) == 1  # not sent in plaintext on the idle connection
+    assert [len(conn.requests()) for conn in plaintext] == [1, 1]  # neither sent in plaintext on an idle one
 
 
 async def test_fault_delay_then_abort():
