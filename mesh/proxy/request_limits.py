@@ -126,8 +126,7 @@ def read_head(method: str, version: str, url: bytes, headers: list[tuple[bytes, 
             connection = value if connection is None else connection + b"," + value
     if connection is not None and connection not in _PLAIN_CONNECTION:
         _drop_nominated(connection, headers)
-    chunked, has_body = (_framing(version, transfer, length, max_body) if transfer is not None or length is not None
-                         else (False, False))
+    chunked, has_body = _framing(version, transfer, length, max_body)
     expect_continue = False
     if expect is not None:
         if expect.strip().lower() != b"100-continue":

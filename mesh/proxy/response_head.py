@@ -156,9 +156,8 @@ def downstream_response_head(exchange: Exchange, status: int, raw: bytes) -> byt
         if head is not None:
             return head
     if plan is None:
-        # The memos looked up in line: a call each would cost as much as the lookup.
-        lines, has_length, _ = _scanned.get(raw) or scan_response_head(raw)
-        parts = [replies.STATUS_LINES.get(status) or replies.status_line(status), lines]
+        lines, has_length, _ = scan_response_head(raw)
+        parts = [replies.status_line(status), lines]
     else:
         parts = [replies.status_line(status)]
         has_length = False
