@@ -36,11 +36,17 @@ def latin(value: str | None) -> bytes | None:
     return value.encode("latin-1") if value is not None else None
 
 
+def iso(wall: float) -> str:
+    """Envoy's start time: ISO 8601 in UTC, milliseconds truncated."""
+    moment = datetime.datetime.fromtimestamp(wall, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def expected(e: tuple, workload: str = "gw-v1") -> dict:
     """The line's fields, written the slow and obvious way."""
     f = dict(zip(log_line.ENTRY_FIELDS, e, strict=True))
     endpoint = f["endpoint"]
-    return {"start_time": log_line.iso(f["wall"]), "method": f["method"], "path": f["path"], "protocol": "HTTP/1.1",
+    return {"start_time": iso(f["wall"]), "method": f["method"], "path": f["path"], "protocol": "HTTP/1.1",
             "response_code": f["status"], "response_flags": f["flag"], "bytes_received": f["received"],
             "bytes_sent": f["sent"], "duration": int(f["duration_s"] * 1000), "request_id": text(f["request_id"]),
             "trace_id": f["trace"][0] if f["trace"] else None,
@@ -58,8 +64,14 @@ def test_a_line_has_envoys_fields_and_ends_the_line():
 
 @pytest.mark.parametrize(("fraction", "text"), [(0.0, ".000Z"), (0.0625, ".062Z"), (0.5, ".500Z"), (0.9999, ".999Z")])
 def test_start_time_milliseconds_are_truncated_like_envoys(fraction, text):
-    assert log_line.iso(BASE + fraction) == "2026-11-26T04:00:00" + text
-    assert json.loads(log_line.LineFormat("w").line(entry(wall=BASE + fraction)))["start_time"].endswith(text)
+    line = json.loads(log_line.LineFormat("w").line(entry(wall=BASE + fraction)))
+    assert line["start_time"] == "2026-11-26T04:00:00" + text
+
+
+def test_a_batch_across_seconds_gives_each_line_its_own_start_time():
+    walls = [BASE + 0.5, BASE + 1.25, BASE + 0.75, BASE + 61.0625, BASE + 61.125]  # fractions exact in binary
+    text = log_line.LineFormat("w").lines([entry(wall=wall) for wall in walls])
+    assert [json.loads(line)["start_time"] for line in text.splitlines()] == [iso(wall) for wall in walls]
 
 
 # One formatter for every example: what one request left in the caches must never show in another's line.
