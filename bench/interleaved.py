@@ -5,7 +5,8 @@ measured one after the other (as `make bench` does) can differ by more than the 
 every variant's pair is started up front, side by side (idle pairs cost nothing), and wrk loads them in
 turn, `--cycles` times for `--seconds` each; the verdict is each variant's median over the cycles, next to
 the first variant's. CPU per request is read from /proc over each load, summed over the pair's two sidecars
-and halved (per sidecar).
+and halved (per sidecar), with the part spent in the kernel shown apart: telemetry costs system time too
+(more bytes through the sockets, the access log's writes), not only the proxy's own code.
 
     .venv/bin/python -m bench.interleaved                      # telemetry off / on / tracing only
     .venv/bin/python -m bench.interleaved --variant off='--telemetry off' --variant on= --cycles 20
@@ -57,6 +58,7 @@ TELEMETRY_VARIANTS = (Variant("telemetry-off", ("--telemetry", "off")), Variant(
 class Samples:
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # CPU µs per request per sidecar
+    system_us: list[float] = field(default_factory=list)  # of which in the kernel (stime)
 
 
 def summarize(samples: dict[str, Samples]) -> list[dict]:
@@ -71,6 +73,7 @@ def summarize(samples: dict[str, Samples]) -> list[dict]:
         rows.append({"variant": name, "rps_median": rps, "ratio": rps / base if base else None,
                      "paired_ratio": statistics.median(paired) if paired else None,
                      "cpu_us_per_request_median": statistics.median(got.cpu_us),
+                     "system_us_per_request_median": statistics.median(got.system_us) if got.system_us else None,
                      "rps_min": min(got.rps), "rps_max": max(got.rps), "cycles": len(got.rps)})
     return rows
 
@@ -111,11 +114,15 @@ def run(variants: tuple[Variant, ...], cycles: int, seconds: float) -> dict[str,
             wrk.run(url, CONNECTIONS, 1, host_header=sidecar.HOST_HEADER, pin=load)
         for _ in range(cycles):
             for name, (url, pids) in pairs.items():
-                before = sum(processes.cpu_seconds(pid) for pid in pids)
+                before = [processes.cpu_times(pid) for pid in pids]
                 result = wrk.run(url, CONNECTIONS, seconds, host_header=sidecar.HOST_HEADER, pin=load)
-                cpu = sum(processes.cpu_seconds(pid) for pid in pids) - before
+                after = [processes.cpu_times(pid) for pid in pids]
+                user = sum(a[0] - b[0] for a, b in zip(after, before))
+                system = sum(a[1] - b[1] for a, b in zip(after, before))
+                per_request = 1e6 / max(1, result["requests"]) / len(pids)
                 samples[name].rps.append(result["rps"])
-                samples[name].cpu_us.append(cpu / max(1, result["requests"]) * 1e6 / len(pids))
+                samples[name].cpu_us.append((user + system) * per_request)
+                samples[name].system_us.append(system * per_request)
     return samples
 
 
@@ -131,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print(f"{row['variant']:16s} rps median {row['rps_median']:8,.0f} ({row['ratio']:.3f}× "
               f"{rows[0]['variant']}, paired {row['paired_ratio']:.3f}×; {row['rps_min']:,.0f}–{row['rps_max']:,.0f})  "
-              f"CPU {row['cpu_us_per_request_median']:.1f} µs/request/sidecar")
+              f"CPU {row['cpu_us_per_request_median']:.1f} µs/request/sidecar "
+              f"(system {row['system_us_per_request_median']:.1f})")
 
 
 if __name__ == "__main__":

@@ -137,11 +137,17 @@ def http_ok(url: str) -> bool:
         return response.status == 200
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc/<pid>/stat."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process, its threads included, in seconds, from /proc/<pid>/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; state is fields[0]
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process."""
+    return sum(cpu_times(pid))
 
 
 def peak_rss_mib(pid: int) -> float:
