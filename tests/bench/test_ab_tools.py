@@ -14,10 +14,10 @@ from mesh.proxy import tracing
 
 def test_the_summary_takes_medians_and_compares_with_the_first_variant():
     samples = {"off": interleaved.Samples([5000, 7000, 6000], [80, 60, 70], [30, 20, 40]),
-               "on": interleaved.Samples([4500, 3000, 4000, 9000], [100, 120, 90, 95])}
+               "on": interleaved.Samples([4500, 3000, 4000, 9000], [100, 120, 90, 95], [50, 55, 45, 40])}
     off, on = interleaved.summarize(samples)
     assert (off["variant"], off["rps_median"], off["ratio"], off["cpu_us_per_request_median"]) == ("off", 6000, 1.0, 70)
-    assert off["system_us_per_request_median"] == 30 and on["system_us_per_request_median"] is None
+    assert (off["system_us_per_request_median"], on["system_us_per_request_median"]) == (30, 47.5)
     assert (on["rps_median"], on["ratio"], on["cpu_us_per_request_median"], on["cycles"]) == (4250, 4250 / 6000, 97.5, 4)
     assert (on["rps_min"], on["rps_max"]) == (3000, 9000)
     # Paired: cycle by cycle against the base (4500/5000, 3000/7000, 4000/6000; the base has no fourth cycle).
