@@ -173,9 +173,10 @@ def _telemetry(args: argparse.Namespace, rt: runtime.ProxyRuntime, control: chan
         return telemetry.Telemetry(args.workload, loop, rt.counters, stream=None, keep_recent=False)
     stream = None
     if args.access_log == "-":
-        stream = telemetry.ThreadedWriter(sys.stdout, rt.counters)
+        stream = telemetry.ThreadedWriter(sys.stdout.fileno(), rt.counters)
     elif args.access_log != "off":
-        stream = telemetry.ThreadedWriter(open(args.access_log, "a", encoding="utf-8"), rt.counters)  # noqa: SIM115
+        log_file = open(args.access_log, "ab")  # noqa: SIM115 (open for the process's life)
+        stream = telemetry.ThreadedWriter(log_file.fileno(), rt.counters, owner=log_file)
     exporters = []
     if control is not None:
         async def to_control_plane(spans: list) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import io
 import json
+import os
 import random
 import threading
 from types import SimpleNamespace
@@ -358,27 +359,52 @@ def test_the_log_line_is_valid_json_whatever_the_client_sent():
     assert {p["request_id"] for p in parsed} == {'r"1'} and parsed == [tel.entry_dict(e) for e in tel.recent]
 
 
-class SlowStream(io.StringIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-
-    def write(self, text: str) -> int:
-        self.gate.wait(10)  # a disk or pipe that does not take the bytes yet
-        return super().write(text)
+def read_until(fd: int, expected: bytes) -> bytes:
+    got = b""
+    while len(got) < len(expected):
+        got += os.read(fd, len(expected) - len(got))  # blocks until the writer thread writes
+    return got
 
 
 def test_the_threaded_writer_never_blocks_and_bounds_what_waits():
-    slow, counters = SlowStream(), stats.Counters()
-    writer = telemetry.ThreadedWriter(slow, counters, max_bytes=10)
-    writer.write("aaaa\n")  # queued at once although the stream blocks
-    writer.write("bbbb\n")
-    writer.write("cccc\n")  # 15 bytes would wait: dropped and counted
+    """A pipe nobody reads (a container runtime that stalls): `write` and `flush` return at once, what waits
+    is bounded, and what was kept is written once the pipe drains."""
+    read_end, write_end = os.pipe()
+    counters = stats.Counters()
+    writer = telemetry.ThreadedWriter(write_end, counters, max_bytes=200_000)
+    big = "x" * 99_999 + "\n"  # more than the pipe holds: the thread blocks on it
+    writer.write(big)
+    writer.flush()
+    writer.write("aaaa\n")  # kept at once although the thread is blocked
+    writer.write(big)  # 200,005 bytes would wait: dropped and counted
+    writer.flush()
     assert counters.get("telemetry_dropped_total", kind="access_log") == 1
-    slow.gate.set()
-    deadline = threading.Event()
-    for _ in range(100):
-        if slow.getvalue() == "aaaa\nbbbb\n":
-            break
-        deadline.wait(0.01)
-    assert slow.getvalue() == "aaaa\nbbbb\n"
+    assert read_until(read_end, big.encode() + b"aaaa\n") == big.encode() + b"aaaa\n"
+    os.close(read_end)
+
+
+def test_the_threaded_writer_wakes_its_thread_once_per_flush_and_writes_every_slice_in_order():
+    read_end, write_end = os.pipe()
+    writer = telemetry.ThreadedWriter(write_end, stats.Counters())
+    writer.write("a\n")
+    writer.write("b\n")
+    assert writer._queue.qsize() == 0  # kept, not handed over: no wake-up per slice
+    writer.flush()
+    writer.write("c\n")
+    writer.flush()
+    writer.flush()  # nothing kept: nothing handed over
+    assert read_until(read_end, b"a\nb\nc\n") == b"a\nb\nc\n"
+    os.close(read_end)
+
+
+def test_a_partial_write_is_finished_and_a_non_blocking_descriptor_waited_for(monkeypatch):
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # as if someone else made stdout non-blocking
+    chunks = [b"x" * 50_000 for _ in range(4)]  # 200 kB through a 64 kB pipe: EAGAIN, then partial writes
+    done = threading.Thread(target=telemetry._write_all, args=(write_end, chunks))
+    done.start()
+    assert read_until(read_end, b"".join(chunks)) == b"".join(chunks)
+    done.join(10)
+    assert not done.is_alive()
+    os.close(read_end)
+    os.close(write_end)
