@@ -5,8 +5,13 @@
 # --- build: wheels for the project and its dependencies (compilers stay in this stage) ---
 FROM python:3.11-slim AS build
 WORKDIR /src
+# gcc compiles the telemetry helpers (mesh/proxy/_speedups.pyx) into the wheel; without it they would be
+# skipped and the sidecars would run telemetry in pure Python.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir --upgrade pip
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY mesh ./mesh
 COPY bookinfo ./bookinfo
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

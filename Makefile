@@ -7,8 +7,9 @@ PYTHON ?= python3
 .PHONY: up down status test e2e bench soak fuzz lint install clean
 
 # `make up` needs only the mesh's own dependencies (a first run stays under a minute); tests, lint and the
-# Pulumi program also need the `test` and `infra` extras.
-$(VENV)/.runtime: pyproject.toml
+# Pulumi program also need the `test` and `infra` extras. The install compiles the optional telemetry helpers
+# (mesh/proxy/_speedups.pyx, in place): an edit to them is rebuilt by the next make.
+$(VENV)/.runtime: pyproject.toml setup.py mesh/proxy/_speedups.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .

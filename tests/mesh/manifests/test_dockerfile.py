@@ -36,4 +36,14 @@ def test_build_context_holds_the_mesh_and_bookinfo_only() -> None:
     assert ignore[0] == "*"
     assert {"!pyproject.toml", "!mesh/", "!bookinfo/"} <= set(ignore)
     copied = [line for line in _lines() if line.startswith("COPY ") and "--from" not in line]
-    assert copied == ["COPY pyproject.toml README.md ./", "COPY mesh ./mesh", "COPY bookinfo ./bookinfo"]
+    assert copied == ["COPY pyproject.toml setup.py README.md ./", "COPY mesh ./mesh", "COPY bookinfo ./bookinfo"]
+    assert "!setup.py" in ignore
+    # A local build's compiled helpers are not the image's platform's: the image compiles its own.
+    assert {"mesh/**/*.so", "mesh/proxy/_speedups.c"} <= set(ignore)
+
+
+def test_the_build_stage_has_a_compiler_for_the_telemetry_helpers() -> None:
+    lines = _lines()
+    build = "\n".join(lines[:lines.index("FROM python:3.11-slim")])
+    assert "apt-get install -y --no-install-recommends gcc libc6-dev" in build
+    assert build.index("gcc") < build.index("pip wheel")

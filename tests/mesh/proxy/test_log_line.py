@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mesh.proxy import log_line
 from mesh.view import model
+from tests.mesh.proxy.implementations import implementation  # noqa: F401  (autouse: both run)
 
 BASE = int(datetime.datetime(2026, 11, 26, 4, 0, tzinfo=datetime.UTC).timestamp())
 CLUSTER = "outbound|9080|v1|books.bookinfo.svc.cluster.local"

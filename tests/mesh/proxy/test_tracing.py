@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from mesh.proxy import tracing
 from mesh.proxy.tracing import TraceContext
+from tests.mesh.proxy.implementations import implementation  # noqa: F401  (autouse: both run)
 
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 S = "00f067aa0ba902b7"

@@ -1,0 +1,199 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled twins of telemetry's per-request work: the access log line's new fields and the trace context.
+
+Optional, as aiohttp's and PyYAML's accelerators are: `pip install` builds this module when a C compiler
+is there, and `mesh.proxy.log_line` and `mesh.proxy.tracing` use it when it imports (unless
+WEIR_NO_EXTENSIONS is set); otherwise their pure-Python code runs, and it is the reference: the tests run
+both and check that they write the same bytes. Only the common cases live here; anything unusual (B3
+headers, a traceparent that is not exactly version 00's 55 lower-case characters) is handed back to the
+Python code that handles every case.
+
+Why compiled: with the access log and tracing on, these two pieces are about two thirds of telemetry's
+cost per request in Python (`bench.instructions`), and the 15 fields of a line that repeat from one
+request to the next are still formatted once, in Python (`LineFormat._rest`), so the line's format is
+defined in one place.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.string cimport memcpy
+
+import time
+from json.encoder import encode_basestring_ascii as _quote
+
+cdef object _gmtime = time.gmtime
+cdef object _strftime = time.strftime
+# Envoy truncates the start time to milliseconds; each one's text, with what follows it up to the duration.
+cdef tuple _MILLIS = tuple([f'.{ms:03d}Z","duration":' for ms in range(1000)])
+cdef str _ZERO_TRACE = "0" * 32
+cdef str _ZERO_SPAN = "0" * 16
+cdef str _ONE_TRACE = "0" * 31 + "1"  # ids are never all zero (W3C): a zero draw becomes 1
+cdef str _ONE_SPAN = "0" * 15 + "1"
+cdef Py_ssize_t TRACEPARENT_BYTES = 55  # 00-<32 hex>-<16 hex>-<2 hex>
+
+
+cdef inline bint _json_safe(const char* s, Py_ssize_t n):
+    """No byte that JSON (ASCII-only, as json's encoder writes it) would escape."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = <unsigned char>s[i]
+        if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:
+            return False
+    return True
+
+
+cdef str _request_id_text(object request_id):
+    """`"…"` for a request id as the client sent it, escaped as `log_line` escapes it, or null."""
+    if request_id is None:
+        return "null"
+    cdef const char* s = PyBytes_AS_STRING(request_id)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(request_id)
+    if _json_safe(s, n):
+        return '"' + (<bytes>request_id).decode("ascii") + '"'
+    return _quote((<bytes>request_id).decode("latin-1"))
+
+
+def format_lines(object line_format, list entries):
+    """`LineFormat.lines` (mesh.proxy.log_line), the same text: the four new fields here, the cached rest
+    from the formatter's own cache, filled by its `_rest` on a miss."""
+    cdef dict cached = line_format._cached
+    cdef object rest_of = line_format._rest
+    cdef long second = line_format._second
+    cdef str date = line_format._date
+    cdef list out = []
+    cdef tuple entry, trace
+    cdef double wall
+    cdef long sec
+    cdef object endpoint, rest
+    for entry in entries:
+        endpoint = entry[9]
+        # (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent, remote,
+        #  principal, direction): LineFormat's key, from ENTRY_FIELDS' positions
+        key = (entry[3], entry[4], entry[5], entry[6], entry[7], entry[8], id(endpoint), entry[10], entry[14],
+               entry[16], entry[12], entry[11], entry[2])
+        rest = cached.get(key)
+        if rest is None:
+            rest = rest_of(key, endpoint)
+        wall = entry[0]
+        sec = <long>wall
+        if sec != second:
+            second = sec
+            date = _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
+        out.append('{"start_time":"')
+        out.append(date)
+        out.append(_MILLIS[<long>((wall - sec) * 1000)])
+        out.append(str(<long>(<double>entry[1] * 1000)))
+        out.append(',"request_id":')
+        out.append(_request_id_text(entry[15]))
+        if entry[13]:
+            trace = entry[13]
+            out.append(',"trace_id":"' + <str>trace[0] + '",')
+        else:
+            out.append(',"trace_id":null,')
+        out.append(rest)
+    line_format._second = second
+    line_format._date = date
+    return "".join(out)
+
+
+cdef inline bint _lower_hex(const char* s, Py_ssize_t n):
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = <unsigned char>s[i]
+        if not ((0x30 <= c <= 0x39) or (0x61 <= c <= 0x66)):
+            return False
+    return True
+
+
+cdef inline bint _odd_hex(unsigned char c):
+    """Whether a lower-case hex digit's value is odd (the flags' sampled bit): a letter's code has the
+    opposite parity of its value ('a' is 0x61 and ten)."""
+    return (c & 1) == (1 if c <= 0x39 else 0)
+
+
+cdef class TraceIds:
+    """`Tracer.begin`'s two common cases (mesh.proxy.tracing): no trace header (a new root) and one valid
+    `traceparent` (joined), with the pool of random hex the ids are cut from. Every other case goes to
+    `general`, the pure-Python `begin`."""
+
+    cdef object _rng
+    cdef str _pool
+    cdef Py_ssize_t _used
+    cdef Py_ssize_t _pool_hex
+    cdef str _sampled_below
+    cdef object _general
+
+    def __init__(self, rng, Py_ssize_t pool_hex, str sampled_below, general):
+        self._rng = rng
+        self._pool = ""
+        self._pool_hex = pool_hex
+        self._used = pool_hex
+        self._sampled_below = sampled_below
+        self._general = general
+
+    cdef str _take(self, Py_ssize_t n):
+        cdef Py_ssize_t used = self._used
+        if used > self._pool_hex - n:
+            self._pool = self._rng.randbytes(self._pool_hex // 2).hex()
+            used = 0
+        self._used = used + n
+        return self._pool[used:used + n]
+
+    def span_id(self):
+        cdef str span = self._take(16)
+        return span if span != _ZERO_SPAN else _ONE_SPAN
+
+    def begin(self, object traceparent, bint b3, list headers):
+        cdef const char* s
+        cdef str trace_id, parent_id, span_id
+        if b3:
+            return self._general(traceparent, b3, headers)
+        if traceparent is None:  # a new root
+            ids = self._take(48)
+            trace_id = ids[:32]
+            span_id = ids[32:]
+            if trace_id == _ZERO_TRACE:
+                trace_id = _ONE_TRACE
+            if span_id == _ZERO_SPAN:
+                span_id = _ONE_SPAN
+            return trace_id, "", trace_id < self._sampled_below, span_id, False
+        s = PyBytes_AS_STRING(traceparent)
+        if not (PyBytes_GET_SIZE(traceparent) == TRACEPARENT_BYTES and s[0] == b'0' and s[1] == b'0'
+                and s[2] == b'-' and s[35] == b'-' and s[52] == b'-' and _lower_hex(s + 3, 32)
+                and _lower_hex(s + 36, 16) and _lower_hex(s + 53, 2)):
+            return self._general(traceparent, b3, headers)
+        trace_id = (<bytes>traceparent)[3:35].decode("ascii")
+        parent_id = (<bytes>traceparent)[36:52].decode("ascii")
+        if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:  # invalid: the general path starts a root
+            return self._general(traceparent, b3, headers)
+        return trace_id, parent_id, _odd_hex(<unsigned char>s[54]), self.span_id(), False
+
+
+def traceparent_line(tuple span):
+    """`traceparent: 00-<trace id>-<this hop's span id>-<flags>\\r\\n` for a span (tracing.Span), written
+    into one buffer."""
+    cdef Py_ssize_t trace_len, span_len
+    cdef const char* trace_id = PyUnicode_AsUTF8AndSize(<str>span[0], &trace_len)
+    cdef const char* span_id = PyUnicode_AsUTF8AndSize(<str>span[3], &span_len)
+    if trace_len != 32 or span_len != 16:
+        raise ValueError("a span's ids are 32 and 16 hex characters")
+    cdef bytes line = PyBytes_FromStringAndSize(NULL, 70)
+    cdef char* out = PyBytes_AS_STRING(line)
+    memcpy(out, b"traceparent: 00-", 16)
+    memcpy(out + 16, trace_id, 32)
+    out[48] = b'-'
+    memcpy(out + 49, span_id, 16)
+    memcpy(out + 65, b"-01\r\n" if span[2] else b"-00\r\n", 5)
+    return line
+
+
+def upstream_lines_with(general):
+    """`tracing.upstream_lines`: the traceparent line written here, `general` (the pure-Python function)
+    for a span whose caller used B3, which also gets the x-b3-* lines."""
+    def upstream_lines(tuple span):
+        if span[4]:
+            return general(span)
+        return traceparent_line(span)
+    return upstream_lines
