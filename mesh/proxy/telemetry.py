@@ -100,6 +100,8 @@ class ThreadedWriter:
 
     def write(self, text: str) -> None:
         data = text.encode()  # the lines are ASCII (JSON-escaped): a copy, never an error
+        if not data:  # nothing to write, and a writev of empty buffers only would never end `_write_all`
+            return
         with self._lock:
             if self._unwritten + len(data) > self._max:
                 self._counters.inc("telemetry_dropped_total", amount=text.count("\n"), kind="access_log")

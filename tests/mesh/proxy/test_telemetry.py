@@ -387,8 +387,9 @@ def test_the_threaded_writer_wakes_its_thread_once_per_flush_and_writes_every_sl
     read_end, write_end = os.pipe()
     writer = telemetry.ThreadedWriter(write_end, stats.Counters())
     writer.write("a\n")
+    writer.write("")  # kept as nothing
     writer.write("b\n")
-    assert writer._queue.qsize() == 0  # kept, not handed over: no wake-up per slice
+    assert writer._queue.qsize() == 0 and len(writer._kept) == 2  # kept, not handed over: no wake-up per slice
     writer.flush()
     writer.write("c\n")
     writer.flush()
