@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: language_level=3
 """Compiled twins of telemetry's per-request work: the access log line's new fields and the trace context.
 
 Optional, as aiohttp's and PyYAML's accelerators are: `pip install` builds this module when a C compiler
@@ -43,15 +43,28 @@ cdef inline bint _json_safe(const char* s, Py_ssize_t n):
     return True
 
 
-cdef str _request_id_text(object request_id):
+cdef str _request_id_text(bytes request_id):
     """`"…"` for a request id as the client sent it, escaped as `log_line` escapes it, or null."""
     if request_id is None:
         return "null"
     cdef const char* s = PyBytes_AS_STRING(request_id)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(request_id)
     if _json_safe(s, n):
-        return '"' + (<bytes>request_id).decode("ascii") + '"'
-    return _quote((<bytes>request_id).decode("latin-1"))
+        return '"' + request_id.decode("ascii") + '"'
+    return _quote(request_id.decode("latin-1"))
+
+
+cdef inline bint _same_rest(tuple entry, tuple previous):
+    """Whether an entry's cached fields are the previous entry's, as the cache's key compares them (the
+    endpoint by identity, the rest by ==): a batch is mostly runs of such entries (one connection, one
+    route), and comparing the fields costs less than building, hashing and looking up the key."""
+    if entry[9] is not previous[9]:
+        return False
+    cdef Py_ssize_t i
+    for i in (3, 4, 5, 6, 7, 8, 10, 14, 16, 12, 11, 2):
+        if entry[i] is not previous[i] and entry[i] != previous[i]:
+            return False
+    return True
 
 
 def format_lines(object line_format, list entries):
@@ -63,18 +76,21 @@ def format_lines(object line_format, list entries):
     cdef str date = line_format._date
     cdef list out = []
     cdef tuple entry, trace
+    cdef tuple previous = None
     cdef double wall
     cdef long sec
-    cdef object endpoint, rest
+    cdef object endpoint, rest = None
     for entry in entries:
-        endpoint = entry[9]
-        # (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent, remote,
-        #  principal, direction): LineFormat's key, from ENTRY_FIELDS' positions
-        key = (entry[3], entry[4], entry[5], entry[6], entry[7], entry[8], id(endpoint), entry[10], entry[14],
-               entry[16], entry[12], entry[11], entry[2])
-        rest = cached.get(key)
-        if rest is None:
-            rest = rest_of(key, endpoint)
+        if previous is None or not _same_rest(entry, previous):
+            endpoint = entry[9]
+            # (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent, remote,
+            #  principal, direction): LineFormat's key, from ENTRY_FIELDS' positions
+            key = (entry[3], entry[4], entry[5], entry[6], entry[7], entry[8], id(endpoint), entry[10],
+                   entry[14], entry[16], entry[12], entry[11], entry[2])
+            rest = cached.get(key)
+            if rest is None:
+                rest = rest_of(key, endpoint)
+        previous = entry
         wall = entry[0]
         sec = <long>wall
         if sec != second:
@@ -88,7 +104,7 @@ def format_lines(object line_format, list entries):
         out.append(_request_id_text(entry[15]))
         if entry[13]:
             trace = entry[13]
-            out.append(',"trace_id":"' + <str>trace[0] + '",')
+            out.append(',"trace_id":"' + <str?>trace[0] + '",')
         else:
             out.append(',"trace_id":null,')
         out.append(rest)
@@ -145,7 +161,7 @@ cdef class TraceIds:
         cdef str span = self._take(16)
         return span if span != _ZERO_SPAN else _ONE_SPAN
 
-    def begin(self, object traceparent, bint b3, list headers):
+    def begin(self, bytes traceparent, bint b3, list headers):
         cdef const char* s
         cdef str trace_id, parent_id, span_id
         if b3:
@@ -164,8 +180,8 @@ cdef class TraceIds:
                 and s[2] == b'-' and s[35] == b'-' and s[52] == b'-' and _lower_hex(s + 3, 32)
                 and _lower_hex(s + 36, 16) and _lower_hex(s + 53, 2)):
             return self._general(traceparent, b3, headers)
-        trace_id = (<bytes>traceparent)[3:35].decode("ascii")
-        parent_id = (<bytes>traceparent)[36:52].decode("ascii")
+        trace_id = traceparent[3:35].decode("ascii")
+        parent_id = traceparent[36:52].decode("ascii")
         if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:  # invalid: the general path starts a root
             return self._general(traceparent, b3, headers)
         return trace_id, parent_id, _odd_hex(<unsigned char>s[54]), self.span_id(), False
