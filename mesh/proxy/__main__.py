@@ -229,6 +229,7 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, lambda: loop.create_task(proxy.shutdown()))
     await proxy.start(args.admin_port, control, node, bootstrap, agent, health_port=args.health_port)
     await proxy.stopped.wait()
+    rt.telemetry.close()  # the drained requests' access log lines, still waiting for a flush
     return proxy.exit_code
 
 

@@ -54,6 +54,7 @@ EXPORT_BATCH = 2_000  # spans per export request
 
 MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024  # access log text handed to the writer thread and not yet written
 IOV_MAX = 1024  # buffers one writev takes (Linux's UIO_MAXIOV)
+CLOSE_TIMEOUT_S = 2.0  # at exit, how long the last lines may take to be written
 
 Exporter = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
@@ -85,18 +86,19 @@ class ThreadedWriter:
     and with a wake-up per slice those switches cost the pair as much as formatting the lines in C
     (README, Benchmark). Beyond MAX_UNWRITTEN_BYTES kept or unwritten, text is dropped and its lines counted."""
 
-    __slots__ = ("_fd", "_owner", "_counters", "_max", "_queue", "_kept", "_unwritten", "_lock")
+    __slots__ = ("_fd", "_owner", "_counters", "_max", "_queue", "_kept", "_unwritten", "_lock", "_thread")
 
     def __init__(self, fd: int, counters: Any, max_bytes: int = MAX_UNWRITTEN_BYTES, owner: Any = None) -> None:
         self._fd = fd
         self._owner = owner  # the file object `fd` belongs to, kept open as long as the writer
         self._counters = counters
         self._max = max_bytes
-        self._queue: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()  # None: the last one
         self._kept: list[bytes] = []
         self._unwritten = 0  # bytes kept or queued, not yet written
         self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="weir-access-log", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="weir-access-log", daemon=True)
+        self._thread.start()
 
     def write(self, text: str) -> None:
         data = text.encode()  # the lines are ASCII (JSON-escaped): a copy, never an error
@@ -116,9 +118,16 @@ class ThreadedWriter:
             kept, self._kept = self._kept, []
             self._queue.put(kept)
 
+    def close(self, timeout_s: float) -> bool:
+        """Everything kept is written before the thread ends; waits at most `timeout_s` for it (a stalled pipe
+        must not hold a proxy that is shutting down). True when all was written."""
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
-        while True:
-            chunks = self._queue.get()
+        while (chunks := self._queue.get()) is not None:
             size = sum(map(len, chunks))
             try:
                 _write_all(self._fd, chunks)
@@ -239,16 +248,8 @@ class Telemetry:
         """One slice of the waiting work; the rest is scheduled right after (call_soon), so requests that
         arrive meanwhile are served between slices."""
         self._flush = None
-        logs = self.logs
-        if logs and self.stream is not None:
-            batch = logs[:FLUSH_SLICE]
-            del logs[:FLUSH_SLICE]
-            try:
-                self.stream.write(self.lines.lines(batch))
-                if not logs:
-                    self.stream.flush()
-            except (OSError, ValueError):  # a closed or full stream must not break the proxy
-                self.counters.inc("telemetry_dropped_total", amount=len(batch), kind="access_log")
+        if self.logs and self.stream is not None:
+            self._write_slice()
         if self.spans and not self._exporting:
             batch, self.spans = self.spans[:EXPORT_BATCH], self.spans[EXPORT_BATCH:]
             self._exporting = True
@@ -258,6 +259,31 @@ class Telemetry:
             self._flush = self.loop.call_soon(self.flush)
         elif self.spans and not self._exporting:
             self._flush = self.loop.call_later(FLUSH_S, self.flush)
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """At exit, once the drain has finished the last requests: their lines, still waiting for the next
+        flush, are formatted and written now (a SIGTERM would otherwise lose up to FLUSH_S of them). Spans
+        still waiting are not exported: an export is a request the exiting proxy would have to wait for."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self.stream is None:
+            return
+        while self.logs:
+            self._write_slice()
+        if isinstance(self.stream, ThreadedWriter) and not self.stream.close(timeout_s):
+            log.warning("access log: lines still unwritten after %.1f s at exit", timeout_s)
+
+    def _write_slice(self) -> None:
+        """The next FLUSH_SLICE waiting lines, formatted and written; the stream is flushed after the last."""
+        batch = self.logs[:FLUSH_SLICE]
+        del self.logs[:FLUSH_SLICE]
+        try:
+            self.stream.write(self.lines.lines(batch))
+            if not self.logs:
+                self.stream.flush()
+        except (OSError, ValueError):  # a closed or full stream must not break the proxy
+            self.counters.inc("telemetry_dropped_total", amount=len(batch), kind="access_log")
 
     async def _export(self, spans: list[dict[str, Any]], size: int) -> None:
         try:

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 import urllib.error
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,10 +84,11 @@ def test_a_sidecar_getting_sigterm_mid_request_finishes_it_then_exits(mesh) -> N
     reports_before = len(drain_reports(log))
     conn = http.client.HTTPConnection("127.0.0.1", sidecar["ports"]["inbound"], timeout=CHAOS_DELAY_S + 8)
     answer: dict = {}
+    request_id = f"drained-{uuid.uuid4()}"
 
     def call() -> None:  # straight to the sidecar's inbound port, as a PERMISSIVE peer may
         started = time.monotonic()
-        conn.request("GET", "/ratings/1", headers={"Host": "ratings.bookinfo:9080"})
+        conn.request("GET", "/ratings/1", headers={"Host": "ratings.bookinfo:9080", "x-request-id": request_id})
         response = conn.getresponse()
         answer.update(status=response.status, body=response.read(), connection=response.getheader("connection"),
                       seconds=time.monotonic() - started)
@@ -113,6 +115,9 @@ def test_a_sidecar_getting_sigterm_mid_request_finishes_it_then_exits(mesh) -> N
     assert len(reports) == 1
     idle, finished, forced = reports[0]
     assert (finished, forced) == (1, 0), reports
+    # Its access log line too: written at exit, not left for a flush the exiting proxy would never run.
+    logged = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+    assert [(line["response_code"], line["direction"]) for line in logged] == [(200, "inbound")], logged
 
 
 @pytest.mark.parametrize("slow_v1", [0.0, CHAOS_DELAY_S], ids=["fast", "in-flight-at-sigterm"])

@@ -409,3 +409,32 @@ def test_a_partial_write_is_finished_and_a_non_blocking_descriptor_waited_for(mo
     assert not done.is_alive()
     os.close(read_end)
     os.close(write_end)
+
+
+def test_at_exit_the_lines_waiting_for_the_flush_are_written_before_close_returns():
+    """A SIGTERM's drain finishes the last requests; their lines wait for a flush that would never come."""
+    read_end, write_end = os.pipe()
+    writer = telemetry.ThreadedWriter(write_end, stats.Counters())
+    tel, loop, _ = make(writer)
+    for i in range(telemetry.FLUSH_SLICE + 3):  # more than one slice, and more than a pipe holds
+        tel.record(exchange(f"/r{i}"), "inbound", DURATION)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(os.fdopen(read_end, "rb").read()))
+    reader.start()  # the container runtime, reading the proxy's stdout
+    tel.close(timeout_s=60)
+    assert not writer._thread.is_alive(), "close returns once the thread has written everything and ended"
+    os.close(write_end)
+    reader.join(10)
+    paths = [json.loads(line)["path"] for line in read[0].splitlines()]
+    assert paths == [f"/r{i}" for i in range(telemetry.FLUSH_SLICE + 3)]
+    assert tel.logs == [] and tel._flush is None
+
+
+def test_at_exit_a_stalled_access_log_holds_the_proxy_no_longer_than_the_timeout():
+    read_end, write_end = os.pipe()
+    writer = telemetry.ThreadedWriter(write_end, stats.Counters())
+    tel, _, _ = make(writer)
+    writer.write("x" * 200_000 + "\n")  # more than a pipe holds, and nobody reads
+    tel.record(exchange(), "inbound", DURATION)
+    assert writer.close(timeout_s=0.05) is False
+    os.close(read_end)  # the thread's write fails (EPIPE is ignored: SIGPIPE is ignored by Python) and it ends
