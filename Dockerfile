@@ -6,7 +6,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 # gcc compiles the telemetry helpers (mesh/proxy/_speedups.pyx) into the wheel; without it they would be
-# skipped and the sidecars would run telemetry in pure Python.
+# skipped and the sidecars would run telemetry in pure Python (the runtime stage checks they are there).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -27,7 +27,8 @@ RUN groupadd --system --gid 10001 weir \
 COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links=/wheels --compile weir \
     && rm -rf /wheels \
-    && pip uninstall --yes pip setuptools wheel
+    && pip uninstall --yes pip setuptools wheel \
+    && python -c "import mesh.proxy._speedups"
 WORKDIR /var/run/weir
 USER 10001:10001
 # The pods' command picks the component; this default only shows the CLI.

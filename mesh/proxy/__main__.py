@@ -22,6 +22,7 @@ from mesh.proxy import (
     certagent,
     channel,
     heap,
+    log_writer,
     otlp,
     request_limits,
     runtime,
@@ -173,10 +174,10 @@ def _telemetry(args: argparse.Namespace, rt: runtime.ProxyRuntime, control: chan
         return telemetry.Telemetry(args.workload, loop, rt.counters, stream=None, keep_recent=False)
     stream = None
     if args.access_log == "-":
-        stream = telemetry.ThreadedWriter(sys.stdout.fileno(), rt.counters)
+        stream = log_writer.ThreadedWriter(sys.stdout.fileno(), rt.counters)
     elif args.access_log != "off":
         log_file = open(args.access_log, "ab")  # noqa: SIM115 (open for the process's life)
-        stream = telemetry.ThreadedWriter(log_file.fileno(), rt.counters, owner=log_file)
+        stream = log_writer.ThreadedWriter(log_file.fileno(), rt.counters, owner=log_file)
     exporters = []
     if control is not None:
         async def to_control_plane(spans: list) -> None:

@@ -54,14 +54,30 @@ cdef str _request_id_text(bytes request_id):
     return _quote(request_id.decode("latin-1"))
 
 
+# The cache key's fields (LineFormat's key, in its order), as positions in an entry (log_line.ENTRY_FIELDS):
+# method, path, status, flag, received, sent, endpoint (by id), cluster, authority, user_agent, remote,
+# principal, direction. `format_lines` builds the key from the same positions.
+KEY_FIELDS = (3, 4, 5, 6, 7, 8, 9, 10, 14, 16, 12, 11, 2)
+cdef Py_ssize_t ENDPOINT = 9
+cdef enum:
+    COMPARED_COUNT = 12  # the key's fields but the endpoint
+cdef Py_ssize_t _COMPARED[COMPARED_COUNT]
+for _n, _position in enumerate([i for i in KEY_FIELDS if i != ENDPOINT]):
+    _COMPARED[_n] = _position
+# Times the C conversions take exactly (a C long, gmtime's range); others are formatted by the Python code.
+cdef double MAX_WALL_S = 1e11
+cdef double MAX_DURATION_S = 1e15
+
+
 cdef inline bint _same_rest(tuple entry, tuple previous):
     """Whether an entry's cached fields are the previous entry's, as the cache's key compares them (the
     endpoint by identity, the rest by ==): a batch is mostly runs of such entries (one connection, one
     route), and comparing the fields costs less than building, hashing and looking up the key."""
-    if entry[9] is not previous[9]:
+    if entry[ENDPOINT] is not previous[ENDPOINT]:
         return False
-    cdef Py_ssize_t i
-    for i in (3, 4, 5, 6, 7, 8, 10, 14, 16, 12, 11, 2):
+    cdef Py_ssize_t n, i
+    for n in range(COMPARED_COUNT):
+        i = _COMPARED[n]
         if entry[i] is not previous[i] and entry[i] != previous[i]:
             return False
     return True
@@ -81,8 +97,15 @@ def format_lines(object line_format, list entries):
     cdef long sec
     cdef object endpoint, rest = None
     for entry in entries:
+        wall = entry[0]
+        if not (-MAX_WALL_S < wall < MAX_WALL_S and -MAX_DURATION_S < <double>entry[1] < MAX_DURATION_S):
+            # Never from the proxy's clocks (NaN is caught too): the Python code's text, whatever it is.
+            line_format._second, line_format._date = second, date
+            out.append(line_format.python_lines([entry]))
+            second, date = line_format._second, line_format._date
+            continue
         if previous is None or not _same_rest(entry, previous):
-            endpoint = entry[9]
+            endpoint = entry[ENDPOINT]
             # (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent, remote,
             #  principal, direction): LineFormat's key, from ENTRY_FIELDS' positions
             key = (entry[3], entry[4], entry[5], entry[6], entry[7], entry[8], id(endpoint), entry[10],
@@ -91,7 +114,6 @@ def format_lines(object line_format, list entries):
             if rest is None:
                 rest = rest_of(key, endpoint)
         previous = entry
-        wall = entry[0]
         sec = <long>wall
         if sec != second:
             second = sec

@@ -7,8 +7,8 @@ no I/O); a flush every FLUSH_S formats the batch: one JSON line per request on t
 collector over the mesh channel; an OTLP/HTTP endpoint when configured). Everything waiting is bounded
 (MAX_PENDING entries; spans also MAX_PENDING_SPAN_BYTES): beyond it entries are dropped and counted
 (`weir_telemetry_dropped_total{kind}`), never queued without limit. Waiting log entries need no byte bound:
-each flush takes them all, whatever the stream does (`ThreadedWriter` bounds the unwritten text in bytes),
-and formatting a line is far faster than reading a request that could make it large. Spans wait for their
+each flush takes them all, whatever the stream does (`log_writer` bounds the unwritten text in bytes), and
+formatting a line is far faster than reading a request that could make it large. Spans wait for their
 exporter, which may stall for its whole timeout while callers force sampling. The last RECENT entries stay in
 memory for the admin `/access_log` and the dashboard, unless telemetry is off (`keep_recent=False`, the
 proxy's `--telemetry off`: metrics only): then `record` returns at once, nothing being kept.
@@ -21,11 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import queue
-import select
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mesh.proxy import headers as headers_mod
 from mesh.proxy import log_line, tracing
+from mesh.proxy.log_writer import ThreadedWriter
 
 if TYPE_CHECKING:
     from mesh.proxy.exchange import Exchange
@@ -52,8 +49,6 @@ ENTRY_BYTES = 400  # an entry's own share (its tuple, numbers, span tuple), roug
 RECENT = 200  # entries kept for /access_log
 EXPORT_BATCH = 2_000  # spans per export request
 
-MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024  # access log text handed to the writer thread and not yet written
-IOV_MAX = 1024  # buffers one writev takes (Linux's UIO_MAXIOV)
 CLOSE_TIMEOUT_S = 2.0  # at exit, how long the last lines may take to be written
 
 Exporter = Callable[[list[dict[str, Any]]], Awaitable[None]]
@@ -74,84 +69,6 @@ def _request_id_and_agent(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | N
         elif name == headers_mod.USER_AGENT:
             user_agent = value
     return request_id, user_agent
-
-
-class ThreadedWriter:
-    """An access log written to a file descriptor by its own thread, as Envoy's access log flush thread: a slow
-    disk or a full pipe (a container runtime not reading) delays the log, never the event loop.
-
-    `write` only keeps the text, as bytes; `flush` (the telemetry flush calls it once its last slice is
-    written) hands what was kept to the thread in one piece, which writes it with one `writev`. So the thread
-    wakes once per flush, not once per slice: each wake-up takes the GIL from the busy event loop and back,
-    and with a wake-up per slice those switches cost the pair as much as formatting the lines in C
-    (README, Benchmark). Beyond MAX_UNWRITTEN_BYTES kept or unwritten, text is dropped and its lines counted."""
-
-    __slots__ = ("_fd", "_owner", "_counters", "_max", "_queue", "_kept", "_unwritten", "_lock", "_thread")
-
-    def __init__(self, fd: int, counters: Any, max_bytes: int = MAX_UNWRITTEN_BYTES, owner: Any = None) -> None:
-        self._fd = fd
-        self._owner = owner  # the file object `fd` belongs to, kept open as long as the writer
-        self._counters = counters
-        self._max = max_bytes
-        self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()  # None: the last one
-        self._kept: list[bytes] = []
-        self._unwritten = 0  # bytes kept or queued, not yet written
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="weir-access-log", daemon=True)
-        self._thread.start()
-
-    def write(self, text: str) -> None:
-        data = text.encode()  # the lines are ASCII (JSON-escaped): a copy, never an error
-        if not data:  # nothing to write, and a writev of empty buffers only would never end `_write_all`
-            return
-        with self._lock:
-            if self._unwritten + len(data) > self._max:
-                self._counters.inc("telemetry_dropped_total", amount=text.count("\n"), kind="access_log")
-                return
-            self._unwritten += len(data)
-        self._kept.append(data)
-        if len(self._kept) >= IOV_MAX:  # a flush that never ends (slices always waiting) still gets written
-            self.flush()
-
-    def flush(self) -> None:
-        if self._kept:
-            kept, self._kept = self._kept, []
-            self._queue.put(kept)
-
-    def close(self, timeout_s: float) -> bool:
-        """Everything kept is written before the thread ends; waits at most `timeout_s` for it (a stalled pipe
-        must not hold a proxy that is shutting down). True when all was written."""
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        while (chunks := self._queue.get()) is not None:
-            size = sum(map(len, chunks))
-            try:
-                _write_all(self._fd, chunks)
-            except OSError:
-                pass  # the stream is gone (closed stdout): nothing to report it to
-            finally:
-                with self._lock:
-                    self._unwritten -= size
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """`writev` until every byte is written: a pipe may take part of them, and a descriptor someone made
-    non-blocking may take none until it is writable."""
-    pending = [memoryview(chunk) for chunk in chunks]
-    while pending:
-        try:
-            written = os.writev(fd, pending[:IOV_MAX])
-        except BlockingIOError:
-            select.select([], [fd], [])
-            continue
-        while written and written >= len(pending[0]):
-            written -= len(pending.pop(0))
-        if written:
-            pending[0] = pending[0][written:]
 
 
 class Telemetry:

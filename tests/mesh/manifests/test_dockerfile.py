@@ -47,3 +47,5 @@ def test_the_build_stage_has_a_compiler_for_the_telemetry_helpers() -> None:
     build = "\n".join(lines[:lines.index("FROM python:3.11-slim")])
     assert "apt-get install -y --no-install-recommends gcc libc6-dev" in build
     assert build.index("gcc") < build.index("pip wheel")
+    runtime = "\n".join(lines[lines.index("FROM python:3.11-slim"):])
+    assert 'python -c "import mesh.proxy._speedups"' in runtime  # an image without them fails to build

@@ -34,19 +34,67 @@ def python_tracer(percent: float, seed: int) -> tracing.Tracer:
         tracing._speedups = saved
 
 
-@settings(max_examples=300)
-@given(batch=st.lists(st.fixed_dictionaries({
-    "wall": st.floats(0, 7_200).map(lambda s: BASE + s), "duration_s": st.floats(0, 100),
-    "request_id": st.none() | client_bytes, "trace": st.sampled_from([None, ("0" * 31 + "1", "", True, "1" * 16, False)]),
-    "path": st.sampled_from(["/", "/books", '/q"\\\x01é']), "authority": client_bytes,
-    "endpoint": st.sampled_from([None, model.Endpoint("127.0.0.1", 9080)]),
-}), max_size=8))
-def test_compiled_lines_are_the_python_lines(speedups, batch):
-    entries = [entry(**fields) for fields in batch]
+ENDPOINTS = (None, model.Endpoint("127.0.0.1", 9080), model.Endpoint("127.0.0.1", 9081))  # shared, as a
+# Target's: the compiled shortcut compares endpoints by identity
+principals = st.sampled_from([None, "", "spiffe://cluster.local/ns/a/sa/b", 'x","evil":"1', "\u00e9\u2603\U0001f600"])
+entries = st.fixed_dictionaries({
+    "wall": st.floats(0, 7_200).map(lambda s: BASE + s) | st.sampled_from([-0.5, -1.25, float("nan"), 1e12]),
+    "duration_s": st.floats(0, 100) | st.sampled_from([-0.0015, 1e17, float("inf")]),
+    "request_id": st.none() | client_bytes,
+    "trace": st.sampled_from([None, ("0" * 31 + "1", "", True, "1" * 16, False)]),
+    "method": st.sampled_from(["GET", "POST"]), "path": st.sampled_from(["/", "/books", '/q"\\\x01é']),
+    "status": st.sampled_from([200, 503, 200.0]), "flag": st.sampled_from(["-", "UH"]),
+    "received": st.sampled_from([0, 7]), "sent": st.sampled_from([0, 512, 100_000]),
+    "endpoint": st.sampled_from(ENDPOINTS), "cluster": st.sampled_from(["", "outbound|9080|v1|b.svc"]),
+    "principal": principals, "remote": st.sampled_from(["", "10.0.0.9"]), "authority": client_bytes,
+    "user_agent": st.none() | st.sampled_from([b"curl/8", b'a"b']), "direction": st.sampled_from(model.DIRECTIONS),
+})
+
+
+def format_both(speedups, entries_: list[tuple]) -> tuple[str, str] | None:
+    """Each implementation's text, or None when both refuse the batch the same way."""
     compiled_format, python_format = log_line.LineFormat("gw-v1"), log_line.LineFormat("gw-v1")
-    # Twice each: the second batch is formatted from the caches the first one filled.
-    for _ in range(2):
-        assert speedups.format_lines(compiled_format, entries) == python_format.python_lines(entries)
+    outcomes = []
+    for run in (lambda: speedups.format_lines(compiled_format, entries_), lambda: python_format.python_lines(entries_)):
+        try:
+            outcomes.append(run())
+        except (OverflowError, OSError, ValueError) as exc:
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+    return outcomes
+
+
+@settings(max_examples=500)
+@given(batch=st.lists(entries, max_size=8), repeat=st.integers(1, 3))
+def test_compiled_lines_are_the_python_lines(speedups, batch, repeat):
+    """Runs of equal entries (`repeat`) take the compiled shortcut past the key; every field varies."""
+    format_both(speedups, [entry(**fields) for fields in batch for _ in range(repeat)])
+
+
+# Two values of each cached field; the other fields as `entry` makes them, with one shared endpoint.
+ALTERNATIVES = {
+    "method": ("GET", "POST"), "path": ("/a", "/b"), "status": (200, 503), "flag": ("-", "UH"), "received": (0, 7),
+    "sent": (0, 9), "endpoint": ENDPOINTS[1:], "cluster": ("", "c"), "authority": (b"a", b"b"),
+    "user_agent": (None, b"ua"), "remote": ("", "10.0.0.9"), "principal": (None, "spiffe://x"),
+    "direction": ("inbound", "outbound"),
+}
+
+
+@pytest.mark.parametrize("field", ALTERNATIVES)
+def test_a_line_differing_from_the_previous_in_one_cached_field_gets_its_own_text(speedups, field):
+    first, second = ALTERNATIVES[field]
+    shared = {"endpoint": ENDPOINTS[1]}
+    batch = [entry(**{**shared, field: first}), entry(**{**shared, field: second}), entry(**{**shared, field: first})]
+    compiled_text, python_text = format_both(speedups, batch)
+    assert len(set(compiled_text.splitlines())) == 2
+
+
+def test_the_compiled_key_is_the_python_key():
+    """The compiled code builds LineFormat's key and hands it to the Python `_rest`, which reads it by
+    position: the same fields, in the same order."""
+    assert [log_line.ENTRY_FIELDS[i] for i in require_compiled().KEY_FIELDS] == [
+        "method", "path", "status", "flag", "received", "sent", "endpoint", "cluster", "authority", "user_agent",
+        "remote", "principal", "direction"]
 
 
 def traceparents():

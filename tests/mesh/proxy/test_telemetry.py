@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mesh.proxy import stats, telemetry, tracing
+from mesh.proxy import log_writer, stats, telemetry, tracing
 from mesh.proxy.matching import RequestHead
 from mesh.view import model
 
@@ -359,62 +359,10 @@ def test_the_log_line_is_valid_json_whatever_the_client_sent():
     assert {p["request_id"] for p in parsed} == {'r"1'} and parsed == [tel.entry_dict(e) for e in tel.recent]
 
 
-def read_until(fd: int, expected: bytes) -> bytes:
-    got = b""
-    while len(got) < len(expected):
-        got += os.read(fd, len(expected) - len(got))  # blocks until the writer thread writes
-    return got
-
-
-def test_the_threaded_writer_never_blocks_and_bounds_what_waits():
-    """A pipe nobody reads (a container runtime that stalls): `write` and `flush` return at once, what waits
-    is bounded, and what was kept is written once the pipe drains."""
-    read_end, write_end = os.pipe()
-    counters = stats.Counters()
-    writer = telemetry.ThreadedWriter(write_end, counters, max_bytes=200_000)
-    big = "x" * 99_999 + "\n"  # more than the pipe holds: the thread blocks on it
-    writer.write(big)
-    writer.flush()
-    writer.write("aaaa\n")  # kept at once although the thread is blocked
-    writer.write(big)  # 200,005 bytes would wait: dropped and counted
-    writer.flush()
-    assert counters.get("telemetry_dropped_total", kind="access_log") == 1
-    assert read_until(read_end, big.encode() + b"aaaa\n") == big.encode() + b"aaaa\n"
-    os.close(read_end)
-
-
-def test_the_threaded_writer_wakes_its_thread_once_per_flush_and_writes_every_slice_in_order():
-    read_end, write_end = os.pipe()
-    writer = telemetry.ThreadedWriter(write_end, stats.Counters())
-    writer.write("a\n")
-    writer.write("")  # kept as nothing
-    writer.write("b\n")
-    assert writer._queue.qsize() == 0 and len(writer._kept) == 2  # kept, not handed over: no wake-up per slice
-    writer.flush()
-    writer.write("c\n")
-    writer.flush()
-    writer.flush()  # nothing kept: nothing handed over
-    assert read_until(read_end, b"a\nb\nc\n") == b"a\nb\nc\n"
-    os.close(read_end)
-
-
-def test_a_partial_write_is_finished_and_a_non_blocking_descriptor_waited_for(monkeypatch):
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)  # as if someone else made stdout non-blocking
-    chunks = [b"x" * 50_000 for _ in range(4)]  # 200 kB through a 64 kB pipe: EAGAIN, then partial writes
-    done = threading.Thread(target=telemetry._write_all, args=(write_end, chunks))
-    done.start()
-    assert read_until(read_end, b"".join(chunks)) == b"".join(chunks)
-    done.join(10)
-    assert not done.is_alive()
-    os.close(read_end)
-    os.close(write_end)
-
-
 def test_at_exit_the_lines_waiting_for_the_flush_are_written_before_close_returns():
     """A SIGTERM's drain finishes the last requests; their lines wait for a flush that would never come."""
     read_end, write_end = os.pipe()
-    writer = telemetry.ThreadedWriter(write_end, stats.Counters())
+    writer = log_writer.ThreadedWriter(write_end, stats.Counters())
     tel, loop, _ = make(writer)
     for i in range(telemetry.FLUSH_SLICE + 3):  # more than one slice, and more than a pipe holds
         tel.record(exchange(f"/r{i}"), "inbound", DURATION)
@@ -428,13 +376,3 @@ def test_at_exit_the_lines_waiting_for_the_flush_are_written_before_close_return
     paths = [json.loads(line)["path"] for line in read[0].splitlines()]
     assert paths == [f"/r{i}" for i in range(telemetry.FLUSH_SLICE + 3)]
     assert tel.logs == [] and tel._flush is None
-
-
-def test_at_exit_a_stalled_access_log_holds_the_proxy_no_longer_than_the_timeout():
-    read_end, write_end = os.pipe()
-    writer = telemetry.ThreadedWriter(write_end, stats.Counters())
-    tel, _, _ = make(writer)
-    writer.write("x" * 200_000 + "\n")  # more than a pipe holds, and nobody reads
-    tel.record(exchange(), "inbound", DURATION)
-    assert writer.close(timeout_s=0.05) is False
-    os.close(read_end)  # the thread's write fails (EPIPE is ignored: SIGPIPE is ignored by Python) and it ends
