@@ -151,6 +151,10 @@ cdef inline bint _odd_hex(unsigned char c):
     return (c & 1) == (1 if c <= 0x39 else 0)
 
 
+cdef inline str _nonzero_span(str span):
+    return span if span != _ZERO_SPAN else _ONE_SPAN
+
+
 cdef class TraceIds:
     """`Tracer.begin`'s two common cases (mesh.proxy.tracing): no trace header (a new root) and one valid
     `traceparent` (joined), with the pool of random hex the ids are cut from. Every other case goes to
@@ -180,8 +184,7 @@ cdef class TraceIds:
         return self._pool[used:used + n]
 
     def span_id(self):
-        cdef str span = self._take(16)
-        return span if span != _ZERO_SPAN else _ONE_SPAN
+        return _nonzero_span(self._take(16))
 
     def begin(self, bytes traceparent, bint b3, list headers):
         cdef const char* s
@@ -191,11 +194,9 @@ cdef class TraceIds:
         if traceparent is None:  # a new root
             ids = self._take(48)
             trace_id = ids[:32]
-            span_id = ids[32:]
+            span_id = _nonzero_span(ids[32:])
             if trace_id == _ZERO_TRACE:
                 trace_id = _ONE_TRACE
-            if span_id == _ZERO_SPAN:
-                span_id = _ONE_SPAN
             return trace_id, "", trace_id < self._sampled_below, span_id, False
         s = PyBytes_AS_STRING(traceparent)
         if not (PyBytes_GET_SIZE(traceparent) == TRACEPARENT_BYTES and s[0] == b'0' and s[1] == b'0'

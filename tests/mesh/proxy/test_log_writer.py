@@ -18,8 +18,9 @@ def read_until(fd: int, expected: bytes) -> bytes:
     return got
 
 
-def read_all(fd: int) -> list[bytes]:
-    """Everything that comes out of the pipe until its write end closes, read by a thread (the runtime)."""
+def read_all(fd: int) -> tuple[list[bytes], threading.Thread]:
+    """Everything that comes out of the pipe until its write end closes, read by a thread (the runtime): the
+    list gets it once the thread is joined."""
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(os.fdopen(fd, "rb").read()), daemon=True)
     reader.start()

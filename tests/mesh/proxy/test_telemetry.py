@@ -11,7 +11,6 @@ import io
 import json
 import os
 import random
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from mesh.proxy import log_writer, stats, telemetry, tracing
 from mesh.proxy.matching import RequestHead
 from mesh.view import model
+from tests.mesh.proxy.test_log_writer import read_all
 
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -366,9 +366,7 @@ def test_at_exit_the_lines_waiting_for_the_flush_are_written_before_close_return
     tel, loop, _ = make(writer)
     for i in range(telemetry.FLUSH_SLICE + 3):  # more than one slice, and more than a pipe holds
         tel.record(exchange(f"/r{i}"), "inbound", DURATION)
-    read: list[bytes] = []
-    reader = threading.Thread(target=lambda: read.append(os.fdopen(read_end, "rb").read()))
-    reader.start()  # the container runtime, reading the proxy's stdout
+    read, reader = read_all(read_end)  # the container runtime, reading the proxy's stdout
     tel.close(timeout_s=60)
     assert not writer._thread.is_alive(), "close returns once the thread has written everything and ended"
     os.close(write_end)
