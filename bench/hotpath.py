@@ -49,7 +49,7 @@ class NoTimers:
 def _telemetry(mode: str, counters) -> telemetry.Telemetry:
     if mode == "telemetry-off":
         return telemetry.Telemetry("gw-v1", NoTimers(), counters, stream=None, keep_recent=False)  # --telemetry off
-    stream = io.StringIO() if mode == "telemetry-on" else None
+    stream = io.BytesIO() if mode == "telemetry-on" else None
     return telemetry.Telemetry("gw-v1", NoTimers(), counters, tracer=tracing.Tracer(1.0), stream=stream)
 
 

@@ -9,13 +9,17 @@ headers, a traceparent that is not exactly version 00's 55 lower-case characters
 Python code that handles every case.
 
 Why compiled: with the access log and tracing on, these two pieces are about two thirds of telemetry's
-cost per request in Python (`bench.instructions`), and the 15 fields of a line that repeat from one
+cost per request in Python (`bench.instructions`). A batch's lines are written straight into one buffer
+that becomes the bytes the access log's writer sends: no piece is a Python object of its own, and no str
+is joined and then encoded (3,500 instructions a request fewer than str pieces joined; in one process 0.18
+instead of 0.37 µs a line in batches of 128, 0.42 instead of 0.45 in batches of 600 out of cache). And the 15 fields of a line that repeat from one
 request to the next are still formatted once, in Python (`LineFormat._rest`), so the line's format is
 defined in one place.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
 import time
@@ -41,17 +45,6 @@ cdef inline bint _json_safe(const char* s, Py_ssize_t n):
         if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:
             return False
     return True
-
-
-cdef str _request_id_text(bytes request_id):
-    """`"…"` for a request id as the client sent it, escaped as `log_line` escapes it, or null."""
-    if request_id is None:
-        return "null"
-    cdef const char* s = PyBytes_AS_STRING(request_id)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(request_id)
-    if _json_safe(s, n):
-        return '"' + request_id.decode("ascii") + '"'
-    return _quote(request_id.decode("latin-1"))
 
 
 # The cache key's fields (LineFormat's key, in its order), as positions in an entry (log_line.ENTRY_FIELDS):
@@ -83,56 +76,134 @@ cdef inline bint _same_rest(tuple entry, tuple previous):
     return True
 
 
+cdef struct Out:
+    # The batch's text, grown as it is written: one allocation for most batches (LINE_BYTES a line), one
+    # copy into the bytes object at the end.
+    char* data
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+cdef Py_ssize_t LINE_BYTES = 640  # a line with a short path, user agent and principal is about 560
+
+
+cdef int _reserve(Out* out, Py_ssize_t more) except -1:
+    cdef Py_ssize_t capacity = out.capacity or 4096
+    while capacity < out.size + more:
+        capacity *= 2
+    cdef char* data = <char*>realloc(out.data, capacity)
+    if data == NULL:
+        raise MemoryError()
+    out.data = data
+    out.capacity = capacity
+    return 0
+
+
+cdef inline int _put(Out* out, const char* text, Py_ssize_t n) except -1:
+    if out.size + n > out.capacity:
+        _reserve(out, n)
+    memcpy(out.data + out.size, text, n)
+    out.size += n
+    return 0
+
+
+cdef inline int _put_str(Out* out, str text) except -1:
+    """A str's UTF-8 (a compact ASCII str, as every JSON-escaped piece is, hands over its own buffer)."""
+    cdef Py_ssize_t n
+    cdef const char* utf8 = PyUnicode_AsUTF8AndSize(text, &n)
+    return _put(out, utf8, n)
+
+
+cdef inline int _put_long(Out* out, long value) except -1:
+    cdef char digits[24]
+    cdef int start = 24
+    cdef unsigned long rest = <unsigned long>(-value) if value < 0 else <unsigned long>value
+    while True:
+        start -= 1
+        digits[start] = <char>(48 + rest % 10)
+        rest //= 10
+        if rest == 0:
+            break
+    if value < 0:
+        start -= 1
+        digits[start] = b'-'
+    return _put(out, digits + start, 24 - start)
+
+
+cdef int _put_request_id(Out* out, object request_id) except -1:
+    """`"…"` for a request id as the client sent it, escaped as `log_line` escapes it, or null."""
+    if request_id is None:
+        return _put(out, b"null", 4)
+    cdef const char* text = PyBytes_AS_STRING(<bytes?>request_id)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(request_id)
+    if not _json_safe(text, n):
+        return _put_str(out, _quote(request_id.decode("latin-1")))
+    _put(out, b'"', 1)
+    _put(out, text, n)
+    return _put(out, b'"', 1)
+
+
 def format_lines(object line_format, list entries):
-    """`LineFormat.lines` (mesh.proxy.log_line), the same text: the four new fields here, the cached rest
-    from the formatter's own cache, filled by its `_rest` on a miss."""
+    """`LineFormat.lines` (mesh.proxy.log_line), the same bytes: the four new fields written here, the cached
+    rest from the formatter's own cache, filled by its `_rest` on a miss; every piece copied once, into one
+    buffer."""
     cdef dict cached = line_format._cached
     cdef object rest_of = line_format._rest
     cdef long second = line_format._second
     cdef str date = line_format._date
-    cdef list out = []
+    cdef Out out
+    out.data = NULL
+    out.size = out.capacity = 0
     cdef tuple entry, trace
     cdef tuple previous = None
     cdef double wall
     cdef long sec
-    cdef object endpoint, rest = None
-    for entry in entries:
-        wall = entry[0]
-        if not (-MAX_WALL_S < wall < MAX_WALL_S and -MAX_DURATION_S < <double>entry[1] < MAX_DURATION_S):
-            # Never from the proxy's clocks (NaN is caught too): the Python code's text, whatever it is.
-            line_format._second, line_format._date = second, date
-            out.append(line_format.python_lines([entry]))
-            second, date = line_format._second, line_format._date
-            continue
-        if previous is None or not _same_rest(entry, previous):
-            endpoint = entry[ENDPOINT]
-            # (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent, remote,
-            #  principal, direction): LineFormat's key, from ENTRY_FIELDS' positions
-            key = (entry[3], entry[4], entry[5], entry[6], entry[7], entry[8], id(endpoint), entry[10],
-                   entry[14], entry[16], entry[12], entry[11], entry[2])
-            rest = cached.get(key)
-            if rest is None:
-                rest = rest_of(key, endpoint)
-        previous = entry
-        sec = <long>wall
-        if sec != second:
-            second = sec
-            date = _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
-        out.append('{"start_time":"')
-        out.append(date)
-        out.append(_MILLIS[<long>((wall - sec) * 1000)])
-        out.append(str(<long>(<double>entry[1] * 1000)))
-        out.append(',"request_id":')
-        out.append(_request_id_text(entry[15]))
-        if entry[13]:
-            trace = entry[13]
-            out.append(',"trace_id":"' + <str?>trace[0] + '",')
-        else:
-            out.append(',"trace_id":null,')
-        out.append(rest)
-    line_format._second = second
-    line_format._date = date
-    return "".join(out)
+    cdef object endpoint
+    cdef str rest = None
+    cdef bytes odd
+    try:
+        _reserve(&out, LINE_BYTES * len(entries))
+        for entry in entries:
+            wall = entry[0]
+            if not (-MAX_WALL_S < wall < MAX_WALL_S and -MAX_DURATION_S < <double>entry[1] < MAX_DURATION_S):
+                # Never from the proxy's clocks (NaN is caught too): the Python code's text, whatever it is.
+                line_format._second, line_format._date = second, date
+                odd = line_format.python_lines([entry])
+                _put(&out, PyBytes_AS_STRING(odd), PyBytes_GET_SIZE(odd))
+                second, date = line_format._second, line_format._date
+                continue
+            if previous is None or not _same_rest(entry, previous):
+                endpoint = entry[ENDPOINT]
+                # (method, path, status, flag, received, sent, id(endpoint), cluster, authority, user_agent,
+                #  remote, principal, direction): LineFormat's key, from ENTRY_FIELDS' positions
+                key = (entry[3], entry[4], entry[5], entry[6], entry[7], entry[8], id(endpoint), entry[10],
+                       entry[14], entry[16], entry[12], entry[11], entry[2])
+                rest = cached.get(key)
+                if rest is None:
+                    rest = rest_of(key, endpoint)
+            previous = entry
+            sec = <long>wall
+            if sec != second:
+                second = sec
+                date = _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
+            _put(&out, b'{"start_time":"', 15)
+            _put_str(&out, date)
+            _put_str(&out, <str>_MILLIS[<long>((wall - sec) * 1000)])
+            _put_long(&out, <long>(<double>entry[1] * 1000))
+            _put(&out, b',"request_id":', 14)
+            _put_request_id(&out, entry[15])
+            if entry[13]:
+                trace = entry[13]
+                _put(&out, b',"trace_id":"', 13)
+                _put_str(&out, <str?>trace[0])
+                _put(&out, b'",', 2)
+            else:
+                _put(&out, b',"trace_id":null,', 17)
+            _put_str(&out, rest)
+        line_format._second = second
+        line_format._date = date
+        return PyBytes_FromStringAndSize(out.data, out.size)
+    finally:
+        free(out.data)
 
 
 cdef inline bint _lower_hex(const char* s, Py_ssize_t n):

@@ -69,17 +69,17 @@ class LineFormat:
         # endpoint can take the same id meanwhile.
         self._endpoints: list[Any] = []
 
-    def line(self, entry: tuple) -> str:
+    def line(self, entry: tuple) -> bytes:
         return self.lines([entry])
 
-    def lines(self, entries: list[tuple]) -> str:
-        """The lines of a batch, as one text: compiled when the helpers are built (the same text; their new
+    def lines(self, entries: list[tuple]) -> bytes:
+        """The lines of a batch, as the bytes the access log writes (ASCII: every field is JSON-escaped): compiled when the helpers are built (the same text; their new
         fields written in C, the cached rest from this formatter's `_rest`), else `python_lines`."""
         if _speedups is not None:
             return _speedups.format_lines(self, entries)
         return self.python_lines(entries)
 
-    def python_lines(self, entries: list[tuple]) -> str:
+    def python_lines(self, entries: list[tuple]) -> bytes:
         """`lines` in pure Python. Everything is written out in this loop, the start time too, and each
         line's pieces go to one list, joined once: a call or a string built per line would cost a tenth of
         a line each."""
@@ -98,7 +98,7 @@ class LineFormat:
                     ',"request_id":', _quote(request_id.decode("latin-1")) if request_id is not None else "null",
                     ',"trace_id":', f'"{trace[0]}",' if trace else "null,", rest)  # trace: a tracing.Span
         self._second, self._date = second, date
-        return "".join(out)
+        return "".join(out).encode()
 
     def _rest(self, key: tuple, endpoint: Any) -> str:
         """Every field but the four new ones, formatted once per distinct set of values."""

@@ -48,13 +48,12 @@ class ThreadedWriter:
         self._thread = threading.Thread(target=self._run, name="weir-access-log", daemon=True)
         self._thread.start()
 
-    def write(self, text: str) -> None:
-        data = text.encode()  # the lines are ASCII (JSON-escaped): a copy, never an error
+    def write(self, data: bytes) -> None:
         if not data:  # nothing to write, and a writev of empty buffers only would never end `_write_all`
             return
         with self._lock:
             if self._unwritten + len(data) > self._max:
-                self._counters.inc(DROPPED, amount=text.count("\n"), kind="access_log")
+                self._counters.inc(DROPPED, amount=data.count(b"\n"), kind="access_log")
                 return
             self._unwritten += len(data)
         self._kept.append(data)

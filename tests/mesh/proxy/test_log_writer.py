@@ -33,26 +33,26 @@ def test_write_and_flush_never_block_and_what_waits_is_bounded():
     read_end, write_end = os.pipe()
     counters = stats.Counters()
     writer = log_writer.ThreadedWriter(write_end, counters, max_bytes=200_000)
-    big = "x" * 99_999 + "\n"  # more than the pipe holds: the thread blocks on it
+    big = b"x" * 99_999 + b"\n"  # more than the pipe holds: the thread blocks on it
     writer.write(big)
     writer.flush()
-    writer.write("aaaa\n")  # kept at once although the thread is blocked
+    writer.write(b"aaaa\n")  # kept at once although the thread is blocked
     writer.write(big)  # 200,005 bytes would wait: dropped and counted
     writer.flush()
     assert counters.get(log_writer.DROPPED, kind="access_log") == 1
-    assert read_until(read_end, big.encode() + b"aaaa\n") == big.encode() + b"aaaa\n"
+    assert read_until(read_end, big + b"aaaa\n") == big + b"aaaa\n"
     os.close(read_end)
 
 
 def test_the_thread_wakes_once_per_flush_and_writes_every_slice_in_order():
     read_end, write_end = os.pipe()
     writer = log_writer.ThreadedWriter(write_end, stats.Counters())
-    writer.write("a\n")
-    writer.write("")  # kept as nothing
-    writer.write("b\n")
+    writer.write(b"a\n")
+    writer.write(b"")  # kept as nothing
+    writer.write(b"b\n")
     assert writer._queue.qsize() == 0 and len(writer._kept) == 2  # kept, not handed over: no wake-up per slice
     writer.flush()
-    writer.write("c\n")
+    writer.write(b"c\n")
     writer.flush()
     writer.flush()  # nothing kept: nothing handed over
     assert read_until(read_end, b"a\nb\nc\n") == b"a\nb\nc\n"
@@ -65,16 +65,16 @@ def test_a_flush_that_never_ends_still_hands_its_text_over():
     read_end, write_end = os.pipe()
     counters = stats.Counters()
     writer = log_writer.ThreadedWriter(write_end, counters)
-    slice_text = "".join(f"{i:07d}{'y' * 471}\n" for i in range(128))  # 128 lines of 480 bytes
+    slice_text = "".join(f"{i:07d}{'y' * 471}\n" for i in range(128)).encode()  # 128 lines of 480 bytes
     slices = log_writer.HANDOVER_BYTES // len(slice_text) + 1  # just past one handover, and no flush
     for _ in range(slices):
         writer.write(slice_text)
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(read_until(read_end, slice_text.encode() * slices)),
+    reader = threading.Thread(target=lambda: got.append(read_until(read_end, slice_text * slices)),
                               daemon=True)
     reader.start()
     reader.join(30)
-    assert got == [slice_text.encode() * slices], "written without a flush"
+    assert got == [slice_text * slices], "written without a flush"
     assert counters.get(log_writer.DROPPED, kind="access_log") == 0
     os.close(read_end)
 
@@ -105,7 +105,7 @@ def test_a_batch_the_descriptor_refuses_is_counted_at_the_next_flush():
     os.close(read_end)  # stdout gone: EPIPE (Python ignores SIGPIPE)
     counters = stats.Counters()
     writer = log_writer.ThreadedWriter(write_end, counters)
-    writer.write("a\nb\n")
+    writer.write(b"a\nb\n")
     assert writer.close(timeout_s=10)  # the thread has tried, and ended
     writer.flush()
     assert counters.get(log_writer.DROPPED, kind="access_log") == 2
@@ -115,6 +115,6 @@ def test_a_batch_the_descriptor_refuses_is_counted_at_the_next_flush():
 def test_at_exit_a_stalled_pipe_holds_the_proxy_no_longer_than_the_timeout():
     read_end, write_end = os.pipe()
     writer = log_writer.ThreadedWriter(write_end, stats.Counters())
-    writer.write("x" * 200_000 + "\n")  # more than a pipe holds, and nobody reads
+    writer.write(b"x" * 200_000 + b"\n")  # more than a pipe holds, and nobody reads
     assert writer.close(timeout_s=0.05) is False
     os.close(read_end)  # the thread's write fails (EPIPE) and it ends

@@ -1,5 +1,5 @@
 """Per-request telemetry (mesh.proxy.telemetry) with fake exchanges, a fake loop that records timers and
-tasks, a StringIO access log and a frozen wall clock: nothing written before the flush, one JSON line per
+tasks, a BytesIO access log and a frozen wall clock: nothing written before the flush, one JSON line per
 request after it, bounded pending lists that count what they drop, and spans exported only for sampled
 traces to the exporters there are."""
 
@@ -60,8 +60,8 @@ class FakeLoop:
             asyncio.run(coro)
 
 
-class BrokenStream(io.StringIO):
-    def write(self, text: str) -> int:
+class BrokenStream(io.BytesIO):
+    def write(self, data: bytes) -> int:
         raise OSError(28, "No space left on device")
 
 
@@ -88,26 +88,26 @@ def make(stream=None, exporters=(), tracer=None, workload="gw-v1"):
     return tel, loop, counters
 
 
-def lines(stream: io.StringIO) -> list[dict]:
+def lines(stream: io.BytesIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 # -- access log -------------------------------------------------------------------------------------------------
 
 def test_nothing_is_written_until_the_flush():
-    stream = io.StringIO()
+    stream = io.BytesIO()
     tel, loop, _ = make(stream)
     tel.record(exchange(), "outbound", DURATION)
     tel.record(exchange("/other"), "outbound", DURATION)
-    assert stream.getvalue() == ""
+    assert stream.getvalue() == b""
     assert [delay for delay, _ in loop.timers] == [telemetry.FLUSH_S]  # one timer for the batch
     loop.fire()
     assert [line["path"] for line in lines(stream)] == ["/books?id=1", "/other"]
-    assert stream.getvalue().count("\n") == 2 and loop.timers == []  # nothing left: no new timer
+    assert stream.getvalue().count(b"\n") == 2 and loop.timers == []  # nothing left: no new timer
 
 
 def test_an_access_log_line_has_envoys_fields():
-    stream = io.StringIO()
+    stream = io.BytesIO()
     tel, loop, _ = make(stream)
     tel.record(exchange(), "outbound", DURATION)
     loop.fire()
@@ -120,7 +120,7 @@ def test_an_access_log_line_has_envoys_fields():
 
 
 def test_a_forwarded_request_logs_the_ids_noted_as_its_head_was_built():
-    stream = io.StringIO()
+    stream = io.BytesIO()
     tel, loop, _ = make(stream)
     forwarded = exchange(headers=[(b"host", b"books:9080")])
     forwarded.request_id, forwarded.user_agent = b"generated-1", b'agent "quoted"'
@@ -131,7 +131,7 @@ def test_a_forwarded_request_logs_the_ids_noted_as_its_head_was_built():
 
 
 def test_a_local_answer_without_upstream_or_trace_or_request_id():
-    stream = io.StringIO()
+    stream = io.BytesIO()
     tel, loop, _ = make(stream)
     tel.record(exchange(trace=None, upstream=False, status=404, headers=[]), "inbound", 0.0)
     loop.fire()
@@ -153,7 +153,7 @@ def test_with_telemetry_off_nothing_is_kept_not_even_recent_entries():
     loop, counters = FakeLoop(), stats.Counters()
     tel = telemetry.Telemetry("gw-v1", loop, counters, stream=None, keep_recent=False)
     assert not tel.recording
-    tel.record(SimpleNamespace(), "outbound", DURATION)  # returns before reading anything of the exchange
+    tel.record(exchange(), "outbound", DURATION)  # (the proxy does not even call it: `recording` is False)
     assert tel.recent_dicts(5) == [] and tel.logs == [] and tel.spans == [] and loop.timers == []
 
 
@@ -166,7 +166,7 @@ def test_the_proxy_flag_telemetry_off_builds_a_telemetry_that_records_nothing():
 
 
 def test_recent_dicts_newest_last_and_bounded():
-    tel, _, _ = make(io.StringIO())
+    tel, _, _ = make(io.BytesIO())
     for i in range(telemetry.RECENT + 5):
         tel.record(exchange(f"/r{i}"), "outbound", DURATION)
     last = telemetry.RECENT + 4
@@ -178,7 +178,7 @@ def test_recent_dicts_newest_last_and_bounded():
 
 def test_pending_log_lines_are_bounded_and_drops_counted(monkeypatch):
     monkeypatch.setattr(telemetry, "MAX_PENDING", 3)
-    stream = io.StringIO()
+    stream = io.BytesIO()
     tel, loop, counters = make(stream)
     for i in range(5):
         tel.record(exchange(f"/r{i}"), "outbound", DURATION)
@@ -192,7 +192,7 @@ def test_pending_log_lines_are_bounded_and_drops_counted(monkeypatch):
 
 @pytest.mark.parametrize("broken", [BrokenStream, "closed"])
 def test_a_failing_stream_counts_drops_and_does_not_raise(broken):
-    stream = BrokenStream() if broken is BrokenStream else io.StringIO()
+    stream = BrokenStream() if broken is BrokenStream else io.BytesIO()
     if broken == "closed":
         stream.close()  # write raises ValueError
     tel, loop, counters = make(stream)
@@ -319,7 +319,7 @@ def test_pending_spans_are_bounded_in_bytes_while_the_exporter_is_stalled(monkey
 
 
 def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
-    stream, collector = io.StringIO(), Collector()
+    stream, collector = io.BytesIO(), Collector()
     tel, loop, _ = make(stream, exporters=(collector,), tracer=tracing.Tracer(100.0, random.Random(5)))
     expected_trace, _, _, expected_span, _ = tracing.Tracer(100.0, random.Random(5)).start([])
     tel.record(exchange(trace=None, upstream=False), "inbound", DURATION)
@@ -336,7 +336,7 @@ def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
 
 def test_a_large_flush_is_cut_into_slices_served_between_requests(monkeypatch):
     monkeypatch.setattr(telemetry, "FLUSH_SLICE", 3)
-    tel, loop, _ = make(stream=io.StringIO())
+    tel, loop, _ = make(stream=io.BytesIO())
     for i in range(7):
         tel.record(exchange(f"/r{i}"), "outbound", DURATION)
     slices = 0
