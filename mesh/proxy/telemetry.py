@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -76,13 +75,13 @@ class Telemetry:
                  "span_bytes", "recording", "_flush", "_exporting")
 
     def __init__(self, workload: str, loop: asyncio.AbstractEventLoop, counters: Any, *,
-                 tracer: tracing.Tracer | None = None, stream: IO[str] | None = sys.stdout,
+                 tracer: tracing.Tracer | None = None, stream: IO[bytes] | None = None,
                  exporters: tuple[Exporter, ...] = (), keep_recent: bool = True) -> None:
         self.workload = workload
         self.lines = log_line.LineFormat(workload)
         self.loop = loop
         self.tracer = tracer  # None: no spans, trace headers passed on untouched
-        self.stream = stream  # None: no access log
+        self.stream = stream  # binary (`log_writer.ThreadedWriter`); None: no access log
         self.exporters = exporters
         self.counters = counters
         self.recent: deque[tuple] = deque(maxlen=RECENT if keep_recent else 0)
@@ -95,10 +94,9 @@ class Telemetry:
         self.recording = keep_recent or stream is not None or bool(exporters)
 
     def record(self, exchange: Exchange, direction: str, duration_s: float) -> None:
-        """Keep what the exchange knows; formatting waits for the flush."""
-        if not self.recording:
-            return
-        target = exchange.target
+        """Keep what the exchange knows; formatting waits for the flush. Called once per request, when
+        `recording` (the caller checks): attributes are read once each, and the access log's entry is kept
+        here, without a call of its own."""
         trace = exchange.trace
         request_id = exchange.request_id
         if request_id is None:  # answered locally: no upstream head was built, which notes both headers
@@ -107,30 +105,37 @@ class Telemetry:
                 trace = self.tracer.start(exchange.head.headers)
         else:
             user_agent = exchange.user_agent
+        target = exchange.target
+        if target is None:
+            endpoint, cluster = None, ""
+        else:
+            endpoint, cluster = target.endpoint, target.cluster
+            cluster = cluster.spec.name if cluster is not None else ""
+        conn = exchange.conn
         entry = (time.time() - duration_s, duration_s, direction, exchange.method, exchange.head.path,
-                 exchange.status, exchange.flag, exchange.body_size, exchange.bytes_sent,
-                 target.endpoint if target is not None else None,
-                 target.cluster.spec.name if target is not None and target.cluster is not None else "",
-                 exchange.conn.peer_identity, exchange.conn.peer_ip, trace, exchange.host_header, request_id,
-                 user_agent)
+                 exchange.status, exchange.flag, exchange.body_size, exchange.bytes_sent, endpoint, cluster,
+                 conn.peer_identity, conn.peer_ip, trace, exchange.host_header, request_id, user_agent)
         self.recent.append(entry)
         if self.stream is not None:
-            self._keep(self.logs, entry, "access_log")
-        if trace is not None and trace[tracing.SAMPLED] and self.exporters:
-            size = entry_bytes(entry)
-            if self.span_bytes + size > MAX_PENDING_SPAN_BYTES:
-                self.counters.inc("telemetry_dropped_total", kind="span")
-            elif self._keep(self.spans, entry, "span"):
-                self.span_bytes += size
+            logs = self.logs
+            if len(logs) < MAX_PENDING:
+                logs.append(entry)
+                if self._flush is None:
+                    self._flush = self.loop.call_later(FLUSH_S, self.flush)
+            else:
+                self.counters.inc("telemetry_dropped_total", kind="access_log")
+        if self.exporters and trace is not None and trace[tracing.SAMPLED]:
+            self._keep_span(entry)
 
-    def _keep(self, pending: list, entry: tuple, kind: str) -> bool:
-        if len(pending) >= MAX_PENDING:
-            self.counters.inc("telemetry_dropped_total", kind=kind)
-            return False
-        pending.append(entry)
+    def _keep_span(self, entry: tuple) -> None:
+        size = entry_bytes(entry)
+        if len(self.spans) >= MAX_PENDING or self.span_bytes + size > MAX_PENDING_SPAN_BYTES:
+            self.counters.inc("telemetry_dropped_total", kind="span")
+            return
+        self.spans.append(entry)
+        self.span_bytes += size
         if self._flush is None:
             self._flush = self.loop.call_later(FLUSH_S, self.flush)
-        return True
 
     # -- formatting and output (every FLUSH_S, not per request) -----------------------------------------------
     def entry_dict(self, entry: tuple) -> dict[str, Any]:
@@ -158,7 +163,7 @@ class Telemetry:
     def recent_dicts(self, limit: int) -> list[dict[str, Any]]:
         return [self.entry_dict(e) for e in list(self.recent)[-limit:]] if limit > 0 else []
 
-    def log_line(self, entry: tuple) -> str:
+    def log_line(self, entry: tuple) -> bytes:
         return self.lines.line(entry)
 
     def flush(self) -> None:
