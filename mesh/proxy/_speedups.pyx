@@ -18,9 +18,9 @@ defined in one place.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import time
 from json.encoder import encode_basestring_ascii as _quote
@@ -29,9 +29,8 @@ cdef object _gmtime = time.gmtime
 cdef object _strftime = time.strftime
 # Envoy truncates the start time to milliseconds; each one's text, with what follows it up to the duration.
 cdef tuple _MILLIS = tuple([f'.{ms:03d}Z","duration":' for ms in range(1000)])
-cdef str _ZERO_TRACE = "0" * 32
-cdef str _ZERO_SPAN = "0" * 16
 cdef str _ONE_TRACE = "0" * 31 + "1"  # ids are never all zero (W3C): a zero draw becomes 1
+cdef bytes _ONE_TRACE_BYTES = _ONE_TRACE.encode("ascii")
 cdef str _ONE_SPAN = "0" * 15 + "1"
 cdef Py_ssize_t TRACEPARENT_BYTES = 55  # 00-<32 hex>-<16 hex>-<2 hex>
 
@@ -222,63 +221,81 @@ cdef inline bint _odd_hex(unsigned char c):
     return (c & 1) == (1 if c <= 0x39 else 0)
 
 
-cdef inline str _nonzero_span(str span):
-    return span if span != _ZERO_SPAN else _ONE_SPAN
+cdef inline bint _zeros(const char* text, Py_ssize_t n):
+    cdef Py_ssize_t i
+    for i in range(n):
+        if text[i] != b'0':
+            return False
+    return True
+
+
+cdef inline str _ascii(const char* text, Py_ssize_t n):
+    return PyUnicode_DecodeASCII(text, n, NULL)
 
 
 cdef class TraceIds:
     """`Tracer.begin`'s two common cases (mesh.proxy.tracing): no trace header (a new root) and one valid
-    `traceparent` (joined), with the pool of random hex the ids are cut from. Every other case goes to
-    `general`, the pure-Python `begin`."""
+    `traceparent` (joined), with the pool of random hex the ids are cut from: the same draws as the Python
+    code's pool, kept as bytes, so that an id is one str made from the pool's characters (no slice, no
+    intermediate text) and sampling is a comparison of bytes. Every other case goes to `general`, the
+    pure-Python `begin`."""
 
     cdef object _rng
-    cdef str _pool
+    cdef bytes _pool
     cdef Py_ssize_t _used
     cdef Py_ssize_t _pool_hex
-    cdef str _sampled_below
+    cdef bytes _sampled_below  # Tracer's threshold as ASCII: "g" above every id, "" below all, else 32 hex
     cdef object _general
 
     def __init__(self, rng, Py_ssize_t pool_hex, str sampled_below, general):
         self._rng = rng
-        self._pool = ""
+        self._pool = b""
         self._pool_hex = pool_hex
         self._used = pool_hex
-        self._sampled_below = sampled_below
+        self._sampled_below = sampled_below.encode("ascii")
         self._general = general
 
-    cdef str _take(self, Py_ssize_t n):
+    cdef const char* _take(self, Py_ssize_t n) except NULL:
         cdef Py_ssize_t used = self._used
         if used > self._pool_hex - n:
-            self._pool = self._rng.randbytes(self._pool_hex // 2).hex()
+            self._pool = self._rng.randbytes(self._pool_hex // 2).hex().encode("ascii")
             used = 0
         self._used = used + n
-        return self._pool[used:used + n]
+        return PyBytes_AS_STRING(self._pool) + used
+
+    cdef inline str _span(self):
+        cdef const char* span = self._take(16)
+        return _ONE_SPAN if _zeros(span, 16) else _ascii(span, 16)
+
+    cdef inline bint _sampled(self, const char* trace_id):
+        """`trace_id < sampled_below` as the Python code compares the two str (both ASCII: byte order)."""
+        cdef Py_ssize_t below = PyBytes_GET_SIZE(self._sampled_below)
+        cdef int order = memcmp(trace_id, PyBytes_AS_STRING(self._sampled_below), below if below < 32 else 32)
+        return order < 0 or (order == 0 and below > 32)
 
     def span_id(self):
-        return _nonzero_span(self._take(16))
+        return self._span()
 
     def begin(self, bytes traceparent, bint b3, list headers):
         cdef const char* s
-        cdef str trace_id, parent_id, span_id
+        cdef const char* ids
+        cdef str span_id
         if b3:
             return self._general(traceparent, b3, headers)
-        if traceparent is None:  # a new root
+        if traceparent is None:  # a new root: its trace id and span id cut from one draw of 48
             ids = self._take(48)
-            trace_id = ids[:32]
-            span_id = _nonzero_span(ids[32:])
-            if trace_id == _ZERO_TRACE:
-                trace_id = _ONE_TRACE
-            return trace_id, "", trace_id < self._sampled_below, span_id, False
+            span_id = _ONE_SPAN if _zeros(ids + 32, 16) else _ascii(ids + 32, 16)
+            if _zeros(ids, 32):
+                return _ONE_TRACE, "", self._sampled(PyBytes_AS_STRING(_ONE_TRACE_BYTES)), span_id, False
+            return _ascii(ids, 32), "", self._sampled(ids), span_id, False
         s = PyBytes_AS_STRING(traceparent)
         if not (PyBytes_GET_SIZE(traceparent) == TRACEPARENT_BYTES and s[0] == b'0' and s[1] == b'0'
                 and s[2] == b'-' and s[35] == b'-' and s[52] == b'-' and _lower_hex(s + 3, 32)
                 and _lower_hex(s + 36, 16) and _lower_hex(s + 53, 2)):
             return self._general(traceparent, b3, headers)
-        trace_id = traceparent[3:35].decode("ascii")
-        parent_id = traceparent[36:52].decode("ascii")
-        if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:  # invalid: the general path starts a root
+        if _zeros(s + 3, 32) or _zeros(s + 36, 16):  # invalid: the general path starts a root
             return self._general(traceparent, b3, headers)
-        return trace_id, parent_id, _odd_hex(<unsigned char>s[54]), self.span_id(), False
+        return _ascii(s + 3, 32), _ascii(s + 36, 16), _odd_hex(<unsigned char>s[54]), self._span(), False
 
 
 def traceparent_line(tuple span):
