@@ -73,8 +73,9 @@ class LineFormat:
         return self.lines([entry])
 
     def lines(self, entries: list[tuple]) -> bytes:
-        """The lines of a batch, as the bytes the access log writes (ASCII: every field is JSON-escaped): compiled when the helpers are built (the same text; their new
-        fields written in C, the cached rest from this formatter's `_rest`), else `python_lines`."""
+        """The lines of a batch, as the bytes the access log writes (ASCII: every field is JSON-escaped):
+        compiled when the helpers are built (the same bytes; their new fields written in C into one buffer, the
+        cached rest from this formatter's `_rest`), else `python_lines`."""
         if _speedups is not None:
             return _speedups.format_lines(self, entries)
         return self.python_lines(entries)
