@@ -233,6 +233,11 @@ cdef inline str _ascii(const char* text, Py_ssize_t n):
     return PyUnicode_DecodeASCII(text, n, NULL)
 
 
+cdef inline str _span_at(const char* span):
+    """The span id of 16 hex characters at `span`: never all zero (W3C), a zero draw becomes 1."""
+    return _ONE_SPAN if _zeros(span, 16) else _ascii(span, 16)
+
+
 cdef class TraceIds:
     """`Tracer.begin`'s two common cases (mesh.proxy.tracing): no trace header (a new root) and one valid
     `traceparent` (joined), with the pool of random hex the ids are cut from: the same draws as the Python
@@ -264,8 +269,7 @@ cdef class TraceIds:
         return PyBytes_AS_STRING(self._pool) + used
 
     cdef inline str _span(self):
-        cdef const char* span = self._take(16)
-        return _ONE_SPAN if _zeros(span, 16) else _ascii(span, 16)
+        return _span_at(self._take(16))
 
     cdef inline bint _sampled(self, const char* trace_id):
         """`trace_id < sampled_below` as the Python code compares the two str (both ASCII: byte order)."""
@@ -284,7 +288,7 @@ cdef class TraceIds:
             return self._general(traceparent, b3, headers)
         if traceparent is None:  # a new root: its trace id and span id cut from one draw of 48
             ids = self._take(48)
-            span_id = _ONE_SPAN if _zeros(ids + 32, 16) else _ascii(ids + 32, 16)
+            span_id = _span_at(ids + 32)
             if _zeros(ids, 32):
                 return _ONE_TRACE, "", self._sampled(PyBytes_AS_STRING(_ONE_TRACE_BYTES)), span_id, False
             return _ascii(ids, 32), "", self._sampled(ids), span_id, False
