@@ -1,6 +1,7 @@
 """The compiled telemetry helpers (mesh.proxy._speedups) against the pure-Python reference, on generated
-input: the same access log text, the same spans from the same random draws, the same trace lines. And the
-switch that turns them off (WEIR_NO_EXTENSIONS)."""
+input: the same access log text, the same spans from the same random draws (the Python tracer drawing its ids
+with the compiled generator, tests/mesh/proxy/xoshiro.py), the same trace lines. The compiled id pool against
+xoshiro256**'s published outputs. And the switch that turns the helpers off (WEIR_NO_EXTENSIONS)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mesh.proxy import compiled, log_line, tracing
 from mesh.view import model
 from tests.mesh.proxy.implementations import require_compiled
 from tests.mesh.proxy.test_log_line import BASE, entry
+from tests.mesh.proxy.xoshiro import Xoshiro256, XoshiroTracer
 
 HEX = "0123456789abcdef"
 hex_text = st.text(st.sampled_from(HEX), min_size=1, max_size=40)
@@ -26,10 +28,11 @@ def speedups():
 
 
 def python_tracer(percent: float, seed: int) -> tracing.Tracer:
+    """The pure-Python tracer, drawing its ids as the compiled one does (xoshiro256** seeded from the rng)."""
     saved = tracing._speedups
     tracing._speedups = None
     try:
-        return tracing.Tracer(percent, random.Random(seed))
+        return XoshiroTracer(percent, random.Random(seed))
     finally:
         tracing._speedups = saved
 
@@ -127,6 +130,37 @@ def test_compiled_begin_gives_the_python_span_from_the_same_draws(speedups, trac
 def test_compiled_upstream_lines_are_the_python_ones(speedups, trace_id, span_id, parent, sampled, b3):
     span = (trace_id, parent, sampled, span_id, b3)
     assert tracing._upstream_lines_of(speedups)(span) == tracing.python_upstream_lines(span)
+
+
+class FixedSeed(random.Random):
+    def __init__(self, seed: int) -> None:
+        super().__init__(0)
+        self.seed_bits = seed
+
+    def getrandbits(self, k: int) -> int:
+        return self.seed_bits
+
+
+def test_the_compiled_id_pool_is_xoshiro256_starstar_as_published(speedups):
+    # The reference C code's first outputs from the state {1, 2, 3, 4}; 0 is never an id (W3C), it becomes 1.
+    tracer = tracing.Tracer(100.0, FixedSeed(1 | 2 << 64 | 3 << 128 | 4 << 192))
+    assert [tracer.span_id() for _ in range(4)] == [f"{11520:016x}", "0" * 15 + "1", f"{1509978240:016x}",
+                                                    f"{1215971899390074240:016x}"]
+
+
+@settings(max_examples=20)
+@given(seed=st.integers(0, 2**256 - 1))
+def test_the_compiled_id_pool_is_the_python_reference_across_refills(speedups, seed):
+    fast = tracing.Tracer(100.0, FixedSeed(seed))
+    reference = Xoshiro256(seed)
+    words = [f"{reference.next():016x}" for _ in range(3 * tracing.ID_POOL_HEX // 16)]
+    assert [fast.span_id() for _ in range(len(words))] == [w if w != "0" * 16 else "0" * 15 + "1" for w in words]
+
+
+@pytest.mark.parametrize("pool_hex", [0, 32, 100])
+def test_an_id_pool_that_cannot_hold_whole_ids_is_refused(speedups, pool_hex):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        speedups.TraceIds(random.Random(1), pool_hex, "g", None)
 
 
 def test_a_span_with_ids_of_the_wrong_length_is_refused_not_overrun(speedups):
