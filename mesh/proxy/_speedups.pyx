@@ -24,7 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
@@ -51,9 +51,8 @@ cdef object _gmtime = time.gmtime
 cdef object _strftime = time.strftime
 # Envoy truncates the start time to milliseconds; each one's text, with what follows it up to the duration.
 cdef tuple _MILLIS = tuple([f'.{ms:03d}Z","duration":' for ms in range(1000)])
-cdef str _ONE_TRACE = "0" * 31 + "1"  # ids are never all zero (W3C): a zero draw becomes 1
-cdef bytes _ONE_TRACE_BYTES = _ONE_TRACE.encode("ascii")
-cdef str _ONE_SPAN = "0" * 15 + "1"
+cdef bytes _ONE_TRACE = b"0" * 31 + b"1"  # ids are never all zero (W3C): a zero draw becomes 1
+cdef bytes _ONE_SPAN = b"0" * 15 + b"1"
 cdef Py_ssize_t TRACEPARENT_BYTES = 55  # 00-<32 hex>-<16 hex>-<2 hex>
 
 
@@ -150,6 +149,10 @@ cdef inline int _put(Out* out, const char* text, Py_ssize_t n) except -1:
     return 0
 
 
+cdef inline int _put_bytes(Out* out, bytes data) except -1:
+    return _put(out, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
 cdef inline int _put_str(Out* out, str text) except -1:
     """A str's UTF-8 (a compact ASCII str, as every JSON-escaped piece is, hands over its own buffer)."""
     cdef Py_ssize_t n
@@ -239,7 +242,7 @@ def format_lines(object line_format, list entries):
             if entry[13]:
                 trace = entry[13]
                 _put(&out, b',"trace_id":"', 13)
-                _put_str(&out, <str?>trace[0])
+                _put_bytes(&out, <bytes?>trace[0])
                 _put(&out, b'",', 2)
             else:
                 _put(&out, b',"trace_id":null,', 17)
@@ -277,13 +280,13 @@ cdef inline bint _zeros(const char* text, Py_ssize_t n):
     return True
 
 
-cdef inline str _ascii(const char* text, Py_ssize_t n):
-    return PyUnicode_DecodeASCII(text, n, NULL)
+cdef inline bytes _id(const char* text, Py_ssize_t n):
+    return PyBytes_FromStringAndSize(text, n)
 
 
-cdef inline str _span_at(const char* span):
+cdef inline bytes _span_at(const char* span):
     """The span id of 16 hex characters at `span`: never all zero (W3C), a zero draw becomes 1."""
-    return _ONE_SPAN if _zeros(span, 16) else _ascii(span, 16)
+    return _ONE_SPAN if _zeros(span, 16) else _id(span, 16)
 
 
 # Each byte's two hex digits: a pool is written two digits at a time.
@@ -318,7 +321,7 @@ cdef class TraceIds:
     def __cinit__(self):
         self._pool = NULL
 
-    def __init__(self, rng, Py_ssize_t pool_hex, str sampled_below, general):
+    def __init__(self, rng, Py_ssize_t pool_hex, bytes sampled_below, general):
         if pool_hex < 48 or pool_hex % 16:
             raise ValueError("the id pool holds a multiple of 16 hex digits, at least 48 (a root's ids)")
         self._pool = <char*>malloc(pool_hex)
@@ -329,7 +332,7 @@ cdef class TraceIds:
             self._state[i] = (seed >> (64 * i)) & 0xFFFFFFFFFFFFFFFF
         self._pool_hex = pool_hex
         self._used = pool_hex
-        self._sampled_below = sampled_below.encode("ascii")
+        self._sampled_below = sampled_below
         self._general = general
 
     def __dealloc__(self):
@@ -366,11 +369,11 @@ cdef class TraceIds:
         self._used = used + n
         return self._pool + used
 
-    cdef inline str _span(self):
+    cdef inline bytes _span(self):
         return _span_at(self._take(16))
 
     cdef inline bint _sampled(self, const char* trace_id):
-        """`trace_id < sampled_below` as the Python code compares the two str (both ASCII: byte order)."""
+        """`trace_id < sampled_below`, as the Python code compares the two bytes."""
         cdef Py_ssize_t below = PyBytes_GET_SIZE(self._sampled_below)
         cdef int order = memcmp(trace_id, PyBytes_AS_STRING(self._sampled_below), below if below < 32 else 32)
         return order < 0 or (order == 0 and below > 32)
@@ -379,24 +382,24 @@ cdef class TraceIds:
         return self._span()
 
     def draw(self):
-        """A pool of fresh digits as str, for the Python code's own pool (`Tracer._refill`): the cases it
-        handles draw from the same generator."""
+        """A pool of fresh digits, for the Python code's own pool (`Tracer._refill`): the cases it handles
+        draw from the same generator."""
         cdef bytes digits = PyBytes_FromStringAndSize(NULL, self._pool_hex)
         self._fill(PyBytes_AS_STRING(digits))
-        return _ascii(PyBytes_AS_STRING(digits), self._pool_hex)
+        return digits
 
     def begin(self, bytes traceparent, bint b3, list headers):
         cdef const char* s
         cdef const char* ids
-        cdef str span_id
+        cdef bytes span_id
         if b3:
             return self._general(traceparent, b3, headers)
         if traceparent is None:  # a new root: its trace id and span id cut from one draw of 48
             ids = self._take(48)
             span_id = _span_at(ids + 32)
             if _zeros(ids, 32):
-                return _ONE_TRACE, "", self._sampled(PyBytes_AS_STRING(_ONE_TRACE_BYTES)), span_id, False
-            return _ascii(ids, 32), "", self._sampled(ids), span_id, False
+                return _ONE_TRACE, b"", self._sampled(PyBytes_AS_STRING(_ONE_TRACE)), span_id, False
+            return _id(ids, 32), b"", self._sampled(ids), span_id, False
         s = PyBytes_AS_STRING(traceparent)
         if not (PyBytes_GET_SIZE(traceparent) == TRACEPARENT_BYTES and s[0] == b'0' and s[1] == b'0'
                 and s[2] == b'-' and s[35] == b'-' and s[52] == b'-' and _lower_hex(s + 3, 32)
@@ -404,7 +407,7 @@ cdef class TraceIds:
             return self._general(traceparent, b3, headers)
         if _zeros(s + 3, 32) or _zeros(s + 36, 16):  # invalid: the general path starts a root
             return self._general(traceparent, b3, headers)
-        return _ascii(s + 3, 32), _ascii(s + 36, 16), _odd_hex(<unsigned char>s[54]), self._span(), False
+        return _id(s + 3, 32), _id(s + 36, 16), _odd_hex(<unsigned char>s[54]), self._span(), False
 
 
 def traceparent_line(tuple span):
@@ -414,10 +417,11 @@ def traceparent_line(tuple span):
 
 
 cdef bytes _traceparent_line(tuple span):
-    cdef Py_ssize_t trace_len, span_len
-    cdef const char* trace_id = PyUnicode_AsUTF8AndSize(<str>span[0], &trace_len)
-    cdef const char* span_id = PyUnicode_AsUTF8AndSize(<str>span[3], &span_len)
-    if trace_len != 32 or span_len != 16:
+    cdef bytes trace = <bytes?>span[0]
+    cdef bytes this_span = <bytes?>span[3]
+    cdef const char* trace_id = PyBytes_AS_STRING(trace)
+    cdef const char* span_id = PyBytes_AS_STRING(this_span)
+    if PyBytes_GET_SIZE(trace) != 32 or PyBytes_GET_SIZE(this_span) != 16:
         raise ValueError("a span's ids are 32 and 16 hex characters")
     cdef bytes line = PyBytes_FromStringAndSize(NULL, 70)
     cdef char* out = PyBytes_AS_STRING(line)

@@ -97,7 +97,7 @@ class LineFormat:
                 second, date = sec, _strftime("%Y-%m-%dT%H:%M:%S", _gmtime(sec))
             out += (_START, date, _MILLIS[int((wall - sec) * 1000)], f"{int(duration_s * 1000)}",
                     ',"request_id":', _quote(request_id.decode("latin-1")) if request_id is not None else "null",
-                    ',"trace_id":', f'"{trace[0]}",' if trace else "null,", rest)  # trace: a tracing.Span
+                    ',"trace_id":', f'"{trace[0].decode()}",' if trace else "null,", rest)  # a tracing.Span
         self._second, self._date = second, date
         return "".join(out).encode()
 

@@ -146,10 +146,10 @@ class Telemetry:
     def span_dict(self, entry: tuple) -> dict[str, Any]:
         (wall, duration_s, direction, method, path, status, flag, _, _, endpoint, cluster, principal, _,
          trace, host, request_id, _) = entry
-        trace_id, parent_id, _, span_id, _ = trace
+        trace_id, parent_id, _, span_id, _ = trace  # ASCII bytes (tracing.Span)
         authority = host.decode("latin-1")
         return {
-            "traceId": trace_id, "spanId": span_id, "parentSpanId": parent_id,
+            "traceId": trace_id.decode(), "spanId": span_id.decode(), "parentSpanId": parent_id.decode(),
             "name": f"{authority}{path.split('?', 1)[0]}", "kind": "SERVER" if direction == "inbound" else "CLIENT",
             "startTimeUnixNano": int(wall * 1e9), "endTimeUnixNano": int((wall + duration_s) * 1e9),
             "attributes": {"workload": self.workload, "direction": direction, "http.method": method,

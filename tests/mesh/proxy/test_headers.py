@@ -123,7 +123,8 @@ def test_the_callers_trace_is_joined_as_the_head_is_copied(loop, rt, direction, 
     exchange.conn.peer_ip = "198.51.100.4"
     request = upstream(rt, exchange, direction=direction)
     trace_id, parent_id, sampled, span_id, spoke_b3 = exchange.trace
-    assert (trace_id, parent_id, sampled, spoke_b3) == (T, CALLER, True, b3)
+    assert (trace_id, parent_id, sampled, spoke_b3) == (T.encode(), CALLER.encode(), True, b3)
+    span_id = span_id.decode()
     assert request.all("traceparent") == [f"00-{T}-{span_id}-01"]
     assert request.all("x-b3-parentspanid") == ([CALLER] if b3 else [])
     again = upstream(rt, exchange, direction=direction)  # a retry keeps its span

@@ -17,7 +17,7 @@ from tests.mesh.proxy.implementations import implementation  # noqa: F401  (auto
 BASE = int(datetime.datetime(2026, 11, 26, 4, 0, tzinfo=datetime.UTC).timestamp())
 CLUSTER = "outbound|9080|v1|books.bookinfo.svc.cluster.local"
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
-SPAN = (T, "", False, "b7ad6b7169203331", False)
+SPAN = (T.encode(), b"", False, b"b7ad6b7169203331", False)  # a tracing.Span: ids as ASCII bytes
 
 
 def entry(**changes):
@@ -50,7 +50,7 @@ def expected(e: tuple, workload: str = "gw-v1") -> dict:
     return {"start_time": iso(f["wall"]), "method": f["method"], "path": f["path"], "protocol": "HTTP/1.1",
             "response_code": f["status"], "response_flags": f["flag"], "bytes_received": f["received"],
             "bytes_sent": f["sent"], "duration": int(f["duration_s"] * 1000), "request_id": text(f["request_id"]),
-            "trace_id": f["trace"][0] if f["trace"] else None,
+            "trace_id": f["trace"][0].decode() if f["trace"] else None,
             "upstream_host": f"{endpoint.address}:{endpoint.port}" if endpoint else None,
             "upstream_cluster": f["cluster"] or None, "authority": text(f["authority"]),
             "user_agent": text(f["user_agent"]), "downstream_remote_address": f["remote"] or None,

@@ -44,7 +44,7 @@ entries = st.fixed_dictionaries({
     "wall": st.floats(0, 7_200).map(lambda s: BASE + s) | st.sampled_from([-0.5, -1.25, float("nan"), 1e12]),
     "duration_s": st.floats(0, 100) | st.sampled_from([-0.0015, 1e17, float("inf")]),
     "request_id": st.none() | client_bytes,
-    "trace": st.sampled_from([None, ("0" * 31 + "1", "", True, "1" * 16, False)]),
+    "trace": st.sampled_from([None, (b"0" * 31 + b"1", b"", True, b"1" * 16, False)]),
     "method": st.sampled_from(["GET", "POST"]), "path": st.sampled_from(["/", "/books", '/q"\\\x01é']),
     "status": st.sampled_from([200, 503, 200.0]), "flag": st.sampled_from(["-", "UH"]),
     "received": st.sampled_from([0, 7]), "sent": st.sampled_from([0, 512, 100_000]),
@@ -128,7 +128,7 @@ def test_compiled_begin_gives_the_python_span_from_the_same_draws(speedups, trac
        span_id=st.just("00f067aa0ba902b7") | st.text(st.sampled_from(HEX), min_size=16, max_size=16),
        parent=st.sampled_from(["", "b7ad6b7169203331"]), sampled=st.booleans(), b3=st.booleans())
 def test_compiled_upstream_lines_are_the_python_ones(speedups, trace_id, span_id, parent, sampled, b3):
-    span = (trace_id, parent, sampled, span_id, b3)
+    span = (trace_id.encode(), parent.encode(), sampled, span_id.encode(), b3)
     assert tracing._upstream_lines_of(speedups)(span) == tracing.python_upstream_lines(span)
 
 
@@ -144,8 +144,8 @@ class FixedSeed(random.Random):
 def test_the_compiled_id_pool_is_xoshiro256_starstar_as_published(speedups):
     # The reference C code's first outputs from the state {1, 2, 3, 4}; 0 is never an id (W3C), it becomes 1.
     tracer = tracing.Tracer(100.0, FixedSeed(1 | 2 << 64 | 3 << 128 | 4 << 192))
-    assert [tracer.span_id() for _ in range(4)] == [f"{11520:016x}", "0" * 15 + "1", f"{1509978240:016x}",
-                                                    f"{1215971899390074240:016x}"]
+    assert [tracer.span_id() for _ in range(4)] == [b"%016x" % 11520, b"0" * 15 + b"1", b"%016x" % 1509978240,
+                                                    b"%016x" % 1215971899390074240]
 
 
 @settings(max_examples=20)
@@ -153,19 +153,19 @@ def test_the_compiled_id_pool_is_xoshiro256_starstar_as_published(speedups):
 def test_the_compiled_id_pool_is_the_python_reference_across_refills(speedups, seed):
     fast = tracing.Tracer(100.0, FixedSeed(seed))
     reference = Xoshiro256(seed)
-    words = [f"{reference.next():016x}" for _ in range(3 * tracing.ID_POOL_HEX // 16)]
-    assert [fast.span_id() for _ in range(len(words))] == [w if w != "0" * 16 else "0" * 15 + "1" for w in words]
+    words = [b"%016x" % reference.next() for _ in range(3 * tracing.ID_POOL_HEX // 16)]
+    assert [fast.span_id() for _ in range(len(words))] == [w if w != b"0" * 16 else b"0" * 15 + b"1" for w in words]
 
 
 @pytest.mark.parametrize("pool_hex", [0, 32, 100])
 def test_an_id_pool_that_cannot_hold_whole_ids_is_refused(speedups, pool_hex):
     with pytest.raises(ValueError, match="multiple of 16"):
-        speedups.TraceIds(random.Random(1), pool_hex, "g", None)
+        speedups.TraceIds(random.Random(1), pool_hex, b"g", None)
 
 
 def test_a_span_with_ids_of_the_wrong_length_is_refused_not_overrun(speedups):
     with pytest.raises(ValueError, match="32 and 16"):
-        speedups.traceparent_line(("abc", "", True, "0" * 16, False))
+        speedups.traceparent_line((b"abc", b"", True, b"0" * 16, False))
 
 
 @pytest.mark.parametrize("value", ["1", "yes"])

@@ -29,7 +29,7 @@ BASE = int(datetime.datetime(2026, 11, 26, 4, 0, tzinfo=datetime.UTC).timestamp(
 START = BASE + 0.125  # binary fractions: exact in a float
 DURATION = 0.25
 NOW = START + DURATION
-SAMPLED = (T, PARENT, True, SPAN, False)  # a tracing.Span
+SAMPLED = (T.encode(), PARENT.encode(), True, SPAN.encode(), False)  # a tracing.Span: ids as ASCII bytes
 
 
 class FakeLoop:
@@ -220,7 +220,7 @@ class Collector:
 def test_spans_only_for_sampled_traces_and_only_with_exporters():
     collector = Collector()
     tel, loop, _ = make(exporters=(collector,))
-    tel.record(exchange(trace=(T, PARENT, False, SPAN, False)), "outbound", DURATION)
+    tel.record(exchange(trace=SAMPLED[:2] + (False,) + SAMPLED[3:]), "outbound", DURATION)
     tel.record(exchange(trace=None), "outbound", DURATION)  # no tracer: no trace
     assert tel.spans == [] and loop.timers == []
     without, wloop, _ = make(exporters=())
@@ -321,7 +321,8 @@ def test_pending_spans_are_bounded_in_bytes_while_the_exporter_is_stalled(monkey
 def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
     stream, collector = io.BytesIO(), Collector()
     tel, loop, _ = make(stream, exporters=(collector,), tracer=tracing.Tracer(100.0, random.Random(5)))
-    expected_trace, _, _, expected_span, _ = tracing.Tracer(100.0, random.Random(5)).start([])
+    expected_trace, _, _, expected_span, _ = (part.decode() if isinstance(part, bytes) else part
+                                              for part in tracing.Tracer(100.0, random.Random(5)).start([]))
     tel.record(exchange(trace=None, upstream=False), "inbound", DURATION)
     caller = [(b"traceparent", f"00-{T}-{PARENT}-01".encode())]
     tel.record(exchange(trace=None, upstream=False, headers=caller), "inbound", DURATION)

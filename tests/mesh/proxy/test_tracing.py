@@ -175,9 +175,15 @@ def test_the_first_of_repeated_headers_counts():
 # -- Tracer: new roots, sampling, ids ----------------------------------------------------------------------------
 
 def split(span: tracing.Span) -> tuple[TraceContext, str, bool]:
-    """A span as (the context it joins, its id, B3 or not)."""
+    """A span as (the context it joins, its id, B3 or not), the ids as text."""
     trace_id, parent_id, sampled, span_id, b3 = span
-    return TraceContext(trace_id, parent_id, sampled), span_id, b3
+    assert all(type(part) is bytes for part in (trace_id, parent_id, span_id))  # ids are ASCII bytes
+    return TraceContext(trace_id.decode(), parent_id.decode(), sampled), span_id.decode(), b3
+
+
+def as_span(trace_id: str, parent_id: str, sampled: bool, span_id: str, b3: bool) -> tracing.Span:
+    """A tracing.Span from ids as text."""
+    return trace_id.encode(), parent_id.encode(), sampled, span_id.encode(), b3
 
 
 def is_id(value: str, length: int) -> bool:
@@ -193,9 +199,9 @@ def test_a_caller_context_is_joined_with_a_new_span_id():
 def test_a_b3_caller_gets_b3_headers_too_and_a_w3c_caller_only_traceparent():
     tracer = tracing.Tracer(100.0, random.Random(1))
     ctx, span, b3 = split(tracer.start(h(x_b3_traceid=T, x_b3_spanid=S)))
-    assert b3 and b"x-b3-traceid: " + T.encode() in tracing.upstream_lines((*ctx, span, b3))
+    assert b3 and b"x-b3-traceid: " + T.encode() in tracing.upstream_lines(as_span(*ctx, span, b3))
     ctx, span, b3 = split(tracer.start(h(traceparent=f"00-{T}-{S}-01")))
-    assert tracing.upstream_lines((*ctx, span, b3)) == f"traceparent: 00-{T}-{span}-01\r\n".encode()
+    assert tracing.upstream_lines(as_span(*ctx, span, b3)) == f"traceparent: 00-{T}-{span}-01\r\n".encode()
 
 
 def test_a_new_root_has_fresh_ids_and_no_parent():
@@ -210,7 +216,7 @@ def test_ids_stay_unique_across_refills_of_the_id_pool():
     tracer = tracing.Tracer(0.0, random.Random(5))
     per_pool = tracing.ID_POOL_HEX // 48
     roots = [split(tracer.start([])) for _ in range(3 * per_pool + 7)]  # three refills, one partial pool
-    joined = [tracer.start(h(traceparent=f"00-{T}-{S}-00"))[tracing.SPAN_ID] for _ in range(3 * tracing.ID_POOL_HEX // 16)]
+    joined = [split(tracer.start(h(traceparent=f"00-{T}-{S}-00")))[1] for _ in range(3 * tracing.ID_POOL_HEX // 16)]
     spans = [span for _, span, _ in roots] + joined
     assert all(is_id(span, 16) for span in spans) and len(set(spans)) == len(spans)
     assert len({ctx.trace_id for ctx, _, _ in roots}) == len(roots)
@@ -259,14 +265,14 @@ def test_a_callers_deny_without_ids_is_kept_on_the_new_root(headers):
 # -- upstream headers ----------------------------------------------------------------------------------------------
 
 def test_upstream_lines_at_a_root():
-    assert tracing.upstream_lines((T, "", True, S, True)) == (
+    assert tracing.upstream_lines(as_span(T, "", True, S, True)) == (
         f"traceparent: 00-{T}-{S}-01\r\n"
         f"x-b3-traceid: {T}\r\nx-b3-spanid: {S}\r\n"
         "x-b3-sampled: 1\r\n").encode()
 
 
 def test_upstream_lines_with_a_parent_unsampled():
-    assert tracing.upstream_lines((T, OTHER_S, False, S, True)) == (
+    assert tracing.upstream_lines(as_span(T, OTHER_S, False, S, True)) == (
         f"traceparent: 00-{T}-{S}-00\r\n"
         f"x-b3-traceid: {T}\r\nx-b3-spanid: {S}\r\n"
         "x-b3-sampled: 0\r\n"
@@ -274,7 +280,7 @@ def test_upstream_lines_with_a_parent_unsampled():
 
 
 def test_every_header_sent_upstream_is_one_the_proxy_replaces():
-    names = {name for name, _ in parse(tracing.upstream_lines((T, OTHER_S, True, S, True)))}
+    names = {name for name, _ in parse(tracing.upstream_lines(as_span(T, OTHER_S, True, S, True)))}
     assert names <= tracing.TRACE_HEADERS and b"tracestate" not in tracing.TRACE_HEADERS
 
 
@@ -284,7 +290,7 @@ def hex_id(length: int):
 
 @given(trace_id=hex_id(32), parent=st.one_of(st.just(""), hex_id(16)), span=hex_id(16), sampled=st.booleans())
 def test_upstream_lines_round_trip_through_extract(trace_id, parent, span, sampled):
-    headers = parse(tracing.upstream_lines((trace_id, parent, sampled, span, True)))
+    headers = parse(tracing.upstream_lines(as_span(trace_id, parent, sampled, span, True)))
     assert tracing.extract(headers) == TraceContext(trace_id, span, sampled)
     # a callee that only reads B3 gets the same context
     b3_only = [(name, value) for name, value in headers if name != b"traceparent"]

@@ -45,7 +45,7 @@ class XoshiroTracer(tracing.Tracer):
         super().__init__(sampling_percent, rng)
         self._xoshiro = Xoshiro256(rng.getrandbits(256))
 
-    def _refill(self) -> str:
-        self._pool = "".join(f"{self._xoshiro.next():016x}" for _ in range(tracing.ID_POOL_HEX // 16))
+    def _refill(self) -> bytes:
+        self._pool = b"".join(b"%016x" % self._xoshiro.next() for _ in range(tracing.ID_POOL_HEX // 16))
         self._used = 0
         return self._pool
