@@ -300,9 +300,9 @@ cdef inline uint64_t _rotl(uint64_t x, int k):
 
 cdef class TraceIds:
     """`Tracer.begin`'s two common cases (mesh.proxy.tracing): no trace header (a new root) and one valid
-    `traceparent` (joined), with the pool of random hex the ids are cut from, so that an id is one str made
-    from the pool's characters (no slice, no intermediate text) and sampling is a comparison of bytes. Every
-    other case goes to `general`, the pure-Python `begin`.
+    `traceparent` (joined), with the pool of random hex the ids are cut from, so that an id is one bytes
+    object made from the pool's characters (no slice, no intermediate text) and sampling is a comparison of
+    bytes. Every other case goes to `general`, the pure-Python `begin`.
 
     The pool is filled by xoshiro256** (Blackman and Vigna; Envoy draws its ids from a fast non-cryptographic
     generator too), seeded once with 256 bits from `rng`: each 64-bit output is 16 hex digits, most
