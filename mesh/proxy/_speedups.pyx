@@ -324,6 +324,7 @@ cdef class TraceIds:
     def __init__(self, rng, Py_ssize_t pool_hex, bytes sampled_below, general):
         if pool_hex < 48 or pool_hex % 16:
             raise ValueError("the id pool holds a multiple of 16 hex digits, at least 48 (a root's ids)")
+        free(self._pool)  # __init__ called again: the first pool is not leaked
         self._pool = <char*>malloc(pool_hex)
         if self._pool == NULL:
             raise MemoryError()
