@@ -216,7 +216,7 @@ def format_lines(object line_format, list entries):
                 # Never from the proxy's clocks (NaN is caught too): the Python code's text, whatever it is.
                 line_format._second, line_format._date = second, date
                 odd = line_format.python_lines([entry])
-                _put(&out, PyBytes_AS_STRING(odd), PyBytes_GET_SIZE(odd))
+                _put_bytes(&out, odd)
                 second, date = line_format._second, line_format._date
                 continue
             if previous is None or not _same_rest(entry, previous):
@@ -306,10 +306,11 @@ cdef class TraceIds:
 
     The pool is filled by xoshiro256** (Blackman and Vigna; Envoy draws its ids from a fast non-cryptographic
     generator too), seeded once with 256 bits from `rng`: each 64-bit output is 16 hex digits, most
-    significant first. A refill of 4,096 digits costs about 8,000 instructions, where the Python code's
-    `rng.randbytes(...).hex()` (Mersenne Twister through a big int, then hex) costs about 105,000: 1,260 a new
-    root. So the two implementations draw different ids from one `rng`; the tests check this one against
-    a Python xoshiro256** (`tests/mesh/proxy/xoshiro.py`) and the reference's published outputs."""
+    significant first. A refill of 4,096 digits costs about 19,000 instructions (callgrind), where the Python
+    code's `rng.randbytes(...).hex()` (Mersenne Twister through a big int, then hex) costs about 105,000: per
+    new root, 230 instead of 1,260. So the two implementations draw different ids from one `rng`; the tests
+    check this one against a Python xoshiro256** (`tests/mesh/proxy/xoshiro.py`) and the reference's
+    published outputs."""
 
     cdef char* _pool
     cdef uint64_t _state[4]

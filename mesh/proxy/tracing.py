@@ -149,7 +149,7 @@ class Tracer:
     drawn ID_POOL_HEX characters at a time (one draw per about a hundred requests), in line: a method call
     per id would cost as much as the rest of `start`. The pool is `rng.randbytes` made hex. With the compiled
     helpers (mesh.proxy.compiled), `begin` and `span_id` are theirs, which keep their own pool, drawn by
-    xoshiro256** seeded from `rng` (a tenth of randbytes' cost), and this pool comes from the same generator
+    xoshiro256** seeded from `rng` (a fifth of randbytes' cost), and this pool comes from the same generator
     (`_draw`): the same `rng` so gives other ids with the helpers than without, each sequence reproducible."""
 
     __slots__ = ("sampling", "_rng", "_sampled_below", "_pool", "_used", "_draw", "begin", "span_id")
