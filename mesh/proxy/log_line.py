@@ -1,4 +1,4 @@
-"""One JSON access log line per request (Envoy's field names), formatted at the telemetry flush.
+"""One JSON access log line per request (Envoy's field names), formatted by telemetry, a slice of entries at a time.
 
 A line has nineteen fields, but per request only four of them are new: the start time, the duration, the
 request id and the trace id. They come first; the other fifteen (the request and its answer: method, path,

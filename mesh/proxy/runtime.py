@@ -76,7 +76,7 @@ class ProxyRuntime:
         self.counters = stats.Counters()
         # Access log and spans: off until the server configures them (mesh.proxy.server); a bare runtime
         # (tests, benchmarks) records metrics only.
-        self.telemetry = telemetry.Telemetry(identity.workload, None, self.counters, stream=None)
+        self.telemetry = telemetry.Telemetry(identity.workload, None, self.counters, stream=None, keep_recent=False)
         self.connections: set = set()
         self.limits = request_limits.Limits()  # downstream timeouts and body limit (proxy flags)
         self.trusted_proxies = 0  # gateway: X-Forwarded-For entries believed (numTrustedProxies; proxy flag)

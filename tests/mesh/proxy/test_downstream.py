@@ -6,11 +6,12 @@ connector (tests/mesh/proxy/fakes.py) and are answered by feeding response bytes
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
 
-from mesh.proxy import downstream, pool, stats
+from mesh.proxy import downstream, pool, stats, telemetry
 from mesh.view import model
 from tests.mesh.proxy.fakes import (
     BOOKS,
@@ -433,6 +434,8 @@ async def test_client_supplied_request_id_is_kept():
 
 async def test_the_access_log_has_the_request_id_sent_upstream_and_the_clients_user_agent():
     proxy = Proxy(bookinfo_view())
+    # A bare runtime records metrics only: this one keeps the recent lines, as a proxy with telemetry on.
+    proxy.runtime.telemetry = telemetry.Telemetry("books-v1", asyncio.get_running_loop(), proxy.runtime.counters)
     client = proxy.client()
     client.send(b"GET /a HTTP/1.1\r\nHost: books:9080\r\nUser-Agent: curl/8\r\n\r\n")
     client.send(b"GET /b HTTP/1.1\r\nHost: books:9080\r\nX-Request-Id: abc\r\n\r\n")

@@ -141,10 +141,12 @@ def test_a_local_answer_without_upstream_or_trace_or_request_id():
     assert line["response_code"] == 404 and line["duration"] == 0 and line["start_time"] == "2026-11-26T04:00:00.375Z"
 
 
-def test_no_stream_no_access_log_but_recent_entries_stay():
+def test_no_stream_no_access_log_but_recent_lines_stay():
     tel, loop, _ = make(stream=None)
     tel.record(exchange(), "outbound", DURATION)
-    assert tel.logs == [] and loop.timers == []
+    assert [d["path"] for d in tel.recent_dicts(5)] == ["/books?id=1"]  # waiting: formatted for the answer
+    loop.fire()
+    assert tel.logs == [] and loop.timers == [] and tel.recent_lines == 1
     assert [d["path"] for d in tel.recent_dicts(5)] == ["/books?id=1"]
 
 
@@ -152,9 +154,24 @@ def test_with_telemetry_off_nothing_is_kept_not_even_recent_entries():
     """`--telemetry off` is metrics only: no access log, no spans, and no recent entries for `/access_log`."""
     loop, counters = FakeLoop(), stats.Counters()
     tel = telemetry.Telemetry("gw-v1", loop, counters, stream=None, keep_recent=False)
-    assert not tel.recording
-    tel.record(exchange(), "outbound", DURATION)  # (the proxy does not even call it: `recording` is False)
+    assert not tel.recording  # so the proxy never calls `record` (the next test)
     assert tel.recent_dicts(5) == [] and tel.logs == [] and tel.spans == [] and loop.timers == []
+
+
+async def test_a_proxy_with_telemetry_off_never_calls_record(monkeypatch):
+    from tests.mesh.proxy.fakes import Proxy, bookinfo_view, settle
+
+    proxy = Proxy(bookinfo_view())
+    proxy.runtime.telemetry = telemetry.Telemetry("gw-v1", FakeLoop(), proxy.runtime.counters, stream=None,
+                                                  keep_recent=False)
+    monkeypatch.setattr(telemetry.Telemetry, "record", lambda *args: pytest.fail("record was called"))
+    client = proxy.client()
+    client.send(b"GET /books HTTP/1.1\r\nHost: books:9080\r\n\r\n")
+    await settle()
+    (upstream,) = proxy.net.upstreams
+    upstream.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    await settle()
+    assert client.transport.data.startswith(b"HTTP/1.1 200")
 
 
 def test_the_proxy_flag_telemetry_off_builds_a_telemetry_that_records_nothing():
@@ -165,15 +182,28 @@ def test_the_proxy_flag_telemetry_off_builds_a_telemetry_that_records_nothing():
     assert not tel.recording and tel.stream is None and tel.tracer is None
 
 
-def test_recent_dicts_newest_last_and_bounded():
-    tel, _, _ = make(io.BytesIO())
+@pytest.mark.parametrize("formatted", [False, True])
+def test_recent_dicts_newest_last_and_bounded(formatted):
+    tel, loop, _ = make(io.BytesIO())
     for i in range(telemetry.RECENT + 5):
         tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    while formatted and loop.timers:
+        loop.fire()
     last = telemetry.RECENT + 4
     assert [d["path"] for d in tel.recent_dicts(3)] == [f"/r{last - 2}", f"/r{last - 1}", f"/r{last}"]
     everything = tel.recent_dicts(10_000)
-    assert len(everything) == telemetry.RECENT and everything[0]["path"] == "/r5"
+    assert [d["path"] for d in everything] == [f"/r{i}" for i in range(5, last + 1)]
     assert tel.recent_dicts(0) == [] and tel.recent_dicts(-1) == []
+
+
+def test_the_recent_text_is_bounded_to_the_slices_that_hold_the_last_lines():
+    tel, loop, _ = make(io.BytesIO())
+    for i in range(10 * telemetry.RECENT):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+        loop.fire()  # a slice formatted whenever one is scheduled, the rest at each flush: slices of all sizes
+    assert telemetry.RECENT <= tel.recent_lines < telemetry.RECENT + telemetry.FLUSH_SLICE
+    assert tel.recent_lines == sum(count for _, count in tel.recent)
+    assert tel.recent_lines - tel.recent[0][1] < telemetry.RECENT  # without the oldest slice: too few
 
 
 def test_pending_log_lines_are_bounded_and_drops_counted(monkeypatch):
@@ -222,12 +252,12 @@ def test_spans_only_for_sampled_traces_and_only_with_exporters():
     tel, loop, _ = make(exporters=(collector,))
     tel.record(exchange(trace=SAMPLED[:2] + (False,) + SAMPLED[3:]), "outbound", DURATION)
     tel.record(exchange(trace=None), "outbound", DURATION)  # no tracer: no trace
-    assert tel.spans == [] and loop.timers == []
-    without, wloop, _ = make(exporters=())
+    assert tel.spans == []
+    without, _, _ = make(exporters=())
     without.record(exchange(), "outbound", DURATION)
-    assert without.spans == [] and wloop.timers == []
+    assert without.spans == []
     tel.record(exchange(), "outbound", DURATION)
-    assert len(tel.spans) == 1 and len(loop.timers) == 1
+    assert len(tel.spans) == 1 and len(loop.timers) == 1  # one flush for the lines and the span
 
 
 @pytest.mark.parametrize(("direction", "kind"), [("inbound", "SERVER"), ("outbound", "CLIENT")])
@@ -335,17 +365,75 @@ def test_a_locally_answered_request_gets_a_trace_from_the_tracer():
     assert root["attributes"]["peer.address"] is None and root["attributes"]["upstream_cluster"] is None
 
 
-def test_a_large_flush_is_cut_into_slices_served_between_requests(monkeypatch):
-    monkeypatch.setattr(telemetry, "FLUSH_SLICE", 3)
-    tel, loop, _ = make(stream=io.BytesIO())
-    for i in range(7):
+class KeepingStream(io.BytesIO):
+    """Keeps what is written until it is flushed, as `log_writer.ThreadedWriter` does (its thread wakes then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[bytes] = []
+        self.flushes = 0
+
+    def write(self, data: bytes) -> int:
+        self.kept.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.kept:
+            self.flushes += 1
+            super().write(b"".join(self.kept))
+            self.kept = []
+
+
+def fire_soon(loop: FakeLoop) -> None:
+    """Run the callbacks scheduled with call_soon; the timers stay."""
+    soon = [callback for delay, callback in loop.timers if delay == 0.0]
+    loop.timers = [(delay, callback) for delay, callback in loop.timers if delay != 0.0]
+    for callback in soon:
+        callback()
+
+
+def test_a_slice_is_formatted_as_soon_as_it_waits_and_handed_over_at_the_flush():
+    stream = KeepingStream()
+    tel, loop, _ = make(stream)
+    for i in range(telemetry.FLUSH_SLICE - 1):
         tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    assert [delay for delay, _ in loop.timers] == [telemetry.FLUSH_S]  # a slice not whole yet: the flush only
+    tel.record(exchange("/whole"), "outbound", DURATION)
+    assert [delay for delay, _ in loop.timers] == [telemetry.FLUSH_S, 0.0]  # whole: formatted in its own callback
+    for i in range(5):  # ended in the same loop iteration, before that callback runs
+        tel.record(exchange(f"/late{i}"), "outbound", DURATION)
+    fire_soon(loop)
+    assert tel.logs == [] or len(tel.logs) < telemetry.FLUSH_SLICE
+    assert b"".join(stream.kept).count(b"\n") == telemetry.FLUSH_SLICE and stream.getvalue() == b""
+    assert [d["path"] for d in tel.recent_dicts(2)] == ["/late3", "/late4"]
+    loop.fire()  # the flush: the rest formatted, then everything handed over at once
+    paths = [line["path"] for line in lines(stream)]
+    assert paths == [f"/r{i}" for i in range(telemetry.FLUSH_SLICE - 1)] + ["/whole"] + [f"/late{i}" for i in range(5)]
+    assert stream.flushes == 1 and stream.kept == [] and loop.timers == []
+
+
+def test_every_whole_slice_is_formatted_when_one_loop_iteration_ended_many_requests():
+    stream = KeepingStream()
+    tel, loop, _ = make(stream)
+    for i in range(3 * telemetry.FLUSH_SLICE + 1):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    fire_soon(loop)
+    assert len(tel.logs) == 1 and len(stream.kept) == 3 and stream.flushes == 0
+
+
+def test_a_large_flush_is_cut_into_slices_served_between_requests(monkeypatch):
+    monkeypatch.setattr(telemetry, "MAX_PENDING", 10 * telemetry.FLUSH_SLICE)
+    stream = KeepingStream()
+    tel, loop, _ = make(stream)
+    for i in range(2 * telemetry.FLUSH_SLICE + 3):
+        tel.record(exchange(f"/r{i}"), "outbound", DURATION)
+    loop.timers = [(delay, callback) for delay, callback in loop.timers if delay != 0.0]  # as if not run yet
     slices = 0
     while loop.timers:
         loop.fire()
         slices += 1
-    lines = tel.stream.getvalue().splitlines()
-    assert slices == 3 and [json.loads(line)["path"] for line in lines] == [f"/r{i}" for i in range(7)]
+    assert slices == 3 and stream.flushes == 1
+    assert [line["path"] for line in lines(stream)] == [f"/r{i}" for i in range(2 * telemetry.FLUSH_SLICE + 3)]
 
 
 def test_the_log_line_is_valid_json_whatever_the_client_sent():
@@ -355,9 +443,10 @@ def test_the_log_line_is_valid_json_whatever_the_client_sent():
     for path, agent in zip(paths, agents, strict=True):
         head = [(b"host", b"books:9080"), (b"x-request-id", b'r"1'), (b"user-agent", agent.encode("latin-1"))]
         tel.record(exchange(path, headers=head), "inbound", DURATION)
-    parsed = [json.loads(tel.log_line(entry)) for entry in tel.recent]
+    parsed = [json.loads(tel.log_line(entry)) for entry in tel.logs]
     assert [p["path"] for p in parsed] == list(paths) and [p["user_agent"] for p in parsed] == list(agents)
-    assert {p["request_id"] for p in parsed} == {'r"1'} and parsed == [tel.entry_dict(e) for e in tel.recent]
+    assert {p["request_id"] for p in parsed} == {'r"1'} and parsed == [tel.entry_dict(e) for e in tel.logs]
+    assert tel.recent_dicts(len(paths)) == parsed
 
 
 def test_at_exit_the_lines_waiting_for_the_flush_are_written_before_close_returns():
