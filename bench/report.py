@@ -39,8 +39,10 @@ MAX_RESILIENCE_P50 = 1.1  # pair-resilience p50 ÷ pair's, at the fixed rate
 MIN_MTLS_THROUGHPUT = 0.7  # pair-mtls requests/s ÷ pair's
 MAX_MTLS_ADDED_P50_MS = 0.3  # pair-mtls p50 − pair's, at the fixed rate (issue 4)
 MIN_REQUESTS_PER_HANDSHAKE = 100.0  # keep-alive reuse: far more requests than handshakes
-# Issue 7: access log, tracing and metrics on cost at most 10% of the pair's throughput.
-MIN_TELEMETRY_THROUGHPUT = 0.9  # pair requests/s ÷ pair-no-telemetry's
+# Issue 7: telemetry on costs at most 10 % "of sidecar throughput". Checked on the pair (client sidecar →
+# server sidecar: both log and trace, and the server pays for the `traceparent` the client adds) and, as
+# the words read, on one sidecar (an inbound listener starting a trace per request).
+MIN_TELEMETRY_THROUGHPUT = 0.9  # requests/s as deployed ÷ with `--telemetry off`
 
 LABELS = {
     "direct": "direct (client → upstream)",
@@ -133,10 +135,12 @@ def evaluate(results: dict, connections: tuple[int, ...]) -> list[dict]:
     added = _get(results, "pair-mtls", "openloop", "p50_ms") - _get(results, "pair", "openloop", "p50_ms")
     rows.append({"target": "pair with mTLS: p50 added over the plaintext pair (ms)", "value": added,
                  "limit": f"≤ {MAX_MTLS_ADDED_P50_MS}", "pass": added <= MAX_MTLS_ADDED_P50_MS})
-    for c in connections:
-        ratio = throughput_ratio(results, "pair", "pair-no-telemetry", c)
-        rows.append({"target": f"pair with telemetry ÷ telemetry off, throughput, {c} conns", "value": ratio,
-                     "limit": f"≥ {MIN_TELEMETRY_THROUGHPUT}", "pass": ratio >= MIN_TELEMETRY_THROUGHPUT})
+    for path, baseline, name in (("sidecar", "sidecar-no-telemetry", "one sidecar"),
+                                 ("pair", "pair-no-telemetry", "pair")):
+        for c in connections:
+            ratio = throughput_ratio(results, path, baseline, c)
+            rows.append({"target": f"{name} with telemetry ÷ telemetry off, throughput, {c} conns", "value": ratio,
+                         "limit": f"≥ {MIN_TELEMETRY_THROUGHPUT}", "pass": ratio >= MIN_TELEMETRY_THROUGHPUT})
     reuse = _get(results, "pair-mtls", "tls", "requests_per_handshake")
     rows.append({"target": "pair with mTLS: requests per TLS handshake", "value": reuse,
                  "limit": f"≥ {MIN_REQUESTS_PER_HANDSHAKE:.0f}", "pass": reuse >= MIN_REQUESTS_PER_HANDSHAKE})

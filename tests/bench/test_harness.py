@@ -84,6 +84,20 @@ def test_resilience_targets_compare_the_two_pairs():
     assert "pair-resilience" in report.LABELS
 
 
+def test_telemetry_targets_compare_one_sidecar_and_the_pair_with_telemetry_off_round_by_round():
+    def rounds(*rps):
+        return {"wrk": {"16": {"rps": sorted(rps)[len(rps) // 2], "rps_rounds": list(rps)}}}
+
+    results = {"sidecar-no-telemetry": rounds(1000.0, 500.0, 1000.0), "sidecar": rounds(950.0, 480.0, 900.0),
+               "pair-no-telemetry": rounds(400.0, 200.0, 400.0), "pair": rounds(340.0, 190.0, 352.0)}
+    rows = {r["target"]: r for r in report.evaluate(results, (16,)) if "telemetry ÷" in r["target"]}
+    assert list(rows) == ["one sidecar with telemetry ÷ telemetry off, throughput, 16 conns",
+                          "pair with telemetry ÷ telemetry off, throughput, 16 conns"]
+    one, pair = rows.values()
+    assert one["value"] == pytest.approx(0.95) and one["pass"]  # rounds 0.95, 0.96, 0.90: their median
+    assert pair["value"] == pytest.approx(0.88) and not pair["pass"]  # 0.85, 0.95, 0.88
+
+
 def test_targets_are_evaluated_against_the_figures():
     """Issue 2's targets on the sidecars with metrics and no access log or tracing (the `-no-telemetry`
     paths), and the same targets again on the sidecars as deployed."""
