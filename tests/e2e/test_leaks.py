@@ -169,6 +169,13 @@ def test_opening_and_closing_many_connections_leaks_no_descriptor_and_little_mem
 MIRROR_SNI = "outbound_.9080_.v2_.ratings.bookinfo.svc.cluster.local"
 
 
+# A copy that times out leaves the pool at once (the next copy may open a connection), but its socket closes
+# after its TLS close_notify is written, a loop iteration or so later: the kernel's count can pass the copies
+# in flight by the few ending at that moment (257 against 256 seen once in about ten runs). A mirror that
+# did not bound its copies would pass it by hundreds (80 requests/s for 6 s, each copy held 10 s).
+CLOSING_SLACK = 8
+
+
 def other_pools(admin: int, port: int) -> int:
     """Connections the proxy keeps to `port` in pools other than the mirror cluster's."""
     return sum(p["active"] + p["idle"] for p in pools_to(admin, port) if p["sni"] != MIRROR_SNI)
@@ -217,10 +224,10 @@ def test_a_slow_mirror_target_keeps_copies_in_flight_and_memory_bounded(mesh):
     assert sent == mirror.MAX_MIRRORS_IN_FLIGHT and overflow > 0  # past the bound: skipped and counted
     assert peak_active <= mirror.MAX_MIRRORS_IN_FLIGHT
     assert peak_rss - rss_base < 4 * RSS_SLACK
-    # The mirror's pool was found (the copies went through it) and neither it nor the kernel's count of the
-    # sockets no other pool holds passed the bound.
+    # The mirror's pool was found (the copies went through it) and did not pass the bound; nor did the
+    # kernel's count of the sockets no other pool holds, but for the few whose copies have just ended.
     assert 0 < peak_pool <= mirror.MAX_MIRRORS_IN_FLIGHT
-    assert peak_sockets <= mirror.MAX_MIRRORS_IN_FLIGHT
+    assert peak_sockets <= mirror.MAX_MIRRORS_IN_FLIGHT + CLOSING_SLACK
     # Cut at the mirror timeout: the copies end and their sockets to the mirror target close.
     deadline = time.monotonic() + mirror.MIRROR_TIMEOUT_S + 5
     while (mirror_sockets(admin, pid, target)[0] > 0
