@@ -93,7 +93,6 @@ def _round(proxy, client, upstream, requests: int) -> tuple[float, float]:
     if tel.stream is not None:
         tel.stream.seek(0)
         tel.stream.truncate()
-    tel.logs.clear()
     end = time.perf_counter()
     answered = client.transport.data.count(b"HTTP/1.1 200")
     client.transport.clear()

@@ -17,10 +17,11 @@ in the allocator, the formatter and freeing (perf), about 6 % of its throughput 
 Everything waiting is bounded (MAX_PENDING entries; spans also MAX_PENDING_SPAN_BYTES): beyond it entries
 are dropped and counted (`weir_telemetry_dropped_total{kind}`), never queued without limit. Waiting log
 entries need no byte bound: fewer than FLUSH_SLICE of them wait past a loop iteration, and none past the
-flush, whatever the stream does (`log_writer` bounds the unwritten text in bytes). Spans wait for their exporter, which may stall for its
-whole timeout while callers force sampling. The last RECENT lines stay in memory, as the text of their
-slices, for the admin `/access_log` and the dashboard, unless telemetry is off (`keep_recent=False`, the
-proxy's `--telemetry off`: metrics only): then `record` is not even called, nothing being kept.
+flush, whatever the stream does (`log_writer` bounds the unwritten text in bytes). Spans wait for their
+exporter, which may stall for its whole timeout while callers force sampling. The last RECENT lines stay in
+memory, as the text of their slices, for the admin `/access_log` and the dashboard, unless telemetry is off
+(`keep_recent=False`, the proxy's `--telemetry off`: metrics only): then `record` is not even called,
+nothing being kept.
 
 An access log line has Envoy's field names; `mesh.proxy.log_line` formats it and shows one.
 """
