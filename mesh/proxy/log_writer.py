@@ -6,7 +6,7 @@ The event loop only keeps text (`write`, as bytes); `flush`, which the telemetry
 slice is written, hands what was kept to the thread in one piece, and the thread writes it with `writev`.
 The thread so wakes about once per telemetry flush, not once per slice: each wake-up takes the GIL from the
 busy event loop and gives it back, and with one per slice (about ten per flush at 11,000 requests/s) those
-switches cost a sidecar pair as much throughput as formatting the lines (README, Benchmark). Under a load
+switches cost a sidecar pair as much throughput as formatting the lines (docs/benchmark.md). Under a load
 that never lets a flush end, what is kept is handed over every HANDOVER_BYTES.
 
 What waits is bounded: beyond MAX_UNWRITTEN_BYTES kept or not yet written, text is dropped and its lines

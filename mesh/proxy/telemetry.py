@@ -12,7 +12,7 @@ Why format so soon. An entry points to what its request made (path, ids, the spa
 requests later, all of it is still in the CPU's caches, and freed, its memory is reused hot by the next
 requests. Kept for a whole flush (1,300 entries at 13,000 requests/s), it went cold, and so did the
 memory the flush freed, for the allocations after it: a sidecar pair spent 2.7 µs more a request (of 87)
-in the allocator, the formatter and freeing (perf), about 6 % of its throughput (README, Benchmark).
+in the allocator, the formatter and freeing (perf), about 6 % of its throughput (docs/benchmark.md).
 
 Everything waiting is bounded (MAX_PENDING entries; spans also MAX_PENDING_SPAN_BYTES): beyond it entries
 are dropped and counted (`weir_telemetry_dropped_total{kind}`), never queued without limit. Waiting log
