@@ -154,9 +154,13 @@ def test_opening_and_closing_many_connections_leaks_no_descriptor_and_little_mem
     assert CONNECTIONS - failures <= opened - opened_base <= CONNECTIONS, (opened - opened_base, outcomes)
     assert opened - closed <= opened_base - closed_base
     assert fd_after[0] <= fd_base
-    # About one pooled upstream connection per concurrent client: a client that resets before its answer
-    # leaves that connection busy until the answer comes, so a new client may open one more meanwhile.
-    assert fd_after[1] <= CONCURRENCY + FD_SLACK
+    # The pool keeps what its busiest moment needed: each client's live request, and each request a client
+    # abandoned that the proxy had sent upstream before it read the reset. That connection is closed once
+    # the reset is read (never reused), but meanwhile a new client's request may have opened one more. Without
+    # abandons the pool ends at exactly CONCURRENCY; with them 23-32, and 37 once on a loaded CI machine.
+    # A leak would grow with the abandons (a quarter of the connections); the bound allows each client two
+    # upstream requests at once.
+    assert fd_after[1] <= 2 * CONCURRENCY
     assert rss_after - rss_base < RSS_SLACK
 
 
