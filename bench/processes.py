@@ -47,10 +47,37 @@ def choose_pinning(ncpu: int | None = None) -> Pinning:
     return Pinning("0", "1")
 
 
+# Ports handed to the proxies and servers a run starts: below the kernel's ephemeral range. A port the kernel
+# picks (bind to 0) is one it also gives to client sockets, and between `free_port` and the server's bind
+# a connection of wrk or of another sidecar took it once ("Address already in use" in bench.interleaved).
+PORTS_FROM = 12000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed: set[int] = set()  # never the same port twice in one run, bound yet or not
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing is bound to, below the ephemeral range, not handed out before by this process.
+    Probed with SO_REUSEADDR, as asyncio's servers and nginx bind: a port's old connections in TIME_WAIT
+    (a previous run's) do not make it busy."""
+    for port in range(PORTS_FROM, max(PORTS_FROM, _ephemeral_low())):
+        if port in _handed:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise RuntimeError(f"no free port from {PORTS_FROM} up to the ephemeral range")
 
 
 class Processes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 
 import pytest
 
@@ -156,6 +157,24 @@ def test_proc_readers_and_pinning():
     assert 1 < processes.peak_rss_mib(os.getpid()) < 4096
     assert processes.choose_pinning(1).load is None
     assert processes.Pinning("0", "1").prefix(None) == []
+
+
+def test_free_ports_are_below_the_ephemeral_range_distinct_and_unbound(monkeypatch, tmp_path):
+    (tmp_path / "range").write_text("32768\t60999\n")
+    monkeypatch.setattr(processes, "EPHEMERAL_RANGE", tmp_path / "range")
+    monkeypatch.setattr(processes, "_handed", set())
+    monkeypatch.setattr(processes, "PORTS_FROM", 30000)
+    first = processes.free_port()
+    with socket.socket() as squatter:  # a port someone listens on is skipped
+        squatter.bind(("127.0.0.1", first + 1))
+        squatter.listen()
+        ports = [first] + [processes.free_port() for _ in range(5)]
+    assert len(set(ports)) == len(ports), ports  # never handed out twice, though none was bound meanwhile
+    assert all(30000 <= port < 32768 for port in ports) and first + 1 not in ports
+    monkeypatch.setattr(processes, "PORTS_FROM", 32767)  # one port left below the range, already handed
+    monkeypatch.setattr(processes, "_handed", {32767})
+    with pytest.raises(RuntimeError, match="no free port"):
+        processes.free_port()
 
 
 def test_profile_self_time_aggregates_leaf_frames():
