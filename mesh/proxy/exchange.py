@@ -105,6 +105,10 @@ class Exchange:
             upstream.send(self, self.request_head + LAST_CHUNK if self.chunked_request and self.request_complete
                           else self.request_head)
         conn = self.conn
+        if self.request_complete:  # the try's per-try timeout starts now (`start_try_timeout`), if it has one
+            route = self.target.route
+            if route is not None and route.spec.retries.per_try_timeout_s is not None:
+                conn.forwarding.start_try_timeout(self)
         if conn.paused:
             conn.resume_reading(conn.BODY_BUFFER)  # the body buffered so far went upstream
 

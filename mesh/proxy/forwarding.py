@@ -87,9 +87,12 @@ class Forwarding(RetriesAndTimeouts):
             exchange.timer = self.deadlines.call_later(route.spec.timeout_s, self._timed_out, exchange)
 
     def request_body_ended(self, exchange: Exchange) -> None:
-        """The downstream request's body is in: its route timeout starts if its first try went out."""
+        """The downstream request's body is in: its route timeout starts if its first try went out, and the
+        try's per-try timeout if it has its connection."""
         if exchange.request_head:
             self.start_route_timeout(exchange)
+            if exchange.upstream is not None:
+                self.start_try_timeout(exchange)
 
     def _first_try(self, exchange: Exchange) -> None:
         target = exchange.target
@@ -120,10 +123,6 @@ class Forwarding(RetriesAndTimeouts):
             self.uncount(exchange)
         if target.cluster is not None and target.cluster.balancer.tracks_load:
             self.count(exchange, target.cluster.balancer, target.endpoint)
-        route = target.route
-        if route is not None and route.spec.retries.per_try_timeout_s is not None:
-            exchange.try_timer = self.deadlines.call_later(route.spec.retries.per_try_timeout_s,
-                                                           self._try_timed_out, exchange)
         self._dispatch(exchange)
 
     def _dispatch(self, exchange: Exchange) -> None:

@@ -83,6 +83,17 @@ class RetriesAndTimeouts:
         exchange.try_timer = self.loop.call_later(retry.backoff(policy, number, self.runtime.view.rng),
                                                   self._send, exchange)
 
+    def start_try_timeout(self, exchange: Exchange) -> None:
+        """A try's per-try timeout starts once it has its connection and the downstream request is whole, as
+        Envoy's (`onPoolReady`, or the request's end after it): connecting and waiting for a connection are
+        bounded by the connect timeout and the route timeout, and a slow upload does not spend it. Called at
+        both moments; the later one starts it."""
+        route = exchange.target.route
+        if (route is not None and route.spec.retries.per_try_timeout_s is not None and exchange.request_complete
+                and exchange.try_timer is None and not exchange.done):
+            exchange.try_timer = self.deadlines.call_later(route.spec.retries.per_try_timeout_s,
+                                                           self._try_timed_out, exchange)
+
     def _detach(self, exchange: Exchange) -> None:
         upstream = exchange.upstream
         if upstream is not None:
@@ -94,8 +105,7 @@ class RetriesAndTimeouts:
         exchange.try_timer = None
         if exchange.done or exchange.response_started:
             return
-        if exchange.upstream is not None:  # a try still waiting for a connection says nothing of the host
-            self.report(exchange, 504)
+        self.report(exchange, 504)  # the try had its connection (`start_try_timeout`)
         self._detach(exchange)
         self.runtime.counters.inc("upstream_rq_per_try_timeout_total")
         if not self.retry(exchange, retry.PER_TRY_TIMEOUT):

@@ -193,34 +193,64 @@ async def test_at_the_connection_limit_an_ejected_hosts_idle_connection_serves_n
     assert {u.address for u in proxy.upstreams if u.protocol.exchange is not None} == {BOOKS_V1.address}
 
 
-async def test_a_connect_that_ends_after_its_try_timed_out_serves_the_request_queued_for_it():
-    """maxConnections 1: the first try's connect is slow, its per-try timeout fires and the retry queues at
-    the limit; when the connect completes, the queued retry takes that connection instead of waiting."""
+def _connects_held(proxy: Proxy):
+    """New upstream connections of `proxy` complete only once the returned future is set."""
     import asyncio
 
-    retries = model.RetryPolicy(attempts=1, per_try_timeout_s=1.0, retry_on=("connect-failure", "reset"))
-    view = _books_cluster(bookinfo_view(books=(BOOKS_V1,), books_route=route(retries=retries)),
-                          pool=model.ConnectionPool(max_connections=1))
-    proxy = Proxy(view)
     gate = asyncio.get_running_loop().create_future()
     connect = proxy.net.create_connection
 
-    async def slow(factory, address, port):
+    async def held(factory, address, port):
         await gate
         return await connect(factory, address, port)
 
-    proxy.net.create_connection = slow
+    proxy.net.create_connection = held
+    return gate
+
+
+async def test_a_connect_that_ends_after_its_try_ended_serves_the_request_queued_for_it():
+    """maxConnections 1: the first request's connect is slow and a second request queues at the limit; the
+    first client leaves while its connection is still opening. When the connect completes, the queued request
+    takes that connection instead of waiting for another."""
+    view = _books_cluster(bookinfo_view(books=(BOOKS_V1,), books_route=route()),
+                          pool=model.ConnectionPool(max_connections=1))
+    proxy = Proxy(view)
+    gate = _connects_held(proxy)
     cluster = proxy.runtime.view.clusters[BOOKS]
-    client = proxy.client()
-    client.send(GET_BOOKS)
-    await step(proxy, 1.05)
-    assert len(cluster.breaker.pending) == 1  # the retry waits at the limit
+    leaving, queued = proxy.client(), proxy.client()
+    leaving.send(GET_BOOKS)
+    queued.send(GET_BOOKS)
+    await settle()
+    assert len(cluster.breaker.pending) == 1  # the second request waits at the limit
+    leaving.conn.connection_lost(None)  # gone while its connection opens
     gate.set_result(None)
     await settle()
     (upstream,) = proxy.upstreams
-    assert not cluster.breaker.pending and upstream.requests()  # the retry went out on it
+    assert not cluster.breaker.pending and upstream.requests()  # the queued request went out on it
     upstream.respond(OK)
-    assert [r.first for r in client.responses()] == ["200"]
+    assert [r.first for r in queued.responses()] == ["200"]
+
+
+async def test_a_per_try_timeout_does_not_run_while_the_try_connects():
+    """Envoy starts a try's per-try timeout once the connection pool hands it a connection: a connect slower
+    than the per-try timeout is bounded by the connect timeout and the route timeout, not cut short. The
+    timeout then runs in full from the moment the connection is ready."""
+    retries = model.RetryPolicy(attempts=1, per_try_timeout_s=1.0, retry_on=("connect-failure", "reset"))
+    proxy = Proxy(_books_cluster(bookinfo_view(books=(BOOKS_V1,), books_route=route(retries=retries)),
+                                 pool=model.ConnectionPool(max_connections=1)))
+    gate = _connects_held(proxy)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await step(proxy, 3.0)  # three per-try timeouts' worth of connecting
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 0 and not client.responses()
+    gate.set_result(None)
+    await settle()
+    (upstream,) = proxy.upstreams
+    assert upstream.requests()
+    await step(proxy, 0.9)  # the try's own second has not run out
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 0
+    await step(proxy, 0.2)
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 1
 
 
 async def test_least_request_counts_end_with_every_try_queued_at_the_connection_limit():

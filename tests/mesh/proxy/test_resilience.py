@@ -485,6 +485,22 @@ async def test_an_injected_delay_stays_in_the_flags_of_what_ends_the_request_aft
     assert flags(gone) == [(0, "DI,DC")]
 
 
+async def test_a_per_try_timeout_starts_when_the_request_is_whole_not_while_it_uploads():
+    """Envoy starts a try's per-try timeout once it has its connection and the downstream request is whole:
+    a 1 s per-try timeout and an upload that ends at 0.9 s cut the try at about 1.9 s, not at 1 s."""
+    proxy = proxy_for(retries=model.RetryPolicy(attempts=0, per_try_timeout_s=1.0))
+    client = proxy.client()
+    client.send(b"POST /books HTTP/1.1\r\nHost: books:9080\r\nContent-Length: 4\r\n\r\n")
+    await step(proxy, 0.9)
+    assert proxy.upstreams[0].requests()  # the head went out on its connection; the body has not come
+    client.send(b"data")
+    await step(proxy, 0.5)  # t=1.4: 0.5 s after the end of the request
+    assert client.responses() == []
+    await step(proxy, 0.6)  # t=2.0
+    assert [r.first for r in client.responses()] == ["504"]
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 1
+
+
 async def test_the_route_timeout_starts_when_the_request_is_whole_not_while_it_uploads():
     """Envoy starts the route timeout at the end of the downstream request: a 1 s timeout and an upload that
     ends at 0.9 s time out at about 1.9 s, not at 1 s."""
