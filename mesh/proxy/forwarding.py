@@ -119,7 +119,7 @@ class Forwarding(RetriesAndTimeouts):
             return
         exchange.tries += 1
         target = exchange.target
-        if exchange.counted is not None:  # the try before ended with no connection (a per-try timeout)
+        if exchange.counted is not None:  # the try before still counted (every way a try ends gives it back)
             self.uncount(exchange)
         if target.cluster is not None and target.cluster.balancer.tracks_load:
             self.count(exchange, target.cluster.balancer, target.endpoint)
