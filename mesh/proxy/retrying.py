@@ -105,7 +105,8 @@ class RetriesAndTimeouts:
         exchange.try_timer = None
         if exchange.done or exchange.response_started:
             return
-        self.report(exchange, 504)  # the try had its connection (`start_try_timeout`)
+        if exchange.upstream is not None:  # a try whose connection is already gone tells nothing more of the host
+            self.report(exchange, 504)
         self._detach(exchange)
         self.runtime.counters.inc("upstream_rq_per_try_timeout_total")
         if not self.retry(exchange, retry.PER_TRY_TIMEOUT):
