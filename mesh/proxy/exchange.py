@@ -193,15 +193,16 @@ class Exchange:
         if self.done:
             return
         if not self.response_started:
+            if self.try_timer is not None:  # this connection's per-try timeout (`start_try_timeout`)
+                self.try_timer.cancel()
+                self.try_timer = None
             if upstream.reused and not upstream.received and self.replayable and self.attempts < 2:
-                # A pooled connection the server had already closed: send again on a fresh one.
+                # A pooled connection the server had already closed: send again on a fresh one, whose
+                # `attach` starts the try's per-try timeout afresh (Envoy's next onPoolReady).
                 if self.target.cluster is not None:
                     forwarding.count(self, self.target.cluster.balancer, self.target.endpoint)
                 forwarding.connect(self)
                 return
-            if self.try_timer is not None:
-                self.try_timer.cancel()
-                self.try_timer = None
             forwarding.report(self, 503)
             if not forwarding.retry(self, retry.RESET):
                 self.reply_error(error)

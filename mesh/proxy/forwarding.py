@@ -91,8 +91,7 @@ class Forwarding(RetriesAndTimeouts):
         try's per-try timeout if it has its connection."""
         if exchange.request_head:
             self.start_route_timeout(exchange)
-            if exchange.upstream is not None:
-                self.start_try_timeout(exchange)
+            self.start_try_timeout(exchange)
 
     def _first_try(self, exchange: Exchange) -> None:
         target = exchange.target
@@ -119,7 +118,7 @@ class Forwarding(RetriesAndTimeouts):
             return
         exchange.tries += 1
         target = exchange.target
-        if exchange.counted is not None:  # the try before still counted (every way a try ends gives it back)
+        if exchange.counted is not None:  # a count the try before left (a defence: its end gives it back)
             self.uncount(exchange)
         if target.cluster is not None and target.cluster.balancer.tracks_load:
             self.count(exchange, target.cluster.balancer, target.endpoint)
@@ -252,8 +251,8 @@ class Forwarding(RetriesAndTimeouts):
             if pool.waiting:
                 pool.wake()
         if tries != exchange.tries:
-            # A try that timed out while connecting: the exchange moved on (its count with it, `_send`); keep
-            # a good socket for others.
+            # A try that ended while connecting (its retry scheduled): the exchange moved on (its count with it,
+            # `_send`); keep a good socket for others.
             if done.cancelled() or done.exception() is not None:
                 pool.active -= 1
                 if target.cluster is not None:

@@ -78,6 +78,9 @@ class RetriesAndTimeouts:
         if cluster is not None and endpoint != target.endpoint:
             exchange.target = target.with_endpoint(endpoint, self.runtime.source_peer(cluster.spec, endpoint))
         number = policy.attempts - exchange.retries_left
+        # The failed try is over: a connect of its that completes during the backoff pools its connection
+        # instead of sending the request (`Forwarding._connected`), and its wait at the breaker is dropped.
+        exchange.tries += 1
         if exchange.try_timer is not None:  # the failed try's per-try timeout: it must not cut the next try short
             exchange.try_timer.cancel()
         exchange.try_timer = self.loop.call_later(retry.backoff(policy, number, self.runtime.view.rng),
@@ -90,7 +93,8 @@ class RetriesAndTimeouts:
         both moments; the later one starts it."""
         route = exchange.target.route
         if (route is not None and route.spec.retries.per_try_timeout_s is not None and exchange.request_complete
-                and exchange.try_timer is None and not exchange.done):
+                and exchange.upstream is not None and exchange.try_timer is None and not exchange.done
+                and not exchange.response_started):
             exchange.try_timer = self.deadlines.call_later(route.spec.retries.per_try_timeout_s,
                                                            self._try_timed_out, exchange)
 

@@ -253,6 +253,57 @@ async def test_a_per_try_timeout_does_not_run_while_the_try_connects():
     assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 1
 
 
+async def test_a_resend_on_a_fresh_connection_gets_its_own_per_try_timeout_from_that_connection():
+    """A pooled connection the server had closed is replaced at once (the request sent again): the per-try
+    timeout that started on it is not carried over into the new connect, which is slower than it; the
+    request's per-try timeout starts again when the new connection is ready."""
+    from tests.mesh.proxy.test_downstream import warm
+
+    proxy = Proxy(bookinfo_view(books=(BOOKS_V1,), books_route=route(
+        retries=model.RetryPolicy(attempts=1, per_try_timeout_s=1.0, retry_on=("connect-failure", "reset")))))
+    client = proxy.client()
+    await warm(proxy, client)
+    client.send(GET_BOOKS)
+    await settle()
+    gate = _connects_held(proxy)
+    proxy.upstreams[0].reset()  # closed by the server before any byte of the answer
+    await step(proxy, 2.5)  # the new connect takes longer than a per-try timeout
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 0 and not client.responses()
+    gate.set_result(None)
+    await settle()
+    fresh = proxy.upstreams[-1]
+    assert [r.first for r in fresh.requests()] == ["GET /books"]
+    await step(proxy, 0.9)
+    assert proxy.runtime.counters.get("upstream_rq_per_try_timeout_total") == 0
+    fresh.respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+    assert sum(1 for u in proxy.upstreams if u.protocol.exchange is not None) == 0
+
+
+async def test_a_connect_that_completes_after_its_try_was_retried_is_pooled_not_sent_on():
+    """A try that ends while its connection is still opening, its retry scheduled: when that connect
+    completes during the backoff, the connection goes to the pool and the request is not sent on it (it
+    would go out twice, and the connection would stay busy for good)."""
+    from mesh.proxy import retry
+
+    proxy = Proxy(_books_cluster(bookinfo_view(books=(BOOKS_V1,), books_route=route(
+        retries=model.RetryPolicy(attempts=1, retry_on=("connect-failure",), backoff_base_s=1.0)))))
+    gate = _connects_held(proxy)
+    client = proxy.client()
+    client.send(GET_BOOKS)
+    await settle()
+    exchange = client.conn.active
+    assert client.conn.forwarding.retry(exchange, retry.CONNECT_FAILURE)  # the try given up, its connect pending
+    gate.set_result(None)
+    await settle()
+    (late,) = proxy.upstreams
+    assert late.protocol.exchange is None and not late.requests()  # pooled, idle
+    await step(proxy, 1.0)  # the backoff: the retry takes the pooled connection
+    assert [r.first for r in late.requests()] == ["GET /books"]
+    late.respond(OK)
+    assert [r.first for r in client.responses()] == ["200"]
+
+
 async def test_least_request_counts_end_with_every_try_queued_at_the_connection_limit():
     """Istio's default balancer, LEAST_REQUEST, counts each try in flight: a try that waited for a connection
     and ended without one (its client left, its route timed out) must leave no count behind, or the host
