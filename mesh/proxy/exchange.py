@@ -69,6 +69,8 @@ class Exchange:
         self.extra_response_headers = b""
         self.timer = None  # the route timeout (asyncio.TimerHandle)
         self.try_timer = None  # per-try timeout, retry backoff or injected delay: one at a time
+        # The try's generation, moved on when a try is given up for a retry (`_schedule_retry`): what a given-up
+        # try left behind (a connect, a place in a queue) sees it changed and does not send the request.
         self.tries = 0
         self.retries_left = 0
         self.retry_flag = ""  # why a retriable outcome went to the client: URX (retries spent), UO (maxRetries)

@@ -116,7 +116,6 @@ class Forwarding(RetriesAndTimeouts):
         exchange.try_timer = None
         if exchange.done:
             return
-        exchange.tries += 1
         target = exchange.target
         if exchange.counted is not None:  # a count the try before left (a defence: its end gives it back)
             self.uncount(exchange)

@@ -78,9 +78,7 @@ class RetriesAndTimeouts:
         if cluster is not None and endpoint != target.endpoint:
             exchange.target = target.with_endpoint(endpoint, self.runtime.source_peer(cluster.spec, endpoint))
         number = policy.attempts - exchange.retries_left
-        # The failed try is over: a connect of its that completes during the backoff pools its connection
-        # instead of sending the request (`Forwarding._connected`), and its wait at the breaker is dropped.
-        exchange.tries += 1
+        exchange.tries += 1  # the failed try is over (Exchange.tries): a late connect of its is pooled
         if exchange.try_timer is not None:  # the failed try's per-try timeout: it must not cut the next try short
             exchange.try_timer.cancel()
         exchange.try_timer = self.loop.call_later(retry.backoff(policy, number, self.runtime.view.rng),
@@ -88,9 +86,9 @@ class RetriesAndTimeouts:
 
     def start_try_timeout(self, exchange: Exchange) -> None:
         """A try's per-try timeout starts once it has its connection and the downstream request is whole, as
-        Envoy's (`onPoolReady`, or the request's end after it): connecting and waiting for a connection are
-        bounded by the connect timeout and the route timeout, and a slow upload does not spend it. Called at
-        both moments; the later one starts it."""
+        Envoy's (`onPoolReady`, or the request's end after it): connecting is bounded by the connect timeout,
+        a wait at the breaker's limit by a freed connection, the route timeout or the client, and a slow
+        upload does not spend it. Called at both moments; the later one starts it."""
         route = exchange.target.route
         if (route is not None and route.spec.retries.per_try_timeout_s is not None and exchange.request_complete
                 and exchange.upstream is not None and exchange.try_timer is None and not exchange.done

@@ -167,7 +167,7 @@ def test_tls_pools_cap_connects_and_wake_the_oldest_live_waiter(monkeypatch):
     gone, moved_on, live = _Waiter(done=True), _Waiter(tries=2), _Waiter()
     for waiter in (gone, moved_on, live):
         secure.wait(fwd, waiter)
-    moved_on.tries = 3  # that try timed out: its entry is stale
+    moved_on.tries = 3  # that try was given up for a retry: its entry is stale
     newest = _Waiter()
     secure.wait(fwd, newest)  # at the compaction bound: stale entries dropped first
     assert [w for _, w, _ in secure.waiting] == [live, newest]
