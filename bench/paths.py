@@ -20,7 +20,7 @@ WARM_S = 2.0  # pair-mtls: closed-loop load before its open-loop runs (bench.run
 # Interleaved rounds per path and connection count (bench.run.measure_throughput), splitting `--duration`.
 # Five, not three: a throughput target is the median of each round's paired ratio, single rounds' ratios
 # spread by ±5 % on this VM, and issue 7's target sits about 8 % from its limit (docs/benchmark.md, 2026-11-27
-# evening: a three-round run read 0.867× where five-round runs of the same code read 0.91-0.95×).
+# evening: a three-round run read 0.867× where five-round runs of the same code read 0.91-0.97×).
 ROUNDS = 5
 
 
